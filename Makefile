@@ -1,0 +1,44 @@
+# llmux: `make run` and `make test` are all a new machine needs (see README.md).
+BUILD      ?= build
+TEST_BUILD ?= build-test
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CONFIG     ?= conf/llmux.json
+
+.PHONY: all deps test-deps build build-test run test bench clean
+
+all: build
+
+deps:
+	@sh deps/install.sh build
+
+test-deps:
+	@sh deps/install.sh test
+	@if [ ! -d test/node/node_modules/openai ]; then \
+	    echo "installing the openai npm client into test/node"; \
+	    cd test/node && npm ci --no-audit --no-fund --loglevel=error; \
+	fi
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DLLMUX_SANITIZE=OFF >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+build-test: test-deps
+	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DLLMUX_SANITIZE=ON >/dev/null
+	@cmake --build $(TEST_BUILD) -j $(JOBS)
+
+# The demo: two simulated providers served by mockllm (one healthy, one failing every other
+# request) next to llmux on conf/llmux.json. Ctrl-C stops all three.
+run: build
+	@$(BUILD)/test/mockllm --listen 127.0.0.1:9101 --quiet & echo $$! > $(BUILD)/mock-healthy.pid; \
+	 $(BUILD)/test/mockllm --listen 127.0.0.1:9102 --quiet --script 'fail_every=2&status=503' & echo $$! > $(BUILD)/mock-flaky.pid; \
+	 trap 'kill $$(cat $(BUILD)/mock-healthy.pid) $$(cat $(BUILD)/mock-flaky.pid) 2>/dev/null' EXIT INT TERM; \
+	 $(BUILD)/llmux -c $(CONFIG)
+
+test: build-test
+	@cd $(TEST_BUILD) && ctest --output-on-failure -j 2 --timeout 300
+
+bench: build
+	@sh bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(TEST_BUILD)

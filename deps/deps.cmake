@@ -1,0 +1,17 @@
+# How llmux finds its five dependencies on Debian 12 (see README "Dependencies").
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(LIBUV REQUIRED IMPORTED_TARGET libuv)
+pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)
+pkg_check_modules(CARES REQUIRED IMPORTED_TARGET libcares)
+# mbedTLS ships neither a .pc file nor a CMake config on Debian 12.
+find_path(MBEDTLS_INCLUDE_DIR mbedtls/ssl.h)
+find_library(MBEDTLS_LIB mbedtls)
+find_library(MBEDX509_LIB mbedx509)
+find_library(MBEDCRYPTO_LIB mbedcrypto)
+if(NOT MBEDTLS_INCLUDE_DIR OR NOT MBEDTLS_LIB OR NOT MBEDX509_LIB OR NOT MBEDCRYPTO_LIB)
+    message(FATAL_ERROR "mbedTLS not found: install libmbedtls-dev (make deps)")
+endif()
+add_library(mbedtls_all INTERFACE)
+target_include_directories(mbedtls_all INTERFACE ${MBEDTLS_INCLUDE_DIR})
+target_link_libraries(mbedtls_all INTERFACE ${MBEDTLS_LIB} ${MBEDX509_LIB} ${MBEDCRYPTO_LIB})
+include(${CMAKE_CURRENT_LIST_DIR}/llhttp.cmake)

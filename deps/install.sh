@@ -1,0 +1,22 @@
+#!/bin/sh
+# Installs the Debian 12 packages llmux needs that are missing. Usage:
+#   deps/install.sh build   - compiler, cmake, pkg-config and the five libraries
+#   deps/install.sh test    - the above plus openssl (test PKI) and node/npm (integration tests)
+# Runs apt-get through sudo when not root. Does nothing when everything is present.
+set -eu
+want="gcc make cmake pkg-config libuv1-dev libmbedtls-dev libcjson-dev libc-ares-dev node-llhttp ca-certificates"
+if [ "${1:-build}" = test ]; then
+    want="$want openssl curl"
+    command -v node >/dev/null 2>&1 || want="$want nodejs"
+    command -v npm >/dev/null 2>&1 || want="$want npm"
+fi
+missing=""
+for p in $want; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing

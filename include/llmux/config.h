@@ -1,0 +1,92 @@
+/* config: the gateway's JSON configuration, parsed and validated once, immutable afterwards.
+ *
+ * A loaded config is shared by reference count: running exchanges hold a reference, so a
+ * reload can build a new one while old requests finish on theirs.
+ * Provider keys are read from the environment variable named by `api_key_env` at load time;
+ * a provider whose variable is unset is disabled (with a reason), never an error.
+ */
+#ifndef LLMUX_CONFIG_H
+#define LLMUX_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum provider_kind {
+    PROVIDER_OPENAI = 0, /* OpenAI-compatible chat/completions/embeddings (also vLLM, Ollama...) */
+};
+
+struct timeouts {
+    uint32_t connect_ms;    /* DNS + TCP + TLS for one attempt */
+    uint32_t first_byte_ms; /* request sent -> first response event (time to first token) */
+    uint32_t idle_ms;       /* between two events of a stream, or two reads of a body */
+    uint32_t total_ms;      /* whole exchange deadline */
+};
+
+struct provider {
+    char *name;
+    enum provider_kind kind;
+    char *base_url;    /* as configured */
+    int tls;           /* https:// */
+    char *host;        /* host name or address (no brackets for IPv6) */
+    uint16_t port;     /* explicit, or 443 / 80 */
+    char *base_path;   /* path prefix without trailing '/', e.g. "/v1"; "" when none */
+    char *api_key_env; /* NULL when the provider needs no key (local servers) */
+    char *api_key;     /* value of the variable; NULL when unset. NEVER logged. */
+    char *ca_file;     /* NULL: system CA bundle */
+    int enabled;       /* 0 when its key variable is unset */
+    char *disabled_reason; /* e.g. "OPENAI_API_KEY is not set"; NULL when enabled */
+};
+
+struct deployment {
+    struct provider *provider; /* borrowed from config.providers */
+    char *model;               /* upstream model id */
+};
+
+struct model {
+    char *name; /* the alias clients send */
+    struct deployment *deployments;
+    size_t n_deployments;
+    struct timeouts timeouts; /* the global ones with this model's overrides applied */
+};
+
+struct config {
+    char *listen_host;
+    uint16_t listen_port; /* 0: pick a free port (the chosen one is logged at start) */
+    struct timeouts timeouts;
+    struct provider *providers;
+    size_t n_providers;
+    struct model *models;
+    size_t n_models;
+    char **keys; /* gateway client keys; none: no authentication */
+    size_t n_keys;
+    size_t max_body_bytes;   /* "limits.max_body_bytes", default 4 MiB */
+    size_t max_header_bytes; /* "limits.max_header_bytes", default 16 KiB */
+    size_t max_url_bytes;    /* "limits.max_url_bytes", default 8 KiB */
+    uint32_t header_timeout_ms;    /* "limits.header_timeout_ms", default 60000 */
+    uint32_t body_timeout_ms;      /* "limits.body_timeout_ms", default 60000 */
+    uint32_t keepalive_timeout_ms; /* "limits.keepalive_timeout_ms", default 75000 */
+    size_t pool_max_idle;       /* "pool.max_idle_per_origin", default 32 */
+    uint32_t pool_idle_timeout_ms; /* "pool.idle_timeout_ms", default 60000 */
+    char *access_log;           /* path, NULL: stderr */
+    int refs;
+};
+
+/* Parse and validate JSON text. Returns 0 with *out holding one reference, or LLMUX_ECONFIG
+ * with a message in err naming the JSON path and the problem, e.g.
+ * "$.providers.openai.kind: unknown kind \"foo\" (expected one of: openai)". */
+int config_parse(const char *json, size_t len, struct config **out, char *err, size_t errlen);
+/* Read a file and config_parse() it; a read failure is reported as "FILE: strerror". */
+int config_load_file(const char *path, struct config **out, char *err, size_t errlen);
+
+struct config *config_ref(struct config *c);
+/* Drops a reference; frees at zero. */
+void config_unref(struct config *c);
+
+/* Lookups (borrowed pointers, valid while the config is referenced); NULL when absent. */
+const struct model *config_find_model(const struct config *c, const char *name, size_t len);
+const struct provider *config_find_provider(const struct config *c, const char *name, size_t len);
+
+/* Name of a kind ("openai"). */
+const char *provider_kind_name(enum provider_kind k);
+
+#endif

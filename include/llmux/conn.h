@@ -1,0 +1,91 @@
+/* conn: one byte stream over TCP, optionally wrapped in TLS (mbedTLS), client or server side.
+ *
+ * The same object carries llmux's client connections, its upstream connections and mockllm's
+ * HTTPS, so protocol code (server, upstream) never sees whether bytes are encrypted.
+ *
+ * Lifecycle: conn_connect()/conn_accept() allocate; the owner receives callbacks; the owner
+ * calls conn_close() exactly once; on_close runs later (from the uv_close callback of the last
+ * handle) and the conn's memory is freed right after on_close returns. conn_close() is safe to
+ * call from inside any of the conn's own callbacks: nothing is freed until the loop turns.
+ * After conn_close() no callback but on_close is called.
+ *
+ * Every socket gets TCP_NODELAY. TLS: minimum TLS 1.2; client side verifies the peer chain
+ * (REQUIRED) against the tls_ctx's CA chain and checks the host name given to conn_connect()
+ * (also sent as SNI); a verification failure fails the connect with LLMUX_ETLSVERIFY and is
+ * never downgraded to an unverified connection. Client sessions are resumed when possible.
+ */
+#ifndef LLMUX_CONN_H
+#define LLMUX_CONN_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+/* Shared TLS configuration: load once per process, share by every connection using it. */
+struct tls_ctx;
+
+/* Client context verifying against ca_file (PEM bundle), or the system CA bundle when NULL.
+ * Returns 0, or LLMUX_ETLS with a message in err (e.g. "cannot load CA file X: ..."). */
+int tls_ctx_client(const char *ca_file, struct tls_ctx **out, char *err, size_t errlen);
+/* Server context presenting cert_file (PEM chain) with key_file. */
+int tls_ctx_server(const char *cert_file, const char *key_file, struct tls_ctx **out, char *err,
+                   size_t errlen);
+/* Frees the context. Every conn using it must be closed (on_close run) before. */
+void tls_ctx_free(struct tls_ctx *t);
+
+struct conn;
+
+struct conn_cbs {
+    /* Client side: the TCP connection (and the TLS handshake, if any) completed (status 0) or
+     * failed (status < 0: UV_ECONNREFUSED, LLMUX_ETLSVERIFY, ...). On failure the owner still
+     * calls conn_close(). Server side: called with 0 once the TLS handshake is done; may be NULL. */
+    void (*on_connect)(struct conn *c, int status);
+    /* Plaintext bytes from the peer; borrowed, valid only during the call. */
+    void (*on_read)(struct conn *c, const char *data, size_t len);
+    /* The peer closed (UV_EOF) or the connection failed (other codes, e.g. UV_ECONNRESET).
+     * No on_read follows. The owner decides when to conn_close(). */
+    void (*on_eof)(struct conn *c, int status);
+    /* Everything queued by conn_write() has reached the socket. May be NULL. */
+    void (*on_drain)(struct conn *c);
+    /* Last callback: the handles are closed; the conn is freed when this returns. May be NULL. */
+    void (*on_close)(struct conn *c);
+};
+
+/* Connect to addr (IPv4 or IPv6). tls NULL: plain TCP; else TLS with host name `host`
+ * (SNI and certificate check; borrowed, copied). Returns 0 and later calls on_connect, or a
+ * negative code and no callback is ever called (nothing to close). */
+int conn_connect(uv_loop_t *loop, const struct sockaddr *addr, struct tls_ctx *tls,
+                 const char *host, const struct conn_cbs *cbs, void *data, struct conn **out);
+
+/* Accept a pending connection from a listening server stream; reading starts at once (after
+ * the TLS handshake when tls is set). Returns 0 or a negative code (no conn then). */
+int conn_accept(uv_stream_t *server, struct tls_ctx *tls, const struct conn_cbs *cbs, void *data,
+                struct conn **out);
+
+/* Replace the callbacks and owner data (a pool hands a connection to a new owner). */
+void conn_set_owner(struct conn *c, const struct conn_cbs *cbs, void *data);
+void *conn_data(const struct conn *c);
+
+/* Write bytes (encrypted first when TLS). What the socket does not take at once is copied into
+ * the conn's queue, so the caller's buffers are free on return. Returns 0 or a negative code
+ * (the conn is then broken: on_eof follows or has been called). */
+int conn_write(struct conn *c, const uv_buf_t *bufs, unsigned nbufs);
+/* Bytes accepted by conn_write() not yet handed to the kernel (backpressure signal). */
+size_t conn_queued(const struct conn *c);
+
+/* Backpressure on the read side: stop and resume on_read delivery. Bytes TLS has already
+ * decrypted are delivered after conn_read_start(). */
+void conn_read_stop(struct conn *c);
+void conn_read_start(struct conn *c);
+
+/* Close. reset != 0 aborts with a TCP RST (used to stop an upstream generating tokens and in
+ * tests). Idempotent. */
+void conn_close(struct conn *c, int reset);
+
+/* Text of the last failure (e.g. "certificate verification failed: hostname mismatch"), or "". */
+const char *conn_error(const struct conn *c);
+int conn_is_tls(const struct conn *c);
+/* Peer address as text ("127.0.0.1:1234"); borrowed. */
+const char *conn_peer(const struct conn *c);
+
+#endif

@@ -1,0 +1,18 @@
+/* exchange: one client request from first byte to last, driven through an explicit state
+ * machine (see src/exchange.c for the states, the failure classes and the retry rule). */
+#ifndef LLMUX_EXCHANGE_H
+#define LLMUX_EXCHANGE_H
+
+#include "llmux/adapter.h"
+#include "llmux/gateway.h"
+#include "llmux/router.h"
+#include "llmux/server.h"
+
+/* Serve req with the given plan. Copies creq and plan (creq->body stays borrowed from req,
+ * which outlives every attempt). The exchange answers req itself in every case, including
+ * failures, and frees itself at the end. Returns 0, or a negative code if it could not even
+ * start (nothing was answered then). */
+int exchange_start(struct gateway *gw, struct server_req *req, const struct canon_request *creq,
+                   const char *client_model, const struct plan *plan);
+
+#endif

@@ -1,0 +1,51 @@
+/* gateway: the runtime of one worker, wiring the modules together: the loaded config, the
+ * resolver, the upstream pool, each provider's origin and TLS context, the HTTP server and the
+ * access log. Built by main, borrowed by api and exchange. */
+#ifndef LLMUX_GATEWAY_H
+#define LLMUX_GATEWAY_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <uv.h>
+
+#include "llmux/config.h"
+
+struct dns;
+struct pool;
+struct origin;
+struct server;
+struct tls_ctx;
+
+struct gateway_stats {
+    uint64_t requests;
+    uint64_t exchanges_active;
+    uint64_t failovers; /* attempts after the first */
+};
+
+struct gateway {
+    uv_loop_t *loop;
+    struct config *cfg;
+    struct dns *dns;
+    struct pool *pool;
+    struct server *server;
+    struct origin **origins;      /* per provider index, NULL when disabled */
+    struct tls_ctx **tls;         /* per provider index, NULL for http:// */
+    struct tls_ctx *system_tls;   /* shared by providers without a ca_file */
+    FILE *access_log;
+    struct gateway_stats stats;
+    uint64_t id_seed;
+};
+
+/* Set up everything for cfg (takes a reference) except the server. Returns 0 or a negative
+ * code with a message in err. */
+int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *err, size_t errlen);
+/* Close what gateway_init opened (handles finish closing as the loop runs). */
+void gateway_close(struct gateway *gw);
+/* Free the rest once the loop has run to completion after gateway_close(). */
+void gateway_free(struct gateway *gw);
+/* The origin for a provider of gw->cfg (NULL when it has none). */
+struct origin *gateway_origin(struct gateway *gw, const struct provider *p);
+/* A fresh request id (32 hex characters) into out[33]. */
+void gateway_request_id(struct gateway *gw, char out[33]);
+
+#endif

@@ -1,0 +1,118 @@
+/* server: HTTP/1.1 server on llhttp over conn (plain TCP or TLS).
+ *
+ * It owns listening sockets and client connections, parses requests with llhttp (lenient flags
+ * off: CL+TE and duplicate Content-Length are rejected), enforces the size limits that llhttp
+ * itself has not (URL -> 414, header bytes -> 431, body -> 413, counted in the callbacks),
+ * and the slow-client timeouts (header, body, keep-alive idle). Protocol errors are answered
+ * in OpenAI's error shape and the connection is closed.
+ *
+ * A complete request (body buffered up to the limit) is handed to the handler as a
+ * `struct server_req`, which is also the handle for its response: either one server_respond()
+ * or server_stream_start() + server_stream_write()* + server_stream_end(). Requests on one
+ * connection are served one at a time, in order (pipelined ones wait, llhttp paused).
+ *
+ * Lifetime of a server_req: valid from the handler call until the response ends (the call to
+ * server_respond() / server_stream_end() returns) or, if the client goes away first, until the
+ * `on_abort` watcher returns. A handler that answers later (after its callback returned) must
+ * set a watcher with server_req_watch() before returning, and drop its pointer in on_abort.
+ */
+#ifndef LLMUX_SERVER_H
+#define LLMUX_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct tls_ctx;
+struct server;
+struct server_req;
+
+struct http_header {
+    const char *name; /* NUL-terminated */
+    size_t name_len;
+    const char *value; /* NUL-terminated */
+    size_t value_len;
+};
+
+/* What the handler sees. Every pointer is borrowed, valid as long as the server_req. */
+struct server_request {
+    const char *method; /* "GET", "POST", ... */
+    const char *url;    /* raw request target, NUL-terminated */
+    size_t url_len;
+    size_t path_len; /* length of the path part of url (before '?') */
+    const struct http_header *headers;
+    size_t n_headers;
+    const char *body; /* NUL-terminated (the NUL is not counted) */
+    size_t body_len;
+};
+
+struct server_opts {
+    struct tls_ctx *tls;           /* NULL: plain HTTP */
+    size_t max_url_bytes;          /* 0: 8 KiB */
+    size_t max_header_bytes;       /* all header names + values; 0: 16 KiB */
+    size_t max_body_bytes;         /* 0: 4 MiB */
+    uint32_t header_timeout_ms;    /* first byte of a request to end of its headers; 0: 60 s */
+    uint32_t body_timeout_ms;      /* between two reads of a body; 0: 60 s */
+    uint32_t keepalive_timeout_ms; /* idle connection between requests; 0: 75 s */
+};
+
+struct server_stats {
+    uint64_t connections;        /* accepted since start */
+    uint64_t active_connections; /* open now */
+    uint64_t requests;           /* handed to the handler */
+    uint64_t aborted;            /* requests whose client went away before the response ended */
+};
+
+/* Called once per complete request. `data` is the value given to server_listen(). */
+typedef void (*server_handler)(void *data, struct server_req *req);
+
+/* Listen on host:port (IPv4 or IPv6 literal or "localhost"; port 0 picks a free one).
+ * Returns 0 or a negative code. */
+int server_listen(uv_loop_t *loop, const char *host, uint16_t port, const struct server_opts *o,
+                  server_handler handler, void *data, struct server **out);
+/* The bound port (useful after port 0). */
+uint16_t server_port(const struct server *s);
+const struct server_stats *server_get_stats(const struct server *s);
+/* Stop listening and close every connection (requests in flight are aborted, on_abort runs);
+ * the server is freed when its handles are closed. */
+void server_close(struct server *s);
+
+const struct server_request *server_req_request(const struct server_req *r);
+/* Header value by case-insensitive name, NUL-terminated; NULL when absent. */
+const char *server_req_header(const struct server_req *r, const char *name);
+/* Peer address text; borrowed. */
+const char *server_req_peer(const struct server_req *r);
+
+/* Watchers for a response given later. on_abort: the client went away before the response
+ * ended; the req is freed when on_abort returns. on_drain: every byte written so far reached
+ * the socket (use with server_req_queued() for backpressure). Either may be NULL. */
+void server_req_watch(struct server_req *r, void (*on_abort)(void *data, struct server_req *r),
+                      void (*on_drain)(void *data, struct server_req *r), void *data);
+
+/* A whole response with Content-Length. hdrs are extra headers (content-type, ...). The req is
+ * invalid after this returns. Returns 0 or a negative code (the req is still finished). */
+int server_respond(struct server_req *r, int status, const struct http_header *hdrs, size_t n,
+                   const char *body, size_t len);
+/* An error in OpenAI's shape {"error":{"message","type","code"}}, with
+ * content-type application/json. code may be NULL (JSON null). */
+int server_respond_error(struct server_req *r, int status, const char *type, const char *code,
+                         const char *message);
+/* Helper for the body above; appends to out. */
+struct buf;
+int server_format_error(struct buf *out, const char *type, const char *code, const char *message);
+
+/* A chunked response: start with status and headers, then write pieces (each call is one
+ * chunk, flushed at once), then end. Buffers are copied when not written at once. */
+int server_stream_start(struct server_req *r, int status, const struct http_header *hdrs, size_t n);
+int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbufs);
+/* Ends the response (terminal chunk). The req is invalid after this returns. */
+int server_stream_end(struct server_req *r);
+/* Whether the status line and headers have been sent. */
+int server_req_started(const struct server_req *r);
+/* Bytes written but not yet taken by the kernel. */
+size_t server_req_queued(const struct server_req *r);
+/* Abort the response: close the connection at once (a started response cannot be ended
+ * properly any more). The req is invalid after this returns; on_abort is NOT called. */
+void server_req_abort(struct server_req *r, int reset);
+
+#endif

@@ -1,0 +1,111 @@
+/* gateway: one worker's runtime wiring. See include/llmux/gateway.h. */
+#include "llmux/gateway.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "llmux/conn.h"
+#include "llmux/dns.h"
+#include "llmux/errors.h"
+#include "llmux/upstream.h"
+
+int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *err, size_t errlen)
+{
+    memset(gw, 0, sizeof(*gw));
+    gw->loop = loop;
+    gw->cfg = config_ref(cfg);
+    gw->id_seed = ((uint64_t)time(NULL) << 20) ^ ((uint64_t)getpid() << 40) ^ uv_hrtime();
+    gw->origins = calloc(cfg->n_providers + 1, sizeof(*gw->origins));
+    gw->tls = calloc(cfg->n_providers + 1, sizeof(*gw->tls));
+    if (!gw->origins || !gw->tls) {
+        snprintf(err, errlen, "out of memory");
+        return UV_ENOMEM;
+    }
+    int rc = dns_create(loop, &gw->dns);
+    if (rc) {
+        snprintf(err, errlen, "cannot start the resolver: %s", llmux_strerror(rc));
+        return rc;
+    }
+    rc = pool_create(loop, gw->dns, cfg->pool_max_idle, cfg->pool_idle_timeout_ms, &gw->pool);
+    if (rc) {
+        snprintf(err, errlen, "cannot create the connection pool: %s", llmux_strerror(rc));
+        return rc;
+    }
+    for (size_t i = 0; i < cfg->n_providers; i++) {
+        struct provider *p = &cfg->providers[i];
+        if (!p->enabled)
+            continue;
+        if (p->tls && p->ca_file) {
+            char msg[256];
+            rc = tls_ctx_client(p->ca_file, &gw->tls[i], msg, sizeof(msg));
+            if (rc) {
+                snprintf(err, errlen, "provider %s: %s", p->name, msg);
+                return rc;
+            }
+        } else if (p->tls) {
+            if (!gw->system_tls) {
+                char msg[256];
+                rc = tls_ctx_client(NULL, &gw->system_tls, msg, sizeof(msg));
+                if (rc) {
+                    snprintf(err, errlen, "provider %s: system CA bundle: %s", p->name, msg);
+                    return rc;
+                }
+            }
+        }
+        struct tls_ctx *t = p->tls ? (gw->tls[i] ? gw->tls[i] : gw->system_tls) : NULL;
+        gw->origins[i] = pool_origin(gw->pool, t, p->host, p->port);
+        if (!gw->origins[i]) {
+            snprintf(err, errlen, "out of memory");
+            return UV_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+void gateway_close(struct gateway *gw)
+{
+    if (gw->pool)
+        pool_close(gw->pool);
+    if (gw->dns)
+        dns_close(gw->dns);
+    gw->pool = NULL;
+    gw->dns = NULL;
+}
+
+/* TLS contexts are freed after the loop has closed every connection that used them. */
+void gateway_free(struct gateway *gw)
+{
+    for (size_t i = 0; gw->cfg && i < gw->cfg->n_providers; i++)
+        if (gw->tls[i])
+            tls_ctx_free(gw->tls[i]);
+    if (gw->system_tls)
+        tls_ctx_free(gw->system_tls);
+    free(gw->tls);
+    free(gw->origins);
+    if (gw->cfg)
+        config_unref(gw->cfg);
+    memset(gw, 0, sizeof(*gw));
+}
+
+struct origin *gateway_origin(struct gateway *gw, const struct provider *p)
+{
+    size_t i = (size_t)(p - gw->cfg->providers);
+    return i < gw->cfg->n_providers ? gw->origins[i] : NULL;
+}
+
+void gateway_request_id(struct gateway *gw, char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int half = 0; half < 2; half++) {
+        /* splitmix64: cheap, well mixed; ids need to be unique, not secret */
+        uint64_t z = (gw->id_seed += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        for (int i = 0; i < 16; i++)
+            out[half * 16 + i] = hex[(z >> (i * 4)) & 15];
+    }
+    out[32] = 0;
+}

@@ -1,0 +1,819 @@
+/* server: HTTP/1.1 server on llhttp over conn. See include/llmux/server.h for the contract.
+ *
+ * Types:
+ *   struct server  - one listening socket; counts its clients; freed when the listener and the
+ *                    last client are closed.
+ *   struct client  - one connection: conn + llhttp parser + one timer + the request being
+ *                    read or served (struct server_req is embedded: one at a time).
+ *
+ * Client states:
+ *   CL_IDLE      - between requests; keep-alive timer armed
+ *   CL_HEADERS   - reading a request head; header timer armed
+ *   CL_BODY      - reading a body; body timer re-armed on every read
+ *   CL_HANDLING  - request handed to the handler, response not ended; no timer (the handler
+ *                  has its own deadlines); bytes that arrive now are pipelined requests and
+ *                  wait in `pending` (read stops above a cap)
+ *   CL_CLOSING   - the connection is being closed (after flushing a final response)
+ *
+ * Invariants: the request's strings point into `head` and `body`, which are not touched while
+ * CL_HANDLING. The client is freed only in the close callback of its last handle.
+ */
+#include "llmux/server.h"
+
+#include <llhttp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "llmux/buf.h"
+#include "llmux/conn.h"
+#include "llmux/errors.h"
+
+#define MAX_HEADERS 100
+#define PENDING_CAP (256 * 1024)
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+enum client_state { CL_IDLE, CL_HEADERS, CL_BODY, CL_HANDLING, CL_CLOSING };
+
+struct server_req {
+    struct client *client;
+    struct server_request request;
+    struct http_header headers[MAX_HEADERS];
+    int started;   /* status line sent */
+    int chunked;   /* response uses chunked encoding */
+    int keep_alive;
+    void (*on_abort)(void *data, struct server_req *r);
+    void (*on_drain)(void *data, struct server_req *r);
+    void *watch_data;
+};
+
+struct client {
+    struct server *srv;
+    struct conn *conn;
+    uv_timer_t timer;
+    int handles; /* conn + timer still to close */
+    enum client_state state;
+    llhttp_t parser;
+    struct buf head;    /* method, url, header names and values, each NUL-terminated */
+    struct buf body;    /* request body, capped */
+    struct buf pending; /* received bytes not parsed yet (pipelining) */
+    size_t url_len;
+    size_t header_bytes;
+    uint32_t hoff[MAX_HEADERS][4]; /* name off, name len, value off, value len in `head` */
+    size_t n_headers;
+    int reject_status; /* set by a parser callback that hit a limit */
+    int expect_continue;
+    int dispatching; /* inside client_process(): do not re-enter */
+    int close_after_flush;
+    int process_soon; /* the zero-delay timer is for parsing pipelined input */
+    struct buf out;   /* response head scratch, reused */
+    struct server_req req;
+    struct client *next, *prev;
+};
+
+struct server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    struct server_opts opts;
+    server_handler handler;
+    void *data;
+    struct server_stats stats;
+    struct client *clients;
+    size_t n_clients; /* allocated, including ones still closing */
+    int listener_open;
+    int closing;
+    uint16_t port;
+};
+
+static llhttp_settings_t parser_settings;
+static void client_process(struct client *cl);
+static void client_close(struct client *cl);
+static void client_reject(struct client *cl, int status, const char *message);
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 529: return "Overloaded";
+    default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+int server_format_error(struct buf *out, const char *type, const char *code, const char *message)
+{
+    int rc = buf_append_str(out, "{\"error\":{\"message\":\"");
+    if (!rc)
+        rc = buf_append_json_str(out, message, strlen(message));
+    if (!rc)
+        rc = buf_append_str(out, "\",\"type\":\"");
+    if (!rc)
+        rc = buf_append_json_str(out, type, strlen(type));
+    if (!rc && code) {
+        rc = buf_append_str(out, "\",\"param\":null,\"code\":\"");
+        if (!rc)
+            rc = buf_append_json_str(out, code, strlen(code));
+        if (!rc)
+            rc = buf_append_str(out, "\"}}");
+    } else if (!rc) {
+        rc = buf_append_str(out, "\",\"param\":null,\"code\":null}}");
+    }
+    return rc;
+}
+
+/* ---- timers ---- */
+
+static void on_timer(uv_timer_t *t)
+{
+    struct client *cl = container_of(t, struct client, timer);
+    if (cl->process_soon) {
+        cl->process_soon = 0;
+        client_process(cl);
+        return;
+    }
+    switch (cl->state) {
+    case CL_IDLE:
+        client_close(cl);
+        break;
+    case CL_HEADERS:
+    case CL_BODY:
+        client_reject(cl, 408, "timed out reading the request");
+        break;
+    default:
+        break;
+    }
+}
+
+static void client_arm(struct client *cl, uint32_t ms)
+{
+    uv_timer_start(&cl->timer, on_timer, ms, 0);
+}
+
+/* ---- closing ---- */
+
+static void client_maybe_free(struct client *cl)
+{
+    if (--cl->handles > 0)
+        return;
+    struct server *srv = cl->srv;
+    buf_free(&cl->head);
+    buf_free(&cl->body);
+    buf_free(&cl->pending);
+    buf_free(&cl->out);
+    free(cl);
+    if (--srv->n_clients == 0 && srv->closing && !srv->listener_open)
+        free(srv);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    client_maybe_free(container_of((uv_timer_t *)h, struct client, timer));
+}
+
+static void on_conn_closed(struct conn *c)
+{
+    client_maybe_free(conn_data(c));
+}
+
+/* Close the socket and the timer now; the client is freed in the last close callback. */
+static void client_close_now(struct client *cl, int reset)
+{
+    cl->state = CL_CLOSING;
+    if (!cl->conn)
+        return;
+    struct server *srv = cl->srv;
+    if (cl->prev)
+        cl->prev->next = cl->next;
+    else
+        srv->clients = cl->next;
+    if (cl->next)
+        cl->next->prev = cl->prev;
+    srv->stats.active_connections--;
+    conn_close(cl->conn, reset);
+    cl->conn = NULL;
+    uv_close((uv_handle_t *)&cl->timer, on_timer_closed);
+}
+
+/* The connection is going away: tell the handler its request is gone, if one is outstanding. */
+static void client_close(struct client *cl)
+{
+    if (cl->state == CL_HANDLING && cl->req.client) {
+        struct server_req *r = &cl->req;
+        void (*on_abort)(void *, struct server_req *) = r->on_abort;
+        cl->srv->stats.aborted++;
+        cl->state = CL_CLOSING;
+        r->on_abort = NULL;
+        r->on_drain = NULL;
+        if (on_abort)
+            on_abort(r->watch_data, r);
+        r->client = NULL;
+    }
+    client_close_now(cl, 0);
+}
+
+/* Close once everything written so far has reached the socket. */
+static void client_close_after_flush(struct client *cl)
+{
+    cl->state = CL_CLOSING;
+    if (!cl->conn)
+        return;
+    uv_timer_stop(&cl->timer);
+    if (conn_queued(cl->conn) == 0) {
+        client_close_now(cl, 0);
+        return;
+    }
+    cl->close_after_flush = 1;
+    conn_read_stop(cl->conn);
+}
+
+/* ---- writing ---- */
+
+static int client_write(struct client *cl, const uv_buf_t *bufs, unsigned n)
+{
+    if (!cl->conn)
+        return UV_EPIPE;
+    return conn_write(cl->conn, bufs, n);
+}
+
+static int write_head(struct client *cl, int status, const struct http_header *hdrs, size_t n,
+                      const char *framing, int keep_alive)
+{
+    struct buf *b = &cl->out;
+    buf_reset(b);
+    int rc = buf_printf(b, "HTTP/1.1 %d %s\r\n", status, status_text(status));
+    for (size_t i = 0; i < n && !rc; i++) {
+        rc = buf_append(b, hdrs[i].name, hdrs[i].name_len);
+        if (!rc)
+            rc = buf_append(b, ": ", 2);
+        if (!rc)
+            rc = buf_append(b, hdrs[i].value, hdrs[i].value_len);
+        if (!rc)
+            rc = buf_append(b, "\r\n", 2);
+    }
+    if (!rc)
+        rc = buf_printf(b, "%s\r\nconnection: %s\r\n\r\n", framing,
+                        keep_alive ? "keep-alive" : "close");
+    if (!rc) {
+        uv_buf_t ub = uv_buf_init(b->data, (unsigned)b->len);
+        rc = client_write(cl, &ub, 1);
+    }
+    return rc;
+}
+
+/* The response ended: get ready for the next request or close. */
+static void req_finish(struct server_req *r)
+{
+    struct client *cl = r->client;
+    r->client = NULL;
+    r->on_abort = NULL;
+    r->on_drain = NULL;
+    if (!cl || cl->state != CL_HANDLING)
+        return;
+    if (!r->keep_alive || cl->srv->closing) {
+        client_close_after_flush(cl);
+        return;
+    }
+    cl->state = CL_IDLE;
+    if (buf_size(&cl->pending) > 0) {
+        conn_read_start(cl->conn);
+        if (!cl->dispatching) {
+            cl->process_soon = 1; /* parse pipelined input outside this call chain */
+            client_arm(cl, 0);
+        }
+    } else {
+        client_arm(cl, cl->srv->opts.keepalive_timeout_ms);
+    }
+}
+
+int server_respond(struct server_req *r, int status, const struct http_header *hdrs, size_t n,
+                   const char *body, size_t len)
+{
+    struct client *cl = r->client;
+    char framing[64];
+    snprintf(framing, sizeof(framing), "content-length: %zu", len);
+    int rc = write_head(cl, status, hdrs, n, framing, r->keep_alive);
+    if (!rc && len > 0) {
+        uv_buf_t ub = uv_buf_init((char *)body, (unsigned)len);
+        rc = client_write(cl, &ub, 1);
+    }
+    r->started = 1;
+    req_finish(r);
+    return rc;
+}
+
+int server_respond_error(struct server_req *r, int status, const char *type, const char *code,
+                         const char *message)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    server_format_error(&b, type, code, message);
+    static const struct http_header ct[] = {
+        {"content-type", 12, "application/json", 16},
+    };
+    int rc = server_respond(r, status, ct, 1, buf_head(&b), buf_size(&b));
+    buf_free(&b);
+    return rc;
+}
+
+int server_stream_start(struct server_req *r, int status, const struct http_header *hdrs, size_t n)
+{
+    r->started = 1;
+    r->chunked = 1;
+    return write_head(r->client, status, hdrs, n, "transfer-encoding: chunked", r->keep_alive);
+}
+
+int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbufs)
+{
+    uv_buf_t stack[18];
+    uv_buf_t *iov = nbufs + 2 <= 18 ? stack : malloc((nbufs + 2) * sizeof(uv_buf_t));
+    if (!iov)
+        return UV_ENOMEM;
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++) {
+        total += bufs[i].len;
+        iov[i + 1] = bufs[i];
+    }
+    int rc = 0;
+    if (total > 0) {
+        char hdr[24];
+        int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", total);
+        iov[0] = uv_buf_init(hdr, (unsigned)hl);
+        iov[nbufs + 1] = uv_buf_init("\r\n", 2);
+        rc = client_write(r->client, iov, nbufs + 2);
+    }
+    if (iov != stack)
+        free(iov);
+    return rc;
+}
+
+int server_stream_end(struct server_req *r)
+{
+    uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
+    int rc = client_write(r->client, &end, 1);
+    req_finish(r);
+    return rc;
+}
+
+void server_req_abort(struct server_req *r, int reset)
+{
+    struct client *cl = r->client;
+    r->client = NULL;
+    r->on_abort = NULL;
+    r->on_drain = NULL;
+    if (cl)
+        client_close_now(cl, reset);
+}
+
+int server_req_started(const struct server_req *r)
+{
+    return r->started;
+}
+
+size_t server_req_queued(const struct server_req *r)
+{
+    return r->client && r->client->conn ? conn_queued(r->client->conn) : 0;
+}
+
+void server_req_watch(struct server_req *r, void (*on_abort)(void *, struct server_req *),
+                      void (*on_drain)(void *, struct server_req *), void *data)
+{
+    r->on_abort = on_abort;
+    r->on_drain = on_drain;
+    r->watch_data = data;
+}
+
+const struct server_request *server_req_request(const struct server_req *r)
+{
+    return &r->request;
+}
+
+const char *server_req_header(const struct server_req *r, const char *name)
+{
+    for (size_t i = 0; i < r->request.n_headers; i++)
+        if (strcasecmp(r->request.headers[i].name, name) == 0)
+            return r->request.headers[i].value;
+    return NULL;
+}
+
+const char *server_req_peer(const struct server_req *r)
+{
+    return r->client && r->client->conn ? conn_peer(r->client->conn) : "";
+}
+
+/* A request we refuse before the handler sees it: answer and close the connection. */
+static void client_reject(struct client *cl, int status, const char *message)
+{
+    if (cl->state == CL_CLOSING || cl->state == CL_HANDLING)
+        return;
+    const char *code = status == 413   ? "request_too_large"
+                       : status == 414 ? "url_too_long"
+                       : status == 431 ? "headers_too_large"
+                       : status == 408 ? "request_timeout"
+                                       : "bad_request";
+    cl->state = CL_HANDLING;
+    cl->req.client = cl;
+    cl->req.keep_alive = 0;
+    cl->req.on_abort = NULL;
+    server_respond_error(&cl->req, status, "invalid_request_error", code, message);
+}
+
+/* ---- parsing ---- */
+
+static struct client *parser_client(llhttp_t *p)
+{
+    return container_of(p, struct client, parser);
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct client *cl = parser_client(p);
+    cl->state = CL_HEADERS;
+    client_arm(cl, cl->srv->opts.header_timeout_ms);
+    buf_reset(&cl->head);
+    buf_reset(&cl->body);
+    cl->n_headers = 0;
+    memset(cl->hoff[0], 0, sizeof(cl->hoff[0]));
+    cl->url_len = 0;
+    cl->header_bytes = 0;
+    cl->reject_status = 0;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct client *cl = parser_client(p);
+    cl->url_len += len;
+    if (cl->url_len > cl->srv->opts.max_url_bytes) {
+        cl->reject_status = 414;
+        return HPE_USER;
+    }
+    return buf_append(&cl->head, at, len) ? HPE_USER : 0;
+}
+
+static int on_piece_complete(llhttp_t *p)
+{
+    struct client *cl = parser_client(p);
+    return buf_append(&cl->head, "", 1) ? HPE_USER : 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct client *cl = parser_client(p);
+    cl->header_bytes += len;
+    if (cl->header_bytes > cl->srv->opts.max_header_bytes) {
+        cl->reject_status = 431;
+        return HPE_USER;
+    }
+    if (cl->n_headers >= MAX_HEADERS) {
+        cl->reject_status = 431;
+        return HPE_USER;
+    }
+    uint32_t *h = cl->hoff[cl->n_headers];
+    if (h[1] == 0)
+        h[0] = (uint32_t)cl->head.len;
+    h[1] += (uint32_t)len;
+    return buf_append(&cl->head, at, len) ? HPE_USER : 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    struct client *cl = parser_client(p);
+    uint32_t *h = cl->hoff[cl->n_headers];
+    h[2] = (uint32_t)cl->head.len + 1;
+    h[3] = 0;
+    return on_piece_complete(p);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct client *cl = parser_client(p);
+    cl->header_bytes += len;
+    if (cl->header_bytes > cl->srv->opts.max_header_bytes) {
+        cl->reject_status = 431;
+        return HPE_USER;
+    }
+    cl->hoff[cl->n_headers][3] += (uint32_t)len;
+    return buf_append(&cl->head, at, len) ? HPE_USER : 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct client *cl = parser_client(p);
+    cl->n_headers++;
+    if (cl->n_headers < MAX_HEADERS)
+        memset(cl->hoff[cl->n_headers], 0, sizeof(cl->hoff[0]));
+    return on_piece_complete(p);
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct client *cl = parser_client(p);
+    size_t max = cl->srv->opts.max_body_bytes;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > max) {
+        cl->reject_status = 413;
+        return HPE_USER;
+    }
+    cl->state = CL_BODY;
+    client_arm(cl, cl->srv->opts.body_timeout_ms);
+    for (size_t i = 0; i < cl->n_headers; i++) {
+        const char *name = cl->head.data + cl->hoff[i][0];
+        const char *value = cl->head.data + cl->hoff[i][2];
+        if (strcasecmp(name, "expect") == 0 && strcasecmp(value, "100-continue") == 0)
+            cl->expect_continue = 1;
+    }
+    if (cl->expect_continue && p->content_length > 0) {
+        uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
+        client_write(cl, &b, 1);
+    }
+    cl->expect_continue = 0;
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct client *cl = parser_client(p);
+    if (buf_append(&cl->body, at, len)) {
+        cl->reject_status = 413;
+        return HPE_USER;
+    }
+    client_arm(cl, cl->srv->opts.body_timeout_ms);
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    return HPE_PAUSED;
+}
+
+/* Build the request view the handler sees and call it. */
+static void client_dispatch(struct client *cl)
+{
+    struct server_req *r = &cl->req;
+    struct server *srv = cl->srv;
+    uv_timer_stop(&cl->timer);
+    cl->state = CL_HANDLING;
+    /* The body buffer holds one extra NUL so handlers may treat it as a string. */
+    size_t body_len = buf_size(&cl->body);
+    cl->body.max = 0;
+    if (buf_append(&cl->body, "", 1)) {
+        client_close(cl);
+        return;
+    }
+    cl->body.max = srv->opts.max_body_bytes;
+    memset(r, 0, offsetof(struct server_req, headers));
+    r->client = cl;
+    const char *h = cl->head.data;
+    r->request.method = llhttp_method_name((llhttp_method_t)cl->parser.method);
+    r->request.url = h;
+    r->request.url_len = cl->url_len;
+    const char *q = memchr(h, '?', cl->url_len);
+    r->request.path_len = q ? (size_t)(q - h) : cl->url_len;
+    for (size_t i = 0; i < cl->n_headers; i++) {
+        r->headers[i].name = h + cl->hoff[i][0];
+        r->headers[i].name_len = cl->hoff[i][1];
+        r->headers[i].value = h + cl->hoff[i][2];
+        r->headers[i].value_len = cl->hoff[i][3];
+    }
+    r->request.headers = r->headers;
+    r->request.n_headers = cl->n_headers;
+    r->request.body = buf_head(&cl->body);
+    r->request.body_len = body_len;
+    r->keep_alive = llhttp_should_keep_alive(&cl->parser);
+    r->on_abort = NULL;
+    r->on_drain = NULL;
+    srv->stats.requests++;
+    srv->handler(srv->data, r);
+}
+
+/* Parse `pending` (or `data` directly when nothing is pending) until a request completes,
+ * hand it to the handler, and repeat while the connection is idle again. */
+static void client_feed(struct client *cl, const char *data, size_t len)
+{
+    while (len > 0 && cl->conn && cl->state != CL_HANDLING && cl->state != CL_CLOSING) {
+        llhttp_errno_t err = llhttp_execute(&cl->parser, data, len);
+        if (err == HPE_OK)
+            return;
+        if (err == HPE_PAUSED) {
+            size_t used = (size_t)(llhttp_get_error_pos(&cl->parser) - data);
+            data += used;
+            len -= used;
+            llhttp_resume(&cl->parser);
+            if (len > 0 && buf_append(&cl->pending, data, len) != 0) {
+                client_close(cl);
+                return;
+            }
+            client_dispatch(cl);
+            return;
+        }
+        if (cl->reject_status == 414)
+            client_reject(cl, 414, "request URL is too long");
+        else if (cl->reject_status == 431)
+            client_reject(cl, 431, "request headers are too large");
+        else if (cl->reject_status == 413)
+            client_reject(cl, 413, "request body is too large");
+        else if (err == HPE_PAUSED_UPGRADE)
+            client_reject(cl, 400, "protocol upgrades are not supported");
+        else {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "malformed HTTP request: %s",
+                     llhttp_get_error_reason(&cl->parser));
+            client_reject(cl, 400, msg);
+        }
+        return;
+    }
+}
+
+static void client_process(struct client *cl)
+{
+    cl->dispatching++;
+    while (cl->conn && cl->state == CL_IDLE && buf_size(&cl->pending) > 0) {
+        struct buf in = cl->pending;
+        buf_init(&cl->pending, PENDING_CAP);
+        client_feed(cl, buf_head(&in), buf_size(&in));
+        buf_free(&in);
+    }
+    cl->dispatching--;
+}
+
+static void on_client_read(struct conn *c, const char *data, size_t len)
+{
+    struct client *cl = conn_data(c);
+    if (cl->state == CL_CLOSING)
+        return;
+    if (cl->state == CL_HANDLING || buf_size(&cl->pending) > 0) {
+        if (buf_append(&cl->pending, data, len)) {
+            client_close(cl); /* a client pipelining this much is not a client */
+            return;
+        }
+        if (buf_size(&cl->pending) > PENDING_CAP / 2)
+            conn_read_stop(c);
+        if (cl->state != CL_HANDLING)
+            client_process(cl);
+        return;
+    }
+    cl->dispatching++;
+    client_feed(cl, data, len);
+    cl->dispatching--;
+    client_process(cl);
+}
+
+static void on_client_eof(struct conn *c, int status)
+{
+    struct client *cl = conn_data(c);
+    client_close(cl);
+}
+
+static void on_client_drain(struct conn *c)
+{
+    struct client *cl = conn_data(c);
+    if (cl->close_after_flush) {
+        client_close(cl);
+        return;
+    }
+    struct server_req *r = &cl->req;
+    if (cl->state == CL_HANDLING && r->client && r->on_drain)
+        r->on_drain(r->watch_data, r);
+}
+
+static const struct conn_cbs client_cbs = {
+    .on_read = on_client_read,
+    .on_eof = on_client_eof,
+    .on_drain = on_client_drain,
+    .on_close = on_conn_closed,
+};
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    struct server *srv = container_of((uv_tcp_t *)listener, struct server, listener);
+    if (status < 0 || srv->closing)
+        return;
+    struct client *cl = calloc(1, sizeof(*cl));
+    if (!cl)
+        return;
+    cl->srv = srv;
+    if (conn_accept(listener, srv->opts.tls, &client_cbs, cl, &cl->conn) != 0) {
+        free(cl);
+        return;
+    }
+    uv_timer_init(srv->loop, &cl->timer);
+    cl->handles = 2;
+    buf_init(&cl->head, srv->opts.max_url_bytes + srv->opts.max_header_bytes + 4096);
+    buf_init(&cl->body, srv->opts.max_body_bytes);
+    buf_init(&cl->pending, PENDING_CAP);
+    llhttp_init(&cl->parser, HTTP_REQUEST, &parser_settings);
+    cl->state = CL_IDLE;
+    client_arm(cl, srv->opts.header_timeout_ms);
+    cl->next = srv->clients;
+    if (srv->clients)
+        srv->clients->prev = cl;
+    srv->clients = cl;
+    srv->n_clients++;
+    srv->stats.connections++;
+    srv->stats.active_connections++;
+}
+
+int server_listen(uv_loop_t *loop, const char *host, uint16_t port, const struct server_opts *o,
+                  server_handler handler, void *data, struct server **out)
+{
+    llhttp_settings_init(&parser_settings);
+    parser_settings.on_message_begin = on_message_begin;
+    parser_settings.on_url = on_url;
+    parser_settings.on_url_complete = on_piece_complete;
+    parser_settings.on_header_field = on_header_field;
+    parser_settings.on_header_field_complete = on_header_field_complete;
+    parser_settings.on_header_value = on_header_value;
+    parser_settings.on_header_value_complete = on_header_value_complete;
+    parser_settings.on_headers_complete = on_headers_complete;
+    parser_settings.on_body = on_body;
+    parser_settings.on_message_complete = on_message_complete;
+
+    struct sockaddr_storage ss;
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
+        return UV_EINVAL;
+    struct server *srv = calloc(1, sizeof(*srv));
+    if (!srv)
+        return UV_ENOMEM;
+    srv->loop = loop;
+    srv->opts = *o;
+    if (!srv->opts.max_url_bytes)
+        srv->opts.max_url_bytes = 8 * 1024;
+    if (!srv->opts.max_header_bytes)
+        srv->opts.max_header_bytes = 16 * 1024;
+    if (!srv->opts.max_body_bytes)
+        srv->opts.max_body_bytes = 4 * 1024 * 1024;
+    if (!srv->opts.header_timeout_ms)
+        srv->opts.header_timeout_ms = 60000;
+    if (!srv->opts.body_timeout_ms)
+        srv->opts.body_timeout_ms = 60000;
+    if (!srv->opts.keepalive_timeout_ms)
+        srv->opts.keepalive_timeout_ms = 75000;
+    srv->handler = handler;
+    srv->data = data;
+    uv_tcp_init(loop, &srv->listener);
+    srv->listener_open = 1;
+    int rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0);
+    if (!rc)
+        rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
+    if (rc) {
+        srv->closing = 1;
+        server_close(srv);
+        return rc;
+    }
+    int len = sizeof(ss);
+    uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len);
+    srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                               : ((struct sockaddr_in *)&ss)->sin_port);
+    *out = srv;
+    return 0;
+}
+
+uint16_t server_port(const struct server *s)
+{
+    return s->port;
+}
+
+const struct server_stats *server_get_stats(const struct server *s)
+{
+    return &s->stats;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct server *srv = container_of((uv_tcp_t *)h, struct server, listener);
+    srv->listener_open = 0;
+    if (srv->n_clients == 0)
+        free(srv);
+}
+
+void server_close(struct server *s)
+{
+    s->closing = 1;
+    while (s->clients)
+        client_close(s->clients);
+    if (s->listener_open && !uv_is_closing((uv_handle_t *)&s->listener))
+        uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+}
