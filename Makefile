@@ -4,7 +4,7 @@ TEST_BUILD ?= build-test
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CONFIG     ?= conf/llmux.json
 
-.PHONY: all deps test-deps build build-test run test bench clean
+.PHONY: all deps test-deps build build-test run test clean
 
 all: build
 
@@ -29,16 +29,13 @@ build-test: test-deps
 # The demo: two simulated providers served by mockllm (one healthy, one failing every other
 # request) next to llmux on conf/llmux.json. Ctrl-C stops all three.
 run: build
-	@$(BUILD)/test/mockllm --listen 127.0.0.1:9101 --quiet & echo $$! > $(BUILD)/mock-healthy.pid; \
+	@$(BUILD)/test/mockllm --listen 127.0.0.1:9101 --quiet --script 'tokens=24&tps=20' & echo $$! > $(BUILD)/mock-healthy.pid; \
 	 $(BUILD)/test/mockllm --listen 127.0.0.1:9102 --quiet --script 'fail_every=2&status=503' & echo $$! > $(BUILD)/mock-flaky.pid; \
 	 trap 'kill $$(cat $(BUILD)/mock-healthy.pid) $$(cat $(BUILD)/mock-flaky.pid) 2>/dev/null' EXIT INT TERM; \
 	 $(BUILD)/llmux -c $(CONFIG)
 
 test: build-test
 	@cd $(TEST_BUILD) && ctest --output-on-failure -j 2 --timeout 300
-
-bench: build
-	@sh bench/run.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(TEST_BUILD)

@@ -75,7 +75,7 @@ int main(int argc, char **argv)
     struct config *cfg;
     char err[512];
     if (config_load_file(path, &cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "llmux: %s: %s\n", path, err);
+        fprintf(stderr, "llmux: %s\n", err);
         return 1;
     }
     if (test_only) {
