@@ -85,6 +85,8 @@ void conn_close(struct conn *c, int reset);
 /* Text of the last failure (e.g. "certificate verification failed: hostname mismatch"), or "". */
 const char *conn_error(const struct conn *c);
 int conn_is_tls(const struct conn *c);
+/* Whether the TLS handshake resumed a saved session. */
+int conn_tls_resumed(const struct conn *c);
 /* Peer address as text ("127.0.0.1:1234"); borrowed. */
 const char *conn_peer(const struct conn *c);
 

@@ -34,4 +34,7 @@ int dns_resolve(struct dns *d, const char *host, dns_cb cb, void *data, struct d
 /* The query's callback will not be called. Safe before cb runs; not after. */
 void dns_cancel(struct dns_query *q);
 
+/* Lookups answered from the cache (for tests and stats). */
+size_t dns_cache_hits(const struct dns *d);
+
 #endif

@@ -1,7 +1,15 @@
 // Shared harness for llmux integration tests: real llmux and mockllm processes on loopback.
 // Every process listens on port 0 and reports its real port on stdout, so tests run in parallel.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+//
+// Rules the tests follow: no fixed sleeps to "let things happen" (poll a condition with a
+// deadline: waitFor), no assertions about speed beyond generous sanity bounds, and every
+// process started is stopped in `after` (stop() fails the test on a sanitizer report, a crash,
+// or a non-zero exit on SIGTERM).
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
@@ -10,8 +18,23 @@ export const LLMUX_BIN = process.env.LLMUX_BIN;
 export const MOCKLLM_BIN = process.env.MOCKLLM_BIN;
 export const CERTS = process.env.LLMUX_TEST_CERTS;
 
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Polls fn (sync or async) every `every` ms until it returns a truthy value, which is returned.
+// Throws with `what` and the last value seen when `timeout` ms pass first.
+export async function waitFor(fn, { timeout = 5000, every = 20, what = 'condition' } = {}) {
+  const end = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > end) throw new Error(`timed out after ${timeout} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
+    await sleep(every);
+  }
+}
+
 // Resolves with the first stdout line matching re (the process's "listening on" line).
-function waitForLine(proc, re, what) {
+function waitForLine(proc, re, what, stderrOf) {
   return new Promise((resolve, reject) => {
     let out = '';
     const onData = (d) => {
@@ -19,11 +42,14 @@ function waitForLine(proc, re, what) {
       const m = out.match(re);
       if (m) {
         proc.stdout.off('data', onData);
+        proc.off('exit', onExit);
         resolve(m);
       }
     };
+    const onExit = (code, sig) => reject(new Error(
+      `${what} exited (${code ?? sig}) before listening: ${out}\n${stderrOf().slice(-3000)}`));
     proc.stdout.on('data', onData);
-    proc.once('exit', (code) => reject(new Error(`${what} exited (${code}) before listening: ${out}`)));
+    proc.once('exit', onExit);
   });
 }
 
@@ -33,6 +59,49 @@ function checkStderr(name, text) {
     `${name} reported a memory error:\n${text.slice(-4000)}`);
 }
 
+function exited(proc) {
+  return proc.exitCode !== null || proc.signalCode !== null;
+}
+
+// SIGTERM, then wait for the exit; a process that does not exit within `ms` is killed and the
+// test fails (a gateway that hangs on shutdown is a bug a user would notice).
+async function terminate(proc, name, ms = 10000) {
+  if (exited(proc)) return;
+  const done = new Promise((r) => proc.once('exit', r));
+  proc.kill('SIGTERM');
+  let timer;
+  const hung = await Promise.race([
+    done.then(() => false),
+    new Promise((r) => { timer = setTimeout(() => r(true), ms); }),
+  ]);
+  clearTimeout(timer);
+  if (hung) {
+    proc.kill('SIGKILL');
+    await done;
+    assert.fail(`${name} did not exit within ${ms} ms of SIGTERM`);
+  }
+}
+
+// One HTTP(S) GET/POST to a mock's admin endpoints on a fresh connection (agent: false), so the
+// test's own admin traffic never sits in a pool that would skew the mock's connection counts.
+function adminRequest(port, tls, method, path) {
+  const mod = tls ? https : http;
+  return new Promise((resolve, reject) => {
+    const req = mod.request({
+      host: tls ? 'localhost' : '127.0.0.1', port, method, path, agent: false,
+      headers: { connection: 'close' },
+      ...(tls ? { ca: readFileSync(join(CERTS, 'ca.pem')), servername: 'localhost' } : {}),
+    }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 export async function startMock({ tls = false, script, args = [] } = {}) {
   const a = ['--listen', '127.0.0.1:0', '--quiet', ...args];
   if (tls) a.push('--tls-cert', join(CERTS, 'localhost.pem'), '--tls-key', join(CERTS, 'localhost.key'));
@@ -40,47 +109,59 @@ export async function startMock({ tls = false, script, args = [] } = {}) {
   const proc = spawn(MOCKLLM_BIN, a, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d.toString(); });
-  const m = await waitForLine(proc, /listening on [^\s]*:(\d+)/, 'mockllm');
+  const m = await waitForLine(proc, /listening on [^\s]*:(\d+)/, 'mockllm', () => stderr);
   const port = Number(m[1]);
-  const admin = `http://127.0.0.1:${port}`;
-  // The admin endpoints are always reached over plain HTTP only when the mock is plain.
-  const get = async (path) => {
-    if (tls) throw new Error('admin endpoints of a TLS mock: use a plain mock for stats');
-    return (await fetch(admin + path)).json();
-  };
-  return {
+  const getJson = async (path) => JSON.parse((await adminRequest(port, tls, 'GET', path)).body);
+  const self = {
     port,
     proc,
+    pid: proc.pid,
+    tls,
     baseUrl: `${tls ? 'https' : 'http'}://${tls ? 'localhost' : '127.0.0.1'}:${port}/v1`,
-    stats: () => get('/mock/stats'),
-    last: () => get('/mock/last'),
-    reset: async () => { await fetch(admin + '/mock/reset', { method: 'POST' }); },
+    stats: () => getJson('/mock/stats'),
+    last: () => getJson('/mock/last'),
+    reset: async () => { await adminRequest(port, tls, 'POST', '/mock/reset'); },
+    // Waits until pred(stats) holds; returns those stats.
+    waitStats: (pred, what = 'mock stats', timeout = 5000) =>
+      waitFor(async () => { const s = await self.stats(); return pred(s) ? s : false; }, { timeout, what }),
+    stderr: () => stderr,
     async stop() {
-      if (proc.exitCode === null) {
-        proc.kill('SIGTERM');
-        await new Promise((r) => proc.once('exit', r));
-      }
+      await terminate(proc, 'mockllm');
       checkStderr('mockllm', stderr);
     },
   };
+  return self;
+}
+
+export function writeConfig(config) {
+  const dir = mkdtempSync(join(tmpdir(), 'llmux-it-'));
+  const path = join(dir, 'llmux.json');
+  writeFileSync(path, typeof config === 'string' ? config : JSON.stringify(config, null, 2));
+  return path;
+}
+
+// Runs llmux to completion (for -t and --version): { status, stdout, stderr }.
+export function runLlmux(args, { env = {} } = {}) {
+  const r = spawnSync(LLMUX_BIN, args, { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 20000 });
+  checkStderr('llmux', r.stderr ?? '');
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
 // Starts llmux with a config object (listen is forced to 127.0.0.1:0).
 export async function startLlmux(config, { env = {} } = {}) {
-  const dir = mkdtempSync(join(tmpdir(), 'llmux-it-'));
-  const path = join(dir, 'llmux.json');
-  writeFileSync(path, JSON.stringify({ ...config, listen: '127.0.0.1:0' }, null, 2));
+  const path = writeConfig({ ...config, listen: '127.0.0.1:0' });
   const proc = spawn(LLMUX_BIN, ['-c', path], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d.toString(); });
-  const m = await waitForLine(proc, /llmux listening on [^\s]*:(\d+)/, 'llmux');
+  const m = await waitForLine(proc, /llmux listening on [^\s]*:(\d+)/, 'llmux', () => stderr);
   const port = Number(m[1]);
   const self = {
     port,
     proc,
+    pid: proc.pid,
     configPath: path,
     base: `http://127.0.0.1:${port}`,
     stderr: () => stderr,
@@ -88,20 +169,16 @@ export async function startLlmux(config, { env = {} } = {}) {
     accessLog: () => stderr.split('\n').filter((l) => l.startsWith('{"request_id"')).map((l) => JSON.parse(l)),
     // Waits until n access-log lines exist (the log is written when an exchange ends).
     async waitLog(n, ms = 5000) {
-      const end = Date.now() + ms;
-      while (self.accessLog().length < n) {
-        if (Date.now() > end) throw new Error(`expected ${n} access-log lines, have ${self.accessLog().length}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      await waitFor(() => self.accessLog().length >= n, { timeout: ms, what: `${n} access-log lines` });
       return self.accessLog();
     },
+    // Waits for the access-log line of one request id and returns it.
+    logFor: (id, ms = 5000) => waitFor(() => self.accessLog().find((l) => l.request_id === id),
+      { timeout: ms, what: `access-log line of ${id}` }),
     async stop() {
-      if (proc.exitCode === null) {
-        proc.kill('SIGTERM');
-        await new Promise((r) => proc.once('exit', r));
-      }
+      await terminate(proc, 'llmux');
       checkStderr('llmux', stderr);
-      assert.equal(proc.exitCode, 0, `llmux exit code ${proc.exitCode}\n${stderr.slice(-2000)}`);
+      assert.equal(proc.exitCode, 0, `llmux exit ${proc.exitCode ?? proc.signalCode}\n${stderr.slice(-2000)}`);
     },
   };
   return self;
@@ -111,11 +188,18 @@ export function provider(baseUrl, extra = {}) {
   return { kind: 'openai', base_url: baseUrl, ...extra };
 }
 
+let idCounter = 0;
+// A request id unique within this test process, to find a request's access-log line.
+export function rid(prefix = 'it') {
+  return `${prefix}-${process.pid}-${++idCounter}`;
+}
+
 export async function post(base, path, body, headers = {}) {
   return fetch(base + path, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
     body: typeof body === 'string' ? body : JSON.stringify(body),
+    signal: AbortSignal.timeout(30000),
   });
 }
 
@@ -123,16 +207,115 @@ export function chat(model, extra = {}) {
   return { model, messages: [{ role: 'user', content: 'hello there' }], ...extra };
 }
 
+// The text mockllm generates for n tokens: "w0 w1 ... w<n-1> ".
+export function mockText(n) {
+  let s = '';
+  for (let i = 0; i < n; i++) s += `w${i} `;
+  return s;
+}
+
+// Splits SSE text into the data payloads of its complete events, in order.
+export function sseData(text) {
+  return text.split(/\r?\n\r?\n/).filter((b) => b.startsWith('data: ')).map((b) => b.slice(6));
+}
+
 // Reads a whole SSE response into its data payloads (strings), in order.
 export async function readSse(res) {
-  const text = await res.text();
-  return text.split(/\n\n/).filter((b) => b.startsWith('data: ')).map((b) => b.slice(6));
+  return sseData(await res.text());
+}
+
+// Parsed JSON chunks of SSE payloads ([DONE] left out).
+export function chunks(datas) {
+  return datas.filter((d) => d !== '[DONE]').map((d) => JSON.parse(d));
 }
 
 // The content text of parsed chat chunks.
 export function chunksText(datas) {
-  return datas.filter((d) => d !== '[DONE]').map((d) => JSON.parse(d))
+  return chunks(datas)
     .map((c) => (c.choices?.[0]?.delta?.content ?? c.choices?.[0]?.text ?? '')).join('');
 }
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// Asserts an OpenAI-shaped error body and returns its error object.
+export function assertErrorShape(body, status) {
+  assert.equal(typeof body, 'object', `status ${status}: body is not JSON`);
+  assert.ok(body.error, `status ${status}: no "error" object in ${JSON.stringify(body)}`);
+  assert.equal(typeof body.error.message, 'string');
+  assert.ok(body.error.message.length > 0, 'error.message is empty');
+  assert.equal(typeof body.error.type, 'string');
+  assert.ok('code' in body.error, `status ${status}: error has no "code" member`);
+  return body.error;
+}
+
+// Fetches and checks an error answer: status, OpenAI shape, optional code. Returns the error.
+export async function expectError(res, status, code) {
+  const text = await res.text();
+  assert.equal(res.status, status, `expected ${status}, got ${res.status}: ${text}`);
+  let body;
+  try { body = JSON.parse(text); } catch { assert.fail(`status ${status}: body is not JSON: ${text}`); }
+  const err = assertErrorShape(body, status);
+  if (code !== undefined) assert.equal(err.code, code, `error code for ${status}`);
+  return err;
+}
+
+// Writes raw bytes to host:port and collects everything until the peer closes (or `timeout`).
+// Returns { data, closed, status, headers, body } parsed from the first response head.
+export function rawRequest(port, bytes, { timeout = 5000, host = '127.0.0.1' } = {}) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, host);
+    const parts = [];
+    let closed = false;
+    const timer = setTimeout(() => { sock.destroy(); finish(); }, timeout);
+    const finish = () => {
+      clearTimeout(timer);
+      const data = Buffer.concat(parts).toString('latin1');
+      resolve({ data, closed, ...parseHead(data) });
+    };
+    sock.on('data', (d) => parts.push(d));
+    sock.on('end', () => { closed = true; });
+    sock.on('close', () => { closed = true; finish(); });
+    sock.on('error', (e) => { if (e.code !== 'ECONNRESET' && e.code !== 'EPIPE') reject(e); });
+    sock.write(bytes);
+  });
+}
+
+export function parseHead(data) {
+  const end = data.indexOf('\r\n\r\n');
+  if (end < 0) return { status: 0, headers: {}, body: '' };
+  const lines = data.slice(0, end).split('\r\n');
+  const m = lines[0].match(/^HTTP\/1\.[01] (\d{3})/);
+  const headers = {};
+  for (const l of lines.slice(1)) {
+    const i = l.indexOf(':');
+    if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
+  }
+  return { status: m ? Number(m[1]) : 0, headers, body: data.slice(end + 4) };
+}
+
+// A TCP port on 127.0.0.1 that nothing listens on (bound, then released).
+export function closedPort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+// Resident set size of a process, in bytes.
+export function rssBytes(pid) {
+  const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/);
+  return Number(m[1]) * 1024;
+}
+
+// Bytes a process has passed through read()/write() system calls so far (sockets included).
+export function ioBytes(pid) {
+  const t = readFileSync(`/proc/${pid}/io`, 'utf8');
+  return { rchar: Number(t.match(/rchar:\s+(\d+)/)[1]), wchar: Number(t.match(/wchar:\s+(\d+)/)[1]) };
+}
+
+// Headers as a plain object, to search them for secrets.
+export function headersText(res) {
+  return [...res.headers.entries()].map(([k, v]) => `${k}: ${v}`).join('\n');
+}

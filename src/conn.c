@@ -1,0 +1,567 @@
+/* conn: TCP byte stream with optional TLS (mbedTLS 2.28, non-blocking). See
+ * include/llmux/conn.h for the contract.
+ *
+ * struct conn embeds its uv_tcp_t and, for TLS, its mbedtls_ssl_context. Reads go from the
+ * socket into `rx` (ciphertext, consumed by the BIO recv callback) and out as plaintext through
+ * on_read. Writes go through uv_try_write first; what the kernel does not take is copied into a
+ * uv_write request (so callers never keep buffers alive). `queued` counts bytes in flight.
+ *
+ * Invariant: the conn is freed only in the uv_close callback of its tcp handle, after on_close.
+ */
+#include "llmux/conn.h"
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llmux/buf.h"
+#include "llmux/errors.h"
+
+#define READ_SIZE (64 * 1024)
+#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+struct tls_ctx {
+    int server;
+    mbedtls_ssl_config conf;
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_x509_crt ca;
+    mbedtls_x509_crt cert;
+    mbedtls_pk_context key;
+    /* one saved session for resumption (the last host handshaken with) */
+    mbedtls_ssl_session session;
+    char session_host[256];
+    int has_session;
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    const struct conn_cbs *cbs;
+    void *data;
+    struct tls_ctx *tls;
+    mbedtls_ssl_context ssl;
+    int handshaking;
+    int resumed;
+    char host[256];
+    struct buf rx;  /* TLS: ciphertext received and not yet consumed by mbedTLS */
+    size_t queued;
+    int closing;
+    int reading;     /* on_read delivery wanted */
+    int eof_sent;
+    char peer[64];
+    char error[160];
+    char rbuf[READ_SIZE];
+};
+
+struct write_req {
+    uv_write_t req;
+    struct conn *c;
+    size_t len;
+    char data[];
+};
+
+/* ---- TLS contexts ---- */
+
+static int tls_ctx_base(struct tls_ctx *t, int endpoint, char *err, size_t errlen)
+{
+    mbedtls_ssl_config_init(&t->conf);
+    mbedtls_entropy_init(&t->entropy);
+    mbedtls_ctr_drbg_init(&t->drbg);
+    mbedtls_x509_crt_init(&t->ca);
+    mbedtls_x509_crt_init(&t->cert);
+    mbedtls_pk_init(&t->key);
+    mbedtls_ssl_session_init(&t->session);
+    int rc = mbedtls_ctr_drbg_seed(&t->drbg, mbedtls_entropy_func, &t->entropy,
+                                   (const unsigned char *)"llmux", 5);
+    if (!rc)
+        rc = mbedtls_ssl_config_defaults(&t->conf, endpoint, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                         MBEDTLS_SSL_PRESET_DEFAULT);
+    if (rc) {
+        snprintf(err, errlen, "TLS setup failed (-0x%04x)", -rc);
+        return LLMUX_ETLS;
+    }
+    mbedtls_ssl_conf_min_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &t->drbg);
+    return 0;
+}
+
+int tls_ctx_client(const char *ca_file, struct tls_ctx **out, char *err, size_t errlen)
+{
+    struct tls_ctx *t = calloc(1, sizeof(*t));
+    if (!t)
+        return UV_ENOMEM;
+    int rc = tls_ctx_base(t, MBEDTLS_SSL_IS_CLIENT, err, errlen);
+    if (rc) {
+        tls_ctx_free(t);
+        return rc;
+    }
+    const char *file = ca_file ? ca_file : SYSTEM_CA_BUNDLE;
+    rc = mbedtls_x509_crt_parse_file(&t->ca, file);
+    /* A user CA file must parse completely; the system bundle may hold a few certificates
+     * mbedTLS cannot read, as long as it loaded some. */
+    if (rc < 0 || (ca_file && rc > 0) || t->ca.version == 0) {
+        char why[100];
+        mbedtls_strerror(rc, why, sizeof(why));
+        snprintf(err, errlen, "cannot load CA file %s: %s", file, rc > 0 ? "unreadable certificates" : why);
+        tls_ctx_free(t);
+        return LLMUX_ETLS;
+    }
+    mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
+    *out = t;
+    return 0;
+}
+
+int tls_ctx_server(const char *cert_file, const char *key_file, struct tls_ctx **out, char *err,
+                   size_t errlen)
+{
+    struct tls_ctx *t = calloc(1, sizeof(*t));
+    if (!t)
+        return UV_ENOMEM;
+    t->server = 1;
+    int rc = tls_ctx_base(t, MBEDTLS_SSL_IS_SERVER, err, errlen);
+    if (!rc && (mbedtls_x509_crt_parse_file(&t->cert, cert_file) != 0 ||
+                mbedtls_pk_parse_keyfile(&t->key, key_file, NULL) != 0 ||
+                mbedtls_ssl_conf_own_cert(&t->conf, &t->cert, &t->key) != 0)) {
+        snprintf(err, errlen, "cannot load certificate %s / key %s", cert_file, key_file);
+        rc = LLMUX_ETLS;
+    }
+    if (rc) {
+        tls_ctx_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+void tls_ctx_free(struct tls_ctx *t)
+{
+    if (!t)
+        return;
+    mbedtls_ssl_session_free(&t->session);
+    mbedtls_pk_free(&t->key);
+    mbedtls_x509_crt_free(&t->cert);
+    mbedtls_x509_crt_free(&t->ca);
+    mbedtls_ctr_drbg_free(&t->drbg);
+    mbedtls_entropy_free(&t->entropy);
+    mbedtls_ssl_config_free(&t->conf);
+    free(t);
+}
+
+/* ---- writing ---- */
+
+static void fail(struct conn *c, int status);
+
+static void on_write_done(uv_write_t *req, int status)
+{
+    struct write_req *w = container_of(req, struct write_req, req);
+    struct conn *c = w->c;
+    c->queued -= w->len;
+    free(w);
+    if (c->closing)
+        return;
+    if (status < 0) {
+        fail(c, status);
+        return;
+    }
+    if (c->queued == 0 && c->cbs->on_drain)
+        c->cbs->on_drain(c);
+}
+
+/* Raw bytes to the socket: try at once, queue a copy of the rest. */
+static int raw_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
+{
+    size_t total = 0, done = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (total == 0)
+        return 0;
+    if (c->closing)
+        return UV_EPIPE;
+    if (c->queued == 0) {
+        int rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (rc >= 0)
+            done = (size_t)rc;
+        else if (rc != UV_EAGAIN)
+            return rc;
+    }
+    if (done == total)
+        return 0;
+    struct write_req *w = malloc(sizeof(*w) + total - done);
+    if (!w)
+        return UV_ENOMEM;
+    size_t skip = done, at = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t len = bufs[i].len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        memcpy(w->data + at, bufs[i].base + skip, len - skip);
+        at += len - skip;
+        skip = 0;
+    }
+    w->c = c;
+    w->len = at;
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)at);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write_done);
+    if (rc) {
+        free(w);
+        return rc;
+    }
+    c->queued += at;
+    return 0;
+}
+
+static int bio_send(void *ctx, const unsigned char *p, size_t n)
+{
+    struct conn *c = ctx;
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int rc = raw_write(c, &b, 1);
+    return rc ? MBEDTLS_ERR_NET_SEND_FAILED : (int)n;
+}
+
+static int bio_recv(void *ctx, unsigned char *p, size_t n)
+{
+    struct conn *c = ctx;
+    size_t avail = buf_size(&c->rx);
+    if (avail == 0)
+        return MBEDTLS_ERR_SSL_WANT_READ;
+    if (n > avail)
+        n = avail;
+    memcpy(p, buf_head(&c->rx), n);
+    buf_consume(&c->rx, n);
+    return (int)n;
+}
+
+int conn_write(struct conn *c, const uv_buf_t *bufs, unsigned nbufs)
+{
+    if (c->closing)
+        return UV_EPIPE;
+    if (!c->tls)
+        return raw_write(c, bufs, nbufs);
+    for (unsigned i = 0; i < nbufs; i++) {
+        size_t off = 0;
+        while (off < bufs[i].len) {
+            int rc = mbedtls_ssl_write(&c->ssl, (const unsigned char *)bufs[i].base + off,
+                                       bufs[i].len - off);
+            if (rc < 0)
+                return LLMUX_ETLS;
+            off += (size_t)rc;
+        }
+    }
+    return 0;
+}
+
+size_t conn_queued(const struct conn *c)
+{
+    return c->queued;
+}
+
+/* ---- reading ---- */
+
+static void fail(struct conn *c, int status)
+{
+    if (c->closing || c->eof_sent)
+        return;
+    c->eof_sent = 1;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->handshaking) {
+        c->handshaking = 0;
+        if (c->cbs->on_connect)
+            c->cbs->on_connect(c, status);
+        return;
+    }
+    c->cbs->on_eof(c, status);
+}
+
+static void handshake_failed(struct conn *c, int rc)
+{
+    uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
+    if (!c->tls->server && flags != 0 && flags != (uint32_t)-1) {
+        char info[256];
+        mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);
+        char *nl = strchr(info, '\n');
+        if (nl)
+            *nl = 0;
+        snprintf(c->error, sizeof(c->error), "certificate verification failed: %.120s", info);
+        fail(c, LLMUX_ETLSVERIFY);
+        return;
+    }
+    char why[120];
+    mbedtls_strerror(rc, why, sizeof(why));
+    snprintf(c->error, sizeof(c->error), "TLS handshake failed: %s", why);
+    fail(c, LLMUX_ETLS);
+}
+
+/* Drive the handshake or decrypt what mbedTLS can, delivering plaintext while reading. */
+static void tls_pump(struct conn *c)
+{
+    if (c->handshaking) {
+        int rc = mbedtls_ssl_handshake(&c->ssl);
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+            return;
+        if (rc) {
+            handshake_failed(c, rc);
+            return;
+        }
+        c->handshaking = 0;
+        if (!c->tls->server) {
+            c->resumed = mbedtls_ssl_get_session(&c->ssl, &c->tls->session) == 0 && c->resumed;
+            c->tls->has_session = 1;
+            snprintf(c->tls->session_host, sizeof(c->tls->session_host), "%s", c->host);
+        }
+        if (c->cbs->on_connect)
+            c->cbs->on_connect(c, 0);
+        if (c->closing)
+            return;
+    }
+    unsigned char plain[16384];
+    while (c->reading && !c->closing) {
+        int rc = mbedtls_ssl_read(&c->ssl, plain, sizeof(plain));
+        if (rc > 0) {
+            c->cbs->on_read(c, (const char *)plain, (size_t)rc);
+            continue;
+        }
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+            return;
+        if (rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
+            fail(c, UV_EOF);
+        else
+            fail(c, UV_ECONNRESET);
+        return;
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct conn *c = container_of((uv_tcp_t *)h, struct conn, tcp);
+    *b = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+}
+
+static void on_tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct conn *c = container_of((uv_tcp_t *)s, struct conn, tcp);
+    if (c->closing)
+        return;
+    if (n < 0) {
+        if (c->tls && n == UV_EOF && c->handshaking)
+            snprintf(c->error, sizeof(c->error), "TLS handshake failed: connection closed");
+        fail(c, (int)n);
+        return;
+    }
+    if (n == 0)
+        return;
+    if (!c->tls) {
+        c->cbs->on_read(c, b->base, (size_t)n);
+        return;
+    }
+    if (buf_append(&c->rx, b->base, (size_t)n) != 0) {
+        fail(c, UV_ENOMEM);
+        return;
+    }
+    tls_pump(c);
+}
+
+static int start_reading(struct conn *c)
+{
+    return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_tcp_read);
+}
+
+void conn_read_stop(struct conn *c)
+{
+    c->reading = 0;
+    if (!c->closing && !c->handshaking)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+void conn_read_start(struct conn *c)
+{
+    if (c->closing || c->eof_sent || c->reading)
+        return;
+    c->reading = 1;
+    start_reading(c);
+    /* decrypted bytes may wait inside mbedTLS */
+    if (c->tls && !c->handshaking &&
+        (mbedtls_ssl_get_bytes_avail(&c->ssl) > 0 || buf_size(&c->rx) > 0))
+        tls_pump(c);
+}
+
+/* ---- setup ---- */
+
+static void set_peer(struct conn *c, const struct sockaddr *sa)
+{
+    char ip[48] = "";
+    int port = 0;
+    if (sa->sa_family == AF_INET6) {
+        uv_ip6_name((const struct sockaddr_in6 *)sa, ip, sizeof(ip));
+        port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    } else {
+        uv_ip4_name((const struct sockaddr_in *)sa, ip, sizeof(ip));
+        port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    }
+    snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
+}
+
+static int tls_setup(struct conn *c)
+{
+    mbedtls_ssl_init(&c->ssl);
+    if (mbedtls_ssl_setup(&c->ssl, &c->tls->conf) != 0)
+        return LLMUX_ETLS;
+    if (!c->tls->server) {
+        if (mbedtls_ssl_set_hostname(&c->ssl, c->host) != 0)
+            return LLMUX_ETLS;
+        if (c->tls->has_session && strcmp(c->tls->session_host, c->host) == 0 &&
+            mbedtls_ssl_set_session(&c->ssl, &c->tls->session) == 0)
+            c->resumed = 1;
+    }
+    mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    c->handshaking = 1;
+    return 0;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct conn *c = container_of((uv_tcp_t *)h, struct conn, tcp);
+    if (c->cbs->on_close)
+        c->cbs->on_close(c);
+    if (c->tls)
+        mbedtls_ssl_free(&c->ssl);
+    buf_free(&c->rx);
+    free(c);
+}
+
+static void on_tcp_connect(uv_connect_t *req, int status)
+{
+    struct conn *c = container_of(req, struct conn, connect_req);
+    if (c->closing)
+        return;
+    if (status < 0) {
+        snprintf(c->error, sizeof(c->error), "%s", uv_strerror(status));
+        c->eof_sent = 1;
+        c->cbs->on_connect(c, status);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->reading = 1;
+    start_reading(c);
+    if (!c->tls) {
+        c->cbs->on_connect(c, 0);
+        return;
+    }
+    tls_pump(c); /* sends the ClientHello */
+}
+
+int conn_connect(uv_loop_t *loop, const struct sockaddr *addr, struct tls_ctx *tls,
+                 const char *host, const struct conn_cbs *cbs, void *data, struct conn **out)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return UV_ENOMEM;
+    c->cbs = cbs;
+    c->data = data;
+    c->tls = tls;
+    snprintf(c->host, sizeof(c->host), "%s", host ? host : "");
+    set_peer(c, addr);
+    if (tls && tls_setup(c) != 0) {
+        mbedtls_ssl_free(&c->ssl);
+        free(c);
+        return LLMUX_ETLS;
+    }
+    uv_tcp_init(loop, &c->tcp);
+    int rc = uv_tcp_connect(&c->connect_req, &c->tcp, addr, on_tcp_connect);
+    if (rc) {
+        /* The handle exists: it must be closed, and nobody may be told. */
+        static const struct conn_cbs none = {0};
+        c->cbs = &none;
+        c->closing = 1;
+        uv_close((uv_handle_t *)&c->tcp, on_closed);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int conn_accept(uv_stream_t *server, struct tls_ctx *tls, const struct conn_cbs *cbs, void *data,
+                struct conn **out)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return UV_ENOMEM;
+    static const struct conn_cbs none = {0};
+    c->cbs = &none;
+    c->data = data;
+    c->tls = tls;
+    uv_tcp_init(server->loop, &c->tcp);
+    int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (!rc && tls)
+        rc = tls_setup(c);
+    if (rc) {
+        c->closing = 1;
+        uv_close((uv_handle_t *)&c->tcp, on_closed);
+        return rc;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+        set_peer(c, (struct sockaddr *)&ss);
+    c->cbs = cbs;
+    c->reading = 1;
+    start_reading(c);
+    *out = c;
+    return 0;
+}
+
+void conn_set_owner(struct conn *c, const struct conn_cbs *cbs, void *data)
+{
+    c->cbs = cbs;
+    c->data = data;
+}
+
+void *conn_data(const struct conn *c)
+{
+    return c->data;
+}
+
+void conn_close(struct conn *c, int reset)
+{
+    if (c->closing)
+        return;
+    if (c->tls && !c->handshaking && !reset && !c->eof_sent)
+        mbedtls_ssl_close_notify(&c->ssl); /* best effort */
+    c->closing = 1;
+    if (reset && uv_tcp_close_reset(&c->tcp, on_closed) == 0)
+        return;
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+const char *conn_error(const struct conn *c)
+{
+    return c->error;
+}
+
+int conn_is_tls(const struct conn *c)
+{
+    return c->tls != NULL;
+}
+
+const char *conn_peer(const struct conn *c)
+{
+    return c->peer;
+}
+
+int conn_tls_resumed(const struct conn *c)
+{
+    return c->resumed;
+}
