@@ -276,13 +276,13 @@ static void fail(struct conn *c, int status)
         return;
     c->eof_sent = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (c->handshaking) {
+    if (c->handshaking && c->cbs->on_connect) {
         c->handshaking = 0;
-        if (c->cbs->on_connect)
-            c->cbs->on_connect(c, status);
+        c->cbs->on_connect(c, status);
         return;
     }
-    c->cbs->on_eof(c, status);
+    c->handshaking = 0;
+    c->cbs->on_eof(c, status); /* also a server-side handshake failure */
 }
 
 static void handshake_failed(struct conn *c, int rc)

@@ -1,0 +1,220 @@
+/* conn: plain and TLS streams on loopback against an in-process echo server built on
+ * conn_accept. Checks byte-exact round trips (one large enough to be queued), certificate
+ * verification failures (wrong CA, wrong host name), refused connects, read backpressure, and
+ * that the loop ends with no handle left. Needs LLMUX_TEST_CERTS (test/gen-certs.sh). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "llmux/conn.h"
+#include "llmux/errors.h"
+
+static uv_loop_t loop;
+static uv_tcp_t listener;
+static struct tls_ctx *server_tls;
+static int port;
+
+/* ---- echo server ---- */
+
+static void echo_read(struct conn *c, const char *p, size_t n)
+{
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    conn_write(c, &b, 1);
+}
+
+static void echo_eof(struct conn *c, int status)
+{
+    conn_close(c, 0);
+}
+
+static const struct conn_cbs echo_cbs = {.on_read = echo_read, .on_eof = echo_eof};
+
+static void on_connection(uv_stream_t *s, int status)
+{
+    struct conn *c;
+    conn_accept(s, server_tls, &echo_cbs, NULL, &c);
+}
+
+/* ---- client ---- */
+
+struct client {
+    struct conn *c;
+    int connect_status;
+    int connected;
+    char *expect;
+    size_t expect_len, got;
+    int mismatch;
+    int drained;
+    int closed;
+    int stop_after_first; /* read backpressure test */
+    int stopped_reads;
+    char error[200];
+};
+
+static void cl_connect(struct conn *c, int status)
+{
+    struct client *cl = conn_data(c);
+    cl->connected = 1;
+    cl->connect_status = status;
+    snprintf(cl->error, sizeof(cl->error), "%s", conn_error(c));
+    if (status < 0) {
+        conn_close(c, 0);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(cl->expect, (unsigned)cl->expect_len);
+    CHECK_INT(conn_write(c, &b, 1), 0);
+}
+
+static void cl_read(struct conn *c, const char *p, size_t n)
+{
+    struct client *cl = conn_data(c);
+    if (cl->got + n > cl->expect_len || memcmp(cl->expect + cl->got, p, n) != 0)
+        cl->mismatch = 1;
+    cl->got += n;
+    if (cl->stop_after_first && !cl->stopped_reads) {
+        cl->stopped_reads = 1;
+        conn_read_stop(c);
+        return;
+    }
+    if (cl->got >= cl->expect_len)
+        conn_close(c, 0); /* closing from inside on_read */
+}
+
+static void cl_eof(struct conn *c, int status)
+{
+    conn_close(c, 0);
+}
+
+static void cl_drain(struct conn *c)
+{
+    ((struct client *)conn_data(c))->drained++;
+}
+
+static void cl_close(struct conn *c)
+{
+    ((struct client *)conn_data(c))->closed = 1;
+}
+
+static const struct conn_cbs client_cbs = {.on_connect = cl_connect, .on_read = cl_read,
+                                           .on_eof = cl_eof, .on_drain = cl_drain,
+                                           .on_close = cl_close};
+
+static void start_server(struct tls_ctx *tls)
+{
+    server_tls = tls;
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    uv_tcp_init(&loop, &listener);
+    uv_tcp_bind(&listener, (struct sockaddr *)&a, 0);
+    uv_listen((uv_stream_t *)&listener, 64, on_connection);
+    struct sockaddr_in got;
+    int len = sizeof(got);
+    uv_tcp_getsockname(&listener, (struct sockaddr *)&got, &len);
+    port = ntohs(got.sin_port);
+}
+
+static void run_client(struct client *cl, struct tls_ctx *tls, const char *host, int p, size_t size)
+{
+    memset(cl, 0, sizeof(*cl));
+    cl->expect_len = size;
+    cl->expect = malloc(size);
+    for (size_t i = 0; i < size; i++)
+        cl->expect[i] = (char)('a' + (i * 7 + i / 1000) % 26);
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", p, &a);
+    CHECK_INT(conn_connect(&loop, (struct sockaddr *)&a, tls, host, &client_cbs, cl, &cl->c), 0);
+}
+
+static void run_until_closed(struct client *cl)
+{
+    while (!cl->closed)
+        uv_run(&loop, UV_RUN_ONCE);
+}
+
+int main(void)
+{
+    const char *dir = getenv("LLMUX_TEST_CERTS");
+    if (!dir) {
+        fprintf(stderr, "LLMUX_TEST_CERTS is not set\n");
+        return 1;
+    }
+    char ca[512], other[512], cert[512], key[512], err[256];
+    snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+    snprintf(other, sizeof(other), "%s/other-ca.pem", dir);
+    snprintf(cert, sizeof(cert), "%s/localhost.pem", dir);
+    snprintf(key, sizeof(key), "%s/localhost.key", dir);
+    uv_loop_init(&loop);
+    struct client cl;
+
+    /* plain: 4 MiB echo is queued (on_drain) and comes back byte-exact */
+    start_server(NULL);
+    run_client(&cl, NULL, NULL, port, 4 << 20);
+    run_until_closed(&cl);
+    CHECK_INT(cl.connect_status, 0);
+    CHECK_INT(cl.got, 4 << 20);
+    CHECK_INT(cl.mismatch, 0);
+    CHECK(cl.drained >= 1);
+    free(cl.expect);
+    uv_close((uv_handle_t *)&listener, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+
+    /* refused */
+    run_client(&cl, NULL, NULL, port, 10);
+    run_until_closed(&cl);
+    CHECK_INT(cl.connect_status, UV_ECONNREFUSED);
+    free(cl.expect);
+
+    /* TLS with the test CA: 1 MiB round trip; a second connection resumes the session */
+    struct tls_ctx *srv_tls, *good, *bad;
+    CHECK_INT(tls_ctx_server(cert, key, &srv_tls, err, sizeof(err)), 0);
+    CHECK_INT(tls_ctx_client(ca, &good, err, sizeof(err)), 0);
+    CHECK_INT(tls_ctx_client(other, &bad, err, sizeof(err)), 0);
+    struct tls_ctx *none = NULL;
+    CHECK_INT(tls_ctx_client("/nonexistent.pem", &none, err, sizeof(err)), LLMUX_ETLS);
+    CHECK_CONTAINS(err, "/nonexistent.pem");
+    start_server(srv_tls);
+    run_client(&cl, good, "localhost", port, 1 << 20);
+    run_until_closed(&cl);
+    CHECK_INT(cl.connect_status, 0);
+    CHECK_INT(cl.got, 1 << 20);
+    CHECK_INT(cl.mismatch, 0);
+    free(cl.expect);
+
+    /* TLS read backpressure: nothing delivered while stopped, the rest in order after */
+    run_client(&cl, good, "localhost", port, 256 << 10);
+    cl.stop_after_first = 1;
+    while (!cl.stopped_reads)
+        uv_run(&loop, UV_RUN_ONCE);
+    size_t at_stop = cl.got;
+    for (int i = 0; i < 50; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    CHECK_INT(cl.got, at_stop);
+    conn_read_start(cl.c);
+    run_until_closed(&cl);
+    CHECK_INT(cl.got, 256 << 10);
+    CHECK_INT(cl.mismatch, 0);
+    free(cl.expect);
+
+    /* wrong CA: verification fails, never falls back */
+    run_client(&cl, bad, "localhost", port, 10);
+    run_until_closed(&cl);
+    CHECK_INT(cl.connect_status, LLMUX_ETLSVERIFY);
+    CHECK_CONTAINS(cl.error, "certificate verification failed");
+    CHECK_INT(cl.got, 0);
+    free(cl.expect);
+
+    /* right CA, wrong host name */
+    run_client(&cl, good, "wrong.example", port, 10);
+    run_until_closed(&cl);
+    CHECK_INT(cl.connect_status, LLMUX_ETLSVERIFY);
+    CHECK_CONTAINS(cl.error, "certificate verification failed");
+    free(cl.expect);
+
+    uv_close((uv_handle_t *)&listener, NULL);
+    CHECK_INT(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    CHECK_INT(uv_loop_close(&loop), 0);
+    tls_ctx_free(good);
+    tls_ctx_free(bad);
+    tls_ctx_free(srv_tls);
+    return check_report();
+}
