@@ -171,5 +171,8 @@ int adapter_response_usage(const char *body, size_t len, struct usage *u)
 
 int adapter_status_retryable(int status)
 {
-    return status == 408 || status == 409 || status == 429 || status >= 500;
+    /* 401/403/404 from a provider mean this deployment's key or model is wrong, not the
+     * client's request: another deployment may well serve it. */
+    return status == 401 || status == 403 || status == 404 || status == 408 || status == 409 ||
+           status == 429 || status >= 500;
 }

@@ -9,6 +9,8 @@
 #include "llmux/errors.h"
 #include "llmux/sse.h"
 
+#define BOM "\xEF\xBB\xBF"
+
 struct rec {
     struct buf out;
     int stop_at;  /* return stop_rc from the stop_at-th event (1-based); 0: never */
@@ -263,17 +265,18 @@ static void test_comments(void)
 
 static void test_bom(void)
 {
-    CHECK_STR(decode("\xEF\xBB\xBF" "data: x\n\n"), "{|-|x}");
+    CHECK_STR(decode(BOM "data: x\n\n"), "{|-|x}");
     /* split across feeds in every way */
     CHECK_STR(decode_parts("\xEF", "\xBB", "\xBF", "data: x\n\n", NULL), "{|-|x}");
-    CHECK_STR(decode_parts("\xEF\xBB", "\xBF" "data: x\n\n", NULL), "{|-|x}");
-    CHECK_STR(decode_parts("\xEF", "\xBB\xBF" ": c\n", NULL), "");
+    CHECK_STR(decode_parts("\xEF\xBB", "\xBF"
+                                       "data: x\n\n", NULL), "{|-|x}");
+    CHECK_STR(decode_parts("\xEF", "\xBB\xBF: c\n", NULL), "");
     CHECK_INT(out_comments, 1);
     /* only once: a second BOM belongs to the line (here the field name, so ignored) */
-    CHECK_STR(decode("\xEF\xBB\xBF\xEF\xBB\xBF" "data: x\n\n"), "");
-    CHECK_STR(decode("\xEF\xBB\xBF" "data: a\n\n\xEF\xBB\xBF" "data: b\n\n"), "{|-|a}");
+    CHECK_STR(decode(BOM BOM "data: x\n\n"), "");
+    CHECK_STR(decode(BOM "data: a\n\n\xEF\xBB\xBF" "data: b\n\n"), "{|-|a}");
     CHECK_STR(decode("data:\xEF\xBB\xBF\n\n"), "{|-|\xEF\xBB\xBF}");
-    CHECK_STR(decode("\xEF\xBB\xBF" "data:\xEF\xBB\xBF\n\n"), "{|-|\xEF\xBB\xBF}");
+    CHECK_STR(decode(BOM "data:\xEF\xBB\xBF\n\n"), "{|-|\xEF\xBB\xBF}");
     /* a BOM prefix that turns out not to be one is kept as content: the line below starts
      * with EF BB, so it is a field, not a comment */
     CHECK_STR(decode_parts("\xEF\xBB", ":c\n", NULL), "");

@@ -69,8 +69,9 @@ void adapter_chunk_info(const char *data, size_t len, struct chunk_info *ci);
 /* Usage from a whole non-stream response body. Returns 0, or -1 when the body is not JSON. */
 int adapter_response_usage(const char *body, size_t len, struct usage *u);
 
-/* Whether an upstream HTTP status is worth trying another deployment for (408, 409, 429,
- * 5xx), as opposed to a fault in the request that every deployment would refuse. */
+/* Whether an upstream HTTP status is worth trying another deployment for (401, 403, 404,
+ * 408, 409, 429, 5xx), as opposed to a fault in the request that every deployment would
+ * refuse (400, 413, 422...). */
 int adapter_status_retryable(int status);
 
 #endif
