@@ -39,11 +39,11 @@ struct sse_decoder {
     struct buf event; /* event type of the current event */
     struct buf id;    /* id of the current event, meaningful when has_id */
     int has_id;
-    int bom_done;  /* the start of the stream has been checked for a BOM */
-    int bom_len;   /* BOM bytes matched so far and held back while undecided */
-    int last_cr;   /* previous feed ended in CR: a leading LF is part of that line end */
-    int pending;   /* a field line was seen since the last blank line */
-    int stopped;   /* nonzero: the value feed returned when the decoder stopped */
+    int bom_done; /* the start of the stream has been checked for a BOM */
+    int bom_len;  /* BOM bytes matched so far and held back while undecided */
+    int last_cr;  /* previous feed ended in CR: a leading LF is part of that line end */
+    int pending;  /* a field line was seen since the last blank line */
+    int stopped;  /* nonzero: the value feed returned when the decoder stopped */
 };
 
 /* Initialise. max_line and max_event of 0 take defaults (64 KiB and 1 MiB). */
