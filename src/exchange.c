@@ -194,6 +194,25 @@ static size_t common_headers(struct exchange *ex, struct http_header *h, char *a
     return n;
 }
 
+/* A whole JSON answer (before commit). An error also says the client should not retry on top
+ * of our own failover. */
+static void respond_json(struct exchange *ex, int status, const char *body, size_t len, int error)
+{
+    struct http_header h[8];
+    char attempts[16];
+    ex->status = status;
+    size_t n = common_headers(ex, h, attempts, sizeof(attempts));
+    h[n++] = (struct http_header){"content-type", 12, "application/json", 16};
+    if (error)
+        h[n++] = (struct http_header){"x-should-retry", 14, "false", 5};
+    if (error && ex->retry_after[0] && (status == 429 || status == 503))
+        h[n++] = (struct http_header){"retry-after", 11, ex->retry_after, strlen(ex->retry_after)};
+    ex->bytes_out += len;
+    struct server_req *req = ex->req;
+    ex->req = NULL;
+    server_respond(req, status, h, n, body, len);
+}
+
 /* An error answer in OpenAI's shape, before commit. */
 static void respond_error(struct exchange *ex, int status, const char *type, const char *code,
                           const char *message)
@@ -203,18 +222,7 @@ static void respond_error(struct exchange *ex, int status, const char *type, con
     struct buf b;
     buf_init(&b, 0);
     server_format_error(&b, type, code, message);
-    struct http_header h[8];
-    char attempts[16];
-    ex->status = status;
-    size_t n = common_headers(ex, h, attempts, sizeof(attempts));
-    h[n++] = (struct http_header){"content-type", 12, "application/json", 16};
-    h[n++] = (struct http_header){"x-should-retry", 14, "false", 5};
-    if (ex->retry_after[0] && (status == 429 || status == 503))
-        h[n++] = (struct http_header){"retry-after", 11, ex->retry_after, strlen(ex->retry_after)};
-    ex->bytes_out += buf_size(&b);
-    struct server_req *req = ex->req;
-    ex->req = NULL;
-    server_respond(req, status, h, n, buf_head(&b), buf_size(&b));
+    respond_json(ex, status, buf_head(&b), buf_size(&b), 1);
     buf_free(&b);
     snprintf(ex->end_reason, sizeof(ex->end_reason), "%s", message);
 }
@@ -454,18 +462,9 @@ static void pass_through_error(struct exchange *ex)
         respond_error(ex, ex->up_status, "invalid_request_error", NULL, msg);
         return;
     }
-    struct http_header h[8];
-    char attempts[16];
-    ex->status = ex->up_status;
-    size_t n = common_headers(ex, h, attempts, sizeof(attempts));
-    h[n++] = (struct http_header){"content-type", 12, "application/json", 16};
-    h[n++] = (struct http_header){"x-should-retry", 14, "false", 5};
-    ex->bytes_out += buf_size(&ex->body);
     snprintf(ex->end_reason, sizeof(ex->end_reason), "provider refused the request (%d)",
              ex->up_status);
-    struct server_req *req = ex->req;
-    ex->req = NULL;
-    server_respond(req, ex->up_status, h, n, buf_head(&ex->body), buf_size(&ex->body));
+    respond_json(ex, ex->up_status, buf_head(&ex->body), buf_size(&ex->body), 1);
 }
 
 static void on_up_done(void *data, int status, const char *detail)
@@ -495,17 +494,9 @@ static void on_up_done(void *data, int status, const char *detail)
             exchange_next(ex, FT_MALFORMED, ex->up_status, "the provider's response is not JSON");
             return;
         }
-        struct http_header h[8];
-        char attempts[16];
-        ex->status = ex->up_status;
-        size_t n = common_headers(ex, h, attempts, sizeof(attempts));
-        h[n++] = (struct http_header){"content-type", 12, "application/json", 16};
         ex->t_first_byte = now_ms(ex);
-        ex->bytes_out += buf_size(&ex->body);
         set_state(ex, EX_RELAYING);
-        struct server_req *req = ex->req;
-        ex->req = NULL;
-        server_respond(req, ex->up_status, h, n, buf_head(&ex->body), buf_size(&ex->body));
+        respond_json(ex, ex->up_status, buf_head(&ex->body), buf_size(&ex->body), 0);
         ex->outcome = "ok";
         exchange_end(ex);
         return;

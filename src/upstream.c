@@ -91,6 +91,7 @@ struct upstream {
 
 static llhttp_settings_t resp_settings;
 static void upstream_connect_next(struct upstream *u);
+static void upconn_close(struct upconn *uc, int reset);
 static void upstream_fail(struct upstream *u, int status, const char *detail);
 
 /* ---- pool ---- */
@@ -103,20 +104,8 @@ static void on_sweep(uv_timer_t *t)
         struct upconn *uc = o->idle;
         while (uc) {
             struct upconn *next = uc->next;
-            if (now - uc->idle_since >= p->idle_timeout_ms) {
-                /* unlink + close */
-                if (uc->prev)
-                    uc->prev->next = uc->next;
-                else
-                    o->idle = uc->next;
-                if (uc->next)
-                    uc->next->prev = uc->prev;
-                o->n_idle--;
-                p->stats.idle--;
-                uc->idle = 0;
-                uc->closing = 1;
-                conn_close(uc->conn, 0);
-            }
+            if (now - uc->idle_since >= p->idle_timeout_ms)
+                upconn_close(uc, 0);
             uc = next;
         }
     }

@@ -35,6 +35,7 @@ before(async () => {
       s503: pair('bad', 'm?status=503'),
       s429: pair('bad', 'm?status=429&retry_after=1'),
       'reset-head': pair('bad', 'm?reset_after=0'),
+      'stall-before-content': pair('bad', 'm?stall_after=0'),
       'ttft': pair('bad', 'm?ttft=3000'),
       'delay': pair('bad', 'm?delay=3000'),
       'malformed-json': pair('bad', 'm?malformed=json'),
@@ -70,7 +71,7 @@ async function expectFailover(model, { stream = false, model_in_first = true } =
   const id = rid('fo');
   const res = await post(llmux.base, '/v1/chat/completions', chat(model, { stream }), { 'x-request-id': id });
   if (stream) {
-    assert.equal(res.status, 200, await res.text());
+    if (res.status !== 200) assert.fail(`status ${res.status}: ${await res.text()}`);
     const datas = await readSse(res);
     assert.equal(chunksText(datas), mockText(4));
     assert.equal(datas.at(-1), '[DONE]');
@@ -142,9 +143,27 @@ test('reset before the response head', async () => {
   assert.equal(line.attempts[0].provider, 'bad');
 });
 
-test('stream reset after 0 tokens (dies before its first content event)', async () => {
+test('stream reset before its head', async () => {
   const line = await expectFailover('reset-head', { stream: true });
   assert.equal(line.attempts[0].provider, 'bad');
+});
+
+test('stream that sends its preamble then nothing: replaced, the preamble is not relayed twice', async () => {
+  // mockllm sends the head and the role-only first chunk, then stalls before any content:
+  // llmux must hold the preamble back (no commit) and fail over on the first-byte timeout.
+  const id = rid('fo');
+  const res = await post(llmux.base, '/v1/chat/completions', chat('stall-before-content', { stream: true }),
+    { 'x-request-id': id });
+  assert.equal(res.status, 200);
+  const datas = await readSse(res);
+  assert.equal(chunksText(datas), mockText(4));
+  const roles = datas.filter((d) => d !== '[DONE]').map((d) => JSON.parse(d))
+    .filter((c) => c.choices?.[0]?.delta?.role);
+  assert.equal(roles.length, 1, 'one role chunk, from the deployment that served');
+  assert.equal(res.headers.get('x-llmux-provider'), 'good');
+  const line = await llmux.logFor(id);
+  assert.equal(line.attempts.length, 2);
+  assert.match(line.attempts[0].error, /first.byte|timeout/i);
 });
 
 test('first-byte timeout: tokens too slow to start', async () => {

@@ -197,6 +197,6 @@ test('a slow client reading a fast big stream keeps llmux memory bounded', async
   // Reading again resumes the relay, and the stream completes.
   sock.resume();
   await waitFor(() => closed, { timeout: 60000, every: 50, what: 'the rest of the stream' });
-  assert.ok(received >= total, `only ${received} bytes of at least ${total}`);
+  assert.ok(received >= total, `only ${received} bytes of at least ${total}; ${report}; ends with ${JSON.stringify(tail)}`);
   assert.match(tail, /data: \[DONE\]\n\n\r\n0\r\n\r\n$/);
 });
