@@ -224,7 +224,7 @@ static void respond_error(struct exchange *ex, int status, const char *type, con
     server_format_error(&b, type, code, message);
     respond_json(ex, status, buf_head(&b), buf_size(&b), 1);
     buf_free(&b);
-    snprintf(ex->end_reason, sizeof(ex->end_reason), "%s", message);
+    snprintf(ex->end_reason, sizeof(ex->end_reason), "%.199s", message);
 }
 
 /* Write one SSE event (data as given) to the client stream. */
@@ -269,7 +269,7 @@ static void commit_stream(struct exchange *ex)
 static void end_stream_with_error(struct exchange *ex, int code, const char *message)
 {
     ex->outcome = "truncated";
-    snprintf(ex->end_reason, sizeof(ex->end_reason), "%s", message);
+    snprintf(ex->end_reason, sizeof(ex->end_reason), "%.199s", message);
     if (!ex->req)
         return;
     struct buf b;

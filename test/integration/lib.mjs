@@ -18,6 +18,12 @@ export const LLMUX_BIN = process.env.LLMUX_BIN;
 export const MOCKLLM_BIN = process.env.MOCKLLM_BIN;
 export const CERTS = process.env.LLMUX_TEST_CERTS;
 
+// ctest sets these; a bare `node --test` run needs them too.
+function needEnv() {
+  for (const v of ['LLMUX_BIN', 'MOCKLLM_BIN', 'LLMUX_TEST_CERTS'])
+    if (!process.env[v]) throw new Error(`${v} is not set: run through ctest (ctest -R it_) or export it`);
+}
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Polls fn (sync or async) every `every` ms until it returns a truthy value, which is returned.
@@ -103,6 +109,7 @@ function adminRequest(port, tls, method, path) {
 }
 
 export async function startMock({ tls = false, script, args = [] } = {}) {
+  needEnv();
   const a = ['--listen', '127.0.0.1:0', '--quiet', ...args];
   if (tls) a.push('--tls-cert', join(CERTS, 'localhost.pem'), '--tls-key', join(CERTS, 'localhost.key'));
   if (script) a.push('--script', script);
@@ -142,6 +149,7 @@ export function writeConfig(config) {
 
 // Runs llmux to completion (for -t and --version): { status, stdout, stderr }.
 export function runLlmux(args, { env = {} } = {}) {
+  needEnv();
   const r = spawnSync(LLMUX_BIN, args, { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 20000 });
   checkStderr('llmux', r.stderr ?? '');
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
@@ -149,6 +157,7 @@ export function runLlmux(args, { env = {} } = {}) {
 
 // Starts llmux with a config object (listen is forced to 127.0.0.1:0).
 export async function startLlmux(config, { env = {} } = {}) {
+  needEnv();
   const path = writeConfig({ ...config, listen: '127.0.0.1:0' });
   const proc = spawn(LLMUX_BIN, ['-c', path], {
     stdio: ['ignore', 'pipe', 'pipe'],

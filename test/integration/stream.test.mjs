@@ -9,7 +9,7 @@ import {
 } from './lib.mjs';
 
 const IDLE_MS = 300;
-let mock, kaMock, llmux;
+let mock, kaMock, llmux, llmuxPatient;
 
 before(async () => {
   mock = await startMock();
@@ -24,10 +24,17 @@ before(async () => {
     providers: { mock: provider(mock.baseUrl), ka: provider(kaMock.baseUrl) },
     models: {},
   }, { env: { ASAN_OPTIONS: asan } });
+  // The same with a long idle timeout, for the memory measurement alone.
+  llmuxPatient = await startLlmux({
+    timeouts_ms: { connect: 2000, first_byte: 3000, idle: 30000, total: 60000 },
+    providers: { mock: provider(mock.baseUrl) },
+    models: {},
+  }, { env: { ASAN_OPTIONS: asan } });
 });
 
 after(async () => {
   await llmux?.stop();
+  await llmuxPatient?.stop();
   await mock?.stop();
   await kaMock?.stop();
 });
@@ -139,64 +146,90 @@ test('20 sequential requests reuse one upstream connection', async () => {
   assert.equal(used, 1, `20 sequential requests used ${used} upstream connections`);
 });
 
-test('a slow client reading a fast big stream keeps llmux memory bounded', async () => {
-  const TOKENS = 40000;
-  const CHUNK = 1000;
-  const total = TOKENS * CHUNK; // at least this many bytes of SSE from the mock
-  const body = JSON.stringify(chat(`mock/m?tokens=${TOKENS}&chunk_bytes=${CHUNK}`, { stream: true }));
-  const rss0 = rssBytes(llmux.pid);
-  const io0 = ioBytes(llmux.pid);
+// Opens a raw client connection that asks for a big fast stream, reads the first 64 KiB, then
+// stops reading until the mock is held back (its writes toward llmux stop growing for `quietMs`).
+// Returns the measurements and a function that reads the rest.
+async function slowReader(l, tokens, chunkBytes, quietMs) {
+  const body = JSON.stringify(chat(`mock/m?tokens=${tokens}&chunk_bytes=${chunkBytes}`, { stream: true }));
+  const rss0 = rssBytes(l.pid);
+  const io0 = ioBytes(l.pid);
   const mock0 = ioBytes(mock.pid);
 
-  const sock = net.connect(llmux.port, '127.0.0.1');
+  const sock = net.connect(l.port, '127.0.0.1');
   sock.setNoDelay(true);
-  let received = 0;
-  let tail = '';
-  let closed = false;
+  const st = { received: 0, tail: '', closed: false };
   sock.on('data', (d) => {
-    received += d.length;
-    tail = (tail + d.toString('latin1')).slice(-256);
+    st.received += d.length;
+    st.tail = (st.tail + d.toString('latin1')).slice(-512);
   });
-  sock.on('close', () => { closed = true; });
+  sock.on('close', () => { st.closed = true; });
   sock.on('error', () => {});
   sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
     `Connection: close\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
-  await waitFor(() => received >= 64 * 1024, { timeout: 10000, what: 'the first 64 KiB of the stream' });
+  await waitFor(() => st.received >= 64 * 1024, { timeout: 10000, what: 'the first 64 KiB of the stream' });
   sock.pause();
-  const receivedAtPause = received;
+  const receivedAtPause = st.received;
 
-  // Wait until the mock is held back: its writes toward llmux stop growing.
   let lastW = -1;
   let stableSince = Date.now();
   let peakRss = rss0;
   await waitFor(() => {
-    peakRss = Math.max(peakRss, rssBytes(llmux.pid));
+    peakRss = Math.max(peakRss, rssBytes(l.pid));
     const w = ioBytes(mock.pid).wchar;
     if (w !== lastW) {
       lastW = w;
       stableSince = Date.now();
       return false;
     }
-    return Date.now() - stableSince >= 700;
+    return Date.now() - stableSince >= quietMs;
   }, { timeout: 30000, every: 50, what: 'the mock to stop writing' });
   const produced = ioBytes(mock.pid).wchar - mock0.wchar;
-  const io1 = ioBytes(llmux.pid);
-  const inLlmux = (io1.rchar - io0.rchar) - (io1.wchar - io0.wchar);
-  const growth = peakRss - rss0;
-  const report = `produced ${produced}, client read ${receivedAtPause}, llmux read ${io1.rchar - io0.rchar} ` +
-    `wrote ${io1.wchar - io0.wchar}, rss growth ${growth}`;
+  const io1 = ioBytes(l.pid);
+  const m = {
+    produced,
+    receivedAtPause,
+    inLlmux: (io1.rchar - io0.rchar) - (io1.wchar - io0.wchar),
+    growth: peakRss - rss0,
+  };
+  m.report = `produced ${produced}, client read ${receivedAtPause}, llmux read ${io1.rchar - io0.rchar} ` +
+    `wrote ${io1.wchar - io0.wchar}, rss growth ${m.growth}`;
+  m.pausedReceived = st.received;
+  m.readRest = async () => {
+    sock.resume();
+    await waitFor(() => st.closed, { timeout: 60000, every: 50, what: 'the rest of the stream' });
+    return st;
+  };
+  return m;
+}
 
+test('a slow client reading a fast big stream keeps llmux memory bounded', async (t) => {
+  const TOKENS = 40000;
+  const CHUNK = 1000;
+  const total = TOKENS * CHUNK; // at least this many bytes of SSE from the mock
+  const m = await slowReader(llmuxPatient, TOKENS, CHUNK, 700);
+  t.diagnostic(m.report);
   // The mock is held back: it could not push the stream into llmux while the client was not reading.
-  assert.ok(produced < total * 0.6, `the mock was not held back: ${report}`);
+  assert.ok(m.produced < total * 0.6, `the mock was not held back: ${m.report}`);
   // What llmux has read from the mock but not yet written to the client stays small.
-  assert.ok(inLlmux < 4 * 1024 * 1024, `llmux holds ${inLlmux} bytes: ${report}`);
+  assert.ok(m.inLlmux < 4 * 1024 * 1024, `llmux holds ${m.inLlmux} bytes: ${m.report}`);
   // And its memory did not grow with the stream.
-  assert.ok(growth < Math.max(produced * 0.25, 8 * 1024 * 1024), `llmux RSS grew by ${growth}: ${report}`);
-  assert.equal(received, receivedAtPause);
+  assert.ok(m.growth < Math.max(m.produced * 0.25, 8 * 1024 * 1024), `llmux RSS grew by ${m.growth}: ${m.report}`);
+  assert.equal(m.pausedReceived, m.receivedAtPause);
 
   // Reading again resumes the relay, and the stream completes.
-  sock.resume();
-  await waitFor(() => closed, { timeout: 60000, every: 50, what: 'the rest of the stream' });
-  assert.ok(received >= total, `only ${received} bytes of at least ${total}; ${report}; ends with ${JSON.stringify(tail)}`);
-  assert.match(tail, /data: \[DONE\]\n\n\r\n0\r\n\r\n$/);
+  const st = await m.readRest();
+  assert.ok(st.received >= total, `only ${st.received} bytes of at least ${total}; ${m.report}; ends with ${JSON.stringify(st.tail)}`);
+  assert.match(st.tail, /data: \[DONE\]\n\n\r\n0\r\n\r\n$/);
+});
+
+test('a client that stops reading is not mistaken for a stalled upstream', async () => {
+  // idle is 300 ms here: the upstream is not stalled, llmux stopped reading it because the
+  // client is slow (backpressure). Pausing the client for longer than the idle timeout must not
+  // cut the stream with "stream stalled".
+  const TOKENS = 20000;
+  const m = await slowReader(llmux, TOKENS, 1000, 3 * IDLE_MS);
+  const st = await m.readRest();
+  assert.ok(!/finish_reason":"error"/.test(st.tail), `stream cut while the client was paused: ${JSON.stringify(st.tail)}`);
+  assert.match(st.tail, /data: \[DONE\]\n\n\r\n0\r\n\r\n$/);
+  assert.ok(st.received >= TOKENS * 1000);
 });
