@@ -411,7 +411,12 @@ static int on_event(void *data, const struct sse_event *ev)
         exchange_end(ex); /* the client went away while we wrote */
         return 1;
     }
-    arm_phase(ex, ex->plan.timeouts.idle_ms);
+    /* While the client is the slow side, the upstream is not stalled: no idle timer then
+     * (the total deadline still bounds the exchange). */
+    if (ex->read_paused)
+        uv_timer_stop(&ex->phase);
+    else
+        arm_phase(ex, ex->plan.timeouts.idle_ms);
     return 0;
 }
 
@@ -649,6 +654,7 @@ static void on_client_drain(void *data, struct server_req *req)
     struct exchange *ex = data;
     if (ex->read_paused && ex->up) {
         ex->read_paused = 0;
+        arm_phase(ex, ex->plan.timeouts.idle_ms);
         upstream_read_start(ex->up);
     }
 }
