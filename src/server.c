@@ -28,8 +28,8 @@
 #include "llmux/buf.h"
 #include "llmux/conn.h"
 #include "llmux/errors.h"
+#include "llmux/headers.h"
 
-#define MAX_HEADERS 100
 #define PENDING_CAP (256 * 1024)
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -38,7 +38,7 @@ enum client_state { CL_IDLE, CL_HEADERS, CL_BODY, CL_HANDLING, CL_CLOSING };
 struct server_req {
     struct client *client;
     struct server_request request;
-    struct http_header headers[MAX_HEADERS];
+    struct http_header headers[HEADERS_MAX];
     int started;   /* status line sent */
     int chunked;   /* response uses chunked encoding */
     int keep_alive;
@@ -59,8 +59,7 @@ struct client {
     struct buf pending; /* received bytes not parsed yet (pipelining) */
     size_t url_len;
     size_t header_bytes;
-    uint32_t hoff[MAX_HEADERS][4]; /* name off, name len, value off, value len in `head` */
-    size_t n_headers;
+    struct headers headers; /* offsets into `head` */
     int reject_status; /* set by a parser callback that hit a limit */
     int expect_continue;
     int dispatching; /* inside client_process(): do not re-enter */
@@ -452,8 +451,7 @@ static int on_message_begin(llhttp_t *p)
     client_arm(cl, cl->srv->opts.header_timeout_ms);
     buf_reset(&cl->head);
     buf_reset(&cl->body);
-    cl->n_headers = 0;
-    memset(cl->hoff[0], 0, sizeof(cl->hoff[0]));
+    headers_reset(&cl->headers, &cl->head);
     cl->url_len = 0;
     cl->header_bytes = 0;
     cl->reject_status = 0;
@@ -477,53 +475,39 @@ static int on_piece_complete(llhttp_t *p)
     return buf_append(&cl->head, "", 1) ? HPE_USER : 0;
 }
 
+/* Header bytes are counted against the limit; too many headers is the same refusal. */
+static int header_piece(struct client *cl, size_t len, int rc)
+{
+    cl->header_bytes += len;
+    if (rc == HEADERS_EFULL || cl->header_bytes > cl->srv->opts.max_header_bytes) {
+        cl->reject_status = 431;
+        return HPE_USER;
+    }
+    return rc ? HPE_USER : 0;
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct client *cl = parser_client(p);
-    cl->header_bytes += len;
-    if (cl->header_bytes > cl->srv->opts.max_header_bytes) {
-        cl->reject_status = 431;
-        return HPE_USER;
-    }
-    if (cl->n_headers >= MAX_HEADERS) {
-        cl->reject_status = 431;
-        return HPE_USER;
-    }
-    uint32_t *h = cl->hoff[cl->n_headers];
-    if (h[1] == 0)
-        h[0] = (uint32_t)cl->head.len;
-    h[1] += (uint32_t)len;
-    return buf_append(&cl->head, at, len) ? HPE_USER : 0;
+    return header_piece(cl, len, headers_field(&cl->headers, at, len));
 }
 
 static int on_header_field_complete(llhttp_t *p)
 {
     struct client *cl = parser_client(p);
-    uint32_t *h = cl->hoff[cl->n_headers];
-    h[2] = (uint32_t)cl->head.len + 1;
-    h[3] = 0;
-    return on_piece_complete(p);
+    return header_piece(cl, 0, headers_field_complete(&cl->headers));
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct client *cl = parser_client(p);
-    cl->header_bytes += len;
-    if (cl->header_bytes > cl->srv->opts.max_header_bytes) {
-        cl->reject_status = 431;
-        return HPE_USER;
-    }
-    cl->hoff[cl->n_headers][3] += (uint32_t)len;
-    return buf_append(&cl->head, at, len) ? HPE_USER : 0;
+    return header_piece(cl, len, headers_value(&cl->headers, at, len));
 }
 
 static int on_header_value_complete(llhttp_t *p)
 {
     struct client *cl = parser_client(p);
-    cl->n_headers++;
-    if (cl->n_headers < MAX_HEADERS)
-        memset(cl->hoff[cl->n_headers], 0, sizeof(cl->hoff[0]));
-    return on_piece_complete(p);
+    return header_piece(cl, 0, headers_value_complete(&cl->headers));
 }
 
 static int on_headers_complete(llhttp_t *p)
@@ -536,12 +520,11 @@ static int on_headers_complete(llhttp_t *p)
     }
     cl->state = CL_BODY;
     client_arm(cl, cl->srv->opts.body_timeout_ms);
-    for (size_t i = 0; i < cl->n_headers; i++) {
-        const char *name = cl->head.data + cl->hoff[i][0];
-        const char *value = cl->head.data + cl->hoff[i][2];
-        if (strcasecmp(name, "expect") == 0 && strcasecmp(value, "100-continue") == 0)
+    struct http_header hs[HEADERS_MAX];
+    size_t n = headers_view(&cl->headers, hs);
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(hs[i].name, "expect") == 0 && strcasecmp(hs[i].value, "100-continue") == 0)
             cl->expect_continue = 1;
-    }
     if (cl->expect_continue && p->content_length > 0) {
         uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
         client_write(cl, &b, 1);
@@ -589,14 +572,8 @@ static void client_dispatch(struct client *cl)
     r->request.url_len = cl->url_len;
     const char *q = memchr(h, '?', cl->url_len);
     r->request.path_len = q ? (size_t)(q - h) : cl->url_len;
-    for (size_t i = 0; i < cl->n_headers; i++) {
-        r->headers[i].name = h + cl->hoff[i][0];
-        r->headers[i].name_len = cl->hoff[i][1];
-        r->headers[i].value = h + cl->hoff[i][2];
-        r->headers[i].value_len = cl->hoff[i][3];
-    }
     r->request.headers = r->headers;
-    r->request.n_headers = cl->n_headers;
+    r->request.n_headers = headers_view(&cl->headers, r->headers);
     r->request.body = buf_head(&cl->body);
     r->request.body_len = body_len;
     r->keep_alive = llhttp_should_keep_alive(&cl->parser);

@@ -22,9 +22,9 @@
 #include "llmux/conn.h"
 #include "llmux/dns.h"
 #include "llmux/errors.h"
+#include "llmux/headers.h"
 
 #define MAX_ADDRS 8
-#define MAX_RESP_HEADERS 64
 #define MAX_RESP_HEAD_BYTES (64 * 1024)
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -77,8 +77,7 @@ struct upstream {
     struct upconn *uc;
     llhttp_t parser;
     struct buf head; /* response header names/values, NUL-terminated */
-    uint32_t hoff[MAX_RESP_HEADERS][4];
-    size_t n_headers;
+    struct headers headers; /* offsets into `head` */
     int complete; /* on_message_complete seen */
     int got_bytes;
     int reused;
@@ -288,9 +287,8 @@ static void upstream_send(struct upstream *u)
     u->state = UP_WAITING;
     u->complete = 0;
     u->got_bytes = 0;
-    u->n_headers = 0;
-    memset(u->hoff, 0, sizeof(u->hoff[0]));
     buf_reset(&u->head);
+    headers_reset(&u->headers, &u->head);
     llhttp_init(&u->parser, HTTP_RESPONSE, &resp_settings);
     int rc = conn_write(u->uc->conn, u->iov, u->nbufs);
     if (rc) {
@@ -334,46 +332,30 @@ static struct upstream *parser_upstream(llhttp_t *p)
     return container_of(p, struct upstream, parser);
 }
 
+/* Headers past HEADERS_MAX are dropped: the ones we use come first in every real server. */
+static int header_rc(int rc)
+{
+    return rc == HEADERS_EFULL ? 0 : rc ? HPE_USER : 0;
+}
+
 static int on_r_header_field(llhttp_t *p, const char *at, size_t len)
 {
-    struct upstream *u = parser_upstream(p);
-    if (u->n_headers >= MAX_RESP_HEADERS)
-        return 0; /* keep the first ones; the rest are of no use to us */
-    uint32_t *h = u->hoff[u->n_headers];
-    if (h[1] == 0)
-        h[0] = (uint32_t)u->head.len;
-    h[1] += (uint32_t)len;
-    return buf_append(&u->head, at, len) ? HPE_USER : 0;
+    return header_rc(headers_field(&parser_upstream(p)->headers, at, len));
 }
 
 static int on_r_header_field_complete(llhttp_t *p)
 {
-    struct upstream *u = parser_upstream(p);
-    if (u->n_headers >= MAX_RESP_HEADERS)
-        return 0;
-    u->hoff[u->n_headers][2] = (uint32_t)u->head.len + 1;
-    u->hoff[u->n_headers][3] = 0;
-    return buf_append(&u->head, "", 1) ? HPE_USER : 0;
+    return header_rc(headers_field_complete(&parser_upstream(p)->headers));
 }
 
 static int on_r_header_value(llhttp_t *p, const char *at, size_t len)
 {
-    struct upstream *u = parser_upstream(p);
-    if (u->n_headers >= MAX_RESP_HEADERS)
-        return 0;
-    u->hoff[u->n_headers][3] += (uint32_t)len;
-    return buf_append(&u->head, at, len) ? HPE_USER : 0;
+    return header_rc(headers_value(&parser_upstream(p)->headers, at, len));
 }
 
 static int on_r_header_value_complete(llhttp_t *p)
 {
-    struct upstream *u = parser_upstream(p);
-    if (u->n_headers >= MAX_RESP_HEADERS)
-        return 0;
-    u->n_headers++;
-    if (u->n_headers < MAX_RESP_HEADERS)
-        memset(u->hoff[u->n_headers], 0, sizeof(u->hoff[0]));
-    return buf_append(&u->head, "", 1) ? HPE_USER : 0;
+    return header_rc(headers_value_complete(&parser_upstream(p)->headers));
 }
 
 static int on_r_headers_complete(llhttp_t *p)
@@ -382,14 +364,9 @@ static int on_r_headers_complete(llhttp_t *p)
     int status = llhttp_get_status_code(p);
     if (status < 200)
         return 0; /* 1xx: informational, another head follows */
-    struct http_header hs[MAX_RESP_HEADERS];
-    for (size_t i = 0; i < u->n_headers; i++) {
-        hs[i].name = u->head.data + u->hoff[i][0];
-        hs[i].name_len = u->hoff[i][1];
-        hs[i].value = u->head.data + u->hoff[i][2];
-        hs[i].value_len = u->hoff[i][3];
-    }
-    u->cbs->on_head(u->data, status, hs, u->n_headers);
+    struct http_header hs[HEADERS_MAX];
+    size_t n = headers_view(&u->headers, hs);
+    u->cbs->on_head(u->data, status, hs, n);
     return u->dead ? HPE_USER : 0;
 }
 
@@ -579,6 +556,7 @@ int upstream_start(struct pool *p, struct origin *o, const uv_buf_t *bufs, unsig
     u->cbs = cbs;
     u->data = data;
     buf_init(&u->head, MAX_RESP_HEAD_BYTES);
+    headers_reset(&u->headers, &u->head);
     *out = u;
     if (o->idle) {
         /* Write on the most recently used idle connection; on_sent runs before we return. */
