@@ -16,6 +16,7 @@
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/ssl_cache.h>
 #include <mbedtls/x509_crt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@ struct tls_ctx {
     mbedtls_x509_crt ca;
     mbedtls_x509_crt cert;
     mbedtls_pk_context key;
+    mbedtls_ssl_cache_context cache; /* server: sessions clients may resume */
     /* one saved session for resumption (the last host handshaken with) */
     mbedtls_ssl_session session;
     char session_host[256];
@@ -80,6 +82,7 @@ static int tls_ctx_base(struct tls_ctx *t, int endpoint, char *err, size_t errle
     mbedtls_x509_crt_init(&t->cert);
     mbedtls_pk_init(&t->key);
     mbedtls_ssl_session_init(&t->session);
+    mbedtls_ssl_cache_init(&t->cache);
     int rc = mbedtls_ctr_drbg_seed(&t->drbg, mbedtls_entropy_func, &t->entropy,
                                    (const unsigned char *)"llmux", 5);
     if (!rc)
@@ -140,6 +143,8 @@ int tls_ctx_server(const char *cert_file, const char *key_file, struct tls_ctx *
         tls_ctx_free(t);
         return rc;
     }
+    mbedtls_ssl_conf_session_cache(&t->conf, &t->cache, mbedtls_ssl_cache_get,
+                                   mbedtls_ssl_cache_set);
     *out = t;
     return 0;
 }
@@ -149,6 +154,7 @@ void tls_ctx_free(struct tls_ctx *t)
     if (!t)
         return;
     mbedtls_ssl_session_free(&t->session);
+    mbedtls_ssl_cache_free(&t->cache);
     mbedtls_pk_free(&t->key);
     mbedtls_x509_crt_free(&t->cert);
     mbedtls_x509_crt_free(&t->ca);
@@ -317,7 +323,14 @@ static void tls_pump(struct conn *c)
         }
         c->handshaking = 0;
         if (!c->tls->server) {
-            c->resumed = mbedtls_ssl_get_session(&c->ssl, &c->tls->session) == 0 && c->resumed;
+            /* Resumed: the server accepted the session ID we offered. */
+            const mbedtls_ssl_session *now = c->ssl.session;
+            const mbedtls_ssl_session *saved = &c->tls->session;
+            c->resumed = c->resumed && now && saved->id_len > 0 && now->id_len == saved->id_len &&
+                         memcmp(now->id, saved->id, saved->id_len) == 0;
+            mbedtls_ssl_session_free(&c->tls->session);
+            mbedtls_ssl_session_init(&c->tls->session);
+            mbedtls_ssl_get_session(&c->ssl, &c->tls->session);
             c->tls->has_session = 1;
             snprintf(c->tls->session_host, sizeof(c->tls->session_host), "%s", c->host);
         }

@@ -49,6 +49,7 @@ struct client {
     int stop_after_first; /* read backpressure test */
     int stopped_reads;
     char error[200];
+    int resumed;
 };
 
 static void cl_connect(struct conn *c, int status)
@@ -57,6 +58,7 @@ static void cl_connect(struct conn *c, int status)
     cl->connected = 1;
     cl->connect_status = status;
     snprintf(cl->error, sizeof(cl->error), "%s", conn_error(c));
+    cl->resumed = conn_tls_resumed(c);
     if (status < 0) {
         conn_close(c, 0);
         return;
@@ -178,6 +180,7 @@ int main(void)
     CHECK_INT(cl.connect_status, 0);
     CHECK_INT(cl.got, 1 << 20);
     CHECK_INT(cl.mismatch, 0);
+    CHECK_INT(cl.resumed, 0); /* first connection: full handshake */
     free(cl.expect);
 
     /* TLS read backpressure: nothing delivered while stopped, the rest in order after */
@@ -191,6 +194,7 @@ int main(void)
     CHECK_INT(cl.got, at_stop);
     conn_read_start(cl.c);
     run_until_closed(&cl);
+    CHECK_INT(cl.resumed, 1); /* second connection to localhost resumed the session */
     CHECK_INT(cl.got, 256 << 10);
     CHECK_INT(cl.mismatch, 0);
     free(cl.expect);
