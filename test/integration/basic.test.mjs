@@ -230,6 +230,25 @@ test('a provider whose key variable is unset is reported disabled at start-up', 
   assert.ok(JSON.parse(text).error);
 });
 
+test('IPv6: an upstream on [::1] and llmux listening on ::1', async () => {
+  const mock6 = await startMock({ host: '::1' });
+  const llmux6 = await startLlmux({
+    providers: { v6: provider(mock6.baseUrl) },
+    models: { six: { deployments: [{ provider: 'v6', model: 'm6?tokens=3' }] } },
+  }, { listen: '::1' });
+  try {
+    assert.match(llmux6.base, /^http:\/\/\[::1\]:\d+$/);
+    const res = await post(llmux6.base, '/v1/chat/completions', chat('six'));
+    const body = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(body.choices[0].message.content, mockText(3));
+    assert.equal((await mock6.stats()).requests, 1);
+  } finally {
+    await llmux6.stop();
+    await mock6.stop();
+  }
+});
+
 test('llmux -t accepts a valid config', () => {
   const path = writeConfig({
     listen: '127.0.0.1:8080',

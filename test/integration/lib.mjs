@@ -90,11 +90,11 @@ async function terminate(proc, name, ms = 10000) {
 
 // One HTTP(S) GET/POST to a mock's admin endpoints on a fresh connection (agent: false), so the
 // test's own admin traffic never sits in a pool that would skew the mock's connection counts.
-function adminRequest(port, tls, method, path) {
+function adminRequest(port, tls, method, path, host = '127.0.0.1') {
   const mod = tls ? https : http;
   return new Promise((resolve, reject) => {
     const req = mod.request({
-      host: tls ? 'localhost' : '127.0.0.1', port, method, path, agent: false,
+      host: tls ? 'localhost' : host, port, method, path, agent: false,
       headers: { connection: 'close' },
       ...(tls ? { ca: readFileSync(join(CERTS, 'ca.pem')), servername: 'localhost' } : {}),
     }, (res) => {
@@ -108,9 +108,10 @@ function adminRequest(port, tls, method, path) {
   });
 }
 
-export async function startMock({ tls = false, script, args = [] } = {}) {
+// host: the address to listen on ('127.0.0.1', or '::1' for IPv6).
+export async function startMock({ tls = false, script, args = [], host = '127.0.0.1' } = {}) {
   needEnv();
-  const a = ['--listen', '127.0.0.1:0', '--quiet', ...args];
+  const a = ['--listen', `${host}:0`, '--quiet', ...args];
   if (tls) a.push('--tls-cert', join(CERTS, 'localhost.pem'), '--tls-key', join(CERTS, 'localhost.key'));
   if (script) a.push('--script', script);
   const proc = spawn(MOCKLLM_BIN, a, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -118,16 +119,17 @@ export async function startMock({ tls = false, script, args = [] } = {}) {
   proc.stderr.on('data', (d) => { stderr += d.toString(); });
   const m = await waitForLine(proc, /listening on [^\s]*:(\d+)/, 'mockllm', () => stderr);
   const port = Number(m[1]);
-  const getJson = async (path) => JSON.parse((await adminRequest(port, tls, 'GET', path)).body);
+  const getJson = async (path) => JSON.parse((await adminRequest(port, tls, 'GET', path, host)).body);
+  const hostInUrl = host.includes(':') ? `[${host}]` : host;
   const self = {
     port,
     proc,
     pid: proc.pid,
     tls,
-    baseUrl: `${tls ? 'https' : 'http'}://${tls ? 'localhost' : '127.0.0.1'}:${port}/v1`,
+    baseUrl: `${tls ? 'https' : 'http'}://${tls ? 'localhost' : hostInUrl}:${port}/v1`,
     stats: () => getJson('/mock/stats'),
     last: () => getJson('/mock/last'),
-    reset: async () => { await adminRequest(port, tls, 'POST', '/mock/reset'); },
+    reset: async () => { await adminRequest(port, tls, 'POST', '/mock/reset', host); },
     // Waits until pred(stats) holds; returns those stats.
     waitStats: (pred, what = 'mock stats', timeout = 5000) =>
       waitFor(async () => { const s = await self.stats(); return pred(s) ? s : false; }, { timeout, what }),
@@ -155,10 +157,11 @@ export function runLlmux(args, { env = {} } = {}) {
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
-// Starts llmux with a config object (listen is forced to 127.0.0.1:0).
-export async function startLlmux(config, { env = {} } = {}) {
+// Starts llmux with a config object; it listens on port 0 of `listen` (127.0.0.1 unless told).
+export async function startLlmux(config, { env = {}, listen = '127.0.0.1' } = {}) {
   needEnv();
-  const path = writeConfig({ ...config, listen: '127.0.0.1:0' });
+  const v6 = listen.includes(':');
+  const path = writeConfig({ ...config, listen: v6 ? `[${listen}]:0` : `${listen}:0` });
   const proc = spawn(LLMUX_BIN, ['-c', path], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
@@ -172,7 +175,7 @@ export async function startLlmux(config, { env = {} } = {}) {
     proc,
     pid: proc.pid,
     configPath: path,
-    base: `http://127.0.0.1:${port}`,
+    base: `http://${v6 ? `[${listen}]` : listen}:${port}`,
     stderr: () => stderr,
     // Access-log lines (one JSON object per request).
     accessLog: () => stderr.split('\n').filter((l) => l.startsWith('{"request_id"')).map((l) => JSON.parse(l)),
