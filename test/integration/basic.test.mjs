@@ -4,8 +4,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startMock, startLlmux, runLlmux, writeConfig, provider, post, chat, readSse, chunks, chunksText,
-  mockText, headersText, rid,
+  mockText, headersText, rid, waitFor,
 } from './lib.mjs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const SECRET = 'sk-it-provider-secret-9f8e7d6c5b4a';
 let mock, llmux;
@@ -246,6 +249,29 @@ test('IPv6: an upstream on [::1] and llmux listening on ::1', async () => {
   } finally {
     await llmux6.stop();
     await mock6.stop();
+  }
+});
+
+test('access_log writes the request lines to a file instead of stderr', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'llmux-log-')), 'access.log');
+  const l = await startLlmux({
+    access_log: path,
+    providers: { mock: provider(mock.baseUrl) },
+    models: {},
+  });
+  try {
+    const res = await post(l.base, '/v1/chat/completions', chat('mock/m?tokens=2'), { 'x-request-id': 'to-file-1' });
+    assert.equal(res.status, 200);
+    await res.text();
+    const line = await waitFor(() => {
+      let text = '';
+      try { text = readFileSync(path, 'utf8'); } catch { return false; }
+      return text.split('\n').filter(Boolean).map((x) => JSON.parse(x)).find((x) => x.request_id === 'to-file-1');
+    }, { what: 'the access-log line in the file' });
+    assert.equal(line.status, 200);
+    assert.equal(l.accessLog().length, 0, 'access-log lines also went to stderr');
+  } finally {
+    await l.stop();
   }
 });
 

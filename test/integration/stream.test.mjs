@@ -22,7 +22,9 @@ before(async () => {
     timeouts_ms: { connect: 2000, first_byte: 3000, idle: IDLE_MS, total: 60000 },
     pool: { max_idle_per_origin: 4, idle_timeout_ms: 30000 },
     providers: { mock: provider(mock.baseUrl), ka: provider(kaMock.baseUrl) },
-    models: {},
+    models: {
+      'short-total': { deployments: [{ provider: 'mock', model: 'm?tokens=100&tps=10' }], timeouts_ms: { total: 700 } },
+    },
   }, { env: { ASAN_OPTIONS: asan } });
   // The same with a long idle timeout, for the memory measurement alone.
   llmuxPatient = await startLlmux({
@@ -75,6 +77,21 @@ test('a stall after commit ends the stream with an error chunk and no [DONE]', a
 
 test('a reset after commit ends the stream with an error chunk and no [DONE]', async () => {
   await expectHonestEnd('mock/m?tokens=10&reset_after=3');
+});
+
+test('the total deadline after commit ends the stream honestly too', async () => {
+  const id = rid('st');
+  const res = await post(llmux.base, '/v1/chat/completions', chat('short-total', { stream: true }), { 'x-request-id': id });
+  assert.equal(res.status, 200);
+  const datas = await readSse(res);
+  assert.ok(!datas.includes('[DONE]'));
+  const parsed = chunks(datas);
+  assert.ok(chunksText(datas).startsWith('w0 '), 'some content arrived before the deadline');
+  assert.ok(chunksText(datas).length < mockText(100).length);
+  const last = parsed.at(-1);
+  assert.equal(last.choices[0].finish_reason, 'error');
+  assert.match(last.error.message, /deadline/);
+  assert.equal((await llmux.logFor(id)).outcome, 'truncated');
 });
 
 test('llmux serves normally after broken streams', async () => {
