@@ -60,6 +60,7 @@ static const struct num_field timeout_fields[] = {
     {"first_byte", offsetof(struct timeouts, first_byte_ms), 0, 1},
     {"idle", offsetof(struct timeouts, idle_ms), 0, 1},
     {"total", offsetof(struct timeouts, total_ms), 0, 1},
+    {"ping", offsetof(struct timeouts, ping_ms), 0, 0},
     {NULL, 0, 0, 0},
 };
 
@@ -782,7 +783,7 @@ int config_parse(const char *json, size_t len, struct config **out, char *err, s
         return oom(&x);
     }
     c->refs = 1;
-    c->timeouts = (struct timeouts){2000, 30000, 30000, 600000};
+    c->timeouts = (struct timeouts){2000, 30000, 30000, 600000, 5000};
     c->max_body_bytes = 4u << 20;
     c->max_header_bytes = 16u << 10;
     c->max_url_bytes = 8u << 10;

@@ -116,6 +116,8 @@ struct exchange {
     size_t n_rec;
     uv_timer_t deadline;
     uv_timer_t phase;
+    uv_timer_t ping; /* keeps a slow-starting stream alive before commit */
+    int head_sent;   /* 200 and SSE headers sent by a ping, before any content */
     int handles;
     uint64_t t_start, t_attempt, t_first_byte;
     uint64_t bytes_out;
@@ -125,6 +127,7 @@ struct exchange {
 };
 
 static void exchange_next(struct exchange *ex, enum failure ft, int status, const char *detail);
+static void end_stream_with_error(struct exchange *ex, int code, const char *message);
 static void exchange_end(struct exchange *ex);
 static int on_event(void *data, const struct sse_event *ev);
 
@@ -219,6 +222,11 @@ static void respond_error(struct exchange *ex, int status, const char *type, con
 {
     if (!ex->req)
         return;
+    if (ex->head_sent) { /* pings went out: the error can only go in-band now */
+        end_stream_with_error(ex, status, message);
+        ex->outcome = "error";
+        return;
+    }
     struct buf b;
     buf_init(&b, 0);
     server_format_error(&b, type, code, message);
@@ -245,8 +253,8 @@ static void client_write_event(struct exchange *ex, const char *data, size_t len
     }
 }
 
-/* Commit a stream: head, then every event held back so far. */
-static void commit_stream(struct exchange *ex)
+/* The head of a stream response (at commit, or earlier for keep-alive pings). */
+static void send_stream_head(struct exchange *ex)
 {
     struct http_header h[8];
     char attempts[16];
@@ -254,9 +262,39 @@ static void commit_stream(struct exchange *ex)
     size_t n = common_headers(ex, h, attempts, sizeof(attempts));
     h[n++] = (struct http_header){"content-type", 12, "text/event-stream", 17};
     h[n++] = (struct http_header){"cache-control", 13, "no-cache", 8};
-    ex->t_first_byte = now_ms(ex);
-    set_state(ex, EX_RELAYING);
+    ex->head_sent = 1;
     server_stream_start(ex->req, 200, h, n);
+}
+
+/* Before commit, a stream still waiting for content gets the head once and a comment line
+ * per interval: clients and load balancers keep waiting, and failover stays possible. */
+static void on_ping(uv_timer_t *t)
+{
+    struct exchange *ex = container_of(t, struct exchange, ping);
+    if (ex->state != EX_ATTEMPTING || !ex->req) {
+        uv_timer_stop(t);
+        return;
+    }
+    if (!ex->head_sent) {
+        ex->t_first_byte = now_ms(ex);
+        send_stream_head(ex);
+    }
+    if (ex->req) {
+        uv_buf_t b = uv_buf_init(": ping\n\n", 8);
+        ex->bytes_out += b.len;
+        server_stream_write(ex->req, &b, 1);
+    }
+}
+
+/* Commit a stream: head (unless pings sent it), then every event held back so far. */
+static void commit_stream(struct exchange *ex)
+{
+    uv_timer_stop(&ex->ping);
+    if (!ex->t_first_byte)
+        ex->t_first_byte = now_ms(ex);
+    set_state(ex, EX_RELAYING);
+    if (!ex->head_sent)
+        send_stream_head(ex);
     if (ex->req && buf_size(&ex->held) > 0) {
         uv_buf_t b = uv_buf_init((char *)buf_head(&ex->held), (unsigned)buf_size(&ex->held));
         ex->bytes_out += b.len;
@@ -282,7 +320,8 @@ static void end_stream_with_error(struct exchange *ex, int code, const char *mes
         buf_printf(&b, "llmux-%s", ex->request_id);
     buf_printf(&b, "\",\"object\":\"%s\",\"created\":%lld,\"model\":\"",
                chat ? "chat.completion.chunk" : "text_completion", ex->created);
-    buf_append_json_str(&b, ex->resp_model, strlen(ex->resp_model));
+    const char *model = ex->resp_model[0] ? ex->resp_model : ex->client_model;
+    buf_append_json_str(&b, model, strlen(model));
     buf_printf(&b, "\",\"choices\":[{\"index\":0,%s\"finish_reason\":\"error\"}]",
                chat ? "\"delta\":{}," : "\"text\":\"\",");
     if (ex->usage.known)
@@ -458,6 +497,14 @@ static void on_up_body(void *data, const char *p, size_t n)
 /* A non-retryable upstream answer caused by the request: pass it through to the client. */
 static void pass_through_error(struct exchange *ex)
 {
+    if (ex->head_sent) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "the provider refused the request with status %d",
+                 ex->up_status);
+        end_stream_with_error(ex, ex->up_status, msg);
+        ex->outcome = "error";
+        return;
+    }
     struct usage u;
     if (adapter_response_usage(buf_head(&ex->body), buf_size(&ex->body), &u) != 0 ||
         !strstr(buf_head(&ex->body), "\"error\"")) {
@@ -748,6 +795,7 @@ static void exchange_end(struct exchange *ex)
     exchange_log(ex);
     uv_close((uv_handle_t *)&ex->deadline, on_timer_closed);
     uv_close((uv_handle_t *)&ex->phase, on_timer_closed);
+    uv_close((uv_handle_t *)&ex->ping, on_timer_closed);
 }
 
 int exchange_start(struct gateway *gw, struct server_req *req, const struct canon_request *creq,
@@ -779,12 +827,16 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
     ex->created = (long long)time(NULL);
     uv_timer_init(gw->loop, &ex->deadline);
     uv_timer_init(gw->loop, &ex->phase);
+    uv_timer_init(gw->loop, &ex->ping);
     ex->deadline.data = ex;
     ex->phase.data = ex;
-    ex->handles = 2;
+    ex->ping.data = ex;
+    ex->handles = 3;
     gw->stats.exchanges_active++;
     server_req_watch(req, on_client_abort, on_client_drain, ex);
     uv_timer_start(&ex->deadline, on_deadline, plan->timeouts.total_ms, 0);
+    if (creq->stream && plan->timeouts.ping_ms)
+        uv_timer_start(&ex->ping, on_ping, plan->timeouts.ping_ms, plan->timeouts.ping_ms);
     attempt_next(ex);
     return 0;
 }

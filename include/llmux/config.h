@@ -20,6 +20,8 @@ struct timeouts {
     uint32_t first_byte_ms; /* request sent -> first response event (time to first token) */
     uint32_t idle_ms;       /* between two events of a stream, or two reads of a body */
     uint32_t total_ms;      /* whole exchange deadline */
+    uint32_t ping_ms;       /* stream with no content yet: send the head and ": ping" lines at
+                               this interval so clients and load balancers keep waiting (0: off) */
 };
 
 struct provider {

@@ -33,6 +33,7 @@ struct reply {
     enum kind kind;
     int stream, include_usage;
     int sent; /* content tokens sent */
+    int error_status; /* scripted error, answered after `delay` */
     int phase; /* 0: before head, 1: streaming tokens, 2: done */
     int prompt_tokens;
     char model[128];
@@ -174,6 +175,7 @@ static void finish_stream(struct reply *r)
 }
 
 static void on_tick(uv_timer_t *t);
+static void respond_error(struct server_req *req, int status, int retry_after);
 
 static void respond_full(struct reply *r)
 {
@@ -216,6 +218,13 @@ static void step(struct reply *r)
     if (!r->req)
         return;
     if (r->phase == 0) {
+        if (r->error_status) {
+            struct server_req *req = r->req;
+            r->req = NULL;
+            respond_error(req, r->error_status, r->s.retry_after);
+            reply_free(r);
+            return;
+        }
         if (r->s.reset_after == 0 && r->s.reset_after != -1) {
             struct server_req *req = r->req;
             r->req = NULL;
@@ -373,17 +382,17 @@ static void handle_api(struct server_req *req, const struct server_request *rq, 
         return;
     }
     counter++;
-    if (s.status && (!s.fail_every || counter % (uint64_t)s.fail_every == 0)) {
+    int error_status = 0;
+    if (s.status && (!s.fail_every || counter % (uint64_t)s.fail_every == 0))
+        error_status = s.status;
+    else if (s.fail_every && !s.status && counter % (uint64_t)s.fail_every == 0)
+        error_status = 503;
+    if (error_status && s.delay == 0) {
         cJSON_Delete(root);
-        respond_error(req, s.status, s.retry_after);
+        respond_error(req, error_status, s.retry_after);
         return;
     }
-    if (s.fail_every && !s.status && counter % (uint64_t)s.fail_every == 0) {
-        cJSON_Delete(root);
-        respond_error(req, 503, s.retry_after);
-        return;
-    }
-    if (which == 2) { /* embeddings */
+    if (which == 2 && !error_status) { /* embeddings (a delayed error goes below) */
         const cJSON *input = cJSON_GetObjectItemCaseSensitive(root, "input");
         int n = cJSON_IsArray(input) ? cJSON_GetArraySize(input) : 1;
         struct buf b;
@@ -405,6 +414,7 @@ static void handle_api(struct server_req *req, const struct server_request *rq, 
     }
     struct reply *r = calloc(1, sizeof(*r));
     r->s = s;
+    r->error_status = error_status;
     r->kind = which == 0 ? K_CHAT : K_COMPLETIONS;
     r->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
