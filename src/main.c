@@ -13,6 +13,10 @@
 
 static struct gateway gw;
 static uv_signal_t sig_int, sig_term;
+static uv_timer_t drain_timer;
+static int stopping;
+
+#define DRAIN_MS 10000 /* in-flight requests get this long after SIGTERM */
 
 static void usage(FILE *f)
 {
@@ -21,15 +25,41 @@ static void usage(FILE *f)
                "       llmux --version\n");
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+/* Every client connection is gone: close the rest so the loop ends. */
+static void on_server_closed(void *data)
 {
-    fprintf(stderr, "{\"msg\":\"shutting down\",\"signal\":%d}\n", signum);
-    if (gw.server)
-        server_close(gw.server);
     gw.server = NULL;
     gateway_close(&gw);
+    uv_close((uv_handle_t *)&drain_timer, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_term, NULL);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    if (gw.server)
+        server_close(gw.server); /* abort what is still running */
+}
+
+/* SIGTERM drains: no new connections, requests in flight finish (up to DRAIN_MS).
+ * SIGINT, or a second signal, stops at once. */
+static void on_signal(uv_signal_t *s, int signum)
+{
+    fprintf(stderr, "{\"msg\":\"%s\",\"signal\":%d}\n",
+            signum == SIGTERM && !stopping ? "draining" : "stopping", signum);
+    if (!gw.server)
+        return;
+    if (signum == SIGTERM && !stopping) {
+        stopping = 1;
+        server_shutdown(gw.server, on_server_closed, NULL);
+        if (gw.server)
+            uv_timer_start(&drain_timer, on_drain_timeout, DRAIN_MS, 0);
+        return;
+    }
+    stopping = 1;
+    server_shutdown(gw.server, on_server_closed, NULL);
+    if (gw.server)
+        server_close(gw.server);
 }
 
 /* Say which providers serve and which do not, and why (never a key). */
@@ -118,6 +148,7 @@ int main(int argc, char **argv)
     printf("llmux listening on %s%s%s:%u\n", v6 ? "[" : "", cfg->listen_host, v6 ? "]" : "",
            server_port(gw.server));
     fflush(stdout);
+    uv_timer_init(loop, &drain_timer);
     uv_signal_init(loop, &sig_int);
     uv_signal_init(loop, &sig_term);
     uv_signal_start(&sig_int, on_signal, SIGINT);

@@ -81,6 +81,8 @@ struct server {
     size_t n_clients; /* allocated, including ones still closing */
     int listener_open;
     int closing;
+    void (*on_closed)(void *data); /* server_shutdown()'s callback, run when freed */
+    void *on_closed_data;
     uint16_t port;
 };
 
@@ -141,6 +143,13 @@ int server_format_error(struct buf *out, const char *type, const char *code, con
     return rc;
 }
 
+static void server_free(struct server *srv)
+{
+    if (srv->on_closed)
+        srv->on_closed(srv->on_closed_data);
+    free(srv);
+}
+
 /* ---- timers ---- */
 
 static void on_timer(uv_timer_t *t)
@@ -182,7 +191,7 @@ static void client_maybe_free(struct client *cl)
     buf_free(&cl->out);
     free(cl);
     if (--srv->n_clients == 0 && srv->closing && !srv->listener_open)
-        free(srv);
+        server_free(srv);
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -311,7 +320,7 @@ int server_respond(struct server_req *r, int status, const struct http_header *h
     struct client *cl = r->client;
     char framing[64];
     snprintf(framing, sizeof(framing), "content-length: %zu", len);
-    int rc = write_head(cl, status, hdrs, n, framing, r->keep_alive);
+    int rc = write_head(cl, status, hdrs, n, framing, r->keep_alive && !cl->srv->closing);
     if (!rc && len > 0) {
         uv_buf_t ub = uv_buf_init((char *)body, (unsigned)len);
         rc = client_write(cl, &ub, 1);
@@ -339,7 +348,8 @@ int server_stream_start(struct server_req *r, int status, const struct http_head
 {
     r->started = 1;
     r->chunked = 1;
-    return write_head(r->client, status, hdrs, n, "transfer-encoding: chunked", r->keep_alive);
+    return write_head(r->client, status, hdrs, n, "transfer-encoding: chunked",
+                      r->keep_alive && !r->client->srv->closing);
 }
 
 int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbufs)
@@ -783,7 +793,23 @@ static void on_listener_closed(uv_handle_t *h)
     struct server *srv = container_of((uv_tcp_t *)h, struct server, listener);
     srv->listener_open = 0;
     if (srv->n_clients == 0)
-        free(srv);
+        server_free(srv);
+}
+
+void server_shutdown(struct server *s, void (*on_closed)(void *data), void *data)
+{
+    s->on_closed = on_closed;
+    s->on_closed_data = data;
+    s->closing = 1;
+    struct client *cl = s->clients;
+    while (cl) {
+        struct client *next = cl->next;
+        if (cl->state != CL_HANDLING)
+            client_close(cl); /* idle or mid-request: nothing was promised to it */
+        cl = next;
+    }
+    if (s->listener_open && !uv_is_closing((uv_handle_t *)&s->listener))
+        uv_close((uv_handle_t *)&s->listener, on_listener_closed);
 }
 
 void server_close(struct server *s)

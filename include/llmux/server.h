@@ -73,6 +73,10 @@ int server_listen(uv_loop_t *loop, const char *host, uint16_t port, const struct
 /* The bound port (useful after port 0). */
 uint16_t server_port(const struct server *s);
 const struct server_stats *server_get_stats(const struct server *s);
+/* Graceful stop: stop listening, close idle connections, let requests in flight finish (their
+ * connections close after the response); on_closed(data) runs when the last one is gone and
+ * the server is freed. server_close() may still be called to cut the wait short. */
+void server_shutdown(struct server *s, void (*on_closed)(void *data), void *data);
 /* Stop listening and close every connection (requests in flight are aborted, on_abort runs);
  * the server is freed when its handles are closed. */
 void server_close(struct server *s);
