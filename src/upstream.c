@@ -422,6 +422,14 @@ static void on_uc_read(struct conn *c, const char *data, size_t len)
 
 static void upstream_retry_fresh(struct upstream *u);
 
+/* The server closed: that completes a body delimited by the close (llhttp_finish runs
+ * on_message_complete, which pauses as for any other end of message). */
+static int close_ends_body(struct upstream *u)
+{
+    llhttp_errno_t err = llhttp_finish(&u->parser);
+    return (err == HPE_OK || err == HPE_PAUSED) && u->complete;
+}
+
 static void on_uc_eof(struct conn *c, int status)
 {
     struct upconn *uc = conn_data(c);
@@ -433,8 +441,7 @@ static void on_uc_eof(struct conn *c, int status)
     enter(u);
     if (u->reused && !u->got_bytes && !u->retried) {
         upstream_retry_fresh(u);
-    } else if (status == UV_EOF && u->got_bytes && llhttp_finish(&u->parser) == HPE_OK &&
-               u->complete) {
+    } else if (status == UV_EOF && u->got_bytes && close_ends_body(u)) {
         upstream_complete(u, 1); /* close-delimited body ended */
     } else if (!u->dead) {
         snprintf(u->detail, sizeof(u->detail), "%s",
