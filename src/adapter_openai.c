@@ -1,9 +1,22 @@
-/* adapter_openai: the openai kind (OpenAI and every OpenAI-compatible server).
- * See include/llmux/adapter.h. */
+/* adapter_openai: the openai kind (OpenAI and every OpenAI-compatible server) and the azure
+ * kind (the same shapes behind a deployment URL, an api-version and an api-key header).
+ *
+ * Requests are spliced, not re-encoded: the body goes out as the client sent it, with the
+ * `model` value replaced (an iovec per piece). Only a
+ * continuation re-encodes, since it adds messages. Stream events are forwarded byte for byte
+ * after being classified. See include/llmux/adapter.h.
+ */
 #include <cjson/cJSON.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "llmux/adapter.h"
+#include "llmux/errors.h"
+#include "llmux/server.h"
+
+#define CONTINUE_INSTRUCTION                                                                      \
+    "Continue your previous message exactly where it stopped. Output only the continuation: "  \
+    "do not repeat anything already written and do not comment on it."
 
 static const char *endpoint_path(enum api_endpoint e)
 {
@@ -17,73 +30,143 @@ static const char *endpoint_path(enum api_endpoint e)
     }
 }
 
-int adapter_encode(const struct provider *p, const char *model, size_t model_len,
-                   const struct canon_request *req, struct upstream_request *out)
+/* The body pieces: the client's body with the model value replaced by out->model. Appends
+ * to out->iov from index out->n; returns the body length. */
+static size_t splice_body(const struct canon_request *req, struct upstream_request *out)
 {
+    out->iov[out->n++] = uv_buf_init((char *)req->body, (unsigned)req->model_start);
+    out->iov[out->n++] = uv_buf_init(out->model.data, (unsigned)out->model.len);
+    out->iov[out->n++] = uv_buf_init((char *)req->body + req->model_end,
+                                     (unsigned)(req->body_len - req->model_end));
+    return req->body_len - (req->model_end - req->model_start) + out->model.len;
+}
+
+/* A continuation: the spliced body re-encoded with the delivered text appended. */
+static int encode_continuation(const struct canon_request *req, struct upstream_request *out)
+{
+    struct buf flat;
+    buf_init(&flat, 0);
+    unsigned first = out->n;
+    splice_body(req, out);
+    for (unsigned i = first; i < out->n; i++)
+        buf_append(&flat, out->iov[i].base, out->iov[i].len);
+    out->n = first;
+    cJSON *root = cJSON_ParseWithLength(buf_head(&flat), buf_size(&flat));
+    buf_free(&flat);
+    if (!root)
+        return UV_ENOMEM;
+    int rc = 0;
+    char *prefix = strndup(req->prefix, req->prefix_len);
+    cJSON *messages = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    cJSON *prompt = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    if (!prefix) {
+        rc = UV_ENOMEM;
+    } else if (req->endpoint == API_CHAT && cJSON_IsArray(messages)) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddStringToObject(m, "content", prefix);
+        cJSON_AddItemToArray(messages, m);
+        if (!req->prefill) {
+            m = cJSON_CreateObject();
+            cJSON_AddStringToObject(m, "role", "user");
+            cJSON_AddStringToObject(m, "content", CONTINUE_INSTRUCTION);
+            cJSON_AddItemToArray(messages, m);
+        }
+    } else if (req->endpoint == API_COMPLETIONS && cJSON_IsString(prompt)) {
+        size_t n = strlen(prompt->valuestring);
+        char *joined = malloc(n + req->prefix_len + 1);
+        if (joined) {
+            memcpy(joined, prompt->valuestring, n);
+            memcpy(joined + n, prefix, req->prefix_len + 1);
+            cJSON_SetValuestring(prompt, joined);
+            free(joined);
+        } else {
+            rc = UV_ENOMEM;
+        }
+    } else {
+        rc = LLMUX_EKIND;
+    }
+    free(prefix);
+    char *text = rc ? NULL : cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!rc && !text)
+        rc = UV_ENOMEM;
+    if (!rc)
+        rc = buf_append_str(&out->body, text);
+    free(text);
+    if (!rc) {
+        out->iov[out->n++] =
+            uv_buf_init((char *)buf_head(&out->body), (unsigned)buf_size(&out->body));
+    }
+    return rc;
+}
+
+/* Head then body, for both kinds: path and auth header differ. */
+static int encode_with(const struct provider *p, const char *path, const char *auth_fmt,
+                       const char *model, size_t model_len, const struct canon_request *req,
+                       struct upstream_request *out)
+{
+    memset(out, 0, sizeof(*out));
     buf_init(&out->head, 0);
+    buf_init(&out->body, 0);
     buf_init(&out->model, 0);
     int rc = buf_append(&out->model, "\"", 1);
     if (!rc)
         rc = buf_append_json_str(&out->model, model, model_len);
     if (!rc)
         rc = buf_append(&out->model, "\"", 1);
-    size_t body_len = req->body_len - (req->model_end - req->model_start) + buf_size(&out->model);
-    int default_port = p->port == (p->tls ? 443 : 80);
-    int v6 = strchr(p->host, ':') != NULL;
+    out->n = 1; /* iov[0] is the head, filled last */
+    size_t body_len = 0;
+    if (!rc && req->prefix) {
+        rc = encode_continuation(req, out);
+        body_len = buf_size(&out->body);
+    } else if (!rc) {
+        body_len = splice_body(req, out);
+    }
+    char extra[512] = "";
+    if (p->api_key && strlen(p->api_key) < sizeof(extra) - 64)
+        snprintf(extra, sizeof(extra), auth_fmt, p->api_key);
     if (!rc)
-        rc = buf_printf(&out->head,
-                        "POST %s%s HTTP/1.1\r\nhost: %s%s%s",
-                        p->base_path, endpoint_path(req->endpoint), v6 ? "[" : "", p->host,
-                        v6 ? "]" : "");
-    if (!rc && !default_port)
-        rc = buf_printf(&out->head, ":%u", p->port);
-    if (!rc)
-        rc = buf_printf(&out->head,
-                        "\r\ncontent-type: application/json\r\naccept: %s\r\n"
-                        "user-agent: llmux/" LLMUX_VERSION "\r\nx-request-id: %s\r\n",
-                        req->stream ? "text/event-stream" : "application/json", req->request_id);
-    if (!rc && p->api_key)
-        rc = buf_printf(&out->head, "authorization: Bearer %s\r\n", p->api_key);
-    if (!rc)
-        rc = buf_printf(&out->head, "content-length: %zu\r\n\r\n", body_len);
+        rc = adapter_write_head(&out->head, p, path, req, extra, body_len);
+    memset(extra, 0, sizeof(extra));
     if (rc) {
         upstream_request_free(out);
         return rc;
     }
     out->iov[0] = uv_buf_init(out->head.data, (unsigned)out->head.len);
-    out->iov[1] = uv_buf_init((char *)req->body, (unsigned)req->model_start);
-    out->iov[2] = uv_buf_init(out->model.data, (unsigned)out->model.len);
-    out->iov[3] = uv_buf_init((char *)req->body + req->model_end,
-                              (unsigned)(req->body_len - req->model_end));
-    out->n = 4;
     return 0;
 }
 
-void upstream_request_free(struct upstream_request *r)
+static int openai_encode(const struct provider *p, const char *model, size_t model_len,
+                         const struct canon_request *req, struct upstream_request *out)
 {
-    buf_free(&r->head);
-    buf_free(&r->model);
-    r->n = 0;
+    char path[512];
+    snprintf(path, sizeof(path), "%s%s", p->base_path, endpoint_path(req->endpoint));
+    return encode_with(p, path, "authorization: Bearer %s\r\n", model, model_len, req, out);
 }
 
-static long json_long(const cJSON *o, const char *key)
+static int azure_encode(const struct provider *p, const char *model, size_t model_len,
+                        const struct canon_request *req, struct upstream_request *out)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) ? (long)v->valuedouble : 0;
-}
-
-static int read_usage(const cJSON *root, struct usage *u)
-{
-    const cJSON *us = cJSON_GetObjectItemCaseSensitive(root, "usage");
-    if (!cJSON_IsObject(us))
-        return 0;
-    u->prompt_tokens = json_long(us, "prompt_tokens");
-    u->completion_tokens = json_long(us, "completion_tokens");
-    u->total_tokens = json_long(us, "total_tokens");
-    if (!u->total_tokens)
-        u->total_tokens = u->prompt_tokens + u->completion_tokens;
-    u->known = 1;
-    return 1;
+    struct buf path;
+    buf_init(&path, 0);
+    int rc = buf_printf(&path, "%s/openai/deployments/", p->base_path);
+    for (size_t i = 0; !rc && i < model_len; i++) { /* a deployment name is a path segment */
+        unsigned char c = (unsigned char)model[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.')
+            rc = buf_append(&path, &model[i], 1);
+        else
+            rc = buf_printf(&path, "%%%02X", c);
+    }
+    if (!rc)
+        rc = buf_printf(&path, "%s?api-version=%s", endpoint_path(req->endpoint), p->api_version);
+    if (!rc)
+        rc = buf_append(&path, "", 1);
+    if (!rc)
+        rc = encode_with(p, buf_head(&path), "api-key: %s\r\n", model, model_len, req, out);
+    buf_free(&path);
+    return rc;
 }
 
 static void copy_str(char *dst, size_t size, const cJSON *v)
@@ -97,82 +180,179 @@ static void copy_str(char *dst, size_t size, const cJSON *v)
     }
 }
 
-/* Whether a choice carries anything a client would see. */
-static int choice_has_content(const cJSON *choice)
+static int nonempty_string(const cJSON *v)
 {
+    return cJSON_IsString(v) && v->valuestring[0];
+}
+
+/* Fill ci from one choice; returns whether it carries anything a client would see. */
+static int read_choice(const cJSON *choice, struct chunk_info *ci, int first)
+{
+    int seen = 0;
     const cJSON *fr = cJSON_GetObjectItemCaseSensitive(choice, "finish_reason");
     if (fr && !cJSON_IsNull(fr))
-        return 1;
+        ci->finish = seen = 1;
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(choice, "text");
-    if (cJSON_IsString(text) && text->valuestring[0])
-        return 1;
     const cJSON *delta = cJSON_GetObjectItemCaseSensitive(choice, "delta");
-    if (!cJSON_IsObject(delta))
-        return 0;
-    static const char *fields[] = {"content", "refusal", "reasoning", "reasoning_content"};
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(delta, fields[i]);
-        if (cJSON_IsString(v) && v->valuestring[0])
-            return 1;
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(delta, "content");
+    if (nonempty_string(text) || nonempty_string(content)) {
+        const char *s = nonempty_string(text) ? text->valuestring : content->valuestring;
+        if (first) {
+            ci->text = s;
+            ci->text_len = strlen(s);
+        }
+        seen = 1;
+    }
+    static const char *const others[] = {"refusal", "reasoning", "reasoning_content"};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        if (nonempty_string(cJSON_GetObjectItemCaseSensitive(delta, others[i])))
+            seen = 1;
     }
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(delta, "tool_calls");
     const cJSON *fc = cJSON_GetObjectItemCaseSensitive(delta, "function_call");
-    return (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0) || cJSON_IsObject(fc);
+    if ((cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0) || cJSON_IsObject(fc))
+        ci->tool_call = seen = 1;
+    return seen;
 }
 
-void adapter_chunk_info(const char *data, size_t len, struct chunk_info *ci)
+static int openai_stream_open(struct adapter_stream *s)
 {
-    memset(ci, 0, sizeof(*ci));
+    return 0;
+}
+
+static int openai_stream_event(struct adapter_stream *s, const char *event, size_t event_len,
+                               const char *data, size_t len, adapter_emit_fn emit, void *ctx)
+{
+    struct chunk_info ci;
+    memset(&ci, 0, sizeof(ci));
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
-        ci->kind = CHUNK_DONE;
-        return;
+        s->done = 1;
+        ci.kind = CHUNK_DONE;
+        return emit(ctx, data, len, &ci);
     }
     cJSON *root = cJSON_ParseWithLength(data, len);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        ci->kind = CHUNK_INVALID;
-        return;
+        return LLMUX_EPROTO;
     }
-    copy_str(ci->id, sizeof(ci->id), cJSON_GetObjectItemCaseSensitive(root, "id"));
-    copy_str(ci->model, sizeof(ci->model), cJSON_GetObjectItemCaseSensitive(root, "model"));
-    ci->created = (long long)json_long(root, "created");
+    copy_str(ci.id, sizeof(ci.id), cJSON_GetObjectItemCaseSensitive(root, "id"));
+    copy_str(ci.model, sizeof(ci.model), cJSON_GetObjectItemCaseSensitive(root, "model"));
+    const cJSON *created = cJSON_GetObjectItemCaseSensitive(root, "created");
+    ci.created = cJSON_IsNumber(created) ? (long long)created->valuedouble : 0;
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
     if (err && !cJSON_IsNull(err)) {
-        ci->kind = CHUNK_ERROR;
-        copy_str(ci->error, sizeof(ci->error), cJSON_GetObjectItemCaseSensitive(err, "message"));
-        if (!ci->error[0])
-            strcpy(ci->error, "the provider reported an error in the stream");
-        cJSON_Delete(root);
-        return;
+        ci.kind = CHUNK_ERROR;
+        copy_str(ci.error, sizeof(ci.error), cJSON_GetObjectItemCaseSensitive(err, "message"));
+        if (!ci.error[0])
+            strcpy(ci.error, "the provider reported an error in the stream");
+        const cJSON *code = cJSON_GetObjectItemCaseSensitive(err, "code");
+        ci.retryable = cJSON_IsNumber(code) ? code->valueint == 429 || code->valueint >= 500
+                                            : 1;
+    } else {
+        ci.kind = adapter_openai_usage(root, &ci.usage) ? CHUNK_CONTENT : CHUNK_PREAMBLE;
+        const cJSON *c;
+        int first = 1;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "choices"))
+        {
+            if (read_choice(c, &ci, first))
+                ci.kind = CHUNK_CONTENT;
+            first = 0;
+        }
     }
-    ci->kind = read_usage(root, &ci->usage) ? CHUNK_CONTENT : CHUNK_PREAMBLE;
-    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
-    const cJSON *c;
-    cJSON_ArrayForEach(c, choices)
-    {
-        if (choice_has_content(c))
-            ci->kind = CHUNK_CONTENT;
-    }
+    int rc = emit(ctx, data, len, &ci);
     cJSON_Delete(root);
+    return rc;
 }
 
-int adapter_response_usage(const char *body, size_t len, struct usage *u)
+static int openai_stream_finish(struct adapter_stream *s, adapter_emit_fn emit, void *ctx)
+{
+    return s->done;
+}
+
+static void openai_stream_close(struct adapter_stream *s)
+{
+}
+
+static int openai_decode_body(const struct canon_request *req, const char *model,
+                              const char *body, size_t len, struct buf *out, struct usage *u)
 {
     memset(u, 0, sizeof(*u));
     cJSON *root = cJSON_ParseWithLength(body, len);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return -1;
+        return LLMUX_EPROTO;
     }
-    read_usage(root, u);
+    adapter_openai_usage(root, u);
     cJSON_Delete(root);
     return 0;
 }
 
-int adapter_status_retryable(int status)
+/* Whether a provider message says the prompt is over the model's context window. */
+static int says_context_length(const char *code, const char *message)
 {
-    /* 401/403/404 from a provider mean this deployment's key or model is wrong, not the
-     * client's request: another deployment may well serve it. */
-    return status == 401 || status == 403 || status == 404 || status == 408 || status == 409 ||
-           status == 429 || status >= 500;
+    if (code && (strcmp(code, "context_length_exceeded") == 0 ||
+                 strcmp(code, "string_above_max_length") == 0))
+        return 1;
+    static const char *const phrases[] = {"context length", "context window", "maximum context",
+                                          "prompt is too long", "too many tokens"};
+    for (size_t i = 0; message && i < sizeof(phrases) / sizeof(phrases[0]); i++) {
+        if (strcasestr(message, phrases[i]))
+            return 1;
+    }
+    return 0;
 }
+
+static enum verdict openai_decode_error(int status, const char *body, size_t len,
+                                        struct buf *out, char *message, size_t message_size)
+{
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(err, "code");
+    const char *text = cJSON_IsString(msg) ? msg->valuestring : NULL;
+    if (text)
+        snprintf(message, message_size, "status %d: %.150s", status, text);
+    else
+        snprintf(message, message_size, "status %d", status);
+    enum verdict v = VERDICT_CLIENT;
+    if (status == 429)
+        v = VERDICT_RATE_LIMIT;
+    else if (status == 401 || status == 403 || status == 404 || status == 408 || status == 409 ||
+             status >= 500)
+        v = VERDICT_RETRY;
+    else if ((status == 400 || status == 413 || status == 422) &&
+             says_context_length(cJSON_IsString(code) ? code->valuestring : NULL, text))
+        v = VERDICT_CONTEXT_LENGTH;
+    if (!cJSON_IsObject(err)) {
+        char m[96];
+        snprintf(m, sizeof(m), "the provider refused the request with status %d", status);
+        server_format_error(out, status >= 500 ? "server_error" : "invalid_request_error", NULL,
+                            m);
+    }
+    cJSON_Delete(root);
+    return v;
+}
+
+const struct adapter adapter_openai = {
+    .kind = "openai",
+    .prefill = 0,
+    .encode = openai_encode,
+    .stream_open = openai_stream_open,
+    .stream_event = openai_stream_event,
+    .stream_finish = openai_stream_finish,
+    .stream_close = openai_stream_close,
+    .decode_body = openai_decode_body,
+    .decode_error = openai_decode_error,
+};
+
+const struct adapter adapter_azure = {
+    .kind = "azure",
+    .prefill = 0,
+    .encode = azure_encode,
+    .stream_open = openai_stream_open,
+    .stream_event = openai_stream_event,
+    .stream_finish = openai_stream_finish,
+    .stream_close = openai_stream_close,
+    .decode_body = openai_decode_body,
+    .decode_error = openai_decode_error,
+};

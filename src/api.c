@@ -3,13 +3,16 @@
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "llmux/buf.h"
 #include "llmux/exchange.h"
+#include "llmux/health.h"
 #include "llmux/json.h"
 #include "llmux/router.h"
+#include "llmux/upstream.h"
 
 struct route {
     const char *path;
@@ -22,6 +25,7 @@ static const struct route routes[] = {
     {"/v1/completions", "POST", API_COMPLETIONS},
     {"/v1/embeddings", "POST", API_EMBEDDINGS},
     {"/v1/models", "GET", -1},
+    {"/v1/status", "GET", -1},
     {"/healthz", "GET", -1},
 };
 
@@ -101,6 +105,85 @@ static void bad_request(struct server_req *req, const char *param, const char *m
     server_respond_error(req, 400, "invalid_request_error", NULL, message);
 }
 
+/* An array of at most PREFS_MAX non-empty strings into out (borrowed from the tree). */
+static int read_names(const cJSON *arr, const char **out, size_t *n)
+{
+    *n = 0;
+    if (!arr)
+        return 0;
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) > PREFS_MAX)
+        return -1;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    {
+        if (!cJSON_IsString(it) || !it->valuestring[0])
+            return -1;
+        out[(*n)++] = it->valuestring;
+    }
+    return 0;
+}
+
+/* OpenRouter's `models` and `provider` members. Returns NULL, or what is wrong. */
+static const char *read_prefs(const cJSON *root, struct route_prefs *p)
+{
+    route_prefs_init(p);
+    if (read_names(cJSON_GetObjectItemCaseSensitive(root, "models"), p->models, &p->n_models))
+        return "'models' must be an array of at most 8 model names";
+    const cJSON *prov = cJSON_GetObjectItemCaseSensitive(root, "provider");
+    if (!prov || cJSON_IsNull(prov))
+        return NULL;
+    if (!cJSON_IsObject(prov))
+        return "'provider' must be an object";
+    if (read_names(cJSON_GetObjectItemCaseSensitive(prov, "order"), p->order, &p->n_order) ||
+        read_names(cJSON_GetObjectItemCaseSensitive(prov, "only"), p->only, &p->n_only) ||
+        read_names(cJSON_GetObjectItemCaseSensitive(prov, "ignore"), p->ignore, &p->n_ignore))
+        return "'provider.order', 'provider.only' and 'provider.ignore' must be arrays of at "
+               "most 8 provider names";
+    const cJSON *fb = cJSON_GetObjectItemCaseSensitive(prov, "allow_fallbacks");
+    if (fb && !cJSON_IsBool(fb))
+        return "'provider.allow_fallbacks' must be a boolean";
+    p->allow_fallbacks = !cJSON_IsFalse(fb);
+    const cJSON *sort = cJSON_GetObjectItemCaseSensitive(prov, "sort");
+    if (sort && !cJSON_IsNull(sort)) {
+        static const char *const names[] = {"price", "latency", "throughput"};
+        static const int values[] = {STRATEGY_PRICE, STRATEGY_LATENCY, STRATEGY_THROUGHPUT};
+        for (size_t i = 0; cJSON_IsString(sort) && i < 3; i++)
+            if (strcmp(sort->valuestring, names[i]) == 0)
+                p->sort = values[i];
+        if (p->sort < 0)
+            return "'provider.sort' must be one of \"price\", \"latency\", \"throughput\"";
+    }
+    const cJSON *mp = cJSON_GetObjectItemCaseSensitive(prov, "max_price");
+    if (mp && !cJSON_IsNull(mp)) {
+        const cJSON *pr = cJSON_GetObjectItemCaseSensitive(mp, "prompt");
+        const cJSON *co = cJSON_GetObjectItemCaseSensitive(mp, "completion");
+        if (!cJSON_IsObject(mp) || (pr && !cJSON_IsNumber(pr)) || (co && !cJSON_IsNumber(co)))
+            return "'provider.max_price' must be an object with numbers 'prompt' and "
+                   "'completion' ($ per million tokens)";
+        p->max_prompt = pr ? pr->valuedouble : -1;
+        p->max_completion = co ? co->valuedouble : -1;
+    }
+    return NULL;
+}
+
+/* Re-encode the body without `models` and `provider` into creq->owned. The members are put
+ * back afterwards: the plan may point into them until the exchange has copied its names. */
+static int strip_prefs(cJSON *root, struct canon_request *creq)
+{
+    cJSON *models = cJSON_DetachItemFromObjectCaseSensitive(root, "models");
+    cJSON *provider = cJSON_DetachItemFromObjectCaseSensitive(root, "provider");
+    creq->owned = cJSON_PrintUnformatted(root);
+    if (models)
+        cJSON_AddItemToObject(root, "models", models);
+    if (provider)
+        cJSON_AddItemToObject(root, "provider", provider);
+    if (!creq->owned)
+        return UV_ENOMEM;
+    creq->body = creq->owned;
+    creq->body_len = strlen(creq->owned);
+    return 0;
+}
+
 static void handle_inference(struct gateway *gw, struct server_req *req, enum api_endpoint ep)
 {
     const struct server_request *r = server_req_request(req);
@@ -139,6 +222,13 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
         bad_request(req, "stream", "'stream' must be a boolean");
         return;
     }
+    struct route_prefs prefs;
+    const char *why = read_prefs(root, &prefs);
+    if (why) {
+        cJSON_Delete(root);
+        bad_request(req, NULL, why);
+        return;
+    }
     struct canon_request creq;
     memset(&creq, 0, sizeof(creq));
     creq.endpoint = ep;
@@ -147,14 +237,8 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     creq.stream = ep != API_EMBEDDINGS && cJSON_IsTrue(stream);
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     creq.include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
-    if (json_top_key(r->body, r->body_len, "model", &creq.model_start, &creq.model_end) != 0) {
-        cJSON_Delete(root);
-        bad_request(req, "model", "the model parameter could not be read");
-        return;
-    }
     char client_model[160];
     snprintf(client_model, sizeof(client_model), "%s", model->valuestring);
-    cJSON_Delete(root);
 
     char rid[80];
     const char *given = server_req_header(req, "x-request-id");
@@ -166,26 +250,53 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
 
     struct plan plan;
     char err[512];
-    /* The plan's model strings point into the config or into the request body (direct
-     * routing): both outlive the exchange's attempts. The body copy of the name is used. */
-    const char *name = r->body + creq.model_start + 1;
-    size_t name_len = creq.model_end - creq.model_start - 2;
-    if (memchr(name, '\\', name_len)) { /* escaped name: route on the decoded copy */
-        name = client_model;
-        name_len = strlen(client_model);
+    int rc = router_plan(gw->cfg, gw->health, uv_now(gw->loop), model->valuestring,
+                         strlen(model->valuestring), &prefs, &plan, err, sizeof(err));
+    if (rc == 0 && (cJSON_GetObjectItemCaseSensitive(root, "models") ||
+                    cJSON_GetObjectItemCaseSensitive(root, "provider"))) {
+        /* llmux's own members never reach a provider: re-encode without them */
+        rc = strip_prefs(root, &creq);
     }
-    int rc = router_plan(gw->cfg, name, name_len, &plan, err, sizeof(err));
-    if (rc == ROUTER_ENOTFOUND) {
+    if (rc == 0 &&
+        json_top_key(creq.body, creq.body_len, "model", &creq.model_start, &creq.model_end) != 0)
+        rc = ROUTER_EFILTERED - 1;
+    if (rc == 0) {
+        gw->stats.requests++;
+        rc = exchange_start(gw, req, &creq, client_model, &plan);
+        if (rc != 0) {
+            free(creq.owned);
+            server_respond_error(req, 500, "server_error", NULL, "out of memory");
+        }
+    } else if (rc == ROUTER_ENOTFOUND) {
         server_respond_error(req, 404, "invalid_request_error", "model_not_found", err);
-        return;
-    }
-    if (rc == ROUTER_EUNAVAILABLE) {
+    } else if (rc == ROUTER_EUNAVAILABLE) {
         server_respond_error(req, 503, "service_unavailable", "no_enabled_deployment", err);
-        return;
-    }
-    gw->stats.requests++;
-    if (exchange_start(gw, req, &creq, client_model, &plan) != 0)
+    } else if (rc == ROUTER_EFILTERED) {
+        server_respond_error(req, 400, "invalid_request_error", "no_deployment_matches", err);
+    } else if (rc == UV_ENOMEM) {
         server_respond_error(req, 500, "server_error", NULL, "out of memory");
+    } else {
+        bad_request(req, "model", "the model parameter could not be read");
+    }
+    cJSON_Delete(root);
+}
+
+static void status(struct gateway *gw, struct server_req *req)
+{
+    const struct pool_stats *ps = pool_get_stats(gw->pool);
+    struct buf b;
+    buf_init(&b, 0);
+    buf_printf(&b,
+               "{\"requests\":%llu,\"active\":%llu,\"failovers\":%llu,"
+               "\"upstream_connects\":%llu,\"upstream_reuses\":%llu,\"health\":",
+               (unsigned long long)gw->stats.requests,
+               (unsigned long long)gw->stats.exchanges_active,
+               (unsigned long long)gw->stats.failovers, (unsigned long long)ps->connects,
+               (unsigned long long)ps->reuses);
+    health_status_json(gw->health, uv_now(gw->loop), &b);
+    buf_append_str(&b, "}");
+    respond_json(req, 200, buf_head(&b), buf_size(&b));
+    buf_free(&b);
 }
 
 void api_handle(void *data, struct server_req *req)
@@ -221,6 +332,10 @@ void api_handle(void *data, struct server_req *req)
     if (!authorized(gw->cfg, req)) {
         server_respond_error(req, 401, "invalid_request_error", "invalid_api_key",
                              "Missing or invalid gateway key: send Authorization: Bearer <key>");
+        return;
+    }
+    if (found->endpoint < 0 && strcmp(found->path, "/v1/status") == 0) {
+        status(gw, req);
         return;
     }
     if (found->endpoint < 0) {

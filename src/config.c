@@ -43,6 +43,9 @@ static const struct {
     enum provider_kind kind;
 } provider_kinds[] = {
     {"openai", PROVIDER_OPENAI},
+    {"azure", PROVIDER_AZURE},
+    {"anthropic", PROVIDER_ANTHROPIC},
+    {"gemini", PROVIDER_GEMINI},
 };
 #define N_PROVIDER_KINDS (sizeof(provider_kinds) / sizeof(provider_kinds[0]))
 
@@ -78,6 +81,23 @@ static const struct num_field limit_fields[] = {
 static const struct num_field pool_fields[] = {
     {"max_idle_per_origin", offsetof(struct config, pool_max_idle), 1, 0},
     {"idle_timeout_ms", offsetof(struct config, pool_idle_timeout_ms), 0, 1},
+    {NULL, 0, 0, 0},
+};
+
+static const struct num_field health_fields[] = {
+    {"failure_threshold", offsetof(struct health_config, failure_threshold), 0, 1},
+    {"error_rate_percent", offsetof(struct health_config, error_rate_percent), 0, 1},
+    {"window", offsetof(struct health_config, window), 0, 1},
+    {"base_ejection_ms", offsetof(struct health_config, base_ejection_ms), 0, 1},
+    {"max_ejection_ms", offsetof(struct health_config, max_ejection_ms), 0, 1},
+    {"max_ejection_percent", offsetof(struct health_config, max_ejection_percent), 0, 0},
+    {"retry_budget_percent", offsetof(struct health_config, retry_budget_percent), 0, 0},
+    {"min_retries_per_s", offsetof(struct health_config, min_retries_per_s), 0, 0},
+    {NULL, 0, 0, 0},
+};
+
+static const struct num_field provider_fields[] = {
+    {"default_max_tokens", offsetof(struct provider, default_max_tokens), 0, 1},
     {NULL, 0, 0, 0},
 };
 
@@ -255,17 +275,9 @@ static int get_object(struct ctx *x, const cJSON *obj, const char *key, const cJ
 
 /* Read the object `obj` (may be NULL: nothing to do) whose members are all numbers listed in
  * `fields`, storing each present one into `base` + field offset. */
-static int get_numbers(struct ctx *x, const cJSON *obj, const struct num_field *fields, void *base)
+/* Read the numeric members of obj named in fields (others are left to the caller). */
+static int read_numbers(struct ctx *x, const cJSON *obj, const struct num_field *fields, void *base)
 {
-    const char *names[16];
-    size_t n = 0;
-    while (fields[n].key) {
-        names[n] = fields[n].key;
-        n++;
-    }
-    int rc = check_keys(x, obj, names, n);
-    if (rc)
-        return rc;
     for (const struct num_field *f = fields; f->key; f++) {
         const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, f->key);
         if (!it)
@@ -283,6 +295,19 @@ static int get_numbers(struct ctx *x, const cJSON *obj, const struct num_field *
             *(uint32_t *)((char *)base + f->off) = (uint32_t)d;
     }
     return 0;
+}
+
+/* A numbers-only object: every member must be one of fields. */
+static int get_numbers(struct ctx *x, const cJSON *obj, const struct num_field *fields, void *base)
+{
+    const char *names[16];
+    size_t n = 0;
+    while (fields[n].key) {
+        names[n] = fields[n].key;
+        n++;
+    }
+    int rc = check_keys(x, obj, names, n);
+    return rc ? rc : read_numbers(x, obj, fields, base);
 }
 
 /* ---- host:port and URLs ---- */
@@ -433,12 +458,13 @@ static int valid_env_name(const char *s)
 /* One provider: the path already names it. */
 static int parse_provider(struct ctx *x, const cJSON *obj, struct provider *p)
 {
-    static const char *const keys[] = {"kind", "base_url", "api_key_env", "ca_file"};
+    static const char *const keys[] = {"kind",        "base_url",    "api_key_env",
+                                       "ca_file",     "api_version", "default_max_tokens"};
     if (!cJSON_IsObject(obj))
         return fail(x, "must be an object");
     if (strchr(obj->string, '/'))
         return fail(x, "provider name must not contain '/'");
-    int rc = check_keys(x, obj, keys, 4);
+    int rc = check_keys(x, obj, keys, 6);
     if (rc)
         return rc;
     rc = dup_string(x, obj->string, &p->name);
@@ -482,6 +508,19 @@ static int parse_provider(struct ctx *x, const cJSON *obj, struct provider *p)
     rc = get_string(x, obj, "ca_file", 0, &ca);
     if (rc == 0 && ca)
         rc = dup_string(x, ca, &p->ca_file);
+    const char *version = NULL;
+    if (rc == 0)
+        rc = get_string(x, obj, "api_version", 0, &version);
+    if (rc == 0)
+        rc = dup_string(x,
+                        version                        ? version
+                        : p->kind == PROVIDER_AZURE     ? "2024-10-21"
+                        : p->kind == PROVIDER_ANTHROPIC ? "2023-06-01"
+                                                        : "",
+                        &p->api_version);
+    p->default_max_tokens = 4096;
+    if (rc == 0)
+        rc = read_numbers(x, obj, provider_fields, p);
     if (rc == 0)
         rc = get_string(x, obj, "api_key_env", 0, &env);
     if (rc)
@@ -538,19 +577,62 @@ static int parse_providers(struct ctx *x, const cJSON *root, struct config *c)
     return 0;
 }
 
-/* One deployment of a model: {"provider": NAME, "model": ID}; the path names it. */
+/* A non-negative number member (absent: *out unchanged). */
+static int get_price(struct ctx *x, const cJSON *obj, const char *key, double *out)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!it)
+        return 0;
+    size_t old = path_key(x, key);
+    if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0) || it->valuedouble > 1e9)
+        return fail(x, "must be a non-negative number ($ per million tokens)");
+    path_pop(x, old);
+    *out = it->valuedouble;
+    return 0;
+}
+
+static const struct num_field deployment_fields[] = {
+    {"context_window", offsetof(struct deployment, context_window), 0, 1},
+    {"weight", offsetof(struct deployment, weight), 0, 1},
+    {NULL, 0, 0, 0},
+};
+
+/* One deployment of a model: {"provider": NAME, "model": ID, "price": {"input", "output"},
+ * "context_window", "weight"}; the path names it. */
 static int parse_deployment(struct ctx *x, const cJSON *obj, struct config *c,
                             struct deployment *d)
 {
-    static const char *const keys[] = {"provider", "model"};
+    static const char *const keys[] = {"provider", "model", "price", "context_window", "weight"};
+    static const char *const price_keys[] = {"input", "output"};
     if (!cJSON_IsObject(obj))
         return fail(x, "must be an object");
     const char *prov, *model;
-    int rc = check_keys(x, obj, keys, 2);
+    const cJSON *price;
+    d->price_in = d->price_out = -1;
+    d->weight = 1;
+    int rc = check_keys(x, obj, keys, 5);
     if (rc == 0)
         rc = get_string(x, obj, "provider", 1, &prov);
     if (rc == 0)
         rc = get_string(x, obj, "model", 1, &model);
+    if (rc == 0)
+        rc = read_numbers(x, obj, deployment_fields, d);
+    if (rc == 0)
+        rc = get_object(x, obj, "price", &price);
+    if (rc == 0 && price) {
+        size_t old = path_key(x, "price");
+        rc = check_keys(x, price, price_keys, 2);
+        if (rc == 0 && !cJSON_GetObjectItemCaseSensitive(price, "input"))
+            rc = fail(x, "needs \"input\" and \"output\" ($ per million tokens)");
+        if (rc == 0 && !cJSON_GetObjectItemCaseSensitive(price, "output"))
+            rc = fail(x, "needs \"input\" and \"output\" ($ per million tokens)");
+        if (rc == 0)
+            rc = get_price(x, price, "input", &d->price_in);
+        if (rc == 0)
+            rc = get_price(x, price, "output", &d->price_out);
+        if (rc == 0)
+            path_pop(x, old);
+    }
     if (rc)
         return rc;
     d->provider = (struct provider *)config_find_provider(c, prov, strlen(prov));
@@ -561,14 +643,63 @@ static int parse_deployment(struct ctx *x, const cJSON *obj, struct config *c,
     return dup_string(x, model, &d->model);
 }
 
+/* A member that must be one of `names`; *out gets its index (absent: unchanged). */
+static int get_enum(struct ctx *x, const cJSON *obj, const char *key, const char *const *names,
+                    size_t n, int *out)
+{
+    const char *v;
+    int rc = get_string(x, obj, key, 0, &v);
+    if (rc || !v)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v, names[i]) == 0) {
+            *out = (int)i;
+            return 0;
+        }
+    }
+    char all[160] = "";
+    for (size_t i = 0; i < n; i++)
+        snprintf(all + strlen(all), sizeof(all) - strlen(all), "%s%s", i ? ", " : "", names[i]);
+    path_key(x, key);
+    return fail(x, "unknown value \"%.64s\" (expected one of: %s)", v, all);
+}
+
+static const struct num_field model_fields[] = {
+    {"max_attempts", offsetof(struct model, max_attempts), 0, 1},
+    {NULL, 0, 0, 0},
+};
+
 static int parse_model(struct ctx *x, const cJSON *obj, struct config *c, struct model *m)
 {
-    static const char *const keys[] = {"deployments", "timeouts_ms"};
+    static const char *const keys[] = {"deployments",    "timeouts_ms",      "strategy",
+                                       "hedge_after_ms", "on_stream_failure", "max_attempts"};
+    static const char *const strategies[] = {"ordered", "price", "latency", "throughput",
+                                             "balance"};
+    static const char *const on_failure[] = {"error", "continue"};
     if (!cJSON_IsObject(obj))
         return fail(x, "must be an object");
-    int rc = check_keys(x, obj, keys, 2);
+    int rc = check_keys(x, obj, keys, 6);
     if (rc == 0)
         rc = dup_string(x, obj->string, &m->name);
+    int strategy = STRATEGY_ORDERED;
+    if (rc == 0)
+        rc = get_enum(x, obj, "strategy", strategies, 5, &strategy);
+    m->strategy = (enum strategy)strategy;
+    if (rc == 0)
+        rc = get_enum(x, obj, "on_stream_failure", on_failure, 2, &m->continue_on_failure);
+    if (rc == 0)
+        rc = read_numbers(x, obj, model_fields, m);
+    const cJSON *hedge = cJSON_GetObjectItemCaseSensitive(obj, "hedge_after_ms");
+    if (rc == 0 && cJSON_IsString(hedge) && strcmp(hedge->valuestring, "auto") == 0) {
+        m->hedge_after_ms = HEDGE_AUTO;
+    } else if (rc == 0 && hedge) {
+        size_t old = path_key(x, "hedge_after_ms");
+        if (!cJSON_IsNumber(hedge) || hedge->valuedouble < 1 || hedge->valuedouble > 3600000 ||
+            hedge->valuedouble != (uint32_t)hedge->valuedouble)
+            return fail(x, "must be a positive integer (ms) or \"auto\"");
+        m->hedge_after_ms = (uint32_t)hedge->valuedouble;
+        path_pop(x, old);
+    }
     if (rc)
         return rc;
 
@@ -577,6 +708,8 @@ static int parse_model(struct ctx *x, const cJSON *obj, struct config *c, struct
     int n = cJSON_IsArray(deps) ? cJSON_GetArraySize(deps) : 0;
     if (n == 0)
         return fail(x, "must be a non-empty array");
+    if (n > 16)
+        return fail(x, "at most 16 deployments");
     m->deployments = calloc((size_t)n, sizeof(*m->deployments));
     if (!m->deployments)
         return oom(x);
@@ -602,6 +735,31 @@ static int parse_model(struct ctx *x, const cJSON *obj, struct config *c, struct
         return rc;
     path_pop(x, old);
     return 0;
+}
+
+/* Deployments naming the same provider and upstream model share a health record. */
+static void assign_health_ids(struct config *c)
+{
+    c->n_health = 0;
+    for (size_t i = 0; i < c->n_models; i++) {
+        for (size_t j = 0; j < c->models[i].n_deployments; j++) {
+            struct deployment *d = &c->models[i].deployments[j];
+            d->health_id = c->n_health;
+            for (size_t k = 0; k <= i && d->health_id == c->n_health; k++) {
+                for (size_t l = 0; l < c->models[k].n_deployments; l++) {
+                    const struct deployment *e = &c->models[k].deployments[l];
+                    if (e == d)
+                        break;
+                    if (e->provider == d->provider && strcmp(e->model, d->model) == 0) {
+                        d->health_id = e->health_id;
+                        break;
+                    }
+                }
+            }
+            if (d->health_id == c->n_health)
+                c->n_health++;
+        }
+    }
 }
 
 static int parse_models(struct ctx *x, const cJSON *root, struct config *c)
@@ -677,11 +835,11 @@ static int parse_section(struct ctx *x, const cJSON *root, const char *key,
 
 static int parse_root(struct ctx *x, const cJSON *root, struct config *c)
 {
-    static const char *const keys[] = {"listen",    "timeouts_ms", "limits", "pool",
+    static const char *const keys[] = {"listen",    "timeouts_ms", "limits", "pool",  "health",
                                        "access_log", "providers",  "models", "keys"};
     if (!cJSON_IsObject(root))
         return fail(x, "must be an object");
-    int rc = check_keys(x, root, keys, 8);
+    int rc = check_keys(x, root, keys, 9);
     if (rc == 0)
         rc = parse_listen(x, root, c);
     if (rc == 0)
@@ -690,6 +848,8 @@ static int parse_root(struct ctx *x, const cJSON *root, struct config *c)
         rc = parse_section(x, root, "limits", limit_fields, c);
     if (rc == 0)
         rc = parse_section(x, root, "pool", pool_fields, c);
+    if (rc == 0)
+        rc = parse_section(x, root, "health", health_fields, &c->health);
     const char *log = NULL;
     if (rc == 0)
         rc = get_string(x, root, "access_log", 0, &log);
@@ -701,6 +861,8 @@ static int parse_root(struct ctx *x, const cJSON *root, struct config *c)
         rc = parse_models(x, root, c);
     if (rc == 0)
         rc = parse_keys(x, root, c);
+    if (rc == 0)
+        assign_health_ids(c);
     return rc;
 }
 
@@ -717,6 +879,7 @@ static void config_free(struct config *c)
         free(p->api_key_env);
         free(p->api_key);
         free(p->ca_file);
+        free(p->api_version);
         free(p->disabled_reason);
     }
     for (size_t i = 0; i < c->n_models; i++) {
@@ -792,6 +955,16 @@ int config_parse(const char *json, size_t len, struct config **out, char *err, s
     c->keepalive_timeout_ms = 75000;
     c->pool_max_idle = 32;
     c->pool_idle_timeout_ms = 60000;
+    c->health = (struct health_config){
+        .failure_threshold = 5,
+        .error_rate_percent = 50,
+        .window = 20,
+        .base_ejection_ms = 5000,
+        .max_ejection_ms = 300000,
+        .max_ejection_percent = 50,
+        .retry_budget_percent = 20,
+        .min_retries_per_s = 10,
+    };
 
     int rc = parse_root(&x, root, c);
     cJSON_Delete(root);

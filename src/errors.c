@@ -20,6 +20,10 @@ const char *llmux_strerror(int code)
         return "name did not resolve";
     case LLMUX_ETOOBIG:
         return "size limit exceeded";
+    case LLMUX_EPROTO:
+        return "unexpected response shape";
+    case LLMUX_EKIND:
+        return "this provider kind does not serve the endpoint";
     default:
         return uv_strerror(code);
     }

@@ -2,133 +2,74 @@
  * deployments.
  *
  *   EX_PLANNED -> EX_ATTEMPTING -> EX_RELAYING -> EX_DONE
- *                    ^    |             |
- *                    +----+ (failure    +-> EX_DONE (honest error end after commit)
- *                     before commit: next deployment)
+ *                  ^    |  (hedge)      |   ^
+ *                  +----+               |   | (continuation attempt splices into the stream)
+ *           (failure before commit:     +---+
+ *            next deployment)           +-> EX_DONE (honest error end after commit)
  *
- * One attempt runs at a time, with its own sub-state (enum at_state). Two timers: `deadline`
- * (the total deadline of the exchange) and `phase` (connect, then first byte, then idle between
- * events or body reads). Every failure of an attempt goes to exchange_next() with a failure
- * class; it decides, in one condition, whether another deployment is tried.
+ * Attempts (struct attempt, two slots: primary and hedge) each have a sub-state (enum
+ * at_state) and a `phase` timer: connect, then first byte, then idle between events or body
+ * reads. The exchange has the total `deadline`, the `ping` keep-alive and the `hedge` timer.
+ * Every failure of an attempt goes to attempt_fail() with a failure class; it decides, in one
+ * place, whether the exchange tries another deployment, continues a broken stream, passes the
+ * provider's answer to the client or ends.
  *
- * Commit: the first byte sent to the client. Lifecycle frames without content (the role-only
- * first chunk) are held back until real content arrives, so a provider that dies after its
- * preamble is replaced invisibly. After commit a failure ends the stream honestly: a final
- * chunk with finish_reason "error" and an `error` object, a clean chunked end, and no [DONE].
+ * Commit: the first content sent to the client. Lifecycle frames without content (the
+ * role-only first chunk, Anthropic's message_start and ping) are held back until real content
+ * arrives, so a provider that dies after its preamble is replaced invisibly. With a hedge, the
+ * first attempt to reach content commits and the other is cancelled (its connection closed).
+ * After commit a failure either continues on the next deployment (on_stream_failure
+ * "continue": the delivered text goes upstream as an assistant prefix and the new events are
+ * rewritten into the same stream) or ends the stream honestly: a final chunk with
+ * finish_reason "error" and an `error` object, a clean chunked end, and no [DONE].
  *
- * Lifetime: the exchange is created by exchange_start() and freed in the close callback of its
+ * Lifetime: exchange_start() allocates; the exchange is freed in the close callback of its
  * last timer, after exchange_end(). The server_req is borrowed until the response ends or the
- * client goes away (on_abort), whichever comes first; `req` is NULL afterwards. An upstream is
- * owned while `up` is set; its on_done or upstream_cancel() ends that.
+ * client goes away (on_client_abort); `req` is NULL afterwards. An attempt owns its upstream
+ * while `up` is set; on_up_done or upstream_cancel() ends that.
  */
-#include "llmux/exchange.h"
+#include "exchange_int.h"
 
-#include <inttypes.h>
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
-#include "llmux/buf.h"
 #include "llmux/errors.h"
-#include "llmux/sse.h"
+#include "llmux/health.h"
 #include "llmux/upstream.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 #define HIGH_WATER (256 * 1024)     /* client bytes queued before we stop reading upstream */
 #define MAX_BODY (32 * 1024 * 1024) /* non-stream upstream response */
 #define MAX_ERROR_BODY (64 * 1024)
-
-enum ex_state {
-    EX_PLANNED,    /* plan built, no attempt yet */
-    EX_ATTEMPTING, /* an attempt is running; nothing sent to the client */
-    EX_RELAYING,   /* committed: the client has the head; events flow */
-    EX_DONE,       /* answered (or client gone); waiting for timers to close */
-};
-
-enum at_state {
-    AT_NONE,
-    AT_CONNECTING,            /* dns, tcp, tls (or a pooled connection) */
-    AT_WAITING_HEAD,          /* request written; waiting for the response head */
-    AT_WAITING_FIRST_EVENT,   /* 2xx stream head received; no content event yet */
-    AT_STREAMING,             /* content events flowing to the client */
-    AT_READING_BODY,          /* 2xx non-stream body */
-    AT_READING_ERROR,         /* non-2xx body */
-};
+#define MAX_DELIVERED (1024 * 1024) /* text kept for a continuation */
+#define BACKOFF_BASE_MS 100
+#define BACKOFF_MAX_MS 2000
 
 static const char *const ex_state_names[] = {"PLANNED", "ATTEMPTING", "RELAYING", "DONE"};
-static const char *const at_state_names[] = {"NONE", "CONNECTING", "WAITING_HEAD",
-                                             "WAITING_FIRST_EVENT", "STREAMING", "READING_BODY",
-                                             "READING_ERROR"};
+static const char *const at_state_names[] = {
+    "IDLE",      "BACKOFF",   "CONNECTING",   "WAITING_HEAD", "WAITING_FIRST_EVENT",
+    "STREAMING", "READING_BODY", "READING_ERROR"};
 
 /* Failure classes of an attempt (nginx's NGX_HTTP_UPSTREAM_FT_* idea). */
 enum failure {
-    FT_CONNECT,    /* dns, tcp or tls failure */
-    FT_TIMEOUT,    /* connect, first byte or idle timer */
-    FT_RESET,      /* connection reset or closed early */
-    FT_STATUS,     /* retryable HTTP status */
-    FT_MALFORMED,  /* response we cannot use */
-    FT_PROVIDER,   /* in-band error event from the provider */
-    FT_CLIENT,     /* non-retryable status caused by the request: passed through */
+    FT_CONNECT,   /* dns, tcp or tls failure */
+    FT_TIMEOUT,   /* connect, first byte or idle timer */
+    FT_RESET,     /* connection reset or closed early */
+    FT_STATUS,    /* retryable HTTP status */
+    FT_MALFORMED, /* response we cannot use */
+    FT_PROVIDER,  /* in-band error event from the provider */
+    FT_CONTEXT,   /* the prompt is over this deployment's context window */
+    FT_CLIENT,    /* non-retryable status caused by the request: passed through */
 };
 
-struct attempt_record {
-    const struct provider *provider;
-    const char *model;
-    size_t model_len;
-    int status; /* upstream HTTP status, 0 when none */
-    char reason[160];
-    uint64_t ms;
-};
-
-struct exchange {
-    struct gateway *gw;
-    struct config *cfg;
-    struct server_req *req;
-    struct canon_request creq;
-    char request_id[80];
-    char client_model[160];
-    char direct_model[256]; /* a PROVIDER/MODEL id, copied out of the request body */
-    struct plan plan;
-    enum ex_state state;
-    enum at_state at;
-    size_t next_entry;
-    const struct plan_entry *entry; /* deployment of the current attempt */
-    struct upstream *up;
-    struct upstream_request ureq;
-    int up_status;
-    char up_content_type[64];
-    char retry_after[16];
-    struct sse_decoder sse;
-    int sse_active;
-    int in_feed;          /* inside sse_decoder_feed(): the decoder must outlive the call */
-    int sse_free_pending; /* free the decoder when the feed returns */
-    struct buf body; /* non-stream or error body of the current attempt */
-    struct buf held; /* events held back before commit */
-    int saw_done;
-    int read_paused;
-    char resp_id[96];
-    char resp_model[128];
-    long long created;
-    struct usage usage;
-    struct attempt_record rec[PLAN_MAX];
-    size_t n_rec;
-    uv_timer_t deadline;
-    uv_timer_t phase;
-    uv_timer_t ping; /* keeps a slow-starting stream alive before commit */
-    int head_sent;   /* 200 and SSE headers sent by a ping, before any content */
-    int handles;
-    uint64_t t_start, t_attempt, t_first_byte;
-    uint64_t bytes_out;
-    int status;          /* status sent to the client */
-    const char *outcome; /* "ok", "error", "client_closed", "truncated" */
-    char end_reason[200];
-};
-
-static void exchange_next(struct exchange *ex, enum failure ft, int status, const char *detail);
+static void attempt_fail(struct attempt *a, enum failure ft, const char *detail);
 static void end_stream_with_error(struct exchange *ex, int code, const char *message);
 static void exchange_end(struct exchange *ex);
+static void start_next(struct exchange *ex, struct attempt *a, int hedge);
 static int on_event(void *data, const struct sse_event *ev);
 
 static int debug_enabled = -1;
@@ -143,12 +84,12 @@ static void set_state(struct exchange *ex, enum ex_state s)
     ex->state = s;
 }
 
-static void set_at(struct exchange *ex, enum at_state s)
+static void set_at(struct attempt *a, enum at_state s)
 {
     if (debug_enabled > 0)
-        fprintf(stderr, "[%s] attempt %s -> %s\n", ex->request_id, at_state_names[ex->at],
-                at_state_names[s]);
-    ex->at = s;
+        fprintf(stderr, "[%s] attempt %d %s -> %s\n", a->ex->request_id,
+                (int)(a - a->ex->at), at_state_names[a->at], at_state_names[s]);
+    a->at = s;
 }
 
 static uint64_t now_ms(struct exchange *ex)
@@ -156,32 +97,56 @@ static uint64_t now_ms(struct exchange *ex)
     return uv_now(ex->gw->loop);
 }
 
+static struct attempt *other(struct attempt *a)
+{
+    return a == &a->ex->at[0] ? &a->ex->at[1] : &a->ex->at[0];
+}
+
+static struct attempt_record *record(struct attempt *a)
+{
+    return &a->ex->rec[a->rec];
+}
+
+static size_t health_id(const struct attempt *a)
+{
+    return a->entry->deployment->health_id;
+}
+
+static int tracked(const struct attempt *a)
+{
+    return a->entry && a->entry->deployment && a->ex->gw->health;
+}
+
 /* ---- timers ---- */
 
 static void on_phase_timeout(uv_timer_t *t)
 {
-    struct exchange *ex = container_of(t, struct exchange, phase);
-    const char *what = ex->at == AT_CONNECTING      ? "connect timeout"
-                       : ex->at == AT_WAITING_HEAD || ex->at == AT_WAITING_FIRST_EVENT
-                           ? "first byte timeout"
-                           : "idle timeout (stream stalled)";
+    struct attempt *a = container_of(t, struct attempt, phase);
+    const struct timeouts *to = &a->ex->plan.timeouts;
+    if (a->at == AT_BACKOFF) {
+        set_at(a, AT_IDLE);
+        start_next(a->ex, a, 0);
+        return;
+    }
     char detail[96];
-    uint32_t ms = ex->at == AT_CONNECTING ? ex->plan.timeouts.connect_ms
-                  : ex->at == AT_WAITING_HEAD || ex->at == AT_WAITING_FIRST_EVENT
-                      ? ex->plan.timeouts.first_byte_ms
-                      : ex->plan.timeouts.idle_ms;
-    snprintf(detail, sizeof(detail), "%s after %u ms", what, ms);
-    exchange_next(ex, FT_TIMEOUT, 0, detail);
+    if (a->at == AT_CONNECTING)
+        snprintf(detail, sizeof(detail), "connect timeout after %u ms", to->connect_ms);
+    else if (a->at == AT_WAITING_HEAD || a->at == AT_WAITING_FIRST_EVENT)
+        snprintf(detail, sizeof(detail), "first byte timeout after %u ms", to->first_byte_ms);
+    else
+        snprintf(detail, sizeof(detail), "idle timeout (stream stalled) after %u ms",
+                 to->idle_ms);
+    attempt_fail(a, FT_TIMEOUT, detail);
 }
 
-static void arm_phase(struct exchange *ex, uint32_t ms)
+static void arm_phase(struct attempt *a, uint32_t ms)
 {
-    uv_timer_start(&ex->phase, on_phase_timeout, ms, 0);
+    uv_timer_start(&a->phase, on_phase_timeout, ms, 0);
 }
 
 /* ---- responses to the client ---- */
 
-/* Headers every answer carries: request id and which deployment served. */
+/* Headers every answer carries: request id, attempts, and which deployment served. */
 static size_t common_headers(struct exchange *ex, struct http_header *h, char *attempts,
                              size_t attempts_size)
 {
@@ -189,27 +154,32 @@ static size_t common_headers(struct exchange *ex, struct http_header *h, char *a
     h[n++] = (struct http_header){"x-request-id", 12, ex->request_id, strlen(ex->request_id)};
     snprintf(attempts, attempts_size, "%zu", ex->n_rec);
     h[n++] = (struct http_header){"x-llmux-attempts", 16, attempts, strlen(attempts)};
-    if (ex->entry && ex->status < 400) {
-        const char *pn = ex->entry->provider->name;
+    const struct plan_entry *e = ex->winner ? ex->winner->entry : NULL;
+    if (e && ex->status < 400) {
+        const char *pn = e->provider->name;
         h[n++] = (struct http_header){"x-llmux-provider", 16, pn, strlen(pn)};
-        h[n++] = (struct http_header){"x-llmux-model", 13, ex->entry->model, ex->entry->model_len};
+        h[n++] = (struct http_header){"x-llmux-model", 13, e->model, e->model_len};
     }
+    if (ex->hedged)
+        h[n++] = (struct http_header){"x-llmux-hedged", 14, ex->hedge_won ? "won" : "lost",
+                                      ex->hedge_won ? 3 : 4};
     return n;
 }
 
 /* A whole JSON answer (before commit). An error also says the client should not retry on top
  * of our own failover. */
-static void respond_json(struct exchange *ex, int status, const char *body, size_t len, int error)
+static void respond_json(struct exchange *ex, int status, const char *body, size_t len,
+                         int error, const char *retry_after)
 {
-    struct http_header h[8];
+    struct http_header h[10];
     char attempts[16];
     ex->status = status;
     size_t n = common_headers(ex, h, attempts, sizeof(attempts));
     h[n++] = (struct http_header){"content-type", 12, "application/json", 16};
     if (error)
         h[n++] = (struct http_header){"x-should-retry", 14, "false", 5};
-    if (error && ex->retry_after[0] && (status == 429 || status == 503))
-        h[n++] = (struct http_header){"retry-after", 11, ex->retry_after, strlen(ex->retry_after)};
+    if (error && retry_after && retry_after[0] && (status == 429 || status == 503))
+        h[n++] = (struct http_header){"retry-after", 11, retry_after, strlen(retry_after)};
     ex->bytes_out += len;
     struct server_req *req = ex->req;
     ex->req = NULL;
@@ -230,33 +200,40 @@ static void respond_error(struct exchange *ex, int status, const char *type, con
     struct buf b;
     buf_init(&b, 0);
     server_format_error(&b, type, code, message);
-    respond_json(ex, status, buf_head(&b), buf_size(&b), 1);
+    respond_json(ex, status, buf_head(&b), buf_size(&b), 1, NULL);
     buf_free(&b);
     snprintf(ex->end_reason, sizeof(ex->end_reason), "%.199s", message);
 }
 
-/* Write one SSE event (data as given) to the client stream. */
-static void client_write_event(struct exchange *ex, const char *data, size_t len)
+/* Write raw bytes to the client stream, pausing the winner's upstream above the high water. */
+static void client_write(struct exchange *ex, const uv_buf_t *iov, unsigned n)
 {
     if (!ex->req)
         return;
+    for (unsigned i = 0; i < n; i++)
+        ex->bytes_out += iov[i].len;
+    server_stream_write(ex->req, iov, n);
+    struct attempt *w = ex->winner;
+    if (ex->req && w && w->up && !w->read_paused && server_req_queued(ex->req) > HIGH_WATER) {
+        w->read_paused = 1;
+        upstream_read_stop(w->up);
+    }
+}
+
+static void client_write_event(struct exchange *ex, const char *data, size_t len)
+{
     uv_buf_t iov[3] = {
         uv_buf_init("data: ", 6),
         uv_buf_init((char *)data, (unsigned)len),
         uv_buf_init("\n\n", 2),
     };
-    ex->bytes_out += len + 8;
-    server_stream_write(ex->req, iov, 3);
-    if (ex->req && ex->up && !ex->read_paused && server_req_queued(ex->req) > HIGH_WATER) {
-        ex->read_paused = 1;
-        upstream_read_stop(ex->up);
-    }
+    client_write(ex, iov, 3);
 }
 
 /* The head of a stream response (at commit, or earlier for keep-alive pings). */
 static void send_stream_head(struct exchange *ex)
 {
-    struct http_header h[8];
+    struct http_header h[10];
     char attempts[16];
     ex->status = 200;
     size_t n = common_headers(ex, h, attempts, sizeof(attempts));
@@ -279,28 +256,8 @@ static void on_ping(uv_timer_t *t)
         ex->t_first_byte = now_ms(ex);
         send_stream_head(ex);
     }
-    if (ex->req) {
-        uv_buf_t b = uv_buf_init(": ping\n\n", 8);
-        ex->bytes_out += b.len;
-        server_stream_write(ex->req, &b, 1);
-    }
-}
-
-/* Commit a stream: head (unless pings sent it), then every event held back so far. */
-static void commit_stream(struct exchange *ex)
-{
-    uv_timer_stop(&ex->ping);
-    if (!ex->t_first_byte)
-        ex->t_first_byte = now_ms(ex);
-    set_state(ex, EX_RELAYING);
-    if (!ex->head_sent)
-        send_stream_head(ex);
-    if (ex->req && buf_size(&ex->held) > 0) {
-        uv_buf_t b = uv_buf_init((char *)buf_head(&ex->held), (unsigned)buf_size(&ex->held));
-        ex->bytes_out += b.len;
-        server_stream_write(ex->req, &b, 1);
-    }
-    buf_free(&ex->held);
+    uv_buf_t b = uv_buf_init(": ping\n\n", 8);
+    client_write(ex, &b, 1);
 }
 
 /* After commit, something broke: a final chunk that says so, then a clean end (no [DONE]). */
@@ -343,236 +300,468 @@ static void end_stream_with_error(struct exchange *ex, int code, const char *mes
 
 /* ---- attempts ---- */
 
-static void attempt_reset(struct exchange *ex)
+static void free_decoders(struct attempt *a)
 {
-    if (ex->up) {
-        upstream_cancel(ex->up);
-        ex->up = NULL;
-    }
-    upstream_request_free(&ex->ureq);
-    if (ex->sse_active) {
-        if (ex->in_feed) {
-            ex->sse_free_pending = 1;
-        } else {
-            sse_decoder_free(&ex->sse);
-            ex->sse_active = 0;
-        }
-    }
-    buf_free(&ex->body);
-    buf_free(&ex->held);
-    ex->up_status = 0;
-    ex->up_content_type[0] = 0;
-    ex->saw_done = 0;
-    ex->read_paused = 0;
-    set_at(ex, AT_NONE);
+    if (a->ast_open)
+        a->ad->stream_close(&a->ast);
+    if (a->sse_active)
+        sse_decoder_free(&a->sse);
+    a->ast_open = 0;
+    a->sse_active = 0;
 }
 
-static struct attempt_record *current_record(struct exchange *ex)
+/* Leave the decoders; returns 1 when the attempt was reset meanwhile (decoders now freed). */
+static int feed_leave(struct attempt *a)
 {
-    return ex->n_rec ? &ex->rec[ex->n_rec - 1] : NULL;
+    if (--a->in_feed > 0 || !a->free_pending)
+        return 0;
+    a->free_pending = 0;
+    free_decoders(a);
+    return 1;
+}
+
+/* Stop an attempt and free what it holds; the slot becomes idle. Safe inside its callbacks. */
+static void attempt_reset(struct attempt *a)
+{
+    if (a->up) {
+        upstream_cancel(a->up);
+        a->up = NULL;
+    }
+    uv_timer_stop(&a->phase);
+    upstream_request_free(&a->ureq);
+    if (a->in_feed) { /* inside the decoder or the adapter: they are freed on return */
+        a->free_pending = a->sse_active || a->ast_open;
+    } else {
+        free_decoders(a);
+    }
+    buf_free(&a->body);
+    buf_free(&a->held);
+    a->status = 0;
+    a->content_type[0] = 0;
+    a->retry_after_ms = 0;
+    a->read_paused = 0;
+    a->continuation = 0;
+    a->content_chunks = 0;
+    memset(&a->usage, 0, sizeof(a->usage));
+    if (a->at != AT_IDLE)
+        set_at(a, AT_IDLE);
+}
+
+/* The attempt ends without a health outcome (it lost a hedge, or the client left). */
+static void attempt_cancel(struct attempt *a, const char *why)
+{
+    if (a->at == AT_IDLE)
+        return;
+    if (a->at != AT_BACKOFF) {
+        struct attempt_record *r = record(a);
+        if (!r->reason[0])
+            snprintf(r->reason, sizeof(r->reason), "%s", why);
+        r->ms = now_ms(a->ex) - a->t_start;
+        if (tracked(a))
+            health_cancel(a->ex->gw->health, health_id(a));
+    }
+    attempt_reset(a);
 }
 
 static void on_up_sent(void *data)
 {
-    struct exchange *ex = data;
-    set_at(ex, AT_WAITING_HEAD);
-    arm_phase(ex, ex->plan.timeouts.first_byte_ms);
+    struct attempt *a = data;
+    a->t_sent = now_ms(a->ex);
+    set_at(a, AT_WAITING_HEAD);
+    arm_phase(a, a->ex->plan.timeouts.first_byte_ms);
+}
+
+static uint64_t parse_retry_after(const char *v)
+{
+    char *end;
+    unsigned long s = strtoul(v, &end, 10);
+    return end != v && s < 86400 ? (uint64_t)s * 1000 : 0;
 }
 
 static void on_up_head(void *data, int status, const struct http_header *h, size_t n)
 {
-    struct exchange *ex = data;
-    ex->up_status = status;
-    current_record(ex)->status = status;
+    struct attempt *a = data;
+    struct exchange *ex = a->ex;
+    a->status = status;
+    record(a)->status = status;
     for (size_t i = 0; i < n; i++) {
         if (strcasecmp(h[i].name, "content-type") == 0)
-            snprintf(ex->up_content_type, sizeof(ex->up_content_type), "%s", h[i].value);
+            snprintf(a->content_type, sizeof(a->content_type), "%s", h[i].value);
         else if (strcasecmp(h[i].name, "retry-after") == 0)
-            snprintf(ex->retry_after, sizeof(ex->retry_after), "%s", h[i].value);
+            a->retry_after_ms = parse_retry_after(h[i].value);
     }
     if (status < 200 || status >= 300) {
-        buf_init(&ex->body, MAX_ERROR_BODY);
-        set_at(ex, AT_READING_ERROR);
-        arm_phase(ex, ex->plan.timeouts.idle_ms);
+        buf_init(&a->body, MAX_ERROR_BODY);
+        set_at(a, AT_READING_ERROR);
+        arm_phase(a, ex->plan.timeouts.idle_ms);
         return;
     }
-    if (ex->creq.stream) {
-        if (strncasecmp(ex->up_content_type, "text/event-stream", 17) != 0) {
-            exchange_next(ex, FT_MALFORMED, status, "expected an event stream from the provider");
+    if (a->creq.stream) {
+        if (strncasecmp(a->content_type, "text/event-stream", 17) != 0) {
+            attempt_fail(a, FT_MALFORMED, "expected an event stream from the provider");
             return;
         }
-        sse_decoder_init(&ex->sse, 0, 0, on_event, ex);
-        ex->sse_active = 1;
-        buf_init(&ex->held, 0);
-        set_at(ex, AT_WAITING_FIRST_EVENT);
+        memset(&a->ast, 0, sizeof(a->ast));
+        a->ast.req = &a->creq;
+        a->ast.model = a->entry->model;
+        if (a->ad->stream_open(&a->ast) != 0) {
+            attempt_fail(a, FT_MALFORMED, "out of memory");
+            return;
+        }
+        a->ast_open = 1;
+        sse_decoder_init(&a->sse, 0, 0, on_event, a);
+        a->sse_active = 1;
+        buf_init(&a->held, 0);
+        set_at(a, AT_WAITING_FIRST_EVENT);
         return; /* the first-byte timer keeps running until real content */
     }
-    buf_init(&ex->body, MAX_BODY);
-    set_at(ex, AT_READING_BODY);
-    arm_phase(ex, ex->plan.timeouts.idle_ms);
+    buf_init(&a->body, MAX_BODY);
+    set_at(a, AT_READING_BODY);
+    arm_phase(a, ex->plan.timeouts.idle_ms);
 }
 
-/* One complete upstream SSE event. Returns nonzero to stop the decoder. */
-static int on_event(void *data, const struct sse_event *ev)
+/* The winner is decided: cancel the other attempt, note a won hedge. */
+static void set_winner(struct exchange *ex, struct attempt *a)
 {
-    struct exchange *ex = data;
-    struct chunk_info ci;
-    adapter_chunk_info(ev->data, ev->data_len, &ci);
-    if (ci.usage.known)
-        ex->usage = ci.usage;
-    if (ci.id[0] && !ex->resp_id[0]) {
-        snprintf(ex->resp_id, sizeof(ex->resp_id), "%s", ci.id);
-        snprintf(ex->resp_model, sizeof(ex->resp_model), "%s", ci.model);
-        ex->created = ci.created;
+    ex->winner = a;
+    record(a)->served = 1;
+    uv_timer_stop(&ex->hedge);
+    if (ex->hedged && record(a)->hedge) {
+        ex->hedge_won = 1;
+        if (ex->gw->health)
+            ex->gw->health->hedges_won++;
     }
-    if (ci.kind == CHUNK_INVALID) {
-        exchange_next(ex, FT_MALFORMED, ex->up_status, "the provider sent an event that is not JSON");
+    attempt_cancel(other(a), "cancelled: the other attempt answered first");
+}
+
+/* Commit a stream: head (unless pings sent it), then every chunk held back so far. */
+static void commit_stream(struct exchange *ex, struct attempt *a)
+{
+    uv_timer_stop(&ex->ping);
+    set_winner(ex, a);
+    if (!ex->t_first_byte)
+        ex->t_first_byte = now_ms(ex);
+    set_state(ex, EX_RELAYING);
+    if (!ex->head_sent)
+        send_stream_head(ex);
+    if (buf_size(&a->held) > 0) {
+        uv_buf_t b = uv_buf_init((char *)buf_head(&a->held), (unsigned)buf_size(&a->held));
+        client_write(ex, &b, 1);
+    }
+    buf_free(&a->held);
+}
+
+static void flush_tool_held(struct exchange *ex)
+{
+    if (buf_size(&ex->tool_held) == 0)
+        return;
+    uv_buf_t b = uv_buf_init((char *)buf_head(&ex->tool_held), (unsigned)buf_size(&ex->tool_held));
+    client_write(ex, &b, 1);
+    buf_reset(&ex->tool_held);
+    ex->no_continue = 1; /* a completed tool call went out: not continued mid-conversation */
+}
+
+static void usage_add(struct usage *to, const struct usage *u)
+{
+    to->prompt_tokens += u->prompt_tokens;
+    to->completion_tokens += u->completion_tokens;
+    to->total_tokens += u->total_tokens;
+    to->cached_tokens += u->cached_tokens;
+}
+
+/* A continuation's chunk in the committed stream's identity (same id, created and model),
+ * its usage grown by what the broken attempts consumed, marked as continued. */
+static int write_continued(struct exchange *ex, const char *data, size_t len,
+                           const struct chunk_info *ci)
+{
+    cJSON *root = cJSON_ParseWithLength(data, len);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return LLMUX_EPROTO;
+    }
+    cJSON_ReplaceItemInObjectCaseSensitive(root, "id", cJSON_CreateString(ex->resp_id));
+    cJSON_ReplaceItemInObjectCaseSensitive(root, "created", cJSON_CreateNumber((double)ex->created));
+    if (ex->resp_model[0])
+        cJSON_ReplaceItemInObjectCaseSensitive(root, "model", cJSON_CreateString(ex->resp_model));
+    if (ci->usage.known) {
+        cJSON *u = cJSON_CreateObject();
+        cJSON_AddNumberToObject(u, "prompt_tokens", (double)ex->usage.prompt_tokens);
+        cJSON_AddNumberToObject(u, "completion_tokens", (double)ex->usage.completion_tokens);
+        cJSON_AddNumberToObject(u, "total_tokens", (double)ex->usage.total_tokens);
+        cJSON_ReplaceItemInObjectCaseSensitive(root, "usage", u);
+    }
+    cJSON *mark = cJSON_CreateObject();
+    cJSON_AddBoolToObject(mark, "continued", 1);
+    cJSON_AddStringToObject(mark, "provider", ex->winner->entry->provider->name);
+    cJSON_AddItemToObject(root, "llmux", mark);
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!text)
+        return UV_ENOMEM;
+    client_write_event(ex, text, strlen(text));
+    free(text);
+    return 0;
+}
+
+/* Merge an attempt's reported usage into the exchange's: what broken attempts consumed is
+ * added (a broken attempt that reported nothing counts one token per content chunk, and its
+ * prompt as the continuation's prompt minus that prefix). */
+static void take_usage(struct exchange *ex, const struct usage *u)
+{
+    ex->usage = *u;
+    if (!ex->continued)
+        return;
+    struct usage spent = ex->spent;
+    if (ex->spent_prompt_unknown) {
+        long p = u->prompt_tokens - spent.completion_tokens;
+        spent.prompt_tokens += p > 0 ? p : 0;
+        spent.total_tokens = spent.prompt_tokens + spent.completion_tokens;
+    }
+    usage_add(&ex->usage, &spent);
+}
+
+/* One OpenAI chunk decoded from the attempt's stream. Returns nonzero to stop decoding. */
+static int on_chunk(void *data, const char *chunk, size_t len, const struct chunk_info *ci)
+{
+    struct attempt *a = data;
+    struct exchange *ex = a->ex;
+    if (ci->usage.known)
+        a->usage = ci->usage;
+    if (ci->kind == CHUNK_INVALID) {
+        attempt_fail(a, FT_MALFORMED, "the provider sent an event that is not JSON");
         return 1;
     }
-    if (ci.kind == CHUNK_ERROR) {
-        exchange_next(ex, FT_PROVIDER, ex->up_status, ci.error);
+    if (ci->kind == CHUNK_ERROR) {
+        attempt_fail(a, FT_PROVIDER, ci->error);
         return 1;
+    }
+    if (!a->continuation && ci->id[0] && !ex->resp_id[0] && ex->state == EX_ATTEMPTING) {
+        snprintf(ex->resp_id, sizeof(ex->resp_id), "%s", ci->id);
+        snprintf(ex->resp_model, sizeof(ex->resp_model), "%s", ci->model);
+        if (ci->created)
+            ex->created = ci->created;
     }
     if (ex->state == EX_ATTEMPTING) {
-        if (ci.kind == CHUNK_PREAMBLE) {
-            buf_append(&ex->held, "data: ", 6);
-            buf_append(&ex->held, ev->data, ev->data_len);
-            buf_append(&ex->held, "\n\n", 2);
+        if (ci->kind == CHUNK_PREAMBLE) {
+            buf_append(&a->held, "data: ", 6);
+            buf_append(&a->held, chunk, len);
+            buf_append(&a->held, "\n\n", 2);
             return 0;
         }
-        commit_stream(ex);
-        set_at(ex, AT_STREAMING);
+        a->t_first = now_ms(ex);
+        commit_stream(ex, a);
+        set_at(a, AT_STREAMING);
+    } else if (a->at == AT_WAITING_FIRST_EVENT) { /* a continuation's first event */
+        if (ci->kind == CHUNK_PREAMBLE)
+            return 0; /* the stream already has its preamble */
+        a->t_first = now_ms(ex);
+        set_at(a, AT_STREAMING);
     }
-    if (ci.kind == CHUNK_DONE)
-        ex->saw_done = 1;
-    client_write_event(ex, ev->data, ev->data_len);
+    if (ci->kind == CHUNK_CONTENT)
+        a->content_chunks++;
+    if (ci->usage.known)
+        take_usage(ex, &ci->usage);
+    if (ex->plan.continue_on_failure && ci->kind == CHUNK_CONTENT) {
+        if (ci->tool_call && !ci->text && !ci->finish) {
+            /* held until the call is complete, so a break restarts it whole */
+            if (buf_size(&ex->tool_held) + len + 8 > MAX_DELIVERED) {
+                flush_tool_held(ex);
+            } else {
+                buf_append(&ex->tool_held, "data: ", 6);
+                buf_append(&ex->tool_held, chunk, len);
+                buf_append(&ex->tool_held, "\n\n", 2);
+                goto relayed;
+            }
+        }
+        flush_tool_held(ex);
+        if (ci->text && buf_append(&ex->delivered, ci->text, ci->text_len) != 0)
+            ex->no_continue = 1;
+    }
+    if (a->continuation && ci->kind == CHUNK_CONTENT) {
+        if (write_continued(ex, chunk, len, ci) != 0) {
+            attempt_fail(a, FT_MALFORMED, "the provider sent an event that is not JSON");
+            return 1;
+        }
+    } else {
+        client_write_event(ex, chunk, len);
+    }
+relayed:
     if (!ex->req) {
         exchange_end(ex); /* the client went away while we wrote */
         return 1;
     }
     /* While the client is the slow side, the upstream is not stalled: no idle timer then
      * (the total deadline still bounds the exchange). */
-    if (ex->read_paused)
-        uv_timer_stop(&ex->phase);
+    if (a->read_paused)
+        uv_timer_stop(&a->phase);
     else
-        arm_phase(ex, ex->plan.timeouts.idle_ms);
+        arm_phase(a, ex->plan.timeouts.idle_ms);
     return 0;
+}
+
+/* One complete upstream SSE event: the adapter turns it into OpenAI chunks (on_chunk). */
+static int on_event(void *data, const struct sse_event *ev)
+{
+    struct attempt *a = data;
+    int rc = a->ad->stream_event(&a->ast, ev->event, ev->event_len, ev->data, ev->data_len,
+                                 on_chunk, a);
+    if (rc == LLMUX_EPROTO)
+        attempt_fail(a, FT_MALFORMED, "the provider sent an event that is not JSON");
+    return rc;
 }
 
 static void on_up_body(void *data, const char *p, size_t n)
 {
-    struct exchange *ex = data;
-    switch (ex->at) {
+    struct attempt *a = data;
+    switch (a->at) {
     case AT_WAITING_FIRST_EVENT:
     case AT_STREAMING: {
-        ex->in_feed++;
-        int rc = sse_decoder_feed(&ex->sse, p, n);
-        ex->in_feed--;
-        if (ex->sse_free_pending) {
-            ex->sse_free_pending = 0;
-            ex->sse_active = 0;
-            sse_decoder_free(&ex->sse);
+        a->in_feed++;
+        int rc = sse_decoder_feed(&a->sse, p, n);
+        if (feed_leave(a))
             break;
-        }
         if (rc == LLMUX_ESSE)
-            exchange_next(ex, FT_MALFORMED, ex->up_status, "the provider's event stream is malformed");
+            attempt_fail(a, FT_MALFORMED, "the provider's event stream is malformed");
         break;
     }
     case AT_READING_BODY:
     case AT_READING_ERROR:
-        if (buf_append(&ex->body, p, n) != 0) {
-            if (ex->at == AT_READING_BODY)
-                exchange_next(ex, FT_MALFORMED, ex->up_status, "response body too large");
-            else
-                exchange_next(ex, FT_STATUS, ex->up_status, "error body too large");
+        if (buf_append(&a->body, p, n) != 0) {
+            attempt_fail(a, a->at == AT_READING_BODY ? FT_MALFORMED : FT_STATUS,
+                         a->at == AT_READING_BODY ? "response body too large"
+                                                  : "error body too large");
             return;
         }
-        arm_phase(ex, ex->plan.timeouts.idle_ms);
+        arm_phase(a, a->ex->plan.timeouts.idle_ms);
         break;
     default:
         break;
     }
 }
 
-/* A non-retryable upstream answer caused by the request: pass it through to the client. */
-static void pass_through_error(struct exchange *ex)
+/* A non-retryable upstream answer caused by the request: pass it to the client. */
+static void pass_through_error(struct exchange *ex, struct attempt *a)
 {
+    ex->outcome = "error";
     if (ex->head_sent) {
         char msg[96];
         snprintf(msg, sizeof(msg), "the provider refused the request with status %d",
-                 ex->up_status);
-        end_stream_with_error(ex, ex->up_status, msg);
+                 a->status);
+        end_stream_with_error(ex, a->status, msg);
         ex->outcome = "error";
         return;
     }
-    struct usage u;
-    if (adapter_response_usage(buf_head(&ex->body), buf_size(&ex->body), &u) != 0 ||
-        !strstr(buf_head(&ex->body), "\"error\"")) {
-        char msg[96];
-        snprintf(msg, sizeof(msg), "the provider refused the request with status %d",
-                 ex->up_status);
-        respond_error(ex, ex->up_status, "invalid_request_error", NULL, msg);
-        return;
+    struct buf translated;
+    buf_init(&translated, 0);
+    char why[160];
+    a->ad->decode_error(a->status, buf_head(&a->body), buf_size(&a->body), &translated, why,
+                        sizeof(why));
+    snprintf(ex->end_reason, sizeof(ex->end_reason), "provider refused the request (%s)", why);
+    const struct buf *b = buf_size(&translated) ? &translated : &a->body;
+    respond_json(ex, a->status, buf_head(b), buf_size(b), 1, NULL);
+    buf_free(&translated);
+}
+
+/* A deployment after the current one with a larger context window, or -1. */
+static long larger_window(struct exchange *ex, const struct attempt *a)
+{
+    uint32_t have = a->entry->deployment ? a->entry->deployment->context_window : 0;
+    for (size_t i = ex->next_entry; i < ex->plan.n; i++) {
+        const struct deployment *d = ex->plan.entries[i].deployment;
+        if (d && d->context_window > have)
+            return (long)i;
     }
-    snprintf(ex->end_reason, sizeof(ex->end_reason), "provider refused the request (%d)",
-             ex->up_status);
-    respond_json(ex, ex->up_status, buf_head(&ex->body), buf_size(&ex->body), 1);
+    return -1;
 }
 
 static void on_up_done(void *data, int status, const char *detail)
 {
-    struct exchange *ex = data;
-    ex->up = NULL; /* freed by the upstream module after we return */
+    struct attempt *a = data;
+    struct exchange *ex = a->ex;
+    a->up = NULL; /* freed by the upstream module after we return */
     if (status < 0) {
         enum failure ft = status == UV_ECONNRESET || status == UV_EOF || status == UV_EPIPE
                               ? FT_RESET
                           : status == LLMUX_EHTTP ? FT_MALFORMED
                                                   : FT_CONNECT;
-        exchange_next(ex, ft, ex->up_status, detail);
+        attempt_fail(a, ft, detail);
         return;
     }
-    switch (ex->at) {
-    case AT_READING_ERROR:
-        if (adapter_status_retryable(ex->up_status)) {
-            char msg[64];
-            snprintf(msg, sizeof(msg), "status %d", ex->up_status);
-            exchange_next(ex, FT_STATUS, ex->up_status, msg);
-        } else {
-            exchange_next(ex, FT_CLIENT, ex->up_status, "request refused by the provider");
-        }
+    switch (a->at) {
+    case AT_READING_ERROR: {
+        struct buf ignored;
+        buf_init(&ignored, 0);
+        char why[160];
+        enum verdict v = a->ad->decode_error(a->status, buf_head(&a->body), buf_size(&a->body),
+                                             &ignored, why, sizeof(why));
+        buf_free(&ignored);
+        attempt_fail(a,
+                     v == VERDICT_CLIENT           ? FT_CLIENT
+                     : v == VERDICT_CONTEXT_LENGTH ? FT_CONTEXT
+                                                   : FT_STATUS,
+                     why);
         return;
+    }
     case AT_READING_BODY: {
-        if (adapter_response_usage(buf_head(&ex->body), buf_size(&ex->body), &ex->usage) != 0) {
-            exchange_next(ex, FT_MALFORMED, ex->up_status, "the provider's response is not JSON");
+        struct buf out;
+        buf_init(&out, 0);
+        if (a->ad->decode_body(&a->creq, a->entry->model, buf_head(&a->body), buf_size(&a->body),
+                               &out, &a->usage) != 0) {
+            buf_free(&out);
+            attempt_fail(a, FT_MALFORMED, "the provider's response is not valid");
             return;
         }
+        ex->usage = a->usage;
         ex->t_first_byte = now_ms(ex);
+        a->t_first = ex->t_first_byte;
+        set_winner(ex, a);
         set_state(ex, EX_RELAYING);
-        respond_json(ex, ex->up_status, buf_head(&ex->body), buf_size(&ex->body), 0);
+        if (tracked(a)) {
+            struct health_sample s = {a->t_first - a->t_sent, now_ms(ex) - a->t_start, 0, 0};
+            health_success(ex->gw->health, health_id(a), now_ms(ex), &s);
+        }
+        const struct buf *b = buf_size(&out) ? &out : &a->body;
+        respond_json(ex, a->status, buf_head(b), buf_size(b), 0, NULL);
+        buf_free(&out);
         ex->outcome = "ok";
         exchange_end(ex);
         return;
     }
     case AT_WAITING_FIRST_EVENT:
-    case AT_STREAMING:
-        if (sse_decoder_finish(&ex->sse) == 0 && ex->saw_done) {
-            if (ex->state == EX_ATTEMPTING) /* a stream without content: still an answer */
-                commit_stream(ex);
-            if (ex->req) {
-                struct server_req *req = ex->req;
-                ex->req = NULL;
-                server_stream_end(req);
-            }
-            ex->outcome = "ok";
-            exchange_end(ex);
+    case AT_STREAMING: {
+        a->in_feed++;
+        int complete = sse_decoder_finish(&a->sse) == 0 &&
+                       a->ad->stream_finish(&a->ast, on_chunk, a) == 1;
+        if (feed_leave(a) || ex->state == EX_DONE || a->at == AT_IDLE)
+            return;
+        if (!complete) {
+            attempt_fail(a, FT_RESET,
+                         a->at == AT_WAITING_FIRST_EVENT ? "the stream ended before its first event"
+                                                         : "the stream ended without [DONE]");
             return;
         }
-        exchange_next(ex, FT_RESET, ex->up_status,
-                      ex->state == EX_ATTEMPTING ? "the stream ended before its first event"
-                                                 : "the stream ended without [DONE]");
+        if (ex->state == EX_ATTEMPTING) /* a stream without content: still an answer */
+            commit_stream(ex, a);
+        flush_tool_held(ex);
+        if (tracked(a)) {
+            uint64_t now = now_ms(ex);
+            uint64_t first = a->t_first ? a->t_first : now;
+            struct health_sample s = {first - a->t_sent, now - a->t_start,
+                                      a->usage.known ? a->usage.completion_tokens : 0,
+                                      now - first};
+            health_success(ex->gw->health, health_id(a), now, &s);
+        }
+        if (ex->req) {
+            struct server_req *req = ex->req;
+            ex->req = NULL;
+            server_stream_end(req);
+        }
+        ex->outcome = "ok";
+        exchange_end(ex);
         return;
+    }
     default:
-        exchange_next(ex, FT_MALFORMED, ex->up_status, "unexpected end of the response");
+        attempt_fail(a, FT_MALFORMED, "unexpected end of the response");
         return;
     }
 }
@@ -584,11 +773,13 @@ static const struct upstream_cbs up_cbs = {
     .on_done = on_up_done,
 };
 
-static void respond_all_failed(struct exchange *ex)
+static void respond_all_failed(struct exchange *ex, const char *why)
 {
     char msg[1024];
     size_t used = (size_t)snprintf(msg, sizeof(msg), "all %zu deployment%s failed", ex->n_rec,
                                    ex->n_rec == 1 ? "" : "s");
+    if (why)
+        used += (size_t)snprintf(msg + used, sizeof(msg) - used, " (%s)", why);
     for (size_t i = 0; i < ex->n_rec && used < sizeof(msg); i++) {
         const struct attempt_record *r = &ex->rec[i];
         used += (size_t)snprintf(msg + used, sizeof(msg) - used, "%s %s (%.*s): %s",
@@ -596,73 +787,218 @@ static void respond_all_failed(struct exchange *ex)
                                  r->reason);
     }
     ex->outcome = "error";
+    /* rate limited everywhere: say so, with the soonest time a retry can succeed */
+    uint64_t retry_ms = UINT64_MAX;
+    for (size_t i = 0; i < ex->n_rec; i++) {
+        if (ex->rec[i].status != 429) {
+            retry_ms = 0;
+            break;
+        }
+        if (ex->rec[i].retry_after_ms < retry_ms)
+            retry_ms = ex->rec[i].retry_after_ms;
+    }
+    if (ex->n_rec && retry_ms && !ex->head_sent && ex->req) {
+        char ra[24];
+        snprintf(ra, sizeof(ra), "%llu", (unsigned long long)((retry_ms + 999) / 1000));
+        struct buf b;
+        buf_init(&b, 0);
+        server_format_error(&b, "rate_limit_error", "rate_limit_exceeded", msg);
+        snprintf(ex->end_reason, sizeof(ex->end_reason), "%.199s", msg);
+        respond_json(ex, 429, buf_head(&b), buf_size(&b), 1, retry_ms == UINT64_MAX ? NULL : ra);
+        buf_free(&b);
+        return;
+    }
     respond_error(ex, 502, "upstream_error", "all_deployments_failed", msg);
 }
 
-/* Start the next deployment of the plan, or answer that all failed. */
-static void attempt_next(struct exchange *ex)
+/* Start attempt slot `a` on deployment `e`. Returns 0 or a negative code (a stays idle). */
+static int attempt_start(struct exchange *ex, struct attempt *a, const struct plan_entry *e,
+                         int hedge)
 {
-    while (ex->next_entry < ex->plan.n) {
-        const struct plan_entry *e = &ex->plan.entries[ex->next_entry++];
-        ex->entry = e;
-        struct attempt_record *r = &ex->rec[ex->n_rec++];
-        memset(r, 0, sizeof(*r));
-        r->provider = e->provider;
-        r->model = e->model;
-        r->model_len = e->model_len;
-        ex->t_attempt = now_ms(ex);
-        if (ex->n_rec > 1)
-            ex->gw->stats.failovers++;
-        struct origin *o = gateway_origin(ex->gw, e->provider);
-        int rc = o ? adapter_encode(e->provider, e->model, e->model_len, &ex->creq, &ex->ureq)
-                   : UV_EINVAL;
-        if (rc == 0) {
-            set_state(ex, EX_ATTEMPTING);
-            set_at(ex, AT_CONNECTING);
-            arm_phase(ex, ex->plan.timeouts.connect_ms);
-            rc = upstream_start(ex->gw->pool, o, ex->ureq.iov, ex->ureq.n, &up_cbs, ex, &ex->up);
-            if (rc == 0)
-                return;
-            ex->up = NULL;
-        }
-        snprintf(r->reason, sizeof(r->reason), "%s", llmux_strerror(rc));
-        attempt_reset(ex);
+    if (ex->n_rec == EX_MAX_RECORDS)
+        return UV_E2BIG;
+    struct attempt_record *r = &ex->rec[ex->n_rec];
+    memset(r, 0, sizeof(*r));
+    r->provider = e->provider;
+    r->model = e->model;
+    r->model_len = e->model_len;
+    r->hedge = hedge;
+    r->continuation = a->continuation;
+    a->rec = ex->n_rec++;
+    a->entry = e;
+    a->ad = adapter_for(e->provider->kind);
+    a->t_start = now_ms(ex);
+    a->t_sent = a->t_start;
+    a->t_first = 0;
+    ex->attempts_made++;
+    if (ex->n_rec > 1)
+        ex->gw->stats.failovers++;
+    struct origin *o = gateway_origin(ex->gw, e->provider);
+    int rc = !o ? UV_EINVAL : !a->ad ? LLMUX_EKIND : 0;
+    if (!rc)
+        rc = a->ad->encode(e->provider, e->model, e->model_len, &a->creq, &a->ureq);
+    if (!rc) {
+        set_at(a, AT_CONNECTING);
+        arm_phase(a, ex->plan.timeouts.connect_ms);
+        if (tracked(a))
+            health_begin(ex->gw->health, health_id(a), a->t_start);
+        rc = upstream_start(ex->gw->pool, o, a->ureq.iov, a->ureq.n, &up_cbs, a, &a->up);
+        if (rc == 0)
+            return 0;
+        a->up = NULL;
+        if (tracked(a))
+            health_failure(ex->gw->health, health_id(a), now_ms(ex), 0, llmux_strerror(rc));
     }
-    respond_all_failed(ex);
+    snprintf(r->reason, sizeof(r->reason), "%s", llmux_strerror(rc));
+    attempt_reset(a);
+    return rc;
+}
+
+/* Start the next deployment of the plan in slot a (before commit), or answer that all
+ * failed once no attempt is left running. Retries beyond the first attempt ask the budget. */
+static void start_next(struct exchange *ex, struct attempt *a, int hedge)
+{
+    a->creq = ex->creq;
+    while (ex->attempts_made < ex->plan.max_attempts && ex->n_rec < EX_MAX_RECORDS) {
+        if (ex->next_entry >= ex->plan.n) {
+            /* every deployment tried and attempts remain: the plan again, after a backoff
+             * with jitter (exponential in the rounds done) */
+            ex->next_entry = 0;
+            uint64_t round = ex->attempts_made / (ex->plan.n ? ex->plan.n : 1);
+            uint64_t ms = BACKOFF_BASE_MS << (round < 5 ? round : 5);
+            ms = ms > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms;
+            ms = ms / 2 + (uint64_t)rand() % (ms + 1);
+            set_at(a, AT_BACKOFF);
+            uv_timer_start(&a->phase, on_phase_timeout, ms, 0);
+            return;
+        }
+        if (ex->attempts_made > 0 && ex->gw->health &&
+            !health_retry_allowed(ex->gw->health, now_ms(ex))) {
+            if (hedge || other(a)->at != AT_IDLE)
+                return;
+            respond_all_failed(ex, "retry budget exhausted");
+            exchange_end(ex);
+            return;
+        }
+        const struct plan_entry *e = &ex->plan.entries[ex->next_entry++];
+        if (attempt_start(ex, a, e, hedge) == 0) {
+            set_state(ex, ex->state == EX_RELAYING ? EX_RELAYING : EX_ATTEMPTING);
+            return;
+        }
+    }
+    if (hedge || other(a)->at != AT_IDLE)
+        return; /* the other attempt is still running */
+    respond_all_failed(ex, NULL);
     exchange_end(ex);
 }
 
-/* Every failure of an attempt comes here. Before commit: next deployment while there is one
- * and the deadline allows; a failure caused by the request itself is passed to the client.
- * After commit: end the stream honestly. */
-static void exchange_next(struct exchange *ex, enum failure ft, int status, const char *detail)
+/* A committed stream broke: go on with the next deployment, the delivered text as prefix. */
+static int continue_stream(struct exchange *ex, struct attempt *a)
 {
-    if (ex->state == EX_DONE)
-        return;
-    struct attempt_record *r = current_record(ex);
-    if (r) {
-        snprintf(r->reason, sizeof(r->reason), "%s", detail);
-        r->ms = now_ms(ex) - ex->t_attempt;
-        if (status)
-            r->status = status;
+    if (!ex->plan.continue_on_failure || ex->no_continue || ex->creq.endpoint == API_EMBEDDINGS)
+        return 0;
+    if (ex->next_entry >= ex->plan.n || ex->n_rec == EX_MAX_RECORDS)
+        return 0;
+    if (a->usage.known) {
+        usage_add(&ex->spent, &a->usage);
+    } else {
+        ex->spent.completion_tokens += a->content_chunks;
+        ex->spent.total_tokens += a->content_chunks;
+        ex->spent_prompt_unknown = 1;
     }
-    if (ft == FT_CLIENT && ex->state == EX_ATTEMPTING) {
-        ex->outcome = "error";
-        pass_through_error(ex);
-        exchange_end(ex);
+    buf_reset(&ex->tool_held); /* a half-streamed tool call restarts whole */
+    attempt_reset(a);
+    ex->continued++;
+    if (ex->gw->health)
+        ex->gw->health->continuations++;
+    while (ex->next_entry < ex->plan.n) {
+        const struct plan_entry *e = &ex->plan.entries[ex->next_entry++];
+        const struct adapter *ad = adapter_for(e->provider->kind);
+        a->creq = ex->creq;
+        a->creq.prefix = buf_head(&ex->delivered);
+        a->creq.prefix_len = buf_size(&ex->delivered);
+        a->creq.prefill = ad ? ad->prefill : 0;
+        a->continuation = 1;
+        if (attempt_start(ex, a, e, 0) == 0) {
+            ex->winner = a;
+            record(a)->served = 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Every failure of an attempt comes here. Before commit: the next deployment while there is
+ * one (unless a hedge is still running); a failure caused by the request itself is passed to
+ * the client; a context-length refusal moves to a deployment with a larger window. After
+ * commit: continue the stream elsewhere, or end it honestly. */
+static void attempt_fail(struct attempt *a, enum failure ft, const char *detail)
+{
+    struct exchange *ex = a->ex;
+    if (ex->state == EX_DONE || a->at == AT_IDLE)
         return;
+    struct attempt_record *r = record(a);
+    snprintf(r->reason, sizeof(r->reason), "%s", detail);
+    r->ms = now_ms(ex) - a->t_start;
+    if (a->status)
+        r->status = a->status;
+    r->retry_after_ms = a->retry_after_ms;
+    if (tracked(a)) {
+        if (ft == FT_CLIENT || ft == FT_CONTEXT)
+            health_cancel(ex->gw->health, health_id(a));
+        else
+            health_failure(ex->gw->health, health_id(a), now_ms(ex), a->retry_after_ms, detail);
     }
     if (ex->state == EX_RELAYING) {
+        r->served = 0;
+        if (continue_stream(ex, a))
+            return;
         end_stream_with_error(ex, 502, detail);
         exchange_end(ex);
         return;
     }
-    attempt_reset(ex);
+    if (ft == FT_CONTEXT) {
+        long i = larger_window(ex, a);
+        if (i >= 0)
+            ex->next_entry = (size_t)i;
+        else
+            ft = FT_CLIENT;
+    }
+    if (ft == FT_CLIENT) {
+        attempt_cancel(other(a), "cancelled: the request was refused");
+        pass_through_error(ex, a);
+        exchange_end(ex);
+        return;
+    }
+    attempt_reset(a);
     if (!ex->req) {
         exchange_end(ex);
         return;
     }
-    attempt_next(ex);
+    if (other(a)->at != AT_IDLE)
+        return; /* the hedge (or primary) still runs: it may yet answer */
+    start_next(ex, a, 0);
+}
+
+static void on_hedge(uv_timer_t *t)
+{
+    struct exchange *ex = container_of(t, struct exchange, hedge);
+    if (ex->state != EX_ATTEMPTING || ex->hedged || !ex->req)
+        return;
+    struct attempt *free_slot = ex->at[0].at == AT_IDLE ? &ex->at[0]
+                                : ex->at[1].at == AT_IDLE ? &ex->at[1]
+                                                          : NULL;
+    if (!free_slot || ex->next_entry >= ex->plan.n)
+        return;
+    if (ex->gw->health && !health_retry_allowed(ex->gw->health, now_ms(ex)))
+        return;
+    ex->hedged = 1;
+    if (ex->gw->health)
+        ex->gw->health->hedges++;
+    const struct plan_entry *e = &ex->plan.entries[ex->next_entry++];
+    free_slot->creq = ex->creq;
+    if (attempt_start(ex, free_slot, e, 1) != 0)
+        ex->hedged = 0;
 }
 
 static void on_deadline(uv_timer_t *t)
@@ -671,10 +1007,12 @@ static void on_deadline(uv_timer_t *t)
     char msg[96];
     snprintf(msg, sizeof(msg), "the request exceeded its total deadline of %u ms",
              ex->plan.timeouts.total_ms);
-    struct attempt_record *r = current_record(ex);
-    if (r && !r->reason[0]) {
-        snprintf(r->reason, sizeof(r->reason), "total deadline");
-        r->ms = now_ms(ex) - ex->t_attempt;
+    for (int i = 0; i < 2; i++) {
+        struct attempt *a = &ex->at[i];
+        if (a->at != AT_IDLE && a->at != AT_BACKOFF && !record(a)->reason[0]) {
+            snprintf(record(a)->reason, sizeof(record(a)->reason), "total deadline");
+            record(a)->ms = now_ms(ex) - a->t_start;
+        }
     }
     if (ex->state == EX_RELAYING) {
         end_stream_with_error(ex, 504, msg);
@@ -699,84 +1037,22 @@ static void on_client_abort(void *data, struct server_req *req)
 static void on_client_drain(void *data, struct server_req *req)
 {
     struct exchange *ex = data;
-    if (ex->read_paused && ex->up) {
-        ex->read_paused = 0;
-        arm_phase(ex, ex->plan.timeouts.idle_ms);
-        upstream_read_start(ex->up);
+    struct attempt *w = ex->winner;
+    if (w && w->read_paused && w->up) {
+        w->read_paused = 0;
+        arm_phase(w, ex->plan.timeouts.idle_ms);
+        upstream_read_start(w->up);
     }
 }
 
-/* ---- end and log ---- */
-
-static void log_json_str(FILE *f, const char *s, size_t n)
-{
-    struct buf b;
-    buf_init(&b, 0);
-    buf_append_json_str(&b, s, n);
-    fputc('"', f);
-    fwrite(buf_head(&b), 1, buf_size(&b), f);
-    fputc('"', f);
-    buf_free(&b);
-}
-
-static void exchange_log(struct exchange *ex)
-{
-    FILE *f = ex->gw->access_log;
-    if (!f)
-        return;
-    uint64_t now = now_ms(ex);
-    static const char *const ep[] = {"chat", "completions", "embeddings"};
-    fprintf(f, "{\"request_id\":\"%s\",\"endpoint\":\"%s\",\"model\":", ex->request_id,
-            ep[ex->creq.endpoint]);
-    log_json_str(f, ex->client_model, strlen(ex->client_model));
-    const struct plan_entry *e = ex->entry;
-    if (e && ex->status < 400) {
-        fprintf(f, ",\"provider\":");
-        log_json_str(f, e->provider->name, strlen(e->provider->name));
-        fprintf(f, ",\"upstream_model\":");
-        log_json_str(f, e->model, e->model_len);
-    } else {
-        fprintf(f, ",\"provider\":null,\"upstream_model\":null");
-    }
-    fprintf(f, ",\"stream\":%s,\"status\":%d,\"outcome\":\"%s\"", ex->creq.stream ? "true" : "false",
-            ex->status, ex->outcome ? ex->outcome : "error");
-    if (ex->end_reason[0]) {
-        fprintf(f, ",\"reason\":");
-        log_json_str(f, ex->end_reason, strlen(ex->end_reason));
-    }
-    fprintf(f, ",\"attempts\":[");
-    for (size_t i = 0; i < ex->n_rec; i++) {
-        const struct attempt_record *r = &ex->rec[i];
-        fprintf(f, "%s{\"provider\":", i ? "," : "");
-        log_json_str(f, r->provider->name, strlen(r->provider->name));
-        fprintf(f, ",\"model\":");
-        log_json_str(f, r->model, r->model_len);
-        fprintf(f, ",\"status\":%d", r->status);
-        if (r->reason[0]) {
-            fprintf(f, ",\"error\":");
-            log_json_str(f, r->reason, strlen(r->reason));
-        }
-        fprintf(f, ",\"ms\":%" PRIu64 "}", r->ms);
-    }
-    fprintf(f, "],\"bytes_in\":%zu,\"bytes_out\":%" PRIu64, ex->creq.body_len, ex->bytes_out);
-    if (ex->t_first_byte)
-        fprintf(f, ",\"ttfb_ms\":%" PRIu64, ex->t_first_byte - ex->t_start);
-    else
-        fprintf(f, ",\"ttfb_ms\":null");
-    fprintf(f, ",\"duration_ms\":%" PRIu64, now - ex->t_start);
-    if (ex->usage.known)
-        fprintf(f,
-                ",\"usage\":{\"prompt_tokens\":%ld,\"completion_tokens\":%ld,\"total_tokens\":%ld}",
-                ex->usage.prompt_tokens, ex->usage.completion_tokens, ex->usage.total_tokens);
-    fprintf(f, "}\n");
-    fflush(f);
-}
+/* ---- end ---- */
 
 static void on_timer_closed(uv_handle_t *h)
 {
     struct exchange *ex = h->data;
     if (--ex->handles > 0)
         return;
+    free(ex->creq.owned);
     config_unref(ex->cfg);
     free(ex);
 }
@@ -786,16 +1062,48 @@ static void exchange_end(struct exchange *ex)
     if (ex->state == EX_DONE)
         return;
     set_state(ex, EX_DONE);
-    attempt_reset(ex);
+    for (int i = 0; i < 2; i++)
+        attempt_cancel(&ex->at[i], ex->req ? "cancelled" : "cancelled: client gone");
     if (ex->req) { /* should not happen: every path answers first */
         server_req_abort(ex->req, 0);
         ex->req = NULL;
     }
     ex->gw->stats.exchanges_active--;
     exchange_log(ex);
+    buf_free(&ex->delivered);
+    buf_free(&ex->tool_held);
     uv_close((uv_handle_t *)&ex->deadline, on_timer_closed);
-    uv_close((uv_handle_t *)&ex->phase, on_timer_closed);
     uv_close((uv_handle_t *)&ex->ping, on_timer_closed);
+    uv_close((uv_handle_t *)&ex->hedge, on_timer_closed);
+    uv_close((uv_handle_t *)&ex->at[0].phase, on_timer_closed);
+    uv_close((uv_handle_t *)&ex->at[1].phase, on_timer_closed);
+}
+
+/* Model ids that point into the request are copied into the exchange. */
+static void keep_names(struct exchange *ex)
+{
+    size_t used = 0;
+    for (size_t i = 0; i < ex->plan.n; i++) {
+        struct plan_entry *e = &ex->plan.entries[i];
+        if (!e->borrowed)
+            continue;
+        size_t n = e->model_len;
+        if (used + n + 1 > sizeof(ex->names))
+            n = used + 1 < sizeof(ex->names) ? sizeof(ex->names) - used - 1 : 0;
+        memcpy(ex->names + used, e->model, n);
+        ex->names[used + n] = 0;
+        e->model = ex->names + used;
+        e->model_len = n;
+        e->borrowed = 0;
+        used += n + 1;
+    }
+}
+
+static void init_timer(struct exchange *ex, uv_timer_t *t)
+{
+    uv_timer_init(ex->gw->loop, t);
+    t->data = ex;
+    ex->handles++;
 }
 
 int exchange_start(struct gateway *gw, struct server_req *req, const struct canon_request *creq,
@@ -803,7 +1111,7 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
 {
     struct exchange *ex = calloc(1, sizeof(*ex));
     if (!ex)
-        return UV_ENOMEM;
+        return UV_ENOMEM; /* creq->owned stays the caller's then */
     ex->gw = gw;
     ex->cfg = config_ref(gw->cfg);
     ex->req = req;
@@ -812,31 +1120,37 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
     ex->creq.request_id = ex->request_id;
     snprintf(ex->client_model, sizeof(ex->client_model), "%s", client_model);
     ex->plan = *plan;
-    for (size_t i = 0; i < ex->plan.n; i++) {
-        struct plan_entry *e = &ex->plan.entries[i];
-        if (e->model >= creq->body && e->model < creq->body + creq->body_len) {
-            e->model_len = e->model_len < sizeof(ex->direct_model) - 1 ? e->model_len
-                                                                         : sizeof(ex->direct_model) - 1;
-            memcpy(ex->direct_model, e->model, e->model_len);
-            ex->direct_model[e->model_len] = 0;
-            e->model = ex->direct_model;
-        }
-    }
+    if (ex->plan.max_attempts == 0 || ex->plan.max_attempts > EX_MAX_RECORDS)
+        ex->plan.max_attempts = ex->plan.max_attempts ? EX_MAX_RECORDS : (uint32_t)plan->n;
+    keep_names(ex);
+    buf_init(&ex->delivered, MAX_DELIVERED);
+    buf_init(&ex->tool_held, 0);
     ex->state = EX_PLANNED;
     ex->t_start = uv_now(gw->loop);
     ex->created = (long long)time(NULL);
-    uv_timer_init(gw->loop, &ex->deadline);
-    uv_timer_init(gw->loop, &ex->phase);
-    uv_timer_init(gw->loop, &ex->ping);
-    ex->deadline.data = ex;
-    ex->phase.data = ex;
-    ex->ping.data = ex;
-    ex->handles = 3;
+    init_timer(ex, &ex->deadline);
+    init_timer(ex, &ex->ping);
+    init_timer(ex, &ex->hedge);
+    for (int i = 0; i < 2; i++) {
+        ex->at[i].ex = ex;
+        init_timer(ex, &ex->at[i].phase);
+    }
     gw->stats.exchanges_active++;
+    if (gw->health)
+        health_note_request(gw->health, ex->t_start);
     server_req_watch(req, on_client_abort, on_client_drain, ex);
     uv_timer_start(&ex->deadline, on_deadline, plan->timeouts.total_ms, 0);
     if (creq->stream && plan->timeouts.ping_ms)
         uv_timer_start(&ex->ping, on_ping, plan->timeouts.ping_ms, plan->timeouts.ping_ms);
-    attempt_next(ex);
+    uint32_t hedge_ms = plan->hedge_after_ms;
+    if (hedge_ms == HEDGE_AUTO) {
+        const struct plan_entry *e = &ex->plan.entries[0];
+        hedge_ms = e->deployment && gw->health
+                       ? health_p95_ttft(gw->health, e->deployment->health_id)
+                       : 0;
+    }
+    if (hedge_ms && ex->plan.n > 1)
+        uv_timer_start(&ex->hedge, on_hedge, hedge_ms, 0);
+    start_next(ex, &ex->at[0], 0);
     return 0;
 }

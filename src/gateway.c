@@ -9,6 +9,7 @@
 #include "llmux/conn.h"
 #include "llmux/dns.h"
 #include "llmux/errors.h"
+#include "llmux/health.h"
 #include "llmux/upstream.h"
 
 int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *err, size_t errlen)
@@ -20,6 +21,11 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
     gw->origins = calloc(cfg->n_providers + 1, sizeof(*gw->origins));
     gw->tls = calloc(cfg->n_providers + 1, sizeof(*gw->tls));
     if (!gw->origins || !gw->tls) {
+        snprintf(err, errlen, "out of memory");
+        return UV_ENOMEM;
+    }
+    gw->health = health_create(cfg, stderr);
+    if (!gw->health) {
         snprintf(err, errlen, "out of memory");
         return UV_ENOMEM;
     }
@@ -84,6 +90,7 @@ void gateway_free(struct gateway *gw)
         tls_ctx_free(gw->system_tls);
     free(gw->tls);
     free(gw->origins);
+    health_free(gw->health);
     if (gw->cfg)
         config_unref(gw->cfg);
     memset(gw, 0, sizeof(*gw));

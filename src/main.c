@@ -9,6 +9,7 @@
 #include "llmux/config.h"
 #include "llmux/errors.h"
 #include "llmux/gateway.h"
+#include "llmux/health.h"
 #include "llmux/server.h"
 
 static struct gateway gw;
@@ -129,6 +130,7 @@ int main(int argc, char **argv)
     } else {
         gw.access_log = stderr;
     }
+    gw.health->log = gw.access_log;
     struct server_opts so = {
         .max_url_bytes = cfg->max_url_bytes,
         .max_header_bytes = cfg->max_header_bytes,

@@ -192,7 +192,7 @@ static void test_errors(void)
 {
     /* The messages quoted in the documentation, exactly. */
     CHECK_STR(parse_err("{\"providers\":{\"openai\":{\"kind\":\"foo\",\"base_url\":\"http://h\"}}}"),
-              "$.providers.openai.kind: unknown kind \"foo\" (expected one of: openai)");
+              "$.providers.openai.kind: unknown kind \"foo\" (expected one of: openai, azure, anthropic, gemini)");
     CHECK_STR(parse_err("{" PROV ",\"models\":{\"demo\":{\"deployments\":["
                         "{\"provider\":\"p\",\"model\":\"a\"},{\"provider\":\"nope\",\"model\":\"b\"}]}}}"),
               "$.models.demo.deployments[1].provider: unknown provider \"nope\"");
@@ -288,13 +288,73 @@ static void test_unknown_keys(void)
     CHECK_STR(parse_err("{" PROV ",\"models\":{\"m\":{\"deployment\":[]}}}"),
               "$.models.m.deployment: unknown key");
     CHECK_STR(parse_err("{" PROV ",\"models\":{\"m\":{\"deployments\":["
-                        "{\"provider\":\"p\",\"model\":\"x\",\"weight\":2}]}}}"),
-              "$.models.m.deployments[0].weight: unknown key");
+                        "{\"provider\":\"p\",\"model\":\"x\",\"wieght\":2}]}}}"),
+              "$.models.m.deployments[0].wieght: unknown key");
     CHECK_STR(parse_err("{" PROV ",\"models\":{\"m\":{\"deployments\":["
                         "{\"provider\":\"p\",\"model\":\"x\"}],\"timeouts_ms\":{\"ttfb\":1}}}}"),
               "$.models.m.timeouts_ms.ttfb: unknown key");
     CHECK_STR(parse_err("{\"Listen\":\"a:1\"," PROV "}"), "$.Listen: unknown key");
     CHECK_STR(parse_err("{\"we ird\\\"\":1," PROV "}"), "$[\"we ird\\\"\"]: unknown key");
+}
+
+/* Issue 3's fields: strategy, hedging, continuation, prices, windows, health. */
+static void test_routing_fields(void)
+{
+    const char *json =
+        "{" PROV ",\"health\":{\"failure_threshold\":3,\"retry_budget_percent\":10},"
+        "\"models\":{\"m\":{\"strategy\":\"price\",\"hedge_after_ms\":250,"
+        "\"on_stream_failure\":\"continue\",\"max_attempts\":4,\"deployments\":["
+        "{\"provider\":\"p\",\"model\":\"x\",\"price\":{\"input\":0.5,\"output\":1.5},"
+        "\"context_window\":8192,\"weight\":3},{\"provider\":\"p\",\"model\":\"y\"}]},"
+        "\"n\":{\"hedge_after_ms\":\"auto\",\"deployments\":[{\"provider\":\"p\",\"model\":\"x\"}]}}}";
+    struct config *c = NULL;
+    char msg[256];
+    CHECK_INT(config_parse(json, strlen(json), &c, msg, sizeof(msg)), 0);
+    if (!c)
+        return;
+    const struct model *m = config_find_model(c, "m", 1);
+    CHECK_INT(m->strategy, STRATEGY_PRICE);
+    CHECK_INT(m->hedge_after_ms, 250);
+    CHECK_INT(m->continue_on_failure, 1);
+    CHECK_INT(m->max_attempts, 4);
+    CHECK(m->deployments[0].price_in == 0.5 && m->deployments[0].price_out == 1.5);
+    CHECK(m->deployments[1].price_in < 0);
+    CHECK_INT(m->deployments[0].context_window, 8192);
+    CHECK_INT(m->deployments[0].weight, 3);
+    CHECK_INT(m->deployments[1].weight, 1);
+    const struct model *n = config_find_model(c, "n", 1);
+    CHECK_INT(n->hedge_after_ms, HEDGE_AUTO);
+    CHECK_INT(n->strategy, STRATEGY_ORDERED);
+    /* p/x appears twice: one health record */
+    CHECK_INT(c->n_health, 2);
+    CHECK_INT(n->deployments[0].health_id, m->deployments[0].health_id);
+    CHECK_INT(c->health.failure_threshold, 3);
+    CHECK_INT(c->health.retry_budget_percent, 10);
+    CHECK_INT(c->health.window, 20);
+    config_unref(c);
+
+    CHECK_STR(parse_err("{" PROV ",\"models\":{\"m\":{\"strategy\":\"cheap\",\"deployments\":["
+                        "{\"provider\":\"p\",\"model\":\"x\"}]}}}"),
+              "$.models.m.strategy: unknown value \"cheap\" (expected one of: ordered, price, "
+              "latency, throughput, balance)");
+    CHECK_STR(parse_err("{" PROV ",\"models\":{\"m\":{\"hedge_after_ms\":\"soon\",\"deployments\":["
+                        "{\"provider\":\"p\",\"model\":\"x\"}]}}}"),
+              "$.models.m.hedge_after_ms: must be a positive integer (ms) or \"auto\"");
+    CHECK_STR(parse_err("{" PROV ",\"models\":{\"m\":{\"on_stream_failure\":\"retry\",\"deployments\":["
+                        "{\"provider\":\"p\",\"model\":\"x\"}]}}}"),
+              "$.models.m.on_stream_failure: unknown value \"retry\" (expected one of: error, "
+              "continue)");
+    CHECK_STR(parse_err("{" PROV ",\"models\":{\"m\":{\"deployments\":["
+                        "{\"provider\":\"p\",\"model\":\"x\",\"price\":{\"input\":-1,\"output\":1}}]}}}"),
+              "$.models.m.deployments[0].price.input: must be a non-negative number ($ per "
+              "million tokens)");
+    CHECK_STR(parse_err("{" PROV ",\"models\":{\"m\":{\"deployments\":["
+                        "{\"provider\":\"p\",\"model\":\"x\",\"price\":{\"input\":1}}]}}}"),
+              "$.models.m.deployments[0].price: needs \"input\" and \"output\" ($ per million "
+              "tokens)");
+    CHECK_STR(parse_err("{" PROV ",\"health\":{\"threshold\":1}}"), "$.health.threshold: unknown key");
+    CHECK_STR(parse_err("{" PROV ",\"health\":{\"window\":0}}"),
+              "$.health.window: must be a positive integer");
 }
 
 static void test_env_keys(void)
@@ -548,6 +608,7 @@ int main(int argc, char **argv)
     test_defaults();
     test_errors();
     test_unknown_keys();
+    test_routing_fields();
     test_env_keys();
     test_base_url();
     test_listen();

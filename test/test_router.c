@@ -42,7 +42,7 @@ int main(void)
     struct plan p;
 
     /* Alias: order kept, the keyless provider skipped, per-model timeouts applied. */
-    CHECK_INT(router_plan(cfg, "m", 1, &p, err, sizeof(err)), 0);
+    CHECK_INT(router_plan(cfg, NULL, 0, "m", 1, NULL, &p, err, sizeof(err)), 0);
     CHECK_INT(p.n, 2);
     CHECK(entry_is(&p.entries[0], "b", "b1"));
     CHECK(entry_is(&p.entries[1], "a", "a1"));
@@ -51,33 +51,33 @@ int main(void)
     CHECK(p.alias != NULL);
 
     /* Every deployment disabled: 503-class error naming why, never a key. */
-    CHECK_INT(router_plan(cfg, "only-keyed", 10, &p, err, sizeof(err)), ROUTER_EUNAVAILABLE);
+    CHECK_INT(router_plan(cfg, NULL, 0, "only-keyed", 10, NULL, &p, err, sizeof(err)), ROUTER_EUNAVAILABLE);
     CHECK_CONTAINS(err, "LLMUX_TEST_ROUTER_KEY is not set");
 
     /* Direct routing: PROVIDER/MODEL, the model may itself contain slashes. */
     const char *direct = "a/org/model-x?x=1";
-    CHECK_INT(router_plan(cfg, direct, strlen(direct), &p, err, sizeof(err)), 0);
+    CHECK_INT(router_plan(cfg, NULL, 0, direct, strlen(direct), NULL, &p, err, sizeof(err)), 0);
     CHECK_INT(p.n, 1);
     CHECK(entry_is(&p.entries[0], "a", "org/model-x?x=1"));
     CHECK(p.alias == NULL);
     CHECK_INT(p.timeouts.first_byte_ms, 2000);
 
     /* A configured alias wins over a provider prefix. */
-    CHECK_INT(router_plan(cfg, "a/alias-wins", 12, &p, err, sizeof(err)), 0);
+    CHECK_INT(router_plan(cfg, NULL, 0, "a/alias-wins", 12, NULL, &p, err, sizeof(err)), 0);
     CHECK(entry_is(&p.entries[0], "b", "b2"));
 
     /* Direct routing to a disabled provider, to an unknown provider, empty model, unknown. */
-    CHECK_INT(router_plan(cfg, "keyed/x", 7, &p, err, sizeof(err)), ROUTER_EUNAVAILABLE);
-    CHECK_INT(router_plan(cfg, "nope/x", 6, &p, err, sizeof(err)), ROUTER_ENOTFOUND);
-    CHECK_INT(router_plan(cfg, "a/", 2, &p, err, sizeof(err)), ROUTER_ENOTFOUND);
-    CHECK_INT(router_plan(cfg, "gpt-5", 5, &p, err, sizeof(err)), ROUTER_ENOTFOUND);
+    CHECK_INT(router_plan(cfg, NULL, 0, "keyed/x", 7, NULL, &p, err, sizeof(err)), ROUTER_EUNAVAILABLE);
+    CHECK_INT(router_plan(cfg, NULL, 0, "nope/x", 6, NULL, &p, err, sizeof(err)), ROUTER_ENOTFOUND);
+    CHECK_INT(router_plan(cfg, NULL, 0, "a/", 2, NULL, &p, err, sizeof(err)), ROUTER_ENOTFOUND);
+    CHECK_INT(router_plan(cfg, NULL, 0, "gpt-5", 5, NULL, &p, err, sizeof(err)), ROUTER_ENOTFOUND);
     CHECK_CONTAINS(err, "gpt-5");
 
     /* With the key present the keyed deployment comes first again. */
     setenv("LLMUX_TEST_ROUTER_KEY", "sk-secret-value", 1);
     struct config *cfg2;
     CHECK_INT(config_parse(conf_json, strlen(conf_json), &cfg2, err, sizeof(err)), 0);
-    CHECK_INT(router_plan(cfg2, "m", 1, &p, err, sizeof(err)), 0);
+    CHECK_INT(router_plan(cfg2, NULL, 0, "m", 1, NULL, &p, err, sizeof(err)), 0);
     CHECK_INT(p.n, 3);
     CHECK(entry_is(&p.entries[0], "keyed", "k1"));
     config_unref(cfg2);

@@ -1,7 +1,18 @@
 /* adapter: per provider kind, the translation between the canonical (OpenAI) request and
- * response shapes and the provider's wire format. The openai kind is a near-passthrough: the
- * request body is forwarded with only the `model` value spliced in (no re-encoding), and
- * stream events are forwarded as they are, after being inspected for content and usage.
+ * response shapes and the provider's wire format.
+ *
+ * The exchange only ever talks to `struct adapter` (one per kind, adapter_for()); it never
+ * parses provider bytes itself. The openai kind is a near-passthrough: the request body is
+ * forwarded with only the `model` value spliced in, and stream
+ * events are forwarded as they are, after being inspected for content and usage. Other kinds
+ * (src/adapters/<kind>.c) re-encode the request and translate responses and stream events into
+ * OpenAI's shapes.
+ *
+ * Stream decoding is incremental: the exchange feeds every upstream SSE event to
+ * adapter->stream_event(), which calls `emit` zero or more times, once per OpenAI chunk the
+ * client should receive, each with its chunk_info (content or preamble, usage, error). At the
+ * end of the upstream body the exchange calls stream_finish(), which says whether the stream
+ * completed (and emits the final "[DONE]" for kinds that have none of their own).
  */
 #ifndef LLMUX_ADAPTER_H
 #define LLMUX_ADAPTER_H
@@ -17,19 +28,30 @@ enum api_endpoint { API_CHAT, API_COMPLETIONS, API_EMBEDDINGS };
 /* The client's request, parsed once by the api module. Borrowed by everything downstream. */
 struct canon_request {
     enum api_endpoint endpoint;
-    const char *body; /* raw JSON from the client */
+    const char *body; /* JSON from the client (an object), without llmux's own members */
     size_t body_len;
     size_t model_start, model_end; /* byte span of the "model" value (with quotes) in body */
+    char *owned; /* when set, `body` is this malloc'd re-encoding, freed by the exchange */
     int stream;
     int include_usage;
     const char *request_id;
+    /* Mid-stream continuation: text already delivered to the client that the upstream must
+     * continue (NULL when none). With `prefill` the adapter sends it as a trailing assistant
+     * message (providers that continue such a prefix); otherwise as an assistant message
+     * followed by a user message asking to continue exactly where it stopped. */
+    const char *prefix;
+    size_t prefix_len;
+    int prefill;
 };
 
-/* The bytes of one upstream request: head (request line and headers) and the body pieces. */
+/* The bytes of one upstream request: head (request line and headers) and the body pieces.
+ * Pieces borrow from the canon_request's body and from the buffers here. */
+#define UPSTREAM_IOV_MAX 4
 struct upstream_request {
     struct buf head;
-    struct buf model; /* the spliced-in model value */
-    uv_buf_t iov[4];
+    struct buf body;  /* a re-encoded body (kinds that translate), else empty */
+    struct buf model; /* openai: the spliced-in model value */
+    uv_buf_t iov[UPSTREAM_IOV_MAX];
     unsigned n;
 };
 
@@ -37,6 +59,7 @@ struct usage {
     long prompt_tokens;
     long completion_tokens;
     long total_tokens;
+    long cached_tokens; /* prompt tokens served from a provider cache (reads), when reported */
     int known;
 };
 
@@ -44,34 +67,95 @@ enum chunk_kind {
     CHUNK_PREAMBLE, /* no content yet (role-only first chunk): may be held back before commit */
     CHUNK_CONTENT,  /* content, tool calls, a finish reason or usage: commits the response */
     CHUNK_DONE,     /* data: [DONE] */
-    CHUNK_ERROR,    /* an in-band error object from the provider */
-    CHUNK_INVALID,  /* not JSON */
+    CHUNK_ERROR,    /* an in-band error from the provider */
+    CHUNK_INVALID,  /* not JSON, or not the provider's event shape */
 };
 
+/* What the exchange needs to know about one emitted OpenAI chunk. */
 struct chunk_info {
     enum chunk_kind kind;
     struct usage usage; /* filled when the chunk carries usage */
     char id[96];        /* the chunk's id, "" when none */
     char model[128];
     long long created;
-    char error[200]; /* CHUNK_ERROR: the provider's message */
+    char error[200];  /* CHUNK_ERROR: the provider's message */
+    int retryable;    /* CHUNK_ERROR: e.g. Anthropic overloaded_error: another deployment may serve */
+    const char *text; /* chat/completions: content text of choice 0 in this chunk (borrowed,
+                         valid during emit), NULL when none; used for continuation */
+    size_t text_len;
+    int tool_call;    /* the chunk carries a tool-call delta */
+    int finish;       /* the chunk carries a finish_reason */
 };
 
-/* Build the upstream request for provider p, upstream model id (model, len). The iov pieces
- * borrow from req->body and from out's buffers. Returns 0 or a negative code. */
-int adapter_encode(const struct provider *p, const char *model, size_t model_len,
-                   const struct canon_request *req, struct upstream_request *out);
+/* Receives one OpenAI chunk (the JSON after "data: ", or "[DONE]"). Returns 0 to go on,
+ * nonzero to stop decoding (the value is returned by stream_event). */
+typedef int (*adapter_emit_fn)(void *ctx, const char *data, size_t len, const struct chunk_info *ci);
+
+/* Per-attempt stream decoding state, zeroed by the exchange before stream_open(). */
+struct adapter_stream {
+    const struct canon_request *req; /* borrowed for the attempt's lifetime */
+    const char *model;               /* upstream model id, NUL-terminated, borrowed */
+    void *state;                     /* the kind's own state, from stream_open */
+    int done;                        /* openai: [DONE] seen */
+};
+
+/* How a non-2xx upstream answer (or an in-band error) is handled. */
+enum verdict {
+    VERDICT_RETRY,          /* another deployment may serve it (401/403/404/408/409/5xx...) */
+    VERDICT_RATE_LIMIT,     /* 429, overloaded: retry elsewhere and cool this deployment down */
+    VERDICT_CONTEXT_LENGTH, /* prompt too long for this deployment: one with a larger context
+                               window may serve; otherwise passed to the client */
+    VERDICT_CLIENT,         /* the request's own fault (400, 413, 422...): passed to the client */
+};
+
+struct adapter {
+    const char *kind;
+    int prefill; /* the provider continues a trailing assistant message */
+    /* Build the upstream request for provider p, upstream model id (model, len). Returns 0 or
+     * a negative code; on failure `out` holds nothing. Free with upstream_request_free. */
+    int (*encode)(const struct provider *p, const char *model, size_t model_len,
+                  const struct canon_request *req, struct upstream_request *out);
+    /* Streams. stream_open may allocate s->state; stream_close frees it (always called once
+     * after a successful open). stream_event returns 0, emit's nonzero value, or LLMUX_EPROTO
+     * when the event cannot be decoded. stream_finish returns 1 when the upstream stream
+     * completed properly (emitting "[DONE]" if the kind has none), 0 when it was cut short. */
+    int (*stream_open)(struct adapter_stream *s);
+    int (*stream_event)(struct adapter_stream *s, const char *event, size_t event_len,
+                        const char *data, size_t len, adapter_emit_fn emit, void *ctx);
+    int (*stream_finish)(struct adapter_stream *s, adapter_emit_fn emit, void *ctx);
+    void (*stream_close)(struct adapter_stream *s);
+    /* A whole 2xx response body. Fills `out` with the OpenAI-shaped body (or leaves it empty
+     * when `body` can be sent as it is) and `u` with the usage. Returns 0, or LLMUX_EPROTO
+     * when the body is not a valid response. */
+    int (*decode_body)(const struct canon_request *req, const char *model, const char *body,
+                       size_t len, struct buf *out, struct usage *u);
+    /* A non-2xx answer: its verdict, and in `out` an OpenAI-shaped error body
+     * {"error":{"message","type","code"}} for the client (left empty when `body` is already
+     * one). `message` gets a short reason for the log (never a key). */
+    enum verdict (*decode_error)(int status, const char *body, size_t len, struct buf *out,
+                                 char *message, size_t message_size);
+};
+
+/* The adapter of a provider kind. */
+const struct adapter *adapter_for(enum provider_kind kind);
+
+extern const struct adapter adapter_openai;
+extern const struct adapter adapter_azure;
+extern const struct adapter adapter_anthropic;
+extern const struct adapter adapter_gemini;
+
 void upstream_request_free(struct upstream_request *r);
 
-/* Classify one stream event's data (OpenAI chunk JSON or [DONE]). */
-void adapter_chunk_info(const char *data, size_t len, struct chunk_info *ci);
+/* Helpers shared by the adapters (src/adapter_common.c). */
 
-/* Usage from a whole non-stream response body. Returns 0, or -1 when the body is not JSON. */
-int adapter_response_usage(const char *body, size_t len, struct usage *u);
-
-/* Whether an upstream HTTP status is worth trying another deployment for (401, 403, 404,
- * 408, 409, 429, 5xx), as opposed to a fault in the request that every deployment would
- * refuse (400, 413, 422...). */
-int adapter_status_retryable(int status);
+/* The request head: "POST <path> HTTP/1.1", host (with port when not the default), content
+ * type, accept (event stream or JSON), user agent, x-request-id, `extra` (already formatted
+ * header lines, each ending in CRLF; may be ""), content-length. */
+int adapter_write_head(struct buf *head, const struct provider *p, const char *path,
+                       const struct canon_request *req, const char *extra, size_t body_len);
+/* Finish `out` for a body re-encoded into out->body: iov = head + body. */
+void adapter_iov_body(struct upstream_request *out);
+/* Usage from OpenAI's usage object. Returns 1 when present. */
+int adapter_openai_usage(const void *root_cjson, struct usage *u);
 
 #endif

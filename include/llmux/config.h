@@ -13,6 +13,9 @@
 
 enum provider_kind {
     PROVIDER_OPENAI = 0, /* OpenAI-compatible chat/completions/embeddings (also vLLM, Ollama...) */
+    PROVIDER_AZURE,      /* Azure OpenAI: deployment in the URL, api-version, api-key header */
+    PROVIDER_ANTHROPIC,  /* Anthropic Messages API */
+    PROVIDER_GEMINI,     /* Google AI Studio generateContent */
 };
 
 struct timeouts {
@@ -35,6 +38,9 @@ struct provider {
     char *api_key_env; /* NULL when the provider needs no key (local servers) */
     char *api_key;     /* value of the variable; NULL when unset. NEVER logged. */
     char *ca_file;     /* NULL: system CA bundle */
+    char *api_version; /* azure: api-version query value (default 2024-10-21); anthropic:
+                          anthropic-version header (default 2023-06-01); "" otherwise */
+    uint32_t default_max_tokens; /* anthropic: max_tokens when the request has none (4096) */
     int enabled;       /* 0 when its key variable is unset */
     char *disabled_reason; /* e.g. "OPENAI_API_KEY is not set"; NULL when enabled */
 };
@@ -42,13 +48,45 @@ struct provider {
 struct deployment {
     struct provider *provider; /* borrowed from config.providers */
     char *model;               /* upstream model id */
+    double price_in, price_out; /* $ per million input / output tokens; < 0: unknown */
+    uint32_t context_window;    /* tokens; 0: unknown */
+    uint32_t weight;            /* "balance" share, default 1 */
+    size_t health_id; /* index of its health record: deployments naming the same provider and
+                         upstream model share one (config.n_health of them) */
 };
+
+enum strategy {
+    STRATEGY_ORDERED = 0, /* the list order */
+    STRATEGY_PRICE,       /* cheapest first (input + output price) */
+    STRATEGY_LATENCY,     /* lowest measured time to first token first */
+    STRATEGY_THROUGHPUT,  /* highest measured output tokens/s first */
+    STRATEGY_BALANCE,     /* weighted random spread, aware of in-flight load */
+};
+
+#define HEDGE_AUTO UINT32_MAX /* hedge_after_ms "auto": the deployment's measured p95 TTFT */
 
 struct model {
     char *name; /* the alias clients send */
     struct deployment *deployments;
     size_t n_deployments;
     struct timeouts timeouts; /* the global ones with this model's overrides applied */
+    enum strategy strategy;
+    uint32_t hedge_after_ms;  /* 0: no hedging; HEDGE_AUTO */
+    int continue_on_failure;  /* on_stream_failure "continue" */
+    uint32_t max_attempts;    /* attempts per request (0: one per deployment) */
+};
+
+/* Circuit breaker and retry budget ("health" in the config). */
+struct health_config {
+    uint32_t failure_threshold;    /* consecutive failures that eject (5) */
+    uint32_t error_rate_percent;   /* or this error rate over the window (50) */
+    uint32_t window;               /* outcomes in the error-rate window (20) */
+    uint32_t base_ejection_ms;     /* first ejection; doubles per repeated ejection (5000) */
+    uint32_t max_ejection_ms;      /* cap (300000) */
+    uint32_t max_ejection_percent; /* of a plan's deployments that may be ejected (50; the
+                                      last healthy one is never ejected) */
+    uint32_t retry_budget_percent; /* retries and hedges per recent requests (20) */
+    uint32_t min_retries_per_s;    /* retries always allowed per second (10) */
 };
 
 struct config {
@@ -70,6 +108,8 @@ struct config {
     size_t pool_max_idle;       /* "pool.max_idle_per_origin", default 32 */
     uint32_t pool_idle_timeout_ms; /* "pool.idle_timeout_ms", default 60000 */
     char *access_log;           /* path, NULL: stderr */
+    struct health_config health;
+    size_t n_health; /* distinct deployments (provider, upstream model) */
     int refs;
 };
 

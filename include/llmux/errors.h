@@ -11,6 +11,8 @@ enum {
     LLMUX_ECONFIG = -30005,     /* invalid configuration */
     LLMUX_EDNS = -30006,        /* name did not resolve */
     LLMUX_ETOOBIG = -30007,     /* a peer exceeded a size limit */
+    LLMUX_EPROTO = -30008,      /* a provider's response does not have its documented shape */
+    LLMUX_EKIND = -30009,       /* the provider kind cannot serve this endpoint */
 };
 
 /* Human-readable text for an llmux or libuv error code. Never NULL; static storage. */

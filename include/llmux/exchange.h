@@ -9,7 +9,7 @@
 #include "llmux/server.h"
 
 /* Serve req with the given plan. Copies creq and plan (creq->body stays borrowed from req,
- * which outlives every attempt). The exchange answers req itself in every case, including
+ * which outlives every attempt; creq->owned is taken over when 0 is returned). The exchange answers req itself in every case, including
  * failures, and frees itself at the end. Returns 0, or a negative code if it could not even
  * start (nothing was answered then). */
 int exchange_start(struct gateway *gw, struct server_req *req, const struct canon_request *creq,

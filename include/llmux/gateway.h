@@ -11,6 +11,7 @@
 #include "llmux/config.h"
 
 struct dns;
+struct health;
 struct pool;
 struct origin;
 struct server;
@@ -31,7 +32,8 @@ struct gateway {
     struct origin **origins;      /* per provider index, NULL when disabled */
     struct tls_ctx **tls;         /* per provider index, NULL for http:// */
     struct tls_ctx *system_tls;   /* shared by providers without a ca_file */
-    FILE *access_log;
+    FILE *access_log; /* also where health events (ejections, recoveries) go */
+    struct health *health;
     struct gateway_stats stats;
     uint64_t id_seed;
 };

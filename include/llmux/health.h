@@ -1,0 +1,95 @@
+/* health: what llmux knows about each deployment (provider + upstream model), and the retry
+ * budget of the worker.
+ *
+ * Per deployment: EWMAs of time to first token, total latency and output tokens/s, a window
+ * of recent outcomes (error rate), the in-flight count, and the circuit breaker: after
+ * `failure_threshold` consecutive failures, or an error rate over `error_rate_percent` across
+ * a full window, the deployment is ejected for `base_ejection_ms`, doubled at each repeated
+ * ejection up to `max_ejection_ms`. When the time is up, ONE request (the half-open probe)
+ * decides: success returns it to rotation, failure ejects it again for longer. A 429 or 503
+ * with Retry-After cools the deployment down until then without counting as an ejection.
+ * Whether an ejected deployment is really left out of a plan is the router's call (it never
+ * leaves out the last usable one: max_ejection_percent).
+ *
+ * Retry budget: retries and hedges are allowed while they stay under retry_budget_percent of
+ * the requests of the last 10 s (plus min_retries), so a global outage cannot multiply load.
+ *
+ * Single-threaded like the rest of a worker; times are the loop's milliseconds.
+ */
+#ifndef LLMUX_HEALTH_H
+#define LLMUX_HEALTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "llmux/buf.h"
+#include "llmux/config.h"
+
+#define HEALTH_TTFT_SAMPLES 64
+
+struct dep_health {
+    const struct deployment *dep; /* the first config deployment with this id (names) */
+    double ttft_ms;               /* EWMA; 0 until measured */
+    double latency_ms;            /* EWMA of whole successful attempts */
+    double tps;                   /* EWMA of output tokens per second (streams with usage) */
+    uint32_t ttft_ring[HEALTH_TTFT_SAMPLES]; /* recent TTFTs, for the p95 */
+    uint32_t n_ttft;
+    uint32_t inflight;
+    uint64_t requests, failures;
+    uint32_t consecutive_failures;
+    uint64_t window_bits; /* recent outcomes, 1 = failure, newest in bit 0 */
+    uint32_t window_n;
+    uint64_t ejected_until; /* loop ms; 0: not ejected */
+    uint32_t ejections;     /* consecutive ejections (the backoff exponent) */
+    uint64_t total_ejections;
+    int probing;            /* the half-open probe is in flight */
+    uint64_t cooldown_until; /* Retry-After */
+    char last_error[120];
+};
+
+struct health {
+    struct health_config cfg;
+    struct dep_health *deps;
+    size_t n;
+    FILE *log; /* ejection and recovery events (JSON lines); may be NULL */
+    /* retry budget: 10 one-second buckets */
+    uint64_t bucket_sec[10];
+    uint32_t bucket_requests[10];
+    uint32_t bucket_retries[10];
+    uint64_t hedges, hedges_won, continuations, budget_refusals;
+};
+
+/* For every distinct deployment of cfg. Returns NULL when out of memory. */
+struct health *health_create(const struct config *cfg, FILE *log);
+void health_free(struct health *h);
+
+/* Whether the deployment may take a request now: not ejected, not cooling down, or its
+ * ejection is over and no probe is in flight (the request becomes the probe). */
+int health_usable(const struct health *h, size_t id, uint64_t now);
+/* An attempt starts / ends. `ok` failures feed the breaker; retry_after_ms > 0 cools down. */
+void health_begin(struct health *h, size_t id, uint64_t now);
+struct health_sample {
+    uint64_t ttft_ms;    /* request sent -> first content (stream) or whole answer; 0: unknown */
+    uint64_t latency_ms; /* whole attempt */
+    long output_tokens;  /* 0: unknown */
+    uint64_t stream_ms;  /* first content -> end (for tokens/s) */
+};
+void health_success(struct health *h, size_t id, uint64_t now, const struct health_sample *s);
+void health_failure(struct health *h, size_t id, uint64_t now, uint64_t retry_after_ms,
+                    const char *why);
+/* The attempt was cancelled (hedge lost, client gone): not a health outcome. */
+void health_cancel(struct health *h, size_t id);
+
+/* The 95th percentile of recent TTFTs, 0 when fewer than 5 samples. */
+uint32_t health_p95_ttft(const struct health *h, size_t id);
+
+/* Retry budget. Every request calls health_note_request once; every retry or hedge asks
+ * health_retry_allowed first (which counts it when it answers 1). */
+void health_note_request(struct health *h, uint64_t now);
+int health_retry_allowed(struct health *h, uint64_t now);
+
+/* The status document (GET /v1/status): per deployment its numbers and state. */
+int health_status_json(const struct health *h, uint64_t now, struct buf *out);
+
+#endif

@@ -1,0 +1,118 @@
+/* exchange_int: the exchange's and its attempts' state, shared by src/exchange.c (the state
+ * machine) and src/exchange_log.c (the access-log line). Nothing else includes this. */
+#ifndef LLMUX_EXCHANGE_INT_H
+#define LLMUX_EXCHANGE_INT_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "llmux/adapter.h"
+#include "llmux/buf.h"
+#include "llmux/exchange.h"
+#include "llmux/sse.h"
+
+#define EX_MAX_RECORDS 32 /* attempts logged per exchange (max_attempts is capped to this) */
+
+enum ex_state {
+    EX_PLANNED,    /* plan built, no attempt yet */
+    EX_ATTEMPTING, /* one or two attempts (a hedge) running; nothing committed to the client */
+    EX_RELAYING,   /* committed: the client has content; one attempt (the winner) streams */
+    EX_DONE,       /* answered (or client gone); waiting for timers to close */
+};
+
+enum at_state {
+    AT_IDLE,                /* slot unused */
+    AT_BACKOFF,             /* waiting before retrying a deployment already tried */
+    AT_CONNECTING,          /* dns, tcp, tls (or a pooled connection) */
+    AT_WAITING_HEAD,        /* request written; waiting for the response head */
+    AT_WAITING_FIRST_EVENT, /* 2xx stream head received; no content event yet */
+    AT_STREAMING,           /* content events flowing to the client */
+    AT_READING_BODY,        /* 2xx non-stream body */
+    AT_READING_ERROR,       /* non-2xx body */
+};
+
+struct attempt_record {
+    const struct provider *provider;
+    const char *model;
+    size_t model_len;
+    int status; /* upstream HTTP status, 0 when none */
+    char reason[160];
+    uint64_t ms;
+    uint64_t retry_after_ms; /* the provider's Retry-After, 0 when none */
+    int hedge;        /* started as a hedge */
+    int continuation; /* continued a broken stream */
+    int served;       /* this attempt answered the client */
+};
+
+/* One try at one deployment over one upstream connection. Two slots per exchange (primary and
+ * hedge); a slot is reused by the next attempt. */
+struct attempt {
+    struct exchange *ex;
+    enum at_state at;
+    size_t rec; /* index into ex->rec */
+    const struct plan_entry *entry;
+    const struct adapter *ad;
+    struct canon_request creq; /* the exchange's, plus a continuation prefix */
+    struct upstream *up;
+    struct upstream_request ureq;
+    struct adapter_stream ast;
+    int ast_open;
+    struct sse_decoder sse;
+    int sse_active;
+    int in_feed;          /* inside sse_decoder_feed(): the decoder must outlive the call */
+    int free_pending;     /* reset while decoding: free the decoders when the feed returns */
+    struct buf body;      /* non-stream or error body */
+    struct buf held;      /* chunks held back before commit */
+    int status;
+    char content_type[64];
+    uint64_t retry_after_ms;
+    int read_paused;
+    int continuation; /* its events continue the committed stream */
+    uint64_t t_start, t_sent, t_first;
+    long content_chunks;
+    struct usage usage;
+    uv_timer_t phase; /* connect, then first byte, then idle; backoff delay */
+};
+
+struct exchange {
+    struct gateway *gw;
+    struct config *cfg;
+    struct server_req *req;
+    struct canon_request creq;
+    char request_id[80];
+    char client_model[160];
+    char names[1024]; /* upstream model ids copied out of the request (direct routing) */
+    struct plan plan;
+    enum ex_state state;
+    size_t next_entry;
+    uint32_t attempts_made;
+    struct attempt at[2];
+    struct attempt *winner; /* committed (or answering) attempt */
+    char resp_id[96];
+    char resp_model[128];
+    long long created;
+    struct usage usage; /* what the client is told / the log reports */
+    struct usage spent; /* consumed by attempts that broke after commit */
+    int spent_prompt_unknown;
+    struct buf delivered; /* content text relayed (for a continuation) */
+    struct buf tool_held; /* tool-call chunks held until the call is complete (continue mode) */
+    int no_continue;      /* delivered something a continuation cannot follow */
+    struct attempt_record rec[EX_MAX_RECORDS];
+    size_t n_rec;
+    uv_timer_t deadline;
+    uv_timer_t ping;  /* keeps a slow-starting stream alive before commit */
+    uv_timer_t hedge; /* starts the hedge attempt */
+    int head_sent;    /* 200 and SSE headers sent (pings or commit) */
+    int handles;
+    uint64_t t_start, t_first_byte;
+    uint64_t bytes_out;
+    int status;          /* status sent to the client */
+    const char *outcome; /* "ok", "error", "client_closed", "truncated" */
+    char end_reason[200];
+    int hedged, hedge_won, continued;
+};
+
+/* The access-log line (src/exchange_log.c). */
+void exchange_log(struct exchange *ex);
+
+#endif

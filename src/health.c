@@ -1,0 +1,270 @@
+/* health: deployment health and the retry budget. See include/llmux/health.h. */
+#include "llmux/health.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EWMA_ALPHA 0.2
+
+struct health *health_create(const struct config *cfg, FILE *log)
+{
+    struct health *h = calloc(1, sizeof(*h));
+    if (!h)
+        return NULL;
+    h->cfg = cfg->health;
+    if (h->cfg.window > 64)
+        h->cfg.window = 64;
+    h->log = log;
+    h->n = cfg->n_health;
+    h->deps = calloc(h->n ? h->n : 1, sizeof(*h->deps));
+    if (!h->deps) {
+        free(h);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        for (size_t j = 0; j < cfg->models[i].n_deployments; j++) {
+            const struct deployment *d = &cfg->models[i].deployments[j];
+            if (!h->deps[d->health_id].dep)
+                h->deps[d->health_id].dep = d;
+        }
+    }
+    return h;
+}
+
+void health_free(struct health *h)
+{
+    if (!h)
+        return;
+    free(h->deps);
+    free(h);
+}
+
+int health_usable(const struct health *h, size_t id, uint64_t now)
+{
+    const struct dep_health *d = &h->deps[id];
+    if (now < d->cooldown_until)
+        return 0;
+    if (!d->ejected_until)
+        return 1;
+    return now >= d->ejected_until && !d->probing;
+}
+
+void health_begin(struct health *h, size_t id, uint64_t now)
+{
+    struct dep_health *d = &h->deps[id];
+    d->inflight++;
+    d->requests++;
+    if (d->ejected_until && now >= d->ejected_until)
+        d->probing = 1;
+}
+
+static void log_event(struct health *h, const struct dep_health *d, const char *event,
+                      uint64_t for_ms, const char *why)
+{
+    if (!h->log)
+        return;
+    struct buf b;
+    buf_init(&b, 0);
+    buf_append_str(&b, "{\"event\":\"");
+    buf_append_str(&b, event);
+    buf_append_str(&b, "\",\"provider\":\"");
+    buf_append_json_str(&b, d->dep->provider->name, strlen(d->dep->provider->name));
+    buf_append_str(&b, "\",\"model\":\"");
+    buf_append_json_str(&b, d->dep->model, strlen(d->dep->model));
+    buf_append_str(&b, "\"");
+    if (for_ms)
+        buf_printf(&b, ",\"for_ms\":%" PRIu64, for_ms);
+    if (why) {
+        buf_append_str(&b, ",\"reason\":\"");
+        buf_append_json_str(&b, why, strlen(why));
+        buf_append_str(&b, "\"");
+    }
+    buf_append_str(&b, "}\n");
+    fwrite(buf_head(&b), 1, buf_size(&b), h->log);
+    fflush(h->log);
+    buf_free(&b);
+}
+
+static void record_outcome(struct health *h, struct dep_health *d, int failed)
+{
+    d->window_bits = (d->window_bits << 1) | (failed ? 1u : 0u);
+    if (d->window_n < h->cfg.window)
+        d->window_n++;
+}
+
+static unsigned window_failures(const struct health *h, const struct dep_health *d)
+{
+    uint64_t mask = h->cfg.window >= 64 ? ~0ull : ((1ull << h->cfg.window) - 1);
+    return (unsigned)__builtin_popcountll(d->window_bits & mask);
+}
+
+static void ewma(double *v, double sample)
+{
+    *v = *v == 0 ? sample : *v + EWMA_ALPHA * (sample - *v);
+}
+
+void health_success(struct health *h, size_t id, uint64_t now, const struct health_sample *s)
+{
+    struct dep_health *d = &h->deps[id];
+    if (d->inflight)
+        d->inflight--;
+    record_outcome(h, d, 0);
+    d->consecutive_failures = 0;
+    if (d->ejected_until) {
+        log_event(h, d, "recovered", 0, NULL);
+        d->ejected_until = 0;
+        d->ejections = 0;
+    }
+    d->probing = 0;
+    if (s->ttft_ms) {
+        ewma(&d->ttft_ms, (double)s->ttft_ms);
+        d->ttft_ring[d->n_ttft++ % HEALTH_TTFT_SAMPLES] = (uint32_t)s->ttft_ms;
+    }
+    if (s->latency_ms)
+        ewma(&d->latency_ms, (double)s->latency_ms);
+    if (s->output_tokens > 1 && s->stream_ms > 0)
+        ewma(&d->tps, (double)s->output_tokens * 1000.0 / (double)s->stream_ms);
+}
+
+void health_failure(struct health *h, size_t id, uint64_t now, uint64_t retry_after_ms,
+                    const char *why)
+{
+    struct dep_health *d = &h->deps[id];
+    if (d->inflight)
+        d->inflight--;
+    d->failures++;
+    d->consecutive_failures++;
+    record_outcome(h, d, 1);
+    snprintf(d->last_error, sizeof(d->last_error), "%s", why ? why : "");
+    if (retry_after_ms) {
+        uint64_t cap = h->cfg.max_ejection_ms;
+        d->cooldown_until = now + (retry_after_ms < cap ? retry_after_ms : cap);
+        log_event(h, d, "cooldown", retry_after_ms < cap ? retry_after_ms : cap, why);
+    }
+    int was_probe = d->probing;
+    d->probing = 0;
+    int trip = was_probe || d->consecutive_failures >= h->cfg.failure_threshold ||
+               (d->window_n >= h->cfg.window &&
+                window_failures(h, d) * 100 >= h->cfg.error_rate_percent * d->window_n);
+    if (!trip || (d->ejected_until && now < d->ejected_until))
+        return;
+    uint64_t ms = h->cfg.base_ejection_ms;
+    for (uint32_t i = 0; i < d->ejections && ms < h->cfg.max_ejection_ms; i++)
+        ms *= 2;
+    if (ms > h->cfg.max_ejection_ms)
+        ms = h->cfg.max_ejection_ms;
+    d->ejections++;
+    d->total_ejections++;
+    d->ejected_until = now + ms;
+    d->window_bits = 0;
+    d->window_n = 0;
+    log_event(h, d, "ejected", ms, why);
+}
+
+void health_cancel(struct health *h, size_t id)
+{
+    struct dep_health *d = &h->deps[id];
+    if (d->inflight)
+        d->inflight--;
+    d->probing = 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+uint32_t health_p95_ttft(const struct health *h, size_t id)
+{
+    const struct dep_health *d = &h->deps[id];
+    uint32_t n = d->n_ttft < HEALTH_TTFT_SAMPLES ? d->n_ttft : HEALTH_TTFT_SAMPLES;
+    if (n < 5)
+        return 0;
+    uint32_t v[HEALTH_TTFT_SAMPLES];
+    memcpy(v, d->ttft_ring, n * sizeof(v[0]));
+    qsort(v, n, sizeof(v[0]), cmp_u32);
+    return v[(n * 95 + 99) / 100 - 1];
+}
+
+/* The bucket of second `sec`, cleared when it last held an older second. */
+static size_t bucket(struct health *h, uint64_t now)
+{
+    uint64_t sec = now / 1000;
+    size_t i = (size_t)(sec % 10);
+    if (h->bucket_sec[i] != sec) {
+        h->bucket_sec[i] = sec;
+        h->bucket_requests[i] = 0;
+        h->bucket_retries[i] = 0;
+    }
+    return i;
+}
+
+void health_note_request(struct health *h, uint64_t now)
+{
+    h->bucket_requests[bucket(h, now)]++;
+}
+
+int health_retry_allowed(struct health *h, uint64_t now)
+{
+    size_t cur = bucket(h, now);
+    uint64_t sec = now / 1000, requests = 0, retries = 0;
+    for (size_t i = 0; i < 10; i++) {
+        if (h->bucket_sec[i] + 10 > sec) {
+            requests += h->bucket_requests[i];
+            retries += h->bucket_retries[i];
+        }
+    }
+    if (retries >= 10ull * h->cfg.min_retries_per_s &&
+        retries * 100 >= requests * (uint64_t)h->cfg.retry_budget_percent) {
+        h->budget_refusals++;
+        return 0;
+    }
+    h->bucket_retries[cur]++;
+    return 1;
+}
+
+int health_status_json(const struct health *h, uint64_t now, struct buf *out)
+{
+    int rc = buf_printf(out,
+                        "{\"hedges\":%" PRIu64 ",\"hedges_won\":%" PRIu64
+                        ",\"continuations\":%" PRIu64 ",\"retry_budget_refusals\":%" PRIu64
+                        ",\"deployments\":[",
+                        h->hedges, h->hedges_won, h->continuations, h->budget_refusals);
+    for (size_t i = 0; !rc && i < h->n; i++) {
+        const struct dep_health *d = &h->deps[i];
+        const char *state = now < d->cooldown_until                         ? "cooldown"
+                            : d->ejected_until && now < d->ejected_until    ? "ejected"
+                            : d->ejected_until                              ? "half_open"
+                                                                            : "healthy";
+        rc = buf_printf(out, "%s{\"provider\":\"", i ? "," : "");
+        if (!rc)
+            rc = buf_append_json_str(out, d->dep->provider->name, strlen(d->dep->provider->name));
+        if (!rc)
+            rc = buf_append_str(out, "\",\"model\":\"");
+        if (!rc)
+            rc = buf_append_json_str(out, d->dep->model, strlen(d->dep->model));
+        if (!rc)
+            rc = buf_printf(out,
+                            "\",\"state\":\"%s\",\"enabled\":%s,\"requests\":%" PRIu64
+                            ",\"failures\":%" PRIu64 ",\"inflight\":%u"
+                            ",\"consecutive_failures\":%u,\"error_rate\":%.3f"
+                            ",\"ejections\":%" PRIu64 ",\"ejected_for_ms\":%" PRIu64
+                            ",\"ttft_ms\":%.1f,\"ttft_p95_ms\":%u,\"latency_ms\":%.1f"
+                            ",\"tokens_per_s\":%.1f,\"last_error\":\"",
+                            state, d->dep->provider->enabled ? "true" : "false", d->requests,
+                            d->failures, d->inflight, d->consecutive_failures,
+                            d->window_n ? (double)window_failures(h, d) / d->window_n : 0.0,
+                            d->total_ejections,
+                            d->ejected_until > now ? d->ejected_until - now : 0, d->ttft_ms,
+                            health_p95_ttft(h, i), d->latency_ms, d->tps);
+        if (!rc)
+            rc = buf_append_json_str(out, d->last_error, strlen(d->last_error));
+        if (!rc)
+            rc = buf_append_str(out, "\"}");
+    }
+    if (!rc)
+        rc = buf_append_str(out, "]}");
+    return rc;
+}
