@@ -186,6 +186,7 @@ static int strip_prefs(cJSON *root, struct canon_request *creq)
 
 static void handle_inference(struct gateway *gw, struct server_req *req, enum api_endpoint ep)
 {
+    uint64_t t_recv = uv_hrtime();
     const struct server_request *r = server_req_request(req);
     cJSON *root = cJSON_ParseWithLength(r->body, r->body_len);
     if (!root) {
@@ -247,6 +248,7 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     else
         gateway_request_id(gw, rid);
     creq.request_id = rid;
+    creq.t_recv_ns = t_recv;
 
     struct plan plan;
     char err[512];
@@ -294,6 +296,8 @@ static void status(struct gateway *gw, struct server_req *req)
                (unsigned long long)gw->stats.failovers, (unsigned long long)ps->connects,
                (unsigned long long)ps->reuses);
     health_status_json(gw->health, uv_now(gw->loop), &b);
+    buf_append_str(&b, ",\"overhead_us\":");
+    hist_json(&gw->stats.overhead_us, &b);
     buf_append_str(&b, "}");
     respond_json(req, 200, buf_head(&b), buf_size(&b));
     buf_free(&b);

@@ -97,6 +97,20 @@ static uint64_t now_ms(struct exchange *ex)
     return uv_now(ex->gw->loop);
 }
 
+/* Handler time accounting (busy_ns). */
+static void busy_enter(struct exchange *ex)
+{
+    ex->busy_t0 = uv_hrtime();
+}
+
+static void busy_leave(struct exchange *ex)
+{
+    if (ex->busy_t0) {
+        ex->busy_ns += uv_hrtime() - ex->busy_t0;
+        ex->busy_t0 = 0;
+    }
+}
+
 static struct attempt *other(struct attempt *a)
 {
     return a == &a->ex->at[0] ? &a->ex->at[1] : &a->ex->at[0];
@@ -378,7 +392,7 @@ static uint64_t parse_retry_after(const char *v)
     return end != v && s < 86400 ? (uint64_t)s * 1000 : 0;
 }
 
-static void on_up_head(void *data, int status, const struct http_header *h, size_t n)
+static void on_up_head_(void *data, int status, const struct http_header *h, size_t n)
 {
     struct attempt *a = data;
     struct exchange *ex = a->ex;
@@ -610,7 +624,7 @@ static int on_event(void *data, const struct sse_event *ev)
     return rc;
 }
 
-static void on_up_body(void *data, const char *p, size_t n)
+static void on_up_body_(void *data, const char *p, size_t n)
 {
     struct attempt *a = data;
     switch (a->at) {
@@ -674,7 +688,7 @@ static long larger_window(struct exchange *ex, const struct attempt *a)
     return -1;
 }
 
-static void on_up_done(void *data, int status, const char *detail)
+static void on_up_done_(void *data, int status, const char *detail)
 {
     struct attempt *a = data;
     struct exchange *ex = a->ex;
@@ -764,6 +778,31 @@ static void on_up_done(void *data, int status, const char *detail)
         attempt_fail(a, FT_MALFORMED, "unexpected end of the response");
         return;
     }
+}
+
+/* The upstream callbacks, timed. */
+static void on_up_head(void *data, int status, const struct http_header *h, size_t n)
+{
+    struct exchange *ex = ((struct attempt *)data)->ex;
+    busy_enter(ex);
+    on_up_head_(data, status, h, n);
+    busy_leave(ex);
+}
+
+static void on_up_body(void *data, const char *p, size_t n)
+{
+    struct exchange *ex = ((struct attempt *)data)->ex;
+    busy_enter(ex);
+    on_up_body_(data, p, n);
+    busy_leave(ex);
+}
+
+static void on_up_done(void *data, int status, const char *detail)
+{
+    struct exchange *ex = ((struct attempt *)data)->ex;
+    busy_enter(ex);
+    on_up_done_(data, status, detail);
+    busy_leave(ex);
 }
 
 static const struct upstream_cbs up_cbs = {
@@ -1069,6 +1108,8 @@ static void exchange_end(struct exchange *ex)
         ex->req = NULL;
     }
     ex->gw->stats.exchanges_active--;
+    busy_leave(ex);
+    hist_add(&ex->gw->stats.overhead_us, ex->busy_ns / 1000);
     exchange_log(ex);
     buf_free(&ex->delivered);
     buf_free(&ex->tool_held);
@@ -1151,6 +1192,8 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
     }
     if (hedge_ms && ex->plan.n > 1)
         uv_timer_start(&ex->hedge, on_hedge, hedge_ms, 0);
+    ex->busy_t0 = creq->t_recv_ns ? creq->t_recv_ns : uv_hrtime();
     start_next(ex, &ex->at[0], 0);
+    busy_leave(ex);
     return 0;
 }

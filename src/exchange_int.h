@@ -105,6 +105,10 @@ struct exchange {
     int head_sent;    /* 200 and SSE headers sent (pings or commit) */
     int handles;
     uint64_t t_start, t_first_byte;
+    /* llmux's own time: nanoseconds spent inside the exchange's handlers (request parsing and
+     * planning included), i.e. the request's time minus the time waiting on either peer */
+    uint64_t busy_ns;
+    uint64_t busy_t0; /* a handler's start, 0 outside handlers */
     uint64_t bytes_out;
     int status;          /* status sent to the client */
     const char *outcome; /* "ok", "error", "client_closed", "truncated" */

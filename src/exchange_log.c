@@ -68,7 +68,8 @@ void exchange_log(struct exchange *ex)
         buf_printf(&b, ",\"ttfb_ms\":%" PRIu64, ex->t_first_byte - ex->t_start);
     else
         buf_append_str(&b, ",\"ttfb_ms\":null");
-    buf_printf(&b, ",\"duration_ms\":%" PRIu64, uv_now(ex->gw->loop) - ex->t_start);
+    buf_printf(&b, ",\"duration_ms\":%" PRIu64 ",\"overhead_us\":%" PRIu64,
+               uv_now(ex->gw->loop) - ex->t_start, ex->busy_ns / 1000);
     const struct usage *u = &ex->usage;
     if (u->known) {
         buf_printf(&b,

@@ -35,6 +35,7 @@ struct canon_request {
     int stream;
     int include_usage;
     const char *request_id;
+    uint64_t t_recv_ns; /* uv_hrtime() when the api module got the request */
     /* Mid-stream continuation: text already delivered to the client that the upstream must
      * continue (NULL when none). With `prefill` the adapter sends it as a trailing assistant
      * message (providers that continue such a prefix); otherwise as an assistant message

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "llmux/config.h"
+#include "llmux/hist.h"
 
 struct dns;
 struct health;
@@ -21,6 +22,7 @@ struct gateway_stats {
     uint64_t requests;
     uint64_t exchanges_active;
     uint64_t failovers; /* attempts after the first */
+    struct hist overhead_us; /* llmux's own time per request: see exchange_int.h busy_ns */
 };
 
 struct gateway {

@@ -302,6 +302,21 @@ describe('routing', () => {
     await res.arrayBuffer();
   });
 
+  test('GET /v1/status reports llmux\'s own overhead; each log line has its share', async () => {
+    const id = rid('overhead');
+    const res = await post(llmux.base, '/v1/chat/completions', chat('both'), { 'x-request-id': id });
+    await res.arrayBuffer();
+    const line = await llmux.logFor(id);
+    assert.equal(typeof line.overhead_us, 'number');
+    assert.ok(line.overhead_us <= line.duration_ms * 1000 + 1000, 'overhead within the request time');
+    const st = await getJson(llmux.base, '/v1/status');
+    const o = st.overhead_us;
+    assert.ok(o.count >= 1);
+    assert.ok(o.p50 <= o.p99 && o.p99 <= o.max && o.max > 0);
+    assert.equal(typeof st.requests, 'number');
+    assert.ok(st.upstream_reuses > 0, 'keep-alive reuse is visible');
+  });
+
   test('preferences that leave nothing: 400 that says why', async () => {
     let res = await ask('priced', { provider: { max_price: { prompt: 0.05 } } });
     let err = await expectError(res, 400, 'no_deployment_matches');
