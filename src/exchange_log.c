@@ -18,6 +18,7 @@ void exchange_log(struct exchange *ex)
     if (!f)
         return;
     static const char *const ep[] = {"chat", "completions", "embeddings"};
+    uv_update_time(ex->gw->loop); /* the loop's cached time may be a whole iteration old */
     struct buf b;
     buf_init(&b, 0);
     buf_printf(&b, "{\"request_id\":\"%s\",\"endpoint\":\"%s\",\"model\":", ex->request_id,

@@ -1,10 +1,12 @@
 /* Router plan building: aliases in order, disabled providers skipped, direct PROVIDER/MODEL
- * routing, unknown models, and client-safe error messages. */
+ * routing, unknown models, client-safe error messages; strategies, request preferences and
+ * health (ejected deployments) ordering. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
 #include "llmux/config.h"
+#include "llmux/health.h"
 #include "llmux/router.h"
 
 static const char *conf_json =
@@ -29,8 +31,164 @@ static int entry_is(const struct plan_entry *e, const char *provider, const char
            memcmp(e->model, model, e->model_len) == 0;
 }
 
+static const char *routing_json =
+    "{\"providers\":{"
+    "  \"a\":{\"kind\":\"openai\",\"base_url\":\"http://127.0.0.1:1/v1\"},"
+    "  \"b\":{\"kind\":\"openai\",\"base_url\":\"http://127.0.0.1:2/v1\"},"
+    "  \"c\":{\"kind\":\"openai\",\"base_url\":\"http://127.0.0.1:3/v1\"}},"
+    " \"health\":{\"failure_threshold\":2,\"base_ejection_ms\":1000,\"max_ejection_percent\":50},"
+    " \"models\":{"
+    "  \"r\":{\"deployments\":[{\"provider\":\"a\",\"model\":\"x\",\"price\":{\"input\":3,\"output\":3}},"
+    "                         {\"provider\":\"b\",\"model\":\"x\",\"price\":{\"input\":1,\"output\":1}},"
+    "                         {\"provider\":\"c\",\"model\":\"x\",\"price\":{\"input\":2,\"output\":2}}]},"
+    "  \"lat\":{\"strategy\":\"latency\",\"deployments\":[{\"provider\":\"a\",\"model\":\"x\"},"
+    "                         {\"provider\":\"b\",\"model\":\"x\"},{\"provider\":\"c\",\"model\":\"x\"}]},"
+    "  \"bal\":{\"strategy\":\"balance\",\"deployments\":[{\"provider\":\"a\",\"model\":\"x\",\"weight\":9},"
+    "                         {\"provider\":\"b\",\"model\":\"x\",\"weight\":1}]},"
+    "  \"two\":{\"deployments\":[{\"provider\":\"a\",\"model\":\"x\"},{\"provider\":\"b\",\"model\":\"x\"}]},"
+    "  \"fb\":{\"deployments\":[{\"provider\":\"c\",\"model\":\"fb\"}]}}}";
+
+static void order_is(const struct plan *p, const char *providers)
+{
+    char got[64] = "";
+    for (size_t i = 0; i < p->n; i++)
+        strncat(got, p->entries[i].provider->name, sizeof(got) - strlen(got) - 1);
+    CHECK_STR(got, providers);
+}
+
+static void test_routing(void)
+{
+    struct config *cfg;
+    char err[512];
+    CHECK_INT(config_parse(routing_json, strlen(routing_json), &cfg, err, sizeof(err)), 0);
+    if (check_failed) {
+        fprintf(stderr, "config: %s\n", err);
+        return;
+    }
+    struct health *h = health_create(cfg, NULL);
+    struct plan p;
+    struct route_prefs rp;
+
+    /* ordered by default; price by preference or suffix */
+    CHECK_INT(router_plan(cfg, h, 0, "r", 1, NULL, &p, err, sizeof(err)), 0);
+    order_is(&p, "abc");
+    route_prefs_init(&rp);
+    rp.sort = STRATEGY_PRICE;
+    CHECK_INT(router_plan(cfg, h, 0, "r", 1, &rp, &p, err, sizeof(err)), 0);
+    order_is(&p, "bca");
+    CHECK_INT(router_plan(cfg, h, 0, "r:floor", 7, NULL, &p, err, sizeof(err)), 0);
+    order_is(&p, "bca");
+
+    /* latency: unmeasured first (in list order), then the lowest TTFT */
+    size_t ha = cfg->models[1].deployments[0].health_id, hb = cfg->models[1].deployments[1].health_id;
+    size_t hc = cfg->models[1].deployments[2].health_id;
+    struct health_sample slow = {300, 400, 0, 0}, quick = {20, 40, 0, 0};
+    health_begin(h, ha, 0);
+    health_success(h, ha, 0, &slow);
+    CHECK_INT(router_plan(cfg, h, 0, "lat", 3, NULL, &p, err, sizeof(err)), 0);
+    order_is(&p, "bca");
+    health_begin(h, hb, 0);
+    health_success(h, hb, 0, &quick);
+    health_begin(h, hc, 0);
+    health_success(h, hc, 0, &slow);
+    health_begin(h, hc, 0);
+    health_success(h, hc, 0, &slow);
+    CHECK_INT(router_plan(cfg, h, 0, "lat", 3, NULL, &p, err, sizeof(err)), 0);
+    CHECK_STR(p.entries[0].provider->name, "b");
+
+    /* balance: the heavy deployment first about 90% of the time */
+    int first_a = 0;
+    for (int i = 0; i < 1000; i++) {
+        CHECK_INT(router_plan(cfg, h, 0, "bal", 3, NULL, &p, err, sizeof(err)), 0);
+        first_a += strcmp(p.entries[0].provider->name, "a") == 0;
+        CHECK_INT(p.n, 2);
+    }
+    CHECK(first_a > 800 && first_a < 980);
+
+    /* preferences: only, ignore, order, allow_fallbacks, max_price, models */
+    route_prefs_init(&rp);
+    rp.only[rp.n_only++] = "c";
+    rp.only[rp.n_only++] = "a";
+    CHECK_INT(router_plan(cfg, h, 0, "r", 1, &rp, &p, err, sizeof(err)), 0);
+    order_is(&p, "ac");
+    route_prefs_init(&rp);
+    rp.ignore[rp.n_ignore++] = "a";
+    rp.order[rp.n_order++] = "c";
+    CHECK_INT(router_plan(cfg, h, 0, "r", 1, &rp, &p, err, sizeof(err)), 0);
+    order_is(&p, "cb");
+    rp.allow_fallbacks = 0;
+    CHECK_INT(router_plan(cfg, h, 0, "r", 1, &rp, &p, err, sizeof(err)), 0);
+    order_is(&p, "c");
+    route_prefs_init(&rp);
+    rp.max_prompt = 2;
+    rp.max_completion = 1.5;
+    CHECK_INT(router_plan(cfg, h, 0, "r", 1, &rp, &p, err, sizeof(err)), 0);
+    order_is(&p, "b");
+    rp.max_prompt = 0.5;
+    CHECK_INT(router_plan(cfg, h, 0, "r", 1, &rp, &p, err, sizeof(err)), ROUTER_EFILTERED);
+    CHECK(strstr(err, "a (x): prompt price over provider.max_price") != NULL);
+    route_prefs_init(&rp);
+    rp.models[rp.n_models++] = "fb";
+    rp.models[rp.n_models++] = "a/direct";
+    CHECK_INT(router_plan(cfg, h, 0, "two", 3, &rp, &p, err, sizeof(err)), 0);
+    order_is(&p, "abca");
+    CHECK(entry_is(&p.entries[2], "c", "fb") && entry_is(&p.entries[3], "a", "direct"));
+    CHECK(p.entries[3].borrowed && !p.entries[2].borrowed);
+    rp.models[0] = "nope";
+    CHECK_INT(router_plan(cfg, h, 0, "two", 3, &rp, &p, err, sizeof(err)), ROUTER_ENOTFOUND);
+    CHECK(strstr(err, "models[0]") != NULL);
+
+    /* health: an ejected deployment is dropped while at most half the plan is out and one
+     * usable deployment stays; past its ejection it is usable again (the probe) */
+    size_t rb = cfg->models[0].deployments[1].health_id; /* b/x: shared by every alias */
+    health_begin(h, rb, 100);
+    health_failure(h, rb, 100, 0, "boom");
+    health_begin(h, rb, 100);
+    health_failure(h, rb, 100, 0, "boom");
+    CHECK(!health_usable(h, rb, 500));
+    CHECK_INT(router_plan(cfg, h, 500, "r", 1, NULL, &p, err, sizeof(err)), 0);
+    order_is(&p, "ac");
+    CHECK_INT(p.dropped, 1);
+    CHECK_INT(router_plan(cfg, h, 500, "two", 3, NULL, &p, err, sizeof(err)), 0);
+    order_is(&p, "a"); /* 1 of 2 = 50%: may drop */
+    route_prefs_init(&rp);
+    rp.only[rp.n_only++] = "b";
+    CHECK_INT(router_plan(cfg, h, 500, "r", 1, &rp, &p, err, sizeof(err)), 0);
+    order_is(&p, "b"); /* never leaves a plan empty */
+    CHECK(health_usable(h, rb, 1100));
+    health_begin(h, rb, 1100); /* the probe */
+    CHECK(!health_usable(h, rb, 1100));
+    health_failure(h, rb, 1100, 0, "still down");
+    CHECK_INT(h->deps[rb].ejected_until, 1100 + 2000); /* doubled */
+    CHECK(health_usable(h, rb, 3100));
+    health_begin(h, rb, 3100);
+    struct health_sample fine = {10, 20, 0, 0};
+    health_success(h, rb, 3100, &fine);
+    CHECK_INT(h->deps[rb].ejected_until, 0);
+    CHECK_INT(h->deps[rb].ejections, 0);
+
+    /* Retry-After: unusable until then, without an ejection */
+    health_begin(h, ha, 5000);
+    health_failure(h, ha, 5000, 2000, "429");
+    CHECK(!health_usable(h, ha, 6999));
+    CHECK(health_usable(h, ha, 7000));
+    CHECK_INT(h->deps[ha].ejections, 0);
+
+    /* retry budget: min 10/s, then 20% of the requests of the last 10 s */
+    for (int i = 0; i < 100; i++)
+        health_note_request(h, 20000);
+    int allowed = 0;
+    for (int i = 0; i < 200; i++)
+        allowed += health_retry_allowed(h, 20000);
+    CHECK_INT(allowed, 100);
+    CHECK_INT(health_retry_allowed(h, 31000), 1); /* the window moved on */
+    health_free(h);
+    config_unref(cfg);
+}
+
 int main(void)
 {
+    test_routing();
     unsetenv("LLMUX_TEST_ROUTER_KEY");
     struct config *cfg;
     char err[512];
