@@ -5,9 +5,9 @@
  * content_block_delta (text_delta or input_json_delta)*, content_block_stop, message_delta,
  * message_stop; an in-stream failure is `event: error`. Errors are
  * {"type":"error","error":{"type","message"},"request_id"} and every response has a request-id
- * header. The request checks of the real API that adapters get wrong are kept: anthropic-version
- * and x-api-key headers, max_tokens, and a final assistant text (prefill) that must not end with
- * whitespace.
+ * header. The request checks of the real API that adapters get wrong are kept: an anthropic-version
+ * header, a key (x-api-key, or Authorization: Bearer as the SDK 1.x sends it), max_tokens, and a
+ * final assistant text (prefill) that must not end with whitespace.
  */
 #include <ctype.h>
 #include <string.h>
@@ -32,7 +32,7 @@ static int anthropic_read(struct reply *r, const cJSON *body, struct mock_error 
 {
     snprintf(r->id, sizeof(r->id), "msg_mock%llu", r->seq);
     snprintf(r->tool_id, sizeof(r->tool_id), "toolu_mock%llu", r->seq);
-    if (!server_req_header(r->req, "x-api-key"))
+    if (!server_req_header(r->req, "x-api-key") && !server_req_header(r->req, "authorization"))
         return invalid(e, 401, "x-api-key header is required");
     if (!server_req_header(r->req, "anthropic-version"))
         return invalid(e, 400, "anthropic-version: header is required");
