@@ -66,7 +66,8 @@ void mock_message_text(const cJSON *msg, struct buf *out)
         buf_append_str(out, content->valuestring);
         return;
     }
-    const cJSON *parts = cJSON_IsArray(content) ? content : cJSON_GetObjectItemCaseSensitive(msg, "parts");
+    const cJSON *parts =
+        cJSON_IsArray(content) ? content : cJSON_GetObjectItemCaseSensitive(msg, "parts");
     const cJSON *p;
     cJSON_ArrayForEach(p, parts) {
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(p, "text");

@@ -51,10 +51,12 @@ static int anthropic_read(struct reply *r, const cJSON *body, struct mock_error 
     size_t n = buf_size(&text);
     int rc = 0;
     if (how == 1 && !r->s.prefill)
-        rc = invalid(e, 400, "This model does not support assistant message prefill. The "
-                             "conversation must end with a user message.");
+        rc = invalid(e, 400,
+                     "This model does not support assistant message prefill. The "
+                     "conversation must end with a user message.");
     else if (how == 1 && n > 0 && isspace((unsigned char)buf_head(&text)[n - 1]))
-        rc = invalid(e, 400, "messages: final assistant content cannot end with trailing whitespace");
+        rc = invalid(e, 400,
+                     "messages: final assistant content cannot end with trailing whitespace");
     else if (how)
         mock_continue_from(r, buf_head(&text), n);
     buf_free(&text);
@@ -137,9 +139,11 @@ static void message(const struct reply *r, int done, struct buf *b)
         buf_printf(b, "],\"stop_reason\":\"%s\",", stop_reason(r));
     else
         buf_append_str(b, "],\"stop_reason\":null,");
-    buf_printf(b, "\"stop_sequence\":null,\"usage\":{\"input_tokens\":%d,"
-                  "\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,"
-                  "\"output_tokens\":%d}}", r->prompt_tokens, done ? r->pieces : 1);
+    buf_printf(b,
+               "\"stop_sequence\":null,\"usage\":{\"input_tokens\":%d,"
+               "\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,"
+               "\"output_tokens\":%d}}",
+               r->prompt_tokens, done ? r->pieces : 1);
 }
 
 static void anthropic_full(const struct reply *r, struct buf *b)
@@ -176,7 +180,8 @@ static void anthropic_stream_piece(struct reply *r, int i)
     buf_init(&t, 0);
     buf_init(&b, 0);
     mock_piece_text(r, i, &t);
-    buf_printf(&b, "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"%s\",\"%s\":",
+    buf_printf(&b,
+               "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"%s\",\"%s\":",
                mock_is_tool(r) ? "input_json_delta" : "text_delta",
                mock_is_tool(r) ? "partial_json" : "text");
     json_str(&b, buf_head(&t), buf_size(&t));
@@ -192,8 +197,11 @@ static void anthropic_stream_end(struct reply *r)
     buf_init(&b, 0);
     buf_append_str(&b, "{\"type\":\"content_block_stop\",\"index\":0}");
     event(r, "content_block_stop", &b);
-    buf_printf(&b, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"%s\",\"stop_sequence\":null},"
-                   "\"usage\":{\"output_tokens\":%d}}", stop_reason(r), r->sent);
+    buf_printf(
+        &b,
+        "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"%s\",\"stop_sequence\":null},"
+        "\"usage\":{\"output_tokens\":%d}}",
+        stop_reason(r), r->sent);
     event(r, "message_delta", &b);
     buf_append_str(&b, "{\"type\":\"message_stop\"}");
     event(r, "message_stop", &b);
@@ -221,8 +229,9 @@ const struct wire wire_anthropic = {
     .stream_error = anthropic_stream_error,
     .stream_error_status = 529,
     .garbage_body = "{\"id\":\"msg_broken\",\"type\":\"message\",\"content\":[",
-    .garbage_event = "event: content_block_delta\n"
-                     "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_del\n\n",
+    .garbage_event =
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_del\n\n",
     .sse_eol = "\n",
     .request_id = 1,
 };

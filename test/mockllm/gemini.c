@@ -70,8 +70,10 @@ static void gemini_error_body(const struct reply *r, const struct mock_error *e,
     buf_append_str(out, ",\"status\":");
     json_str(out, status, strlen(status));
     if (e->status == 429 && r->s.retry_after > 0)
-        buf_printf(out, ",\"details\":[{\"@type\":\"type.googleapis.com/google.rpc.RetryInfo\","
-                        "\"retryDelay\":\"%ds\"}]", r->s.retry_after);
+        buf_printf(out,
+                   ",\"details\":[{\"@type\":\"type.googleapis.com/google.rpc.RetryInfo\","
+                   "\"retryDelay\":\"%ds\"}]",
+                   r->s.retry_after);
     buf_append_str(out, "}}");
 }
 
@@ -100,10 +102,11 @@ static void response(const struct reply *r, const char *text, size_t len, int la
     buf_append_str(b, "],\"role\":\"model\"}");
     if (last)
         buf_printf(b, ",\"finishReason\":\"%s\"", r->capped ? "MAX_TOKENS" : "STOP");
-    buf_printf(b, ",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":%d,"
-                  "\"candidatesTokenCount\":%d,\"totalTokenCount\":%d,"
-                  "\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":%d}]},"
-                  "\"modelVersion\":",
+    buf_printf(b,
+               ",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":%d,"
+               "\"candidatesTokenCount\":%d,\"totalTokenCount\":%d,"
+               "\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":%d}]},"
+               "\"modelVersion\":",
                r->prompt_tokens, done, r->prompt_tokens + done, r->prompt_tokens);
     json_str(b, r->model, strlen(r->model));
     buf_printf(b, ",\"responseId\":\"%s\"}", r->id);

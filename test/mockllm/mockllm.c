@@ -57,12 +57,14 @@ static int parse_script(const char *text, size_t len, struct script *s, char *er
         snprintf(s->name, sizeof(s->name), "%s", v);                                               \
         continue;                                                                                  \
     }
+        /* clang-format off */
         KEY(delay) KEY(ttft) KEY(tokens) KEY(tps) KEY(status) KEY(retry_after) KEY(fail_every)
         KEY(reset_after) KEY(stall_after) KEY(chunk_bytes) KEY(context_window) KEY(error_after)
         KEY(prefill) TEXT_KEY(malformed) TEXT_KEY(tool) TEXT_KEY(error_type)
 #undef KEY
 #undef TEXT_KEY
         snprintf(err, errlen, "mockllm: unknown script key '%s'", kv);
+        /* clang-format on */
         return -1;
     }
     return 0;
@@ -231,7 +233,8 @@ static void step_stream(struct reply *r)
         return;
     }
     if (strcmp(r->s.malformed, "json") == 0 && r->sent == 1) {
-        uv_buf_t b = uv_buf_init((char *)r->wire->garbage_event, (unsigned)strlen(r->wire->garbage_event));
+        uv_buf_t b =
+            uv_buf_init((char *)r->wire->garbage_event, (unsigned)strlen(r->wire->garbage_event));
         server_stream_write(r->req, &b, 1);
     } else {
         r->wire->stream_piece(r, r->sent);
@@ -318,9 +321,10 @@ static int intake(struct reply *r, const struct server_request *rq, const struct
     if (r->wire->read(r, body, e))
         return -1;
     if (mock_is_tool(r)) {
-        r->pieces = r->wire->tool_in_one_piece
-                        ? 1
-                        : (int)(strlen(MOCK_TOOL_ARGS) + MOCK_TOOL_FRAGMENT - 1) / MOCK_TOOL_FRAGMENT;
+        r->pieces =
+            r->wire->tool_in_one_piece
+                ? 1
+                : (int)(strlen(MOCK_TOOL_ARGS) + MOCK_TOOL_FRAGMENT - 1) / MOCK_TOOL_FRAGMENT;
     } else {
         int end = r->s.tokens;
         if (r->max_tokens >= 0 && r->first + r->max_tokens < end) {
@@ -343,7 +347,8 @@ static int intake(struct reply *r, const struct server_request *rq, const struct
     return 0;
 }
 
-static void handle_api(struct server_req *req, const struct server_request *rq, const struct route *rt)
+static void handle_api(struct server_req *req, const struct server_request *rq,
+                       const struct route *rt)
 {
     api_requests++;
     record_last(rq);
@@ -352,15 +357,17 @@ static void handle_api(struct server_req *req, const struct server_request *rq, 
     r->wire = rt->wire;
     r->api = rt->api;
     r->embed_single = rt->embed_single;
-    r->s = (struct script){.tokens = 8, .reset_after = -1, .stall_after = -1, .error_after = -1,
-                           .prefill = 1};
+    r->s = (struct script){
+        .tokens = 8, .reset_after = -1, .stall_after = -1, .error_after = -1, .prefill = 1};
     r->max_tokens = -1;
     if (r->wire->request_id)
-        snprintf(r->request_id, sizeof(r->request_id), "req_mock%llu", (unsigned long long)api_requests);
+        snprintf(r->request_id, sizeof(r->request_id), "req_mock%llu",
+                 (unsigned long long)api_requests);
     uv_timer_init(uv_default_loop(), &r->timer);
     r->timer.data = r;
     cJSON *body = cJSON_ParseWithLength(rq->body, rq->body_len);
-    r->stream = rt->stream >= 0 ? rt->stream : cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "stream"));
+    r->stream = rt->stream >= 0 ? rt->stream
+                                : cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "stream"));
     if (r->api == API_EMBEDDINGS)
         r->stream = 0;
     struct mock_error e = {0};
@@ -371,7 +378,8 @@ static void handle_api(struct server_req *req, const struct server_request *rq, 
         return;
     }
     server_req_watch(req, on_abort, on_drain, r);
-    uv_timer_start(&r->timer, on_tick, (uint64_t)r->s.delay + (r->stream ? 0 : (uint64_t)r->s.ttft), 0);
+    uv_timer_start(&r->timer, on_tick, (uint64_t)r->s.delay + (r->stream ? 0 : (uint64_t)r->s.ttft),
+                   0);
 }
 
 /* Copies a path segment, undoing %XX escapes (a model id may carry "?script" as %3F...). */
@@ -398,7 +406,9 @@ static int starts(const char *s, const char *prefix)
 /* Gemini: /v1beta/models/{model}:{method} (or /v1/models/...). */
 static int route_gemini(const char *path, const char *query, struct route *rt)
 {
-    const char *m = starts(path, "/v1beta/models/") ? path + 15 : starts(path, "/v1/models/") ? path + 11 : NULL;
+    const char *m = starts(path, "/v1beta/models/") ? path + 15
+                    : starts(path, "/v1/models/")   ? path + 11
+                                                    : NULL;
     const char *colon = m ? strrchr(m, ':') : NULL;
     if (!colon)
         return -1;
@@ -474,8 +484,9 @@ static void handler(void *data, struct server_req *req)
     if (strcmp(rq->method, "POST") == 0 && route_of(path, query, &rt) == 0) {
         handle_api(req, rq, &rt);
     } else if (strcmp(path, "/v1/models") == 0) {
-        static const char body[] = "{\"object\":\"list\",\"data\":[{\"id\":\"mock-model\",\"object\":"
-                                   "\"model\",\"created\":1700000000,\"owned_by\":\"mockllm\"}]}";
+        static const char body[] =
+            "{\"object\":\"list\",\"data\":[{\"id\":\"mock-model\",\"object\":"
+            "\"model\",\"created\":1700000000,\"owned_by\":\"mockllm\"}]}";
         server_respond(req, 200, json_ct, 1, body, sizeof(body) - 1);
     } else if (strcmp(path, "/mock/stats") == 0) {
         const struct server_stats *st = server_get_stats(srv);
@@ -489,13 +500,15 @@ static void handler(void *data, struct server_req *req)
                          (unsigned long long)streams_completed);
         server_respond(req, 200, json_ct, 1, body, (size_t)n);
     } else if (strcmp(path, "/mock/last") == 0) {
-        server_respond(req, 200, json_ct, 1, buf_size(&last_request) ? buf_head(&last_request) : "{}",
+        server_respond(req, 200, json_ct, 1,
+                       buf_size(&last_request) ? buf_head(&last_request) : "{}",
                        buf_size(&last_request) ? buf_size(&last_request) : 2);
     } else if (strcmp(rq->method, "POST") == 0 && strcmp(path, "/mock/reset") == 0) {
         api_requests = streams_completed = counter = 0;
         server_respond(req, 200, json_ct, 1, "{}", 2);
     } else {
-        server_respond_error(req, 404, "invalid_request_error", "unknown_url", "mockllm: unknown path");
+        server_respond_error(req, 404, "invalid_request_error", "unknown_url",
+                             "mockllm: unknown path");
     }
 }
 

@@ -54,22 +54,22 @@ struct reply {
     struct script s;
     enum api api;
     int stream, include_usage;
-    int max_tokens;       /* the request's cap on answer tokens; -1: none */
-    int first;            /* index of the first token: > 0 continues an assistant text */
-    int lead;             /* the text to continue ends inside token first-1: finish it first */
-    int pieces;           /* pieces in the answer (tokens, or tool argument fragments) */
-    int capped;           /* max_tokens cut the answer short */
-    int sent;             /* pieces sent so far */
-    int phase;            /* 0: before the head, 1: streaming */
-    int prompt_tokens;    /* body bytes / 4 + 1 */
-    int inputs;           /* embeddings: number of inputs */
-    int embed_single;     /* Gemini :embedContent (one embedding, not a list) */
+    int max_tokens;          /* the request's cap on answer tokens; -1: none */
+    int first;               /* index of the first token: > 0 continues an assistant text */
+    int lead;                /* the text to continue ends inside token first-1: finish it first */
+    int pieces;              /* pieces in the answer (tokens, or tool argument fragments) */
+    int capped;              /* max_tokens cut the answer short */
+    int sent;                /* pieces sent so far */
+    int phase;               /* 0: before the head, 1: streaming */
+    int prompt_tokens;       /* body bytes / 4 + 1 */
+    int inputs;              /* embeddings: number of inputs */
+    int embed_single;        /* Gemini :embedContent (one embedding, not a list) */
     struct mock_error error; /* status != 0: the answer is this error, after `delay` */
-    char model[128];      /* the model reported (without its script) */
-    char id[48];          /* response id, in the provider's style */
-    char tool_id[48];     /* tool call id, in the provider's style */
-    char request_id[32];  /* Anthropic's request-id header */
-    unsigned long long seq; /* the request's number, for ids */
+    char model[128];         /* the model reported (without its script) */
+    char id[48];             /* response id, in the provider's style */
+    char tool_id[48];        /* tool call id, in the provider's style */
+    char request_id[32];     /* Anthropic's request-id header */
+    unsigned long long seq;  /* the request's number, for ids */
     long long created;
 };
 

@@ -48,7 +48,8 @@ static void usage_json(const struct reply *r, int completion, struct buf *b)
 
 static int openai_read(struct reply *r, const cJSON *body, struct mock_error *e)
 {
-    snprintf(r->id, sizeof(r->id), "%s-mock-%llu", r->api == API_CHAT ? "chatcmpl" : "cmpl", r->seq);
+    snprintf(r->id, sizeof(r->id), "%s-mock-%llu", r->api == API_CHAT ? "chatcmpl" : "cmpl",
+             r->seq);
     snprintf(r->tool_id, sizeof(r->tool_id), "call_mock%llu", r->seq);
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(body, "stream_options");
     r->include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
@@ -73,11 +74,11 @@ static int openai_read(struct reply *r, const cJSON *body, struct mock_error *e)
 
 static void openai_error_body(const struct reply *r, const struct mock_error *e, struct buf *out)
 {
-    const char *type = e->type                ? e->type
-                       : e->status == 429     ? "rate_limit_error"
-                       : e->status >= 500     ? "server_error"
-                       : e->status == 401     ? "authentication_error"
-                                              : "invalid_request_error";
+    const char *type = e->type            ? e->type
+                       : e->status == 429 ? "rate_limit_error"
+                       : e->status >= 500 ? "server_error"
+                       : e->status == 401 ? "authentication_error"
+                                          : "invalid_request_error";
     const char *code = e->code ? e->code : e->status == 429 ? "rate_limit_exceeded" : NULL;
     buf_append_str(out, "{\"error\":{\"message\":");
     json_str(out, e->message);
@@ -98,18 +99,22 @@ static void openai_context_error(const struct reply *r, int m, int n, struct moc
     e->param = r->api == API_CHAT ? "messages" : r->api == API_COMPLETIONS ? "prompt" : "input";
     snprintf(e->message, sizeof(e->message),
              "This model's maximum context length is %d tokens. However, your messages resulted in "
-             "%d tokens. Please reduce the length of the messages.", n, m);
+             "%d tokens. Please reduce the length of the messages.",
+             n, m);
 }
 
 static void full_chat(const struct reply *r, struct buf *b)
 {
-    buf_printf(b, "{\"id\":\"%s\",\"object\":\"chat.completion\",\"created\":%lld,\"model\":", r->id,
+    buf_printf(b,
+               "{\"id\":\"%s\",\"object\":\"chat.completion\",\"created\":%lld,\"model\":", r->id,
                r->created);
     json_str(b, r->model);
     buf_append_str(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",");
     if (mock_is_tool(r)) {
-        buf_printf(b, "\"content\":null,\"tool_calls\":[{\"id\":\"%s\",\"type\":\"function\","
-                      "\"function\":{\"name\":", r->tool_id);
+        buf_printf(b,
+                   "\"content\":null,\"tool_calls\":[{\"id\":\"%s\",\"type\":\"function\","
+                   "\"function\":{\"name\":",
+                   r->tool_id);
         json_str(b, r->s.tool);
         buf_append_str(b, ",\"arguments\":\"");
         text_json(r, -1, b);
@@ -135,13 +140,15 @@ static void openai_full(const struct reply *r, struct buf *b)
         json_str(b, r->model);
         buf_append_str(b, ",\"choices\":[{\"index\":0,\"text\":\"");
         text_json(r, -1, b);
-        buf_printf(b, "\",\"logprobs\":null,\"finish_reason\":\"%s\"}],\"usage\":", finish_reason(r));
+        buf_printf(b,
+                   "\",\"logprobs\":null,\"finish_reason\":\"%s\"}],\"usage\":", finish_reason(r));
         usage_json(r, r->pieces, b);
         buf_append_str(b, "}");
     } else {
         buf_append_str(b, "{\"object\":\"list\",\"data\":[");
         for (int i = 0; i < r->inputs; i++) {
-            buf_printf(b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":[", i ? "," : "", i);
+            buf_printf(b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":[", i ? "," : "",
+                       i);
             mock_embedding(i, b);
             buf_append_str(b, "]}");
         }
@@ -177,8 +184,11 @@ static void openai_stream_head(struct reply *r)
     if (r->api != API_CHAT) {
         buf_append_str(&c, "\"text\":\"\",\"logprobs\":null,\"finish_reason\":null");
     } else if (mock_is_tool(r)) {
-        buf_printf(&c, "\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,"
-                       "\"id\":\"%s\",\"type\":\"function\",\"function\":{\"name\":", r->tool_id);
+        buf_printf(
+            &c,
+            "\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,"
+            "\"id\":\"%s\",\"type\":\"function\",\"function\":{\"name\":",
+            r->tool_id);
         json_str(&c, r->s.tool);
         buf_append_str(&c, ",\"arguments\":\"\"}}],\"refusal\":null},\"logprobs\":null,"
                            "\"finish_reason\":null");
@@ -197,7 +207,8 @@ static void openai_stream_piece(struct reply *r, int i)
     if (r->api != API_CHAT)
         buf_append_str(&c, "\"text\":\"");
     else if (mock_is_tool(r))
-        buf_append_str(&c, "\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"");
+        buf_append_str(&c,
+                       "\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"");
     else
         buf_append_str(&c, "\"delta\":{\"content\":\"");
     text_json(r, i, &c);
