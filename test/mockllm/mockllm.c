@@ -305,7 +305,9 @@ static int intake(struct reply *r, const struct server_request *rq, const struct
         return fail(e, 404, rt->refusal);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
     const char *name = rt->model[0] ? rt->model : cJSON_IsString(model) ? model->valuestring : NULL;
-    if (!cJSON_IsObject(body) || !name)
+    if (!cJSON_IsObject(body))
+        return fail(e, 400, "mockllm: body must be a JSON object");
+    if (!name)
         return fail(e, 400, "mockllm: body must be JSON with a model");
     const char *q = strchr(name, '?');
     const char *hdr = server_req_header(r->req, "x-mock");
