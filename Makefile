@@ -13,8 +13,9 @@ deps:
 
 test-deps:
 	@sh deps/install.sh test
-	@if [ ! -d test/node/node_modules/openai ]; then \
-	    echo "installing the openai npm client into test/node"; \
+	@if [ ! -f test/node/node_modules/.package-lock.json ] || \
+	    [ test/node/package-lock.json -nt test/node/node_modules/.package-lock.json ]; then \
+	    echo "installing the npm test clients (openai, @anthropic-ai/sdk, @google/genai) into test/node"; \
 	    cd test/node && npm ci --no-audit --no-fund --loglevel=error; \
 	fi
 
