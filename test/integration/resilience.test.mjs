@@ -158,6 +158,13 @@ describe('routing', () => {
         broken: { deployments: [{ provider: 'dead', model: 'm' }] },
         fallback: { deployments: [{ provider: 'b', model: 'fb?tokens=2' }] },
         again: { max_attempts: 2, deployments: [{ provider: 'again', model: 'm' }] },
+        ctx: { deployments: [
+          { provider: 'a', model: 'ctx?context_window=10', context_window: 4096 },
+          { provider: 'a', model: 'ctx-same', context_window: 4096 },
+          { provider: 'b', model: 'ctx?tokens=2', context_window: 128000 }] },
+        'ctx-nowhere': { deployments: [
+          { provider: 'a', model: 'ctx?context_window=10', context_window: 4096 },
+          { provider: 'b', model: 'ctx?context_window=10', context_window: 4096 }] },
         ratelimited: { deployments: [
           { provider: 'a', model: 'rl?status=429&retry_after=7' }, { provider: 'b', model: 'rl?status=429&retry_after=3' }] },
       },
@@ -239,6 +246,25 @@ describe('routing', () => {
     assert.equal(res.headers.get('x-should-retry'), 'false');
     const body = await res.json();
     assert.equal(body.error.code, 'rate_limit_exceeded');
+  });
+
+  test('context length exceeded: straight to a deployment with a larger window', async () => {
+    const id = rid('ctx');
+    const res = await post(llmux.base, '/v1/chat/completions', chat('ctx'), { 'x-request-id': id });
+    assert.equal(res.status, 200);
+    assert.equal(served(res), 'b');
+    await res.arrayBuffer();
+    const line = await llmux.logFor(id);
+    assert.deepEqual(line.attempts.map((t) => t.model), ['ctx?context_window=10', 'ctx?tokens=2']);
+    assert.match(line.attempts[0].error, /maximum context length/);
+  });
+
+  test('context length exceeded with no larger window: the provider\'s 400, not retried', async () => {
+    const id = rid('ctx');
+    const res = await post(llmux.base, '/v1/chat/completions', chat('ctx-nowhere'), { 'x-request-id': id });
+    const err = await expectError(res, 400, 'context_length_exceeded');
+    assert.match(err.message, /maximum context length/);
+    assert.equal((await llmux.logFor(id)).attempts.length, 1);
   });
 
   test('max_attempts retries the same deployment after a backoff', async () => {
