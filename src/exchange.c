@@ -160,6 +160,24 @@ static void arm_phase(struct attempt *a, uint32_t ms)
 
 /* ---- responses to the client ---- */
 
+/* "provider/model: why it failed; provider/model: ok" for every attempt so far, in printable
+ * ASCII only (a provider's message must not be able to break the header). */
+static void tried_header(struct exchange *ex)
+{
+    size_t used = 0, cap = sizeof(ex->tried);
+    for (size_t i = 0; i < ex->n_rec && used + 1 < cap; i++) {
+        const struct attempt_record *r = &ex->rec[i];
+        const char *why = r->served || !r->reason[0] ? "ok" : r->reason;
+        int w = snprintf(ex->tried + used, cap - used, "%s%s/%.*s%s: %.80s", i ? "; " : "",
+                         r->provider->name, (int)r->model_len, r->model,
+                         r->hedge ? " (hedge)" : "", why);
+        used = w < 0 ? used : used + (size_t)w < cap ? used + (size_t)w : cap - 1;
+    }
+    for (char *c = ex->tried; *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
+            *c = '?';
+}
+
 /* Headers every answer carries: request id, attempts, and which deployment served. */
 static size_t common_headers(struct exchange *ex, struct http_header *h, char *attempts,
                              size_t attempts_size)
@@ -177,6 +195,10 @@ static size_t common_headers(struct exchange *ex, struct http_header *h, char *a
     if (ex->hedged)
         h[n++] = (struct http_header){"x-llmux-hedged", 14, ex->hedge_won ? "won" : "lost",
                                       ex->hedge_won ? 3 : 4};
+    if (ex->n_rec > 1 || (ex->n_rec == 1 && ex->rec[0].reason[0])) {
+        tried_header(ex);
+        h[n++] = (struct http_header){"x-llmux-tried", 13, ex->tried, strlen(ex->tried)};
+    }
     return n;
 }
 
@@ -185,7 +207,7 @@ static size_t common_headers(struct exchange *ex, struct http_header *h, char *a
 static void respond_json(struct exchange *ex, int status, const char *body, size_t len,
                          int error, const char *retry_after)
 {
-    struct http_header h[10];
+    struct http_header h[12];
     char attempts[16];
     ex->status = status;
     size_t n = common_headers(ex, h, attempts, sizeof(attempts));
@@ -247,7 +269,7 @@ static void client_write_event(struct exchange *ex, const char *data, size_t len
 /* The head of a stream response (at commit, or earlier for keep-alive pings). */
 static void send_stream_head(struct exchange *ex)
 {
-    struct http_header h[10];
+    struct http_header h[12];
     char attempts[16];
     ex->status = 200;
     size_t n = common_headers(ex, h, attempts, sizeof(attempts));

@@ -114,6 +114,7 @@ struct exchange {
     const char *outcome; /* "ok", "error", "client_closed", "truncated" */
     char end_reason[200];
     int hedged, hedge_won, continued;
+    char tried[512]; /* x-llmux-tried */
 };
 
 /* The access-log line (src/exchange_log.c). */

@@ -167,6 +167,16 @@ static void test_routing(void)
     CHECK_INT(h->deps[rb].ejected_until, 0);
     CHECK_INT(h->deps[rb].ejections, 0);
 
+    /* p95 of recent TTFTs (hedge_after_ms "auto"): none below 5 samples */
+    size_t hp = cfg->models[4].deployments[0].health_id;
+    CHECK_INT(health_p95_ttft(h, hp), 0);
+    for (uint64_t i = 1; i <= 100; i++) {
+        struct health_sample t = {i * 10, i * 10, 0, 0};
+        health_begin(h, hp, 0);
+        health_success(h, hp, 0, &t);
+    }
+    CHECK_INT(health_p95_ttft(h, hp), 970); /* the last 64 samples: 370..1000 */
+
     /* Retry-After: unusable until then, without an ejection */
     health_begin(h, ha, 5000);
     health_failure(h, ha, 5000, 2000, "429");

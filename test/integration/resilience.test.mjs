@@ -275,6 +275,7 @@ describe('routing', () => {
     res = await post(llmux.base, '/v1/chat/completions', chat('again'), { 'x-request-id': id });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('x-llmux-attempts'), '2');
+    assert.match(res.headers.get('x-llmux-tried'), /^again\/m: status 503[^;]*; again\/m: ok$/);
     await res.arrayBuffer();
     const line = await llmux.logFor(id);
     assert.equal(line.attempts.length, 2);
@@ -420,6 +421,7 @@ describe('hedged requests', () => {
     assert.equal(datas.at(-1), '[DONE]');
     assert.equal(served(res), 'fast');
     assert.equal(res.headers.get('x-llmux-hedged'), 'won');
+    assert.match(res.headers.get('x-llmux-tried'), /^slow\/m\?ttft=2000&tokens=3: cancelled[^;]*; fast\/m\?ttft=50&tokens=3 \(hedge\): ok$/);
     assert.ok(elapsed < 1500, `the hedge answered after ${elapsed} ms, not the 2 s primary`);
     await slow.waitStats((s) => s.aborted === 1, 'the primary cancelled');
     const line = await llmux.logFor(id);
