@@ -505,6 +505,26 @@ static void usage_add(struct usage *to, const struct usage *u)
     to->cached_tokens += u->cached_tokens;
 }
 
+/* The delivered text ended in whitespace that providers may not accept at the end of a prefill
+ * (Anthropic strips it): a continuation that starts with the same whitespace again would
+ * double it, so it is dropped from the first content. */
+static void trim_leading_ws(struct exchange *ex, cJSON *root)
+{
+    cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(choice, "delta"),
+                                                "content");
+    if (!cJSON_IsString(v))
+        v = cJSON_GetObjectItemCaseSensitive(choice, "text");
+    if (!cJSON_IsString(v))
+        return;
+    const char *tail = buf_head(&ex->delivered) + buf_size(&ex->delivered) - ex->trim_ws;
+    size_t k = 0;
+    while (k < (size_t)ex->trim_ws && v->valuestring[k] == tail[k])
+        k++;
+    if (k)
+        memmove(v->valuestring, v->valuestring + k, strlen(v->valuestring + k) + 1);
+}
+
 /* A continuation's chunk in the committed stream's identity (same id, created and model),
  * its usage grown by what the broken attempts consumed, marked as continued. */
 static int write_continued(struct exchange *ex, const char *data, size_t len,
@@ -525,6 +545,10 @@ static int write_continued(struct exchange *ex, const char *data, size_t len,
         cJSON_AddNumberToObject(u, "completion_tokens", (double)ex->usage.completion_tokens);
         cJSON_AddNumberToObject(u, "total_tokens", (double)ex->usage.total_tokens);
         cJSON_ReplaceItemInObjectCaseSensitive(root, "usage", u);
+    }
+    if (ci->text && ex->trim_ws) {
+        trim_leading_ws(ex, root);
+        ex->trim_ws = 0;
     }
     cJSON *mark = cJSON_CreateObject();
     cJSON_AddBoolToObject(mark, "continued", 1);
@@ -968,6 +992,13 @@ static int continue_stream(struct exchange *ex, struct attempt *a)
         ex->spent_prompt_unknown = 1;
     }
     buf_reset(&ex->tool_held); /* a half-streamed tool call restarts whole */
+    const char *d = buf_head(&ex->delivered);
+    size_t n = buf_size(&ex->delivered);
+    ex->trim_ws = 0;
+    while (ex->trim_ws < (int)n && ex->trim_ws < 8 &&
+           (d[n - 1 - ex->trim_ws] == ' ' || d[n - 1 - ex->trim_ws] == '\t' ||
+            d[n - 1 - ex->trim_ws] == '\n'))
+        ex->trim_ws++;
     attempt_reset(a);
     ex->continued++;
     if (ex->gw->health)

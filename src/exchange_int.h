@@ -97,6 +97,7 @@ struct exchange {
     struct buf delivered; /* content text relayed (for a continuation) */
     struct buf tool_held; /* tool-call chunks held until the call is complete (continue mode) */
     int no_continue;      /* delivered something a continuation cannot follow */
+    int trim_ws;          /* trailing whitespace of the delivered text (see trim_leading_ws) */
     struct attempt_record rec[EX_MAX_RECORDS];
     size_t n_rec;
     uv_timer_t deadline;

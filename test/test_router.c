@@ -177,6 +177,21 @@ static void test_routing(void)
     }
     CHECK_INT(health_p95_ttft(h, hp), 970); /* the last 64 samples: 370..1000 */
 
+    /* error rate: failures never consecutive past the threshold, but half of a full window */
+    size_t hr = cfg->models[0].deployments[2].health_id; /* c/x */
+    for (int i = 0; i < 19; i++) {
+        health_begin(h, hr, 4000);
+        if (i % 2)
+            health_failure(h, hr, 4000, 0, "flaky");
+        else
+            health_success(h, hr, 4000, &fine);
+        CHECK(health_usable(h, hr, 4000));
+    }
+    health_begin(h, hr, 4000);
+    health_failure(h, hr, 4000, 0, "flaky"); /* the 20th outcome: 10 of 20 failed */
+    CHECK(!health_usable(h, hr, 4000));
+    CHECK_INT(h->deps[hr].ejections, 1);
+
     /* Retry-After: unusable until then, without an ejection */
     health_begin(h, ha, 5000);
     health_failure(h, ha, 5000, 2000, "429");
