@@ -8,7 +8,7 @@ import {
   waitFor, rssBytes, ioBytes,
 } from './lib.mjs';
 
-const IDLE_MS = 300;
+const IDLE_MS = 600;
 let mock, kaMock, llmux, llmuxPatient;
 
 before(async () => {
