@@ -538,9 +538,10 @@ static void test_files(const char *shipped)
 
     /* The shipped config: valid, with keyless simulators enabled and keyed providers following
      * their variables. */
-    static const char *const vars[] = {"OPENAI_API_KEY",    "GROQ_API_KEY",    "TOGETHER_API_KEY",
-                                       "FIREWORKS_API_KEY", "DEEPSEEK_API_KEY", "MISTRAL_API_KEY",
-                                       "OPENROUTER_API_KEY"};
+    static const char *const vars[] = {
+        "OPENAI_API_KEY",    "GROQ_API_KEY",         "TOGETHER_API_KEY", "FIREWORKS_API_KEY",
+        "DEEPSEEK_API_KEY",  "MISTRAL_API_KEY",      "OPENROUTER_API_KEY", "ANTHROPIC_API_KEY",
+        "GEMINI_API_KEY",    "AZURE_OPENAI_API_KEY", "XAI_API_KEY"};
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
         unsetenv(vars[i]);
     setenv("GROQ_API_KEY", "gsk-test", 1);
@@ -553,7 +554,26 @@ static void test_files(const char *shipped)
     }
     CHECK_STR(c->listen_host, "127.0.0.1");
     CHECK_INT(c->listen_port, 8080);
-    CHECK_INT(c->n_providers, 9);
+    CHECK_INT(c->n_providers, 15);
+    /* the presets: every kind, every well-known provider, local servers without a key */
+    static const char *const presets[] = {"openai", "anthropic", "gemini", "azure", "groq",
+                                          "together", "fireworks", "deepseek", "mistral", "xai",
+                                          "openrouter", "ollama", "vllm"};
+    for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++) {
+        const struct provider *pp = config_find_provider(c, presets[i], strlen(presets[i]));
+        CHECK(pp != NULL);
+        if (pp && strcmp(presets[i], "ollama") && strcmp(presets[i], "vllm") &&
+            strcmp(presets[i], "groq")) {
+            CHECK_INT(pp->enabled, 0);
+            CHECK(pp->disabled_reason && strstr(pp->disabled_reason, "is not set"));
+        }
+    }
+    const struct provider *an = config_find_provider(c, "anthropic", 9);
+    CHECK(an && an->kind == PROVIDER_ANTHROPIC && strcmp(an->api_version, "2023-06-01") == 0);
+    const struct provider *gm = config_find_provider(c, "gemini", 6);
+    CHECK(gm && gm->kind == PROVIDER_GEMINI && strcmp(gm->base_path, "/v1beta") == 0);
+    const struct provider *az = config_find_provider(c, "azure", 5);
+    CHECK(az && az->kind == PROVIDER_AZURE && strcmp(az->api_version, "2024-10-21") == 0);
     const struct provider *h = config_find_provider(c, "sim-healthy", 11);
     const struct provider *f = config_find_provider(c, "sim-flaky", 9);
     const struct provider *o = config_find_provider(c, "openai", 6);
@@ -582,9 +602,11 @@ static void test_files(const char *shipped)
         CHECK_STR(demo->deployments[1].model, "demo-healthy");
     }
     const struct model *mini = config_find_model(c, "gpt-4o-mini", 11);
-    CHECK(mini && mini->n_deployments == 2);
-    if (mini)
-        CHECK_STR(mini->deployments[1].model, "openai/gpt-4o-mini");
+    CHECK(mini && mini->n_deployments == 3);
+    if (mini) {
+        CHECK_STR(mini->deployments[2].model, "openai/gpt-4o-mini");
+        CHECK(mini->deployments[0].price_in == 0.15 && mini->deployments[0].price_out == 0.6);
+    }
     const struct model *llama = config_find_model(c, "llama-3.3-70b", 13);
     CHECK(llama && llama->n_deployments == 3);
     if (llama)
