@@ -158,4 +158,58 @@ void adapter_iov_body(struct upstream_request *out);
 /* Usage from OpenAI's usage object. Returns 1 when present. */
 int adapter_openai_usage(const void *root_cjson, struct usage *u);
 
+/* Helpers for the kinds that translate (src/adapters/): re-encoded requests, and OpenAI chunks
+ * built from another wire format. */
+
+struct cJSON;
+
+/* The user message that asks a provider without prefill to continue a delivered prefix. */
+#define ADAPTER_CONTINUE_INSTRUCTION                                                              \
+    "Continue your previous message exactly where it stopped. Output only the continuation: "  \
+    "do not repeat anything already written and do not comment on it."
+
+/* Finish an encode whose body is the JSON `root` (borrowed): out->body gets its text, the head
+ * is written with `extra` header lines (may be ""), iov = head + body. On failure out is freed.
+ * `out` must have been zeroed and its buffers initialised. */
+int adapter_encode_json(struct upstream_request *out, const struct provider *p, const char *path,
+                        const struct canon_request *req, const struct cJSON *root,
+                        const char *extra);
+
+/* The identity every chunk of one translated stream carries. */
+struct chunk_ident {
+    char id[96];
+    char model[128];
+    long long created;
+};
+
+/* Emit one chat.completion.chunk {id, object, created, model, choices:[{index:0, delta,
+ * finish_reason}]} (with "usage":null when the client asked for usage, as OpenAI does).
+ * Takes ownership of `delta` (NULL: {}); `finish` NULL is null. The caller sets ci's kind,
+ * text, tool_call and finish; id, model and created are filled here. Returns emit's value,
+ * or UV_ENOMEM. */
+int adapter_emit_delta(const struct chunk_ident *who, int include_usage, struct cJSON *delta,
+                       const char *finish, struct chunk_info *ci, adapter_emit_fn emit,
+                       void *ctx);
+/* Emit the final usage chunk (choices [] and usage), CHUNK_CONTENT with ci.usage set. */
+int adapter_emit_usage(const struct chunk_ident *who, const struct usage *u, adapter_emit_fn emit,
+                       void *ctx);
+/* Emit "[DONE]" (CHUNK_DONE). `u` (may be NULL) is reported in its chunk_info: translated
+ * kinds know the usage even when the client did not ask for a usage chunk. */
+int adapter_emit_done(const struct usage *u, adapter_emit_fn emit, void *ctx);
+/* OpenAI's usage object {prompt_tokens, completion_tokens, total_tokens,
+ * prompt_tokens_details{cached_tokens}}. Caller frees with cJSON_Delete. */
+struct cJSON *adapter_usage_json(const struct usage *u);
+/* A fresh random id "<prefix><24 hex digits>" in dst. */
+void adapter_new_id(char *dst, size_t size, const char *prefix);
+/* Copy a cJSON string into dst (truncated to size - 1); dst is untouched when v is not a
+ * string. */
+void adapter_copy_str(char *dst, size_t size, const struct cJSON *v);
+/* The text of an OpenAI message content appended to out: a string, or the text parts of an
+ * array, joined; null or absent adds nothing. Returns 0, UV_EINVAL for another shape, or a
+ * buffer error. */
+int adapter_content_text(const struct cJSON *content, struct buf *out);
+/* Split a base64 data URL "data:<mime>;base64,<data>": returns 0 with the media type in mime
+ * and *data pointing into url; -1 when url is not such a URL. */
+int adapter_data_url(const char *url, char *mime, size_t mime_size, const char **data);
+
 #endif
