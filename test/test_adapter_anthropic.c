@@ -95,16 +95,16 @@ static const char *js(const cJSON *o, const char *key)
 static void test_encode_basic(void)
 {
     struct provider p = prov(KEY);
-    cJSON *b = encode_ok(&p,
-        "{\"model\":\"alias\",\"messages\":["
-        "{\"role\":\"system\",\"content\":\"Be brief.\"},"
-        "{\"role\":\"developer\",\"content\":[{\"type\":\"text\",\"text\":\"Use French.\"}]},"
-        "{\"role\":\"user\",\"content\":\"Hi\"},"
-        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Look:\"},"
-        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,iVBORw0=\"}},"
-        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x.test/cat.jpg\"}}]}],"
-        "\"temperature\":0.5,\"top_p\":0.9,\"stop\":\"END\",\"user\":\"u-42\","
-        "\"frequency_penalty\":1}");
+    cJSON *b = encode_ok(
+        &p, "{\"model\":\"alias\",\"messages\":["
+            "{\"role\":\"system\",\"content\":\"Be brief.\"},"
+            "{\"role\":\"developer\",\"content\":[{\"type\":\"text\",\"text\":\"Use French.\"}]},"
+            "{\"role\":\"user\",\"content\":\"Hi\"},"
+            "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Look:\"},"
+            "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,iVBORw0=\"}},"
+            "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x.test/cat.jpg\"}}]}],"
+            "\"temperature\":0.5,\"top_p\":0.9,\"stop\":\"END\",\"user\":\"u-42\","
+            "\"frequency_penalty\":1}");
     CHECK_CONTAINS(head, "POST /v1/messages HTTP/1.1\r\n");
     CHECK_CONTAINS(head, "host: api.anthropic.com\r\n");
     CHECK_CONTAINS(head, "x-api-key: " KEY "\r\n");
@@ -114,13 +114,14 @@ static void test_encode_basic(void)
     CHECK(strstr(strstr(head, KEY) + 1, KEY) == NULL); /* once */
     CHECK_STR(js(b, "model"), "\"claude-x\"");
     CHECK_STR(js(b, "system"), "\"Be brief.\\n\\nUse French.\"");
-    CHECK_STR(js(b, "messages"),
-              "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hi\"},"
-              "{\"type\":\"text\",\"text\":\"Look:\"},"
-              "{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\","
-              "\"data\":\"iVBORw0=\"}},"
-              "{\"type\":\"image\",\"source\":{\"type\":\"url\",\"url\":\"https://x.test/cat.jpg\"}}"
-              "]}]");
+    CHECK_STR(
+        js(b, "messages"),
+        "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hi\"},"
+        "{\"type\":\"text\",\"text\":\"Look:\"},"
+        "{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\","
+        "\"data\":\"iVBORw0=\"}},"
+        "{\"type\":\"image\",\"source\":{\"type\":\"url\",\"url\":\"https://x.test/cat.jpg\"}}"
+        "]}]");
     CHECK_STR(js(b, "max_tokens"), "1024");
     CHECK_STR(js(b, "temperature"), "0.5");
     CHECK_STR(js(b, "top_p"), "0.9");
@@ -137,25 +138,25 @@ static void test_encode_tools(void)
 {
     struct provider p = prov(NULL);
     p.api_version = "";
-    cJSON *b = encode_ok(&p,
-        "{\"model\":\"a\",\"stream\":true,\"max_completion_tokens\":77,\"temperature\":1.7,"
-        "\"stop\":[\"a\",\"b\"],\"messages\":["
-        "{\"role\":\"user\",\"content\":\"Weather in Paris and Rome?\"},"
-        "{\"role\":\"assistant\",\"content\":\"Checking.\",\"tool_calls\":["
-        "{\"id\":\"toolu_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
-        "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}},"
-        "{\"id\":\"toolu_2\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
-        "\"arguments\":\"\"}}]},"
-        "{\"role\":\"tool\",\"tool_call_id\":\"toolu_1\",\"content\":\"18C\"},"
-        "{\"role\":\"tool\",\"tool_call_id\":\"toolu_2\",\"content\":[{\"type\":\"text\","
-        "\"text\":\"21C\"}]},"
-        "{\"role\":\"user\",\"content\":\"Thanks\"},"
-        "{\"role\":\"assistant\",\"content\":\"\"}],"
-        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
-        "\"description\":\"Weather\",\"parameters\":{\"type\":\"object\",\"properties\":"
-        "{\"city\":{\"type\":\"string\"}}}}},"
-        "{\"type\":\"function\",\"function\":{\"name\":\"now\"}}],"
-        "\"tool_choice\":\"required\",\"parallel_tool_calls\":false}");
+    cJSON *b = encode_ok(
+        &p, "{\"model\":\"a\",\"stream\":true,\"max_completion_tokens\":77,\"temperature\":1.7,"
+            "\"stop\":[\"a\",\"b\"],\"messages\":["
+            "{\"role\":\"user\",\"content\":\"Weather in Paris and Rome?\"},"
+            "{\"role\":\"assistant\",\"content\":\"Checking.\",\"tool_calls\":["
+            "{\"id\":\"toolu_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+            "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}},"
+            "{\"id\":\"toolu_2\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+            "\"arguments\":\"\"}}]},"
+            "{\"role\":\"tool\",\"tool_call_id\":\"toolu_1\",\"content\":\"18C\"},"
+            "{\"role\":\"tool\",\"tool_call_id\":\"toolu_2\",\"content\":[{\"type\":\"text\","
+            "\"text\":\"21C\"}]},"
+            "{\"role\":\"user\",\"content\":\"Thanks\"},"
+            "{\"role\":\"assistant\",\"content\":\"\"}],"
+            "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+            "\"description\":\"Weather\",\"parameters\":{\"type\":\"object\",\"properties\":"
+            "{\"city\":{\"type\":\"string\"}}}}},"
+            "{\"type\":\"function\",\"function\":{\"name\":\"now\"}}],"
+            "\"tool_choice\":\"required\",\"parallel_tool_calls\":false}");
     CHECK(strstr(head, "x-api-key") == NULL);
     CHECK_CONTAINS(head, "anthropic-version: 2023-06-01\r\n"); /* the default */
     CHECK_CONTAINS(head, "accept: text/event-stream\r\n");
@@ -191,7 +192,8 @@ static void test_encode_tools(void)
         snprintf(json, sizeof(json),
                  "{\"model\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
                  "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"now\"}}],"
-                 "\"tool_choice\":%s}", choices[i][0]);
+                 "\"tool_choice\":%s}",
+                 choices[i][0]);
         b = encode_ok(&p, json);
         CHECK_STR(js(b, "tool_choice"), choices[i][1]);
         cJSON_Delete(b);
@@ -210,17 +212,21 @@ static void test_encode_refused(void)
         {"{\"model\":\"a\",\"input\":\"x\"}", API_EMBEDDINGS, LLMUX_EKIND},
         {"{\"model\":\"a\",\"n\":2,\"messages\":[]}", API_CHAT, LLMUX_EKIND},
         {"{\"model\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
-         "\"input_audio\",\"input_audio\":{}}]}]}", API_CHAT, LLMUX_EKIND},
+         "\"input_audio\",\"input_audio\":{}}]}]}",
+         API_CHAT, LLMUX_EKIND},
         {"{\"model\":\"a\",\"messages\":[{\"role\":\"function\",\"content\":\"x\"}]}", API_CHAT,
          LLMUX_EKIND},
         {"{\"model\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":"
-         "[{\"type\":\"code_interpreter\"}]}", API_CHAT, LLMUX_EKIND},
+         "[{\"type\":\"code_interpreter\"}]}",
+         API_CHAT, LLMUX_EKIND},
         {"{\"model\":\"a\",\"messages\":\"hi\"}", API_CHAT, UV_EINVAL},
         {"{\"model\":\"a\",\"messages\":[{\"content\":\"no role\"}]}", API_CHAT, UV_EINVAL},
         {"{\"model\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
-         "\"image_url\",\"image_url\":{\"url\":\"ftp://x\"}}]}]}", API_CHAT, UV_EINVAL},
+         "\"image_url\",\"image_url\":{\"url\":\"ftp://x\"}}]}]}",
+         API_CHAT, UV_EINVAL},
         {"{\"model\":\"a\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"1\","
-         "\"function\":{\"name\":\"f\",\"arguments\":\"{not json\"}}]}]}", API_CHAT, UV_EINVAL},
+         "\"function\":{\"name\":\"f\",\"arguments\":\"{not json\"}}]}]}",
+         API_CHAT, UV_EINVAL},
         {"{\"model\":\"a\",\"messages\":[{\"role\":\"tool\",\"content\":\"no id\"}]}", API_CHAT,
          UV_EINVAL},
     };
@@ -261,11 +267,12 @@ static void test_encode_continuation(void)
     r.prefill = 0;
     b = encode_req(&p, &r, &rc);
     CHECK_INT(rc, 0);
-    CHECK_STR(js(b, "messages"),
-              "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Count\"}]},"
-              "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"one two \\n\\t\"}]},"
-              "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"" ADAPTER_CONTINUE_INSTRUCTION
-              "\"}]}]");
+    CHECK_STR(
+        js(b, "messages"),
+        "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Count\"}]},"
+        "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"one two \\n\\t\"}]},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":"
+        "\"" ADAPTER_CONTINUE_INSTRUCTION "\"}]}]");
     cJSON_Delete(b);
 
     /* only whitespace delivered: no empty assistant message */
@@ -358,7 +365,8 @@ static void test_decode_body(void)
         char body[512], want[128];
         snprintf(body, sizeof(body),
                  "{\"id\":\"m\",\"model\":\"c\",\"content\":[],\"stop_reason\":%s,"
-                 "\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}", reasons[i][0]);
+                 "\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}",
+                 reasons[i][0]);
         CHECK_INT(decode(body, &u), 0);
         snprintf(want, sizeof(want), "\"finish_reason\":\"%s\"", reasons[i][1]);
         CHECK_CONTAINS(out_text, want);
@@ -435,9 +443,10 @@ static int run_close(struct run *x)
 
 #define STREAM_BODY "{\"model\":\"a\",\"stream\":true,\"messages\":[]}"
 #define USAGE_BODY                                                                                 \
-    "{\"model\":\"a\",\"stream\":true,\"stream_options\":{\"include_usage\":true},\"messages\":[]}"
+    "{\"model\":\"a\",\"stream\":true,\"stream_options\":{\"include_usage\":true},\"messages\":[]" \
+    "}"
 #define CHUNK(delta, finish)                                                                       \
-    "{\"id\":\"msg_1\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"claude-y\","   \
+    "{\"id\":\"msg_1\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"claude-y\"," \
     "\"choices\":[{\"index\":0,\"delta\":" delta ",\"finish_reason\":" finish "}]"
 #define MSG_START                                                                                  \
     "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":"     \
@@ -473,7 +482,8 @@ static void test_stream_text(void)
     CHECK_INT(run_close(&x), 1);
     struct rec *r = &x.rec;
     CHECK_INT(r->n, 7);
-    CHECK_STR(r->data[0], CHUNK("{\"role\":\"assistant\",\"content\":\"\"}", "null") ",\"usage\":null}");
+    CHECK_STR(r->data[0],
+              CHUNK("{\"role\":\"assistant\",\"content\":\"\"}", "null") ",\"usage\":null}");
     CHECK_INT(r->ci[0].kind, CHUNK_PREAMBLE);
     CHECK_STR(r->ci[0].id, "msg_1");
     CHECK_STR(r->ci[0].model, "claude-y");
@@ -483,7 +493,8 @@ static void test_stream_text(void)
     CHECK_INT(r->ci[1].kind, CHUNK_CONTENT);
     CHECK_STR(r->ci[1].text, "Hello");
     CHECK_INT(r->ci[1].text_len, 5);
-    CHECK_STR(r->data[2], CHUNK("{\"content\":\" wörld \xF0\x9F\x98\x80\"}", "null") ",\"usage\":null}");
+    CHECK_STR(r->data[2],
+              CHUNK("{\"content\":\" wörld \xF0\x9F\x98\x80\"}", "null") ",\"usage\":null}");
     CHECK_STR(r->ci[2].text, " wörld \xF0\x9F\x98\x80");
     CHECK_STR(r->ci[3].text, "日本");
     CHECK_STR(r->data[4], CHUNK("{}", "\"stop\"") ",\"usage\":null}");
@@ -519,7 +530,8 @@ static void test_stream_tools(void)
               "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
               "\"text\":\"Checking\"}}");
     run_event(&x, "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}");
-    static const char *const frags[] = {"", "{\"ci", "ty\": \"Pa", "ris\"", ", \"unit\":", "\"°C\"}"};
+    static const char *const frags[] = {"",      "{\"ci",       "ty\": \"Pa",
+                                        "ris\"", ", \"unit\":", "\"°C\"}"};
     for (int t = 0; t < 2; t++) {
         char ev[512];
         snprintf(ev, sizeof(ev),
@@ -552,24 +564,33 @@ static void test_stream_tools(void)
     CHECK_STR(r->data[1], CHUNK("{\"content\":\"Checking\"}", "null") "}");
     CHECK_STR(r->data[2], CHUNK("{\"tool_calls\":[{\"index\":0,\"id\":\"toolu_0\",\"type\":"
                                 "\"function\",\"function\":{\"name\":\"get_weather\","
-                                "\"arguments\":\"\"}}]}", "null") "}");
+                                "\"arguments\":\"\"}}]}",
+                                "null") "}");
     CHECK_INT(r->ci[2].kind, CHUNK_CONTENT);
     CHECK_INT(r->ci[2].tool_call, 1);
     CHECK(r->ci[2].text == NULL);
     CHECK_STR(r->data[3], CHUNK("{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":"
-                                "\"{\\\"ci\"}}]}", "null") "}");
+                                "\"{\\\"ci\"}}]}",
+                                "null") "}");
     CHECK_STR(r->data[8], CHUNK("{\"tool_calls\":[{\"index\":1,\"id\":\"toolu_1\",\"type\":"
                                 "\"function\",\"function\":{\"name\":\"get_weather\","
-                                "\"arguments\":\"\"}}]}", "null") "}");
+                                "\"arguments\":\"\"}}]}",
+                                "null") "}");
     /* the fragments of each call put together are its arguments */
     for (int t = 0; t < 2; t++) {
         char args[256] = "";
         for (int i = 0; i < 5; i++) {
             cJSON *o = cJSON_Parse(r->data[3 + 6 * t + i]);
-            cJSON *tc = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(
-                cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "delta"), "tool_calls"), 0);
+            cJSON *tc = cJSON_GetArrayItem(
+                cJSON_GetObjectItem(
+                    cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0),
+                                        "delta"),
+                    "tool_calls"),
+                0);
             CHECK_INT(cJSON_GetObjectItem(tc, "index")->valueint, t);
-            strcat(args, cJSON_GetObjectItem(cJSON_GetObjectItem(tc, "function"), "arguments")->valuestring);
+            strcat(
+                args,
+                cJSON_GetObjectItem(cJSON_GetObjectItem(tc, "function"), "arguments")->valuestring);
             CHECK_INT(r->ci[3 + 6 * t + i].tool_call, 1);
             cJSON_Delete(o);
         }
@@ -587,7 +608,7 @@ static void test_stream_tools(void)
 static void test_stream_finish_reasons(void)
 {
     static const char *const reasons[][2] = {
-        {"end_turn", "stop"}, {"stop_sequence", "stop"}, {"max_tokens", "length"},
+        {"end_turn", "stop"},       {"stop_sequence", "stop"},     {"max_tokens", "length"},
         {"tool_use", "tool_calls"}, {"refusal", "content_filter"},
     };
     for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
@@ -595,8 +616,10 @@ static void test_stream_finish_reasons(void)
         run_open(&x, STREAM_BODY);
         run_event(&x, "message_start", MSG_START);
         char ev[256], want[256];
-        snprintf(ev, sizeof(ev), "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"%s\"},"
-                                 "\"usage\":{\"output_tokens\":3}}", reasons[i][0]);
+        snprintf(ev, sizeof(ev),
+                 "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"%s\"},"
+                 "\"usage\":{\"output_tokens\":3}}",
+                 reasons[i][0]);
         run_event(&x, "message_delta", ev);
         run_event(&x, "message_delta", ev); /* a second one only updates usage */
         run_event(&x, "message_stop", "{\"type\":\"message_stop\"}");
@@ -613,15 +636,20 @@ static void test_stream_errors(void)
     static const struct {
         const char *type;
         int retryable;
-    } cases[] = {{"overloaded_error", 1}, {"api_error", 1}, {"rate_limit_error", 1},
-                 {"invalid_request_error", 0}, {"permission_error", 0}};
+    } cases[] = {{"overloaded_error", 1},
+                 {"api_error", 1},
+                 {"rate_limit_error", 1},
+                 {"invalid_request_error", 0},
+                 {"permission_error", 0}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct run x;
         run_open(&x, STREAM_BODY);
         run_event(&x, "message_start", MSG_START);
         char ev[256];
-        snprintf(ev, sizeof(ev), "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":"
-                                 "\"Overloaded\"}}", cases[i].type);
+        snprintf(ev, sizeof(ev),
+                 "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":"
+                 "\"Overloaded\"}}",
+                 cases[i].type);
         run_event(&x, "error", ev);
         CHECK_INT(x.rc, 0);
         CHECK_INT(run_close(&x), 0);
@@ -649,8 +677,9 @@ static void test_stream_truncated_and_malformed(void)
     run_event(&x, "content_block_delta",
               "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
               "\"text\":\"Hi\"}}");
-    run_event(&x, "message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
-                                   "\"end_turn\"},\"usage\":{\"output_tokens\":1}}");
+    run_event(&x, "message_delta",
+              "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+              "\"end_turn\"},\"usage\":{\"output_tokens\":1}}");
     CHECK_INT(run_close(&x), 0);
     CHECK_INT(x.rec.n, 3);
     CHECK(strcmp(x.rec.data[2], "[DONE]") != 0);
@@ -741,10 +770,14 @@ static void test_errors(void)
         enum verdict v;
         const char *out; /* a piece of the translated body */
     } cases[] = {
-        {429, "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"slow down\"}}",
-         VERDICT_RATE_LIMIT, "{\"error\":{\"message\":\"slow down\",\"type\":\"rate_limit_error\","
-                             "\"param\":null,\"code\":null}}"},
-        {529, "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}",
+        {429,
+         "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"slow down\"}}",
+         VERDICT_RATE_LIMIT,
+         "{\"error\":{\"message\":\"slow down\",\"type\":\"rate_limit_error\","
+         "\"param\":null,\"code\":null}}"},
+        {529,
+         "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}"
+         "}",
          VERDICT_RATE_LIMIT, "\"type\":\"overloaded_error\""},
         {503, "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}",
          VERDICT_RATE_LIMIT, "busy"},
@@ -753,17 +786,24 @@ static void test_errors(void)
         {502, "<html>bad gateway</html>", VERDICT_RETRY,
          "{\"error\":{\"message\":\"the provider refused the request with status 502\","
          "\"type\":\"api_error\""},
-        {401, "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\",\"message\":"
-              "\"invalid x-api-key\"}}", VERDICT_RETRY, "authentication_error"},
+        {401,
+         "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\",\"message\":"
+         "\"invalid x-api-key\"}}",
+         VERDICT_RETRY, "authentication_error"},
         {403, "{\"type\":\"error\",\"error\":{\"type\":\"permission_error\",\"message\":\"no\"}}",
          VERDICT_RETRY, "permission_error"},
-        {404, "{\"type\":\"error\",\"error\":{\"type\":\"not_found_error\",\"message\":\"model: "
-              "claude-x\"}}", VERDICT_RETRY, "not_found_error"},
-        {400, "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":"
-              "\"prompt is too long: 250000 tokens > 200000 maximum\"}}",
+        {404,
+         "{\"type\":\"error\",\"error\":{\"type\":\"not_found_error\",\"message\":\"model: "
+         "claude-x\"}}",
+         VERDICT_RETRY, "not_found_error"},
+        {400,
+         "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":"
+         "\"prompt is too long: 250000 tokens > 200000 maximum\"}}",
          VERDICT_CONTEXT_LENGTH, "\"code\":\"context_length_exceeded\""},
-        {400, "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":"
-              "\"max_tokens: Field required\"}}", VERDICT_CLIENT,
+        {400,
+         "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":"
+         "\"max_tokens: Field required\"}}",
+         VERDICT_CLIENT,
          "{\"error\":{\"message\":\"max_tokens: Field required\",\"type\":"
          "\"invalid_request_error\",\"param\":null,\"code\":null}}"},
         {413, "{\"type\":\"error\",\"error\":{\"type\":\"request_too_large\",\"message\":\"big\"}}",
@@ -774,9 +814,8 @@ static void test_errors(void)
         struct buf out;
         buf_init(&out, 0);
         char msg[160];
-        enum verdict v = adapter_anthropic.decode_error(cases[i].status, cases[i].body,
-                                                        strlen(cases[i].body), &out, msg,
-                                                        sizeof(msg));
+        enum verdict v = adapter_anthropic.decode_error(
+            cases[i].status, cases[i].body, strlen(cases[i].body), &out, msg, sizeof(msg));
         if (v != cases[i].v)
             fprintf(stderr, "case %zu\n", i);
         CHECK_INT(v, cases[i].v);

@@ -45,7 +45,6 @@
 
 #include "llmux/adapter.h"
 #include "llmux/errors.h"
-#include "llmux/server.h"
 
 #define DEFAULT_VERSION "2023-06-01"
 #define DEFAULT_MAX_TOKENS 4096
@@ -82,92 +81,29 @@ static cJSON *text_block(const char *text)
     return b;
 }
 
-/* Add blocks (an array, taken) as a message of `role`, merged into the previous one when it
- * has the same role; no blocks, no message. */
 static void push_message(struct conv *c, const char *role, cJSON *blocks)
 {
-    if (cJSON_GetArraySize(blocks) == 0) {
-        cJSON_Delete(blocks);
-        return;
-    }
-    const cJSON *last_role = cJSON_GetObjectItemCaseSensitive(c->last, "role");
-    if (cJSON_IsString(last_role) && strcmp(last_role->valuestring, role) == 0) {
-        cJSON *content = cJSON_GetObjectItemCaseSensitive(c->last, "content");
-        cJSON *b;
-        while ((b = cJSON_DetachItemFromArray(blocks, 0)) != NULL)
-            cJSON_AddItemToArray(content, b);
-        cJSON_Delete(blocks);
-        return;
-    }
-    cJSON *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "role", role);
-    cJSON_AddItemToObject(m, "content", blocks);
-    cJSON_AddItemToArray(c->messages, m);
-    c->last = m;
+    adapter_push_turn(c->messages, &c->last, role, "content", blocks);
 }
 
-/* An image_url part as an image block; NULL when its URL is neither data: nor http(s). */
-static cJSON *image_block(const cJSON *part)
+/* An image block: base64 data of a media type, or (mime NULL) a URL. */
+static cJSON *image_block(const char *mime, const char *src)
 {
-    const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
-    const cJSON *url = cJSON_IsObject(iu) ? cJSON_GetObjectItemCaseSensitive(iu, "url") : iu;
-    if (!cJSON_IsString(url))
-        return NULL;
-    char mime[64];
-    const char *data;
-    cJSON *source = cJSON_CreateObject();
-    if (adapter_data_url(url->valuestring, mime, sizeof(mime), &data) == 0) {
-        cJSON_AddStringToObject(source, "type", "base64");
-        cJSON_AddStringToObject(source, "media_type", mime);
-        cJSON_AddStringToObject(source, "data", data);
-    } else if (strncmp(url->valuestring, "https://", 8) == 0 ||
-               strncmp(url->valuestring, "http://", 7) == 0) {
-        cJSON_AddStringToObject(source, "type", "url");
-        cJSON_AddStringToObject(source, "url", url->valuestring);
-    } else {
-        cJSON_Delete(source);
-        return NULL;
-    }
     cJSON *b = cJSON_CreateObject();
     cJSON_AddStringToObject(b, "type", "image");
-    cJSON_AddItemToObject(b, "source", source);
+    cJSON *source = cJSON_AddObjectToObject(b, "source");
+    cJSON_AddStringToObject(source, "type", mime ? "base64" : "url");
+    if (mime)
+        cJSON_AddStringToObject(source, "media_type", mime);
+    cJSON_AddStringToObject(source, mime ? "data" : "url", src);
     return b;
 }
 
-/* OpenAI content (string, parts or null) appended to blocks. */
+static const struct content_makers makers = {text_block, image_block};
+
 static int content_blocks(const cJSON *content, cJSON *blocks)
 {
-    if (!content || cJSON_IsNull(content))
-        return 0;
-    if (cJSON_IsString(content)) {
-        if (content->valuestring[0])
-            cJSON_AddItemToArray(blocks, text_block(content->valuestring));
-        return 0;
-    }
-    if (!cJSON_IsArray(content))
-        return UV_EINVAL;
-    const cJSON *part;
-    cJSON_ArrayForEach(part, content)
-    {
-        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
-        const char *t = cJSON_IsString(type) ? type->valuestring : "";
-        const cJSON *text = cJSON_GetObjectItemCaseSensitive(
-            part, strcmp(t, "refusal") == 0 ? "refusal" : "text");
-        if (strcmp(t, "text") == 0 || strcmp(t, "refusal") == 0) {
-            if (!cJSON_IsString(text))
-                return UV_EINVAL;
-            if (text->valuestring[0])
-                cJSON_AddItemToArray(blocks, text_block(text->valuestring));
-        } else if (strcmp(t, "image_url") == 0) {
-            cJSON *img = image_block(part);
-            if (!img)
-                return UV_EINVAL;
-            cJSON_AddItemToArray(blocks, img);
-        } else {
-            return LLMUX_EKIND; /* audio, files: not translated */
-        }
-    }
-    return 0;
+    return adapter_content_items(content, blocks, &makers);
 }
 
 /* An assistant's tool_calls appended to blocks as tool_use blocks. */
@@ -182,13 +118,9 @@ static int tool_use_blocks(const cJSON *calls, cJSON *blocks)
         const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
         if (!cJSON_IsString(id) || !cJSON_IsString(name))
             return UV_EINVAL;
-        cJSON *input = cJSON_IsString(args) && args->valuestring[0]
-                           ? cJSON_Parse(args->valuestring)
-                           : cJSON_CreateObject();
-        if (!cJSON_IsObject(input)) {
-            cJSON_Delete(input);
+        cJSON *input = adapter_tool_arguments(args);
+        if (!input)
             return UV_EINVAL;
-        }
         cJSON *b = cJSON_CreateObject();
         cJSON_AddStringToObject(b, "type", "tool_use");
         cJSON_AddStringToObject(b, "id", id->valuestring);
@@ -367,13 +299,9 @@ static int build_request(const struct provider *p, const char *model, size_t mod
     const cJSON *top_p = cJSON_GetObjectItemCaseSensitive(in, "top_p");
     if (cJSON_IsNumber(top_p))
         cJSON_AddNumberToObject(root, "top_p", top_p->valuedouble);
-    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(in, "stop");
-    if (cJSON_IsString(stop)) {
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "stop_sequences"),
-                             cJSON_CreateString(stop->valuestring));
-    } else if (cJSON_IsArray(stop) && cJSON_GetArraySize(stop) > 0) {
-        cJSON_AddItemToObject(root, "stop_sequences", cJSON_Duplicate(stop, 1));
-    }
+    cJSON *stop = adapter_stop_list(in);
+    if (stop)
+        cJSON_AddItemToObject(root, "stop_sequences", stop);
     if (req->stream)
         cJSON_AddBoolToObject(root, "stream", 1);
     const cJSON *user = cJSON_GetObjectItemCaseSensitive(in, "user");
@@ -386,10 +314,7 @@ static int build_request(const struct provider *p, const char *model, size_t mod
 static int anthropic_encode(const struct provider *p, const char *model, size_t model_len,
                             const struct canon_request *req, struct upstream_request *out)
 {
-    memset(out, 0, sizeof(*out));
-    buf_init(&out->head, 0);
-    buf_init(&out->body, 0);
-    buf_init(&out->model, 0);
+    adapter_encode_init(out);
     if (req->endpoint != API_CHAT)
         return LLMUX_EKIND;
     cJSON *in = cJSON_ParseWithLength(req->body, req->body_len);
@@ -398,22 +323,12 @@ static int anthropic_encode(const struct provider *p, const char *model, size_t 
     if (!rc)
         rc = build_request(p, model, model_len, req, in, root);
     cJSON_Delete(in);
-    struct buf extra;
-    buf_init(&extra, 0);
-    if (!rc && p->api_key)
-        rc = buf_printf(&extra, "x-api-key: %s\r\n", p->api_key);
-    if (!rc)
-        rc = buf_printf(&extra, "anthropic-version: %s\r\n",
-                        p->api_version && p->api_version[0] ? p->api_version : DEFAULT_VERSION);
-    if (!rc)
-        rc = buf_append(&extra, "", 1);
-    char path[512];
+    char path[512], version[128];
     snprintf(path, sizeof(path), "%s/messages", p->base_path);
+    snprintf(version, sizeof(version), "anthropic-version: %s\r\n",
+             p->api_version && p->api_version[0] ? p->api_version : DEFAULT_VERSION);
     if (!rc)
-        rc = adapter_encode_json(out, p, path, req, root, extra.data);
-    if (extra.data)
-        explicit_bzero(extra.data, extra.cap); /* the key */
-    buf_free(&extra);
+        rc = adapter_encode_json(out, p, path, req, root, "x-api-key", version);
     cJSON_Delete(root);
     return rc;
 }
@@ -432,42 +347,21 @@ static const char *finish_reason(const cJSON *stop_reason)
     return "stop"; /* end_turn, stop_sequence, pause_turn */
 }
 
-static long num(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) ? (long)v->valuedouble : 0;
-}
-
 /* Anthropic's usage object into u (input side and/or output side, whichever it has). */
 static void read_usage(const cJSON *us, struct usage *u)
 {
     if (!cJSON_IsObject(us))
         return;
     if (cJSON_GetObjectItemCaseSensitive(us, "input_tokens")) {
-        long read = num(us, "cache_read_input_tokens");
-        u->prompt_tokens = num(us, "input_tokens") + read + num(us, "cache_creation_input_tokens");
+        long read = adapter_json_long(us, "cache_read_input_tokens");
+        u->prompt_tokens = adapter_json_long(us, "input_tokens") + read +
+                           adapter_json_long(us, "cache_creation_input_tokens");
         u->cached_tokens = read;
     }
     if (cJSON_GetObjectItemCaseSensitive(us, "output_tokens"))
-        u->completion_tokens = num(us, "output_tokens");
+        u->completion_tokens = adapter_json_long(us, "output_tokens");
     u->total_tokens = u->prompt_tokens + u->completion_tokens;
     u->known = 1;
-}
-
-static cJSON *tool_call(int index, const char *id, const char *name, const char *args)
-{
-    cJSON *tc = cJSON_CreateObject();
-    if (index >= 0)
-        cJSON_AddNumberToObject(tc, "index", index);
-    if (id) {
-        cJSON_AddStringToObject(tc, "id", id);
-        cJSON_AddStringToObject(tc, "type", "function");
-    }
-    cJSON *fn = cJSON_AddObjectToObject(tc, "function");
-    if (name)
-        cJSON_AddStringToObject(fn, "name", name);
-    cJSON_AddStringToObject(fn, "arguments", args);
-    return tc;
 }
 
 static int anthropic_decode_body(const struct canon_request *req, const char *model,
@@ -498,50 +392,27 @@ static int anthropic_decode_body(const struct canon_request *req, const char *mo
             if (!cJSON_IsString(id) || !cJSON_IsString(name) || !args)
                 rc = LLMUX_EPROTO;
             else
-                cJSON_AddItemToArray(calls,
-                                     tool_call(-1, id->valuestring, name->valuestring, args));
+                cJSON_AddItemToArray(
+                    calls, adapter_tool_call(-1, id->valuestring, name->valuestring, args));
             free(args);
         }
     }
     read_usage(cJSON_GetObjectItemCaseSensitive(root, "usage"), u);
-
-    cJSON *o = cJSON_CreateObject();
     char id[96] = "";
     adapter_copy_str(id, sizeof(id), cJSON_GetObjectItemCaseSensitive(root, "id"));
     if (!id[0])
         adapter_new_id(id, sizeof(id), "chatcmpl-");
     const cJSON *rmodel = cJSON_GetObjectItemCaseSensitive(root, "model");
-    cJSON_AddStringToObject(o, "id", id);
-    cJSON_AddStringToObject(o, "object", "chat.completion");
-    cJSON_AddNumberToObject(o, "created", (double)time(NULL));
-    cJSON_AddStringToObject(o, "model", cJSON_IsString(rmodel) ? rmodel->valuestring : model);
-    cJSON *choice = cJSON_CreateObject();
-    cJSON_AddNumberToObject(choice, "index", 0);
-    cJSON *msg = cJSON_AddObjectToObject(choice, "message");
-    cJSON_AddStringToObject(msg, "role", "assistant");
-    if (buf_size(&text) > 0) {
-        buf_append(&text, "", 1);
-        cJSON_AddStringToObject(msg, "content", text.data);
-    } else {
-        cJSON_AddNullToObject(msg, "content");
-    }
-    if (cJSON_GetArraySize(calls) > 0)
-        cJSON_AddItemToObject(msg, "tool_calls", calls);
+    const char *stop = finish_reason(cJSON_GetObjectItemCaseSensitive(root, "stop_reason"));
+    if (!rc && buf_size(&text) > 0)
+        rc = buf_append(&text, "", 1);
+    if (!rc)
+        rc = adapter_write_completion(out, id, cJSON_IsString(rmodel) ? rmodel->valuestring : model,
+                                      buf_size(&text) ? text.data : NULL, calls, stop, u);
     else
         cJSON_Delete(calls);
-    cJSON_AddStringToObject(choice, "finish_reason",
-                            finish_reason(cJSON_GetObjectItemCaseSensitive(root, "stop_reason")));
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), choice);
-    cJSON_AddItemToObject(o, "usage", adapter_usage_json(u));
     buf_free(&text);
     cJSON_Delete(root);
-    char *s = rc ? NULL : cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!rc && !s)
-        rc = UV_ENOMEM;
-    if (!rc)
-        rc = buf_append_str(out, s);
-    free(s);
     if (rc)
         memset(u, 0, sizeof(*u));
     return rc;
@@ -592,23 +463,13 @@ static const char *skip_stripped(struct anthropic_stream *st, const char *text)
 
 static int emit_error(const cJSON *err, adapter_emit_fn emit, void *ctx)
 {
-    struct chunk_info ci;
-    memset(&ci, 0, sizeof(ci));
-    ci.kind = CHUNK_ERROR;
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(err, "type");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
     const char *t = cJSON_IsString(type) ? type->valuestring : "api_error";
-    adapter_copy_str(ci.error, sizeof(ci.error), cJSON_GetObjectItemCaseSensitive(err, "message"));
-    if (!ci.error[0])
-        snprintf(ci.error, sizeof(ci.error), "the provider reported %s in the stream", t);
-    ci.retryable = strcmp(t, "overloaded_error") == 0 || strcmp(t, "api_error") == 0 ||
-                   strcmp(t, "rate_limit_error") == 0;
-    struct buf b;
-    buf_init(&b, 0);
-    int rc = server_format_error(&b, t, NULL, ci.error);
-    if (!rc)
-        rc = emit(ctx, buf_head(&b), buf_size(&b), &ci);
-    buf_free(&b);
-    return rc;
+    int retry = strcmp(t, "overloaded_error") == 0 || strcmp(t, "api_error") == 0 ||
+                strcmp(t, "rate_limit_error") == 0;
+    const char *text = cJSON_IsString(msg) ? msg->valuestring : "the provider reported an error";
+    return adapter_emit_error(text, t, NULL, retry, emit, ctx);
 }
 
 /* content_block_start and content_block_delta. */
@@ -641,8 +502,9 @@ static int on_block(struct adapter_stream *s, struct anthropic_stream *st, const
             return LLMUX_EPROTO;
         st->ws_len = 0;
         delta = cJSON_CreateObject();
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(delta, "tool_calls"),
-                             tool_call(st->tools++, id->valuestring, name->valuestring, ""));
+        cJSON_AddItemToArray(
+            cJSON_AddArrayToObject(delta, "tool_calls"),
+            adapter_tool_call(st->tools++, id->valuestring, name->valuestring, ""));
         ci.tool_call = 1;
     } else if (strcmp(t, "input_json_delta") == 0) {
         const cJSON *part = cJSON_GetObjectItemCaseSensitive(b, "partial_json");
@@ -652,7 +514,7 @@ static int on_block(struct adapter_stream *s, struct anthropic_stream *st, const
             return 0;
         delta = cJSON_CreateObject();
         cJSON_AddItemToArray(cJSON_AddArrayToObject(delta, "tool_calls"),
-                             tool_call(st->tools - 1, NULL, NULL, part->valuestring));
+                             adapter_tool_call(st->tools - 1, NULL, NULL, part->valuestring));
         ci.tool_call = 1;
     } else {
         return 0; /* thinking, signatures, citations, server tools: not relayed */
@@ -688,11 +550,7 @@ static int anthropic_stream_event(struct adapter_stream *s, const char *event, s
             adapter_copy_str(st->who.model, sizeof(st->who.model),
                              cJSON_GetObjectItemCaseSensitive(m, "model"));
             read_usage(cJSON_GetObjectItemCaseSensitive(m, "usage"), &st->usage);
-            cJSON *delta = cJSON_CreateObject();
-            cJSON_AddStringToObject(delta, "role", "assistant");
-            cJSON_AddStringToObject(delta, "content", "");
-            ci.kind = CHUNK_PREAMBLE;
-            rc = adapter_emit_delta(&st->who, s->req->include_usage, delta, NULL, &ci, emit, ctx);
+            rc = adapter_emit_role(&st->who, s->req->include_usage, emit, ctx);
         }
     } else if (strcmp(type, "content_block_start") == 0) {
         rc = on_block(s, st, ev, 1, emit, ctx);
@@ -710,8 +568,7 @@ static int anthropic_stream_event(struct adapter_stream *s, const char *event, s
         ci.finish = 1;
         rc = adapter_emit_delta(
             &st->who, s->req->include_usage, NULL,
-            finish_reason(cJSON_GetObjectItemCaseSensitive(delta, "stop_reason")), &ci, emit,
-            ctx);
+            finish_reason(cJSON_GetObjectItemCaseSensitive(delta, "stop_reason")), &ci, emit, ctx);
     } else if (strcmp(type, "message_stop") == 0) {
         s->done = 1;
         if (s->req->include_usage && st->usage.known)
@@ -748,28 +605,16 @@ static enum verdict anthropic_decode_error(int status, const char *body, size_t 
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
     const char *t = cJSON_IsString(type) ? type->valuestring : "";
     const char *text = cJSON_IsString(msg) ? msg->valuestring : NULL;
-    if (text)
-        snprintf(message, message_size, "status %d: %.150s", status, text);
-    else
-        snprintf(message, message_size, "status %d", status);
-    enum verdict v = VERDICT_CLIENT;
-    if (status == 429 || status == 529 || strcmp(t, "overloaded_error") == 0)
+    enum verdict v = adapter_status_verdict(status);
+    if (status == 529 || strcmp(t, "overloaded_error") == 0)
         v = VERDICT_RATE_LIMIT;
-    else if (status >= 500 || status == 401 || status == 403 || status == 404 || status == 408 ||
-             status == 409)
-        v = VERDICT_RETRY;
     else if (status == 400 && text && strcasestr(text, "prompt is too long"))
         v = VERDICT_CONTEXT_LENGTH;
-    char fallback[96];
-    if (!text) {
-        snprintf(fallback, sizeof(fallback), "the provider refused the request with status %d",
-                 status);
-        text = fallback;
-    }
     if (!t[0])
         t = status >= 500 ? "api_error" : "invalid_request_error";
-    server_format_error(out, t, v == VERDICT_CONTEXT_LENGTH ? "context_length_exceeded" : NULL,
-                        text);
+    adapter_error_out(status, text, t,
+                      v == VERDICT_CONTEXT_LENGTH ? "context_length_exceeded" : NULL, out, message,
+                      message_size);
     cJSON_Delete(root);
     return v;
 }
