@@ -99,6 +99,7 @@ static void test_encode_basic(void)
         &p, "{\"model\":\"alias\",\"messages\":["
             "{\"role\":\"system\",\"content\":\"Be brief.\"},"
             "{\"role\":\"developer\",\"content\":[{\"type\":\"text\",\"text\":\"Use French.\"}]},"
+            "{\"role\":\"system\",\"content\":\"\"},"
             "{\"role\":\"user\",\"content\":\"Hi\"},"
             "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Look:\"},"
             "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,iVBORw0=\"}},"
@@ -709,11 +710,14 @@ static void test_stream_truncated_and_malformed(void)
         CHECK_INT(x.rec.n, 0);
         CHECK_INT(run_close(&x), 0);
     }
-    /* the type may come from the SSE event name alone */
+    /* the type may come from the SSE event name alone; no message_delta: a finish chunk */
     run_open(&x, STREAM_BODY);
     run_event(&x, "message_stop", "{}");
     CHECK_INT(run_close(&x), 1);
-    CHECK_STR(x.rec.data[0], "[DONE]");
+    CHECK_INT(x.rec.n, 2);
+    CHECK_CONTAINS(x.rec.data[0], "\"finish_reason\":\"stop\"");
+    CHECK_INT(x.rec.ci[0].finish, 1);
+    CHECK_STR(x.rec.data[1], "[DONE]");
 }
 
 static void test_stream_continuation(void)

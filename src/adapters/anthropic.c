@@ -140,9 +140,13 @@ static int add_message(struct conv *c, const cJSON *m)
         return UV_EINVAL;
     const char *r = role->valuestring;
     if (strcmp(r, "system") == 0 || strcmp(r, "developer") == 0) {
-        if (buf_size(&c->system) > 0)
-            buf_append_str(&c->system, "\n\n");
-        return adapter_content_text(content, &c->system);
+        size_t had = buf_size(&c->system);
+        int rc = had ? buf_append_str(&c->system, "\n\n") : 0;
+        if (!rc)
+            rc = adapter_content_text(content, &c->system);
+        if (!rc && had && buf_size(&c->system) == had + 2)
+            c->system.len -= 2; /* an empty system message: no separator */
+        return rc;
     }
     cJSON *blocks = cJSON_CreateArray();
     int rc = 0;
@@ -571,7 +575,12 @@ static int anthropic_stream_event(struct adapter_stream *s, const char *event, s
             finish_reason(cJSON_GetObjectItemCaseSensitive(delta, "stop_reason")), &ci, emit, ctx);
     } else if (strcmp(type, "message_stop") == 0) {
         s->done = 1;
-        if (s->req->include_usage && st->usage.known)
+        ci.kind = CHUNK_CONTENT;
+        ci.finish = 1;
+        if (!st->finished) /* no message_delta came: the client still gets a finish reason */
+            rc = adapter_emit_delta(&st->who, s->req->include_usage, NULL, "stop", &ci, emit, ctx);
+        st->finished = 1;
+        if (!rc && s->req->include_usage && st->usage.known)
             rc = adapter_emit_usage(&st->who, &st->usage, emit, ctx);
         if (!rc)
             rc = adapter_emit_done(&st->usage, emit, ctx);
