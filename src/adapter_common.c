@@ -361,6 +361,8 @@ int adapter_emit_error(const char *message, const char *type, const char *code, 
     memset(&ci, 0, sizeof(ci));
     ci.kind = CHUNK_ERROR;
     ci.retryable = retryable;
+    if (!message || !message[0])
+        message = "the provider reported an error";
     snprintf(ci.error, sizeof(ci.error), "%s", message);
     struct buf b;
     buf_init(&b, 0);

@@ -660,6 +660,17 @@ static void test_stream_errors(void)
         CHECK_INT(x.rec.ci[1].retryable, cases[i].retryable);
         CHECK_CONTAINS(x.rec.data[1], "{\"error\":{\"message\":\"Overloaded\"");
     }
+    /* an error without a message still says something (the exchange logs it) */
+    {
+        struct run x;
+        run_open(&x, STREAM_BODY);
+        run_event(&x, "error", "{\"type\":\"error\",\"error\":{\"type\":\"api_error\","
+                               "\"message\":\"\"}}");
+        CHECK_INT(x.rec.n, 1);
+        CHECK_INT(x.rec.ci[0].kind, CHUNK_ERROR);
+        CHECK_STR(x.rec.ci[0].error, "the provider reported an error");
+        run_close(&x);
+    }
     /* emit's nonzero value stops decoding and is returned */
     struct run x;
     run_open(&x, STREAM_BODY);
