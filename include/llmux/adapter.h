@@ -159,4 +159,121 @@ void adapter_iov_body(struct upstream_request *out);
 /* Usage from OpenAI's usage object. Returns 1 when present. */
 int adapter_openai_usage(const void *root_cjson, struct usage *u);
 
+/* Helpers for the kinds that translate (src/adapters/): re-encoded requests, and OpenAI chunks
+ * built from another wire format. */
+
+struct cJSON;
+
+/* The user message that asks a provider without prefill to continue a delivered prefix. */
+#define ADAPTER_CONTINUE_INSTRUCTION                                                              \
+    "Continue your previous message exactly where it stopped. Output only the continuation: "  \
+    "do not repeat anything already written and do not comment on it."
+
+/* Start an encode: `out` empty with its buffers initialised (safe to free). */
+void adapter_encode_init(struct upstream_request *out);
+/* Finish an encode whose body is the JSON `root` (borrowed): out->body gets its text, the head
+ * is written with the header `key_header: <p->api_key>` (when both are set; the copy is wiped
+ * afterwards) and `extra` header lines (each ending in CRLF; may be ""), iov = head + body.
+ * On failure out is freed. */
+int adapter_encode_json(struct upstream_request *out, const struct provider *p, const char *path,
+                        const struct canon_request *req, const struct cJSON *root,
+                        const char *key_header, const char *extra);
+
+/* The identity every chunk of one translated stream carries. */
+struct chunk_ident {
+    char id[96];
+    char model[128];
+    long long created;
+};
+
+/* Emit one chat.completion.chunk {id, object, created, model, choices:[{index:0, delta,
+ * finish_reason}]} (with "usage":null when the client asked for usage, as OpenAI does).
+ * Takes ownership of `delta` (NULL: {}); `finish` NULL is null. The caller sets ci's kind,
+ * text, tool_call and finish; id, model and created are filled here. Returns emit's value,
+ * or UV_ENOMEM. */
+int adapter_emit_delta(const struct chunk_ident *who, int include_usage, struct cJSON *delta,
+                       const char *finish, struct chunk_info *ci, adapter_emit_fn emit,
+                       void *ctx);
+/* Emit the final usage chunk (choices [] and usage), CHUNK_CONTENT with ci.usage set. */
+int adapter_emit_usage(const struct chunk_ident *who, const struct usage *u, adapter_emit_fn emit,
+                       void *ctx);
+/* Emit "[DONE]" (CHUNK_DONE). `u` (may be NULL) is reported in its chunk_info: translated
+ * kinds know the usage even when the client did not ask for a usage chunk. */
+int adapter_emit_done(const struct usage *u, adapter_emit_fn emit, void *ctx);
+/* OpenAI's usage object {prompt_tokens, completion_tokens, total_tokens,
+ * prompt_tokens_details{cached_tokens}}. Caller frees with cJSON_Delete. */
+struct cJSON *adapter_usage_json(const struct usage *u);
+/* A fresh random id "<prefix><24 hex digits>" in dst. */
+void adapter_new_id(char *dst, size_t size, const char *prefix);
+/* Copy a cJSON string into dst (truncated to size - 1); dst is untouched when v is not a
+ * string. */
+void adapter_copy_str(char *dst, size_t size, const struct cJSON *v);
+/* The text of an OpenAI message content appended to out: a string, or the text parts of an
+ * array, joined; null or absent adds nothing. Returns 0, UV_EINVAL for another shape, or a
+ * buffer error. */
+int adapter_content_text(const struct cJSON *content, struct buf *out);
+/* Append items (an array, taken) to the array `turns` as {role, <key>: items}, merged into
+ * *last when that turn has the same role (providers that require alternating roles); no items,
+ * no turn. *last is updated to the turn added. */
+void adapter_push_turn(struct cJSON *turns, struct cJSON **last, const char *role,
+                       const char *key, struct cJSON *items);
+/* An OpenAI tool call's `arguments` string as the JSON object providers take: absent or "" is
+ * {}; NULL when it is not a JSON object. Caller frees with cJSON_Delete. */
+struct cJSON *adapter_tool_arguments(const struct cJSON *arguments);
+/* An OpenAI tool call {index, id, type:"function", function{name, arguments}}; index < 0, id
+ * NULL or name NULL leave that member out (a stream's argument fragments). */
+struct cJSON *adapter_tool_call(int index, const char *id, const char *name, const char *args);
+/* The chat.completion body of one choice, appended to out: content NULL is null, tool_calls
+ * (taken; may be NULL) is left out when empty. Returns 0 or a buffer error. */
+int adapter_write_completion(struct buf *out, const char *id, const char *model,
+                             const char *content, struct cJSON *tool_calls, const char *finish,
+                             const struct usage *u);
+/* Emit the role-only first chunk (CHUNK_PREAMBLE). */
+int adapter_emit_role(const struct chunk_ident *who, int include_usage, adapter_emit_fn emit,
+                      void *ctx);
+/* Emit CHUNK_ERROR for an in-band provider error, with an OpenAI error body as its data
+ * (code may be NULL). */
+int adapter_emit_error(const char *message, const char *type, const char *code, int retryable,
+                       adapter_emit_fn emit, void *ctx);
+/* The verdict the HTTP status alone gives: 429 rate limit; 5xx, 401, 403, 404, 408, 409 retry
+ * (a deployment's key, model or health, not the client's request); others client. */
+enum verdict adapter_status_verdict(int status);
+/* decode_error's outputs: "status N: <text>" in message, and in out the OpenAI error body with
+ * text (a generic one when NULL), type (NULL: OpenAI's type for the status) and code (may be
+ * NULL). */
+void adapter_error_out(int status, const char *text, const char *type, const char *code,
+                       struct buf *out, char *message, size_t message_size);
+/* How one provider represents the items of a message's content. */
+struct content_makers {
+    struct cJSON *(*text)(const char *text);
+    /* an image: base64 `src` of media type `mime`, or (mime NULL) an http(s) URL `src` */
+    struct cJSON *(*image)(const char *mime, const char *src);
+};
+/* OpenAI content (a string, an array of text, refusal and image_url parts, or null) appended to
+ * items through make. Empty texts are skipped. Returns 0, UV_EINVAL for a malformed part or an
+ * image URL that is neither a base64 data: URL nor http(s), LLMUX_EKIND for other part types
+ * (audio, files). */
+int adapter_content_items(const struct cJSON *content, struct cJSON *items,
+                          const struct content_makers *make);
+/* The OpenAI embeddings list for `list`, whose item i holds vector i (an array of numbers) as
+ * its member `key` (key NULL: the item is the vector), appended to out:
+ * {object:list, data[{object:embedding, index, embedding}], model, usage (zeros)}, each
+ * embedding as numbers, or as base64 of little-endian float32 when the client asked for
+ * encoding_format "base64" (as the OpenAI SDKs do by default). LLMUX_EPROTO when a vector is
+ * not an array of numbers. */
+int adapter_write_embeddings(struct buf *out, const struct canon_request *req, const char *model,
+                             const struct cJSON *list, const char *key);
+/* Append n bytes as base64 (RFC 4648, padded). */
+int adapter_append_base64(struct buf *b, const void *p, size_t n);
+/* Append s[0..n) as one URL path segment: unreserved bytes as they are, others %XX. */
+int adapter_append_segment(struct buf *b, const char *s, size_t n);
+/* The number o.key as a long; 0 when absent or not a number. */
+long adapter_json_long(const struct cJSON *o, const char *key);
+/* The request's `stop` (a string or an array of strings) as a new array; NULL when none.
+ * Caller frees with cJSON_Delete. */
+struct cJSON *adapter_stop_list(const struct cJSON *request);
+/* Split a base64 data URL "data:<mime>;base64,<data>": returns 0 with the media type in mime
+ * and *data pointing into url; -1 when url is not such a URL. */
+int adapter_data_url(const char *url, char *mime, size_t mime_size, const char **data);
+
 #endif

@@ -1,0 +1,641 @@
+/* adapters/anthropic: the anthropic kind, OpenAI chat completions over Anthropic's Messages
+ * API (POST {base_path}/messages, headers x-api-key and anthropic-version). Only
+ * /v1/chat/completions is served; the other endpoints are LLMUX_EKIND.
+ *
+ * Request (the client's OpenAI body, re-encoded with cJSON):
+ *   - system and developer messages are lifted into `system` (joined by a blank line);
+ *   - every other message becomes {role, content:[blocks]}; consecutive messages of the same
+ *     role are merged (Anthropic requires user/assistant alternation); a message left without
+ *     blocks (empty text) is dropped, since Anthropic rejects empty content;
+ *   - content parts: text -> text block, image_url with a base64 data: URL -> image block with a
+ *     base64 source, http(s) URL -> image block with a url source; other parts -> LLMUX_EKIND;
+ *   - assistant tool_calls -> tool_use blocks {id, name, input: the parsed arguments};
+ *     `tool` messages -> a user message of tool_result blocks {tool_use_id, content};
+ *   - max_tokens (or max_completion_tokens), else the provider's default_max_tokens;
+ *     temperature (clamped to Anthropic's 0..1), top_p, stop -> stop_sequences, stream,
+ *     user -> metadata.user_id; n > 1 is LLMUX_EKIND (one choice only);
+ *   - tools [{type:function, function{name, description, parameters}}] ->
+ *     [{name, description, input_schema}]; tool_choice "auto" -> {type:auto}, "none" ->
+ *     {type:none}, "required" -> {type:any}, {function{name}} -> {type:tool, name};
+ *     parallel_tool_calls:false -> disable_parallel_tool_use.
+ *   - Continuation (req->prefix): with prefill (this kind's default) the delivered text is
+ *     sent as a trailing assistant message that Anthropic continues. Anthropic rejects a final
+ *     assistant content ending in whitespace, so the trailing ASCII whitespace is stripped from
+ *     what is sent, and the stream then drops the same whitespace from the start of the
+ *     continuation (byte by byte, as long as it matches) since the client already has it.
+ *     Without prefill: the assistant message then a user message asking to continue.
+ *
+ * Response: text blocks joined into message.content (null when none), tool_use blocks into
+ * tool_calls (arguments = input re-serialized); stop_reason end_turn/stop_sequence -> "stop",
+ * max_tokens -> "length", tool_use -> "tool_calls", refusal -> "content_filter"; usage with
+ * prompt_tokens = input + cache read + cache creation tokens, cached_tokens = cache reads.
+ *
+ * Stream (named SSE events with JSON data): message_start -> the role chunk (CHUNK_PREAMBLE);
+ * text deltas -> content chunks; a tool_use block start -> a tool_calls delta {index, id, type,
+ * function{name, arguments:""}} and its input_json_delta fragments -> argument deltas (tool
+ * call indexes count tool_use blocks from 0); message_delta -> the finish chunk; message_stop
+ * -> the usage chunk (when asked for) and "[DONE]"; `error` -> CHUNK_ERROR. ping, thinking and
+ * unknown events are ignored. The stream completed only if message_stop was seen.
+ */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "llmux/adapter.h"
+#include "llmux/errors.h"
+
+#define DEFAULT_VERSION "2023-06-01"
+#define DEFAULT_MAX_TOKENS 4096
+#define WS_MAX 64 /* stripped prefix whitespace remembered to drop from the continuation */
+
+static int is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* Length of the prefix once its trailing whitespace is stripped. */
+static size_t prefix_kept(const struct canon_request *req)
+{
+    size_t n = req->prefix_len;
+    while (n > 0 && is_ws(req->prefix[n - 1]))
+        n--;
+    return n;
+}
+
+/* ---- request ---- */
+
+/* The messages being built: each new message merges into `last` when the roles match. */
+struct conv {
+    cJSON *messages;
+    cJSON *last;
+    struct buf system;
+};
+
+static cJSON *text_block(const char *text)
+{
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "type", "text");
+    cJSON_AddStringToObject(b, "text", text);
+    return b;
+}
+
+static void push_message(struct conv *c, const char *role, cJSON *blocks)
+{
+    adapter_push_turn(c->messages, &c->last, role, "content", blocks);
+}
+
+/* An image block: base64 data of a media type, or (mime NULL) a URL. */
+static cJSON *image_block(const char *mime, const char *src)
+{
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "type", "image");
+    cJSON *source = cJSON_AddObjectToObject(b, "source");
+    cJSON_AddStringToObject(source, "type", mime ? "base64" : "url");
+    if (mime)
+        cJSON_AddStringToObject(source, "media_type", mime);
+    cJSON_AddStringToObject(source, mime ? "data" : "url", src);
+    return b;
+}
+
+static const struct content_makers makers = {text_block, image_block};
+
+static int content_blocks(const cJSON *content, cJSON *blocks)
+{
+    return adapter_content_items(content, blocks, &makers);
+}
+
+/* An assistant's tool_calls appended to blocks as tool_use blocks. */
+static int tool_use_blocks(const cJSON *calls, cJSON *blocks)
+{
+    const cJSON *tc;
+    cJSON_ArrayForEach(tc, calls)
+    {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(tc, "id");
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        if (!cJSON_IsString(id) || !cJSON_IsString(name))
+            return UV_EINVAL;
+        cJSON *input = adapter_tool_arguments(args);
+        if (!input)
+            return UV_EINVAL;
+        cJSON *b = cJSON_CreateObject();
+        cJSON_AddStringToObject(b, "type", "tool_use");
+        cJSON_AddStringToObject(b, "id", id->valuestring);
+        cJSON_AddStringToObject(b, "name", name->valuestring);
+        cJSON_AddItemToObject(b, "input", input);
+        cJSON_AddItemToArray(blocks, b);
+    }
+    return 0;
+}
+
+/* One OpenAI message into the conversation. */
+static int add_message(struct conv *c, const cJSON *m)
+{
+    const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+    if (!cJSON_IsString(role))
+        return UV_EINVAL;
+    const char *r = role->valuestring;
+    if (strcmp(r, "system") == 0 || strcmp(r, "developer") == 0) {
+        size_t had = buf_size(&c->system);
+        int rc = had ? buf_append_str(&c->system, "\n\n") : 0;
+        if (!rc)
+            rc = adapter_content_text(content, &c->system);
+        if (!rc && had && buf_size(&c->system) == had + 2)
+            c->system.len -= 2; /* an empty system message: no separator */
+        return rc;
+    }
+    cJSON *blocks = cJSON_CreateArray();
+    int rc = 0;
+    if (strcmp(r, "user") == 0) {
+        rc = content_blocks(content, blocks);
+    } else if (strcmp(r, "assistant") == 0) {
+        rc = content_blocks(content, blocks);
+        if (!rc)
+            rc = tool_use_blocks(cJSON_GetObjectItemCaseSensitive(m, "tool_calls"), blocks);
+    } else if (strcmp(r, "tool") == 0) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "tool_call_id");
+        struct buf text;
+        buf_init(&text, 0);
+        rc = cJSON_IsString(id) ? adapter_content_text(content, &text) : UV_EINVAL;
+        if (!rc)
+            rc = buf_append(&text, "", 1);
+        if (!rc) {
+            cJSON *b = cJSON_CreateObject();
+            cJSON_AddStringToObject(b, "type", "tool_result");
+            cJSON_AddStringToObject(b, "tool_use_id", id->valuestring);
+            cJSON_AddStringToObject(b, "content", text.data);
+            cJSON_AddItemToArray(blocks, b);
+        }
+        buf_free(&text);
+        r = "user";
+    } else {
+        rc = LLMUX_EKIND; /* the legacy "function" role */
+    }
+    if (rc) {
+        cJSON_Delete(blocks);
+        return rc;
+    }
+    push_message(c, r, blocks);
+    return 0;
+}
+
+/* The delivered text of a continuation, as Anthropic can take it. */
+static void add_prefix(struct conv *c, const struct canon_request *req)
+{
+    size_t n = req->prefill ? prefix_kept(req) : req->prefix_len;
+    char *text = strndup(req->prefix, n);
+    cJSON *blocks = cJSON_CreateArray();
+    if (text && text[0])
+        cJSON_AddItemToArray(blocks, text_block(text));
+    free(text);
+    push_message(c, "assistant", blocks);
+    if (!req->prefill) {
+        blocks = cJSON_CreateArray();
+        cJSON_AddItemToArray(blocks, text_block(ADAPTER_CONTINUE_INSTRUCTION));
+        push_message(c, "user", blocks);
+    }
+}
+
+static cJSON *tool_choice(const cJSON *choice, const cJSON *parallel)
+{
+    cJSON *tc = cJSON_CreateObject();
+    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(choice, "function");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+    if (cJSON_IsString(name)) {
+        cJSON_AddStringToObject(tc, "type", "tool");
+        cJSON_AddStringToObject(tc, "name", name->valuestring);
+    } else if (cJSON_IsString(choice) && strcmp(choice->valuestring, "none") == 0) {
+        cJSON_AddStringToObject(tc, "type", "none");
+    } else if (cJSON_IsString(choice) && strcmp(choice->valuestring, "required") == 0) {
+        cJSON_AddStringToObject(tc, "type", "any");
+    } else {
+        cJSON_AddStringToObject(tc, "type", "auto");
+    }
+    if (cJSON_IsFalse(parallel))
+        cJSON_AddBoolToObject(tc, "disable_parallel_tool_use", 1);
+    return tc;
+}
+
+static int add_tools(cJSON *root, const cJSON *in)
+{
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(in, "tools");
+    const cJSON *choice = cJSON_GetObjectItemCaseSensitive(in, "tool_choice");
+    const cJSON *parallel = cJSON_GetObjectItemCaseSensitive(in, "parallel_tool_calls");
+    if (!cJSON_IsArray(tools) || cJSON_GetArraySize(tools) == 0)
+        return 0;
+    cJSON *out = cJSON_AddArrayToObject(root, "tools");
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *desc = cJSON_GetObjectItemCaseSensitive(fn, "description");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+        if (!cJSON_IsString(name))
+            return LLMUX_EKIND; /* not a function tool */
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", name->valuestring);
+        if (cJSON_IsString(desc))
+            cJSON_AddStringToObject(o, "description", desc->valuestring);
+        cJSON *schema = cJSON_IsObject(params) ? cJSON_Duplicate(params, 1) : NULL;
+        if (!schema) { /* Anthropic requires one: a function without parameters */
+            schema = cJSON_CreateObject();
+            cJSON_AddStringToObject(schema, "type", "object");
+            cJSON_AddObjectToObject(schema, "properties");
+        }
+        cJSON_AddItemToObject(o, "input_schema", schema);
+        cJSON_AddItemToArray(out, o);
+    }
+    if (choice || cJSON_IsFalse(parallel))
+        cJSON_AddItemToObject(root, "tool_choice", tool_choice(choice, parallel));
+    return 0;
+}
+
+/* The Messages request for the client's chat body. */
+static int build_request(const struct provider *p, const char *model, size_t model_len,
+                         const struct canon_request *req, const cJSON *in, cJSON *root)
+{
+    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(in, "messages");
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(in, "n");
+    if (!cJSON_IsArray(messages))
+        return UV_EINVAL;
+    if (cJSON_IsNumber(n) && n->valuedouble > 1)
+        return LLMUX_EKIND;
+    char *m = strndup(model, model_len);
+    if (!m)
+        return UV_ENOMEM;
+    cJSON_AddStringToObject(root, "model", m);
+    free(m);
+
+    struct conv c = {cJSON_CreateArray(), NULL, {0}};
+    buf_init(&c.system, 0);
+    int rc = 0;
+    const cJSON *msg;
+    cJSON_ArrayForEach(msg, messages)
+    {
+        rc = add_message(&c, msg);
+        if (rc)
+            break;
+    }
+    if (!rc && req->prefix)
+        add_prefix(&c, req);
+    if (!rc && buf_size(&c.system) > 0) {
+        buf_append(&c.system, "", 1);
+        cJSON_AddStringToObject(root, "system", c.system.data);
+    }
+    buf_free(&c.system);
+    cJSON_AddItemToObject(root, "messages", c.messages);
+    if (rc)
+        return rc;
+
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(in, "max_tokens");
+    if (!cJSON_IsNumber(mt))
+        mt = cJSON_GetObjectItemCaseSensitive(in, "max_completion_tokens");
+    double max_tokens = p->default_max_tokens ? p->default_max_tokens : DEFAULT_MAX_TOKENS;
+    cJSON_AddNumberToObject(root, "max_tokens", cJSON_IsNumber(mt) ? mt->valuedouble : max_tokens);
+    const cJSON *temp = cJSON_GetObjectItemCaseSensitive(in, "temperature");
+    if (cJSON_IsNumber(temp))
+        cJSON_AddNumberToObject(root, "temperature", temp->valuedouble > 1 ? 1 : temp->valuedouble);
+    const cJSON *top_p = cJSON_GetObjectItemCaseSensitive(in, "top_p");
+    if (cJSON_IsNumber(top_p))
+        cJSON_AddNumberToObject(root, "top_p", top_p->valuedouble);
+    cJSON *stop = adapter_stop_list(in);
+    if (stop)
+        cJSON_AddItemToObject(root, "stop_sequences", stop);
+    if (req->stream)
+        cJSON_AddBoolToObject(root, "stream", 1);
+    const cJSON *user = cJSON_GetObjectItemCaseSensitive(in, "user");
+    if (cJSON_IsString(user))
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(root, "metadata"), "user_id",
+                                user->valuestring);
+    return add_tools(root, in);
+}
+
+static int anthropic_encode(const struct provider *p, const char *model, size_t model_len,
+                            const struct canon_request *req, struct upstream_request *out)
+{
+    adapter_encode_init(out);
+    if (req->endpoint != API_CHAT)
+        return LLMUX_EKIND;
+    cJSON *in = cJSON_ParseWithLength(req->body, req->body_len);
+    cJSON *root = cJSON_CreateObject();
+    int rc = !cJSON_IsObject(in) ? UV_EINVAL : !root ? UV_ENOMEM : 0;
+    if (!rc)
+        rc = build_request(p, model, model_len, req, in, root);
+    cJSON_Delete(in);
+    char path[512], version[128];
+    snprintf(path, sizeof(path), "%s/messages", p->base_path);
+    snprintf(version, sizeof(version), "anthropic-version: %s\r\n",
+             p->api_version && p->api_version[0] ? p->api_version : DEFAULT_VERSION);
+    if (!rc)
+        rc = adapter_encode_json(out, p, path, req, root, "x-api-key", version);
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* ---- responses ---- */
+
+static const char *finish_reason(const cJSON *stop_reason)
+{
+    const char *s = cJSON_IsString(stop_reason) ? stop_reason->valuestring : "";
+    if (strcmp(s, "max_tokens") == 0)
+        return "length";
+    if (strcmp(s, "tool_use") == 0)
+        return "tool_calls";
+    if (strcmp(s, "refusal") == 0)
+        return "content_filter";
+    return "stop"; /* end_turn, stop_sequence, pause_turn */
+}
+
+/* Anthropic's usage object into u (input side and/or output side, whichever it has). */
+static void read_usage(const cJSON *us, struct usage *u)
+{
+    if (!cJSON_IsObject(us))
+        return;
+    if (cJSON_GetObjectItemCaseSensitive(us, "input_tokens")) {
+        long read = adapter_json_long(us, "cache_read_input_tokens");
+        u->prompt_tokens = adapter_json_long(us, "input_tokens") + read +
+                           adapter_json_long(us, "cache_creation_input_tokens");
+        u->cached_tokens = read;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(us, "output_tokens"))
+        u->completion_tokens = adapter_json_long(us, "output_tokens");
+    u->total_tokens = u->prompt_tokens + u->completion_tokens;
+    u->known = 1;
+}
+
+static int anthropic_decode_body(const struct canon_request *req, const char *model,
+                                 const char *body, size_t len, struct buf *out, struct usage *u)
+{
+    memset(u, 0, sizeof(*u));
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(root, "content");
+    if (!cJSON_IsObject(root) || !cJSON_IsArray(content)) {
+        cJSON_Delete(root);
+        return LLMUX_EPROTO;
+    }
+    struct buf text;
+    buf_init(&text, 0);
+    cJSON *calls = cJSON_CreateArray();
+    int rc = 0;
+    const cJSON *b;
+    cJSON_ArrayForEach(b, content)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(b, "type");
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(b, "text");
+        if (cJSON_IsString(type) && strcmp(type->valuestring, "text") == 0 && cJSON_IsString(t)) {
+            buf_append_str(&text, t->valuestring);
+        } else if (cJSON_IsString(type) && strcmp(type->valuestring, "tool_use") == 0) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(b, "id");
+            const cJSON *name = cJSON_GetObjectItemCaseSensitive(b, "name");
+            char *args = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(b, "input"));
+            if (!cJSON_IsString(id) || !cJSON_IsString(name) || !args)
+                rc = LLMUX_EPROTO;
+            else
+                cJSON_AddItemToArray(
+                    calls, adapter_tool_call(-1, id->valuestring, name->valuestring, args));
+            free(args);
+        }
+    }
+    read_usage(cJSON_GetObjectItemCaseSensitive(root, "usage"), u);
+    char id[96] = "";
+    adapter_copy_str(id, sizeof(id), cJSON_GetObjectItemCaseSensitive(root, "id"));
+    if (!id[0])
+        adapter_new_id(id, sizeof(id), "chatcmpl-");
+    const cJSON *rmodel = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const char *stop = finish_reason(cJSON_GetObjectItemCaseSensitive(root, "stop_reason"));
+    if (!rc && buf_size(&text) > 0)
+        rc = buf_append(&text, "", 1);
+    if (!rc)
+        rc = adapter_write_completion(out, id, cJSON_IsString(rmodel) ? rmodel->valuestring : model,
+                                      buf_size(&text) ? text.data : NULL, calls, stop, u);
+    else
+        cJSON_Delete(calls);
+    buf_free(&text);
+    cJSON_Delete(root);
+    if (rc)
+        memset(u, 0, sizeof(*u));
+    return rc;
+}
+
+/* ---- streams ---- */
+
+struct anthropic_stream {
+    struct chunk_ident who;
+    struct usage usage;
+    int tools;       /* tool_use blocks seen: the next tool call index */
+    int finished;    /* the finish chunk went out */
+    char ws[WS_MAX]; /* whitespace stripped from a prefill, still to drop from the text */
+    size_t ws_len;
+};
+
+static int anthropic_stream_open(struct adapter_stream *s)
+{
+    struct anthropic_stream *st = calloc(1, sizeof(*st));
+    if (!st)
+        return UV_ENOMEM;
+    adapter_new_id(st->who.id, sizeof(st->who.id), "chatcmpl-");
+    snprintf(st->who.model, sizeof(st->who.model), "%s", s->model ? s->model : "");
+    st->who.created = (long long)time(NULL);
+    const struct canon_request *req = s->req;
+    if (req && req->prefix && req->prefill) {
+        size_t kept = prefix_kept(req);
+        size_t n = req->prefix_len - kept;
+        st->ws_len = n < WS_MAX ? n : WS_MAX;
+        memcpy(st->ws, req->prefix + kept, st->ws_len);
+    }
+    s->state = st;
+    return 0;
+}
+
+/* Drop from the start of a continuation's text the whitespace the prefill lost. */
+static const char *skip_stripped(struct anthropic_stream *st, const char *text)
+{
+    size_t i = 0;
+    while (st->ws_len > 0 && text[i] && text[i] == st->ws[0]) {
+        memmove(st->ws, st->ws + 1, --st->ws_len);
+        i++;
+    }
+    if (text[i])
+        st->ws_len = 0; /* the continuation has begun: nothing more to drop */
+    return text + i;
+}
+
+static int emit_error(const cJSON *err, adapter_emit_fn emit, void *ctx)
+{
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(err, "type");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
+    const char *t = cJSON_IsString(type) ? type->valuestring : "api_error";
+    int retry = strcmp(t, "overloaded_error") == 0 || strcmp(t, "api_error") == 0 ||
+                strcmp(t, "rate_limit_error") == 0;
+    const char *text = cJSON_IsString(msg) ? msg->valuestring : "the provider reported an error";
+    return adapter_emit_error(text, t, NULL, retry, emit, ctx);
+}
+
+/* content_block_start and content_block_delta. */
+static int on_block(struct adapter_stream *s, struct anthropic_stream *st, const cJSON *ev,
+                    int start, adapter_emit_fn emit, void *ctx)
+{
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(ev, start ? "content_block" : "delta");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(b, "type");
+    if (!cJSON_IsString(type))
+        return LLMUX_EPROTO;
+    const char *t = type->valuestring;
+    struct chunk_info ci;
+    memset(&ci, 0, sizeof(ci));
+    ci.kind = CHUNK_CONTENT;
+    cJSON *delta = NULL;
+    if (strcmp(t, "text") == 0 || strcmp(t, "text_delta") == 0) {
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(b, "text");
+        if (!cJSON_IsString(text))
+            return LLMUX_EPROTO;
+        const char *rest = skip_stripped(st, text->valuestring);
+        if (!rest[0])
+            return 0;
+        delta = cJSON_CreateObject();
+        ci.text = cJSON_GetStringValue(cJSON_AddStringToObject(delta, "content", rest));
+        ci.text_len = ci.text ? strlen(ci.text) : 0;
+    } else if (strcmp(t, "tool_use") == 0) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(b, "id");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(b, "name");
+        if (!cJSON_IsString(id) || !cJSON_IsString(name))
+            return LLMUX_EPROTO;
+        st->ws_len = 0;
+        delta = cJSON_CreateObject();
+        cJSON_AddItemToArray(
+            cJSON_AddArrayToObject(delta, "tool_calls"),
+            adapter_tool_call(st->tools++, id->valuestring, name->valuestring, ""));
+        ci.tool_call = 1;
+    } else if (strcmp(t, "input_json_delta") == 0) {
+        const cJSON *part = cJSON_GetObjectItemCaseSensitive(b, "partial_json");
+        if (!cJSON_IsString(part) || st->tools == 0)
+            return LLMUX_EPROTO;
+        if (!part->valuestring[0])
+            return 0;
+        delta = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(delta, "tool_calls"),
+                             adapter_tool_call(st->tools - 1, NULL, NULL, part->valuestring));
+        ci.tool_call = 1;
+    } else {
+        return 0; /* thinking, signatures, citations, server tools: not relayed */
+    }
+    return adapter_emit_delta(&st->who, s->req->include_usage, delta, NULL, &ci, emit, ctx);
+}
+
+static int anthropic_stream_event(struct adapter_stream *s, const char *event, size_t event_len,
+                                  const char *data, size_t len, adapter_emit_fn emit, void *ctx)
+{
+    struct anthropic_stream *st = s->state;
+    cJSON *ev = cJSON_ParseWithLength(data, len);
+    if (!cJSON_IsObject(ev)) {
+        cJSON_Delete(ev);
+        return LLMUX_EPROTO;
+    }
+    char type[64] = "";
+    adapter_copy_str(type, sizeof(type), cJSON_GetObjectItemCaseSensitive(ev, "type"));
+    if (!type[0] && event_len < sizeof(type)) {
+        memcpy(type, event, event_len);
+        type[event_len] = 0;
+    }
+    struct chunk_info ci;
+    memset(&ci, 0, sizeof(ci));
+    int rc = 0;
+    if (strcmp(type, "message_start") == 0) {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(ev, "message");
+        if (!cJSON_IsObject(m)) {
+            rc = LLMUX_EPROTO;
+        } else {
+            adapter_copy_str(st->who.id, sizeof(st->who.id),
+                             cJSON_GetObjectItemCaseSensitive(m, "id"));
+            adapter_copy_str(st->who.model, sizeof(st->who.model),
+                             cJSON_GetObjectItemCaseSensitive(m, "model"));
+            read_usage(cJSON_GetObjectItemCaseSensitive(m, "usage"), &st->usage);
+            rc = adapter_emit_role(&st->who, s->req->include_usage, emit, ctx);
+        }
+    } else if (strcmp(type, "content_block_start") == 0) {
+        rc = on_block(s, st, ev, 1, emit, ctx);
+    } else if (strcmp(type, "content_block_delta") == 0) {
+        rc = on_block(s, st, ev, 0, emit, ctx);
+    } else if (strcmp(type, "message_delta") == 0) {
+        const cJSON *delta = cJSON_GetObjectItemCaseSensitive(ev, "delta");
+        read_usage(cJSON_GetObjectItemCaseSensitive(ev, "usage"), &st->usage);
+        if (st->finished) { /* a later message_delta only updates the usage */
+            cJSON_Delete(ev);
+            return 0;
+        }
+        st->finished = 1;
+        ci.kind = CHUNK_CONTENT;
+        ci.finish = 1;
+        rc = adapter_emit_delta(
+            &st->who, s->req->include_usage, NULL,
+            finish_reason(cJSON_GetObjectItemCaseSensitive(delta, "stop_reason")), &ci, emit, ctx);
+    } else if (strcmp(type, "message_stop") == 0) {
+        s->done = 1;
+        ci.kind = CHUNK_CONTENT;
+        ci.finish = 1;
+        if (!st->finished) /* no message_delta came: the client still gets a finish reason */
+            rc = adapter_emit_delta(&st->who, s->req->include_usage, NULL, "stop", &ci, emit, ctx);
+        st->finished = 1;
+        if (!rc && s->req->include_usage && st->usage.known)
+            rc = adapter_emit_usage(&st->who, &st->usage, emit, ctx);
+        if (!rc)
+            rc = adapter_emit_done(&st->usage, emit, ctx);
+    } else if (strcmp(type, "error") == 0) {
+        rc = emit_error(cJSON_GetObjectItemCaseSensitive(ev, "error"), emit, ctx);
+    }
+    /* content_block_stop, ping and event types added later: nothing to relay */
+    cJSON_Delete(ev);
+    return rc;
+}
+
+static int anthropic_stream_finish(struct adapter_stream *s, adapter_emit_fn emit, void *ctx)
+{
+    return s->done;
+}
+
+static void anthropic_stream_close(struct adapter_stream *s)
+{
+    free(s->state);
+    s->state = NULL;
+}
+
+/* ---- errors ---- */
+
+static enum verdict anthropic_decode_error(int status, const char *body, size_t len,
+                                           struct buf *out, char *message, size_t message_size)
+{
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(err, "type");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
+    const char *t = cJSON_IsString(type) ? type->valuestring : "";
+    const char *text = cJSON_IsString(msg) ? msg->valuestring : NULL;
+    enum verdict v = adapter_status_verdict(status);
+    if (status == 529 || strcmp(t, "overloaded_error") == 0)
+        v = VERDICT_RATE_LIMIT;
+    else if (status == 400 && text && strcasestr(text, "prompt is too long"))
+        v = VERDICT_CONTEXT_LENGTH;
+    if (!t[0])
+        t = status >= 500 ? "api_error" : "invalid_request_error";
+    adapter_error_out(status, text, t,
+                      v == VERDICT_CONTEXT_LENGTH ? "context_length_exceeded" : NULL, out, message,
+                      message_size);
+    cJSON_Delete(root);
+    return v;
+}
+
+const struct adapter adapter_anthropic = {
+    .kind = "anthropic",
+    .prefill = 1,
+    .encode = anthropic_encode,
+    .stream_open = anthropic_stream_open,
+    .stream_event = anthropic_stream_event,
+    .stream_finish = anthropic_stream_finish,
+    .stream_close = anthropic_stream_close,
+    .decode_body = anthropic_decode_body,
+    .decode_error = anthropic_decode_error,
+};

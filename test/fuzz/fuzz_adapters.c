@@ -1,0 +1,152 @@
+/* fuzz_adapters: libFuzzer harness for the translating adapters (anthropic, gemini). Not built
+ * by CMake; from the repo root:
+ *
+ *   cmake -S . -B build -DCMAKE_BUILD_TYPE=Debug && cmake --build build
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -DLLMUX_VERSION='"fuzz"' \
+ *       -Iinclude src/adapter_common.c src/adapter_openai.c src/adapters/anthropic.c \
+ *       src/adapters/gemini.c src/buf.c src/errors.c test/fuzz/fuzz_adapters.c \
+ *       build/libllmux_core.a build/libllhttp.a $(pkg-config --libs libuv libcjson libcares) \
+ *       -lmbedtls -lmbedx509 -lmbedcrypto -lm -o /tmp/fuzz_adapters
+ *   mkdir -p /tmp/fuzz_adapters_corpus && /tmp/fuzz_adapters -max_total_time=60 \
+ *       /tmp/fuzz_adapters_corpus
+ *
+ * (the adapters are instrumented; the rest, e.g. server_format_error, comes from the library).
+ * The first byte picks the adapter and flags (stream, include_usage, prefix, prefill); the rest
+ * is split at 0x00 bytes into pieces: piece 0 is the client's request body for encode() and
+ * every piece is also fed to decode_body(), decode_error() and, as one stream event each (a
+ * 0x01 byte splits an event name from its data), to stream_event(). Besides memory errors it
+ * checks what the exchange relies on: an encoded request is a head ending in a blank line and
+ * a body of valid JSON of the announced length; every emitted chunk is valid JSON (or
+ * "[DONE]" as CHUNK_DONE), text is set only on CHUNK_CONTENT with the right length, an error
+ * chunk has a message; decode_body leaves valid JSON (or nothing) and decode_error always
+ * writes a valid OpenAI error body.
+ */
+#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llmux/adapter.h"
+#include "llmux/errors.h"
+
+static int on_chunk(void *ctx, const char *data, size_t len, const struct chunk_info *ci)
+{
+    int *n = ctx;
+    if (ci->kind == CHUNK_DONE) {
+        if (len != 6 || memcmp(data, "[DONE]", 6) != 0)
+            abort();
+    } else {
+        cJSON *o = cJSON_ParseWithLength(data, len);
+        if (!cJSON_IsObject(o))
+            abort();
+        cJSON_Delete(o);
+    }
+    if (ci->text && (ci->kind != CHUNK_CONTENT || strlen(ci->text) != ci->text_len))
+        abort();
+    if (ci->kind == CHUNK_ERROR && !ci->error[0])
+        abort();
+    if (ci->kind == CHUNK_INVALID)
+        abort(); /* the translating kinds report LLMUX_EPROTO instead */
+    return ++*n > 1000; /* a nonzero return must be honoured too */
+}
+
+static void check_json(const struct buf *b, int may_be_empty)
+{
+    if (may_be_empty && buf_size(b) == 0)
+        return;
+    cJSON *o = cJSON_ParseWithLength(buf_head(b), buf_size(b));
+    if (!cJSON_IsObject(o))
+        abort();
+    cJSON_Delete(o);
+}
+
+static void run_encode(const struct adapter *ad, const struct canon_request *req)
+{
+    static const struct provider p = {
+        .name = "fuzz", .host = "example.test", .port = 443, .tls = 1, .base_path = "/v1",
+        .api_key = "KEY", .api_version = "", .default_max_tokens = 16};
+    struct upstream_request out;
+    int rc = ad->encode(&p, "m/1", 3, req, &out);
+    if (rc) {
+        if (out.n != 0 || buf_size(&out.head) || buf_size(&out.body))
+            abort(); /* "on failure out holds nothing" */
+        upstream_request_free(&out);
+        return;
+    }
+    if (out.n != 2 || out.head.len < 4 || memcmp(out.head.data + out.head.len - 4, "\r\n\r\n", 4))
+        abort();
+    char cl[64];
+    snprintf(cl, sizeof(cl), "content-length: %zu\r\n", buf_size(&out.body));
+    if (!memmem(out.head.data, out.head.len, cl, strlen(cl)))
+        abort();
+    check_json(&out.body, 0);
+    upstream_request_free(&out);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    const struct adapter *ad = data[0] & 1 ? &adapter_gemini : &adapter_anthropic;
+    char *copy = malloc(size); /* NUL-separated pieces, each NUL-terminated in place */
+    memcpy(copy, data + 1, size - 1);
+    copy[size - 1] = 0;
+    const char *body = copy;
+
+    struct canon_request req;
+    memset(&req, 0, sizeof(req));
+    req.endpoint = data[0] >> 5 & 1 ? API_EMBEDDINGS : API_CHAT;
+    req.body = body;
+    req.body_len = strlen(body);
+    req.stream = data[0] >> 1 & 1;
+    req.include_usage = data[0] >> 2 & 1;
+    req.request_id = "fuzz";
+    if (data[0] >> 3 & 1) {
+        req.prefix = " delivered \n";
+        req.prefix_len = strlen(req.prefix);
+        req.prefill = data[0] >> 4 & 1;
+    }
+    run_encode(ad, &req);
+
+    struct adapter_stream s;
+    memset(&s, 0, sizeof(s));
+    s.req = &req;
+    s.model = "m/1";
+    if (ad->stream_open(&s) != 0)
+        abort();
+    int emitted = 0, stopped = 0;
+    for (const char *p = copy; p < copy + size - 1; p += strlen(p) + 1) {
+        size_t n = strlen(p);
+        struct usage u;
+        struct buf out;
+        buf_init(&out, 0);
+        if (ad->decode_body(&req, "m/1", p, n, &out, &u) == 0)
+            check_json(&out, 1);
+        else if (u.known)
+            abort();
+        buf_reset(&out);
+        char why[160];
+        ad->decode_error(400 + (int)(n % 200), p, n, &out, why, sizeof(why));
+        check_json(&out, 0);
+        buf_free(&out);
+
+        const char *sep = memchr(p, 1, n);
+        const char *ev = sep ? p : "";
+        size_t ev_len = sep ? (size_t)(sep - p) : 0;
+        const char *d = sep ? sep + 1 : p;
+        if (!stopped) {
+            int rc = ad->stream_event(&s, ev, ev_len, d, n - (size_t)(d - p), on_chunk, &emitted);
+            if (rc != 0 && rc != 1 && rc != LLMUX_EPROTO)
+                abort();
+            stopped = rc != 0;
+        }
+    }
+    if (!stopped) {
+        int done = ad->stream_finish(&s, on_chunk, &emitted);
+        if (done != 0 && done != 1)
+            abort();
+    }
+    ad->stream_close(&s);
+    free(copy);
+    return 0;
+}
