@@ -14,10 +14,6 @@
 #include "llmux/errors.h"
 #include "llmux/server.h"
 
-#define CONTINUE_INSTRUCTION                                                                      \
-    "Continue your previous message exactly where it stopped. Output only the continuation: "  \
-    "do not repeat anything already written and do not comment on it."
-
 static const char *endpoint_path(enum api_endpoint e)
 {
     switch (e) {
@@ -69,7 +65,7 @@ static int encode_continuation(const struct canon_request *req, struct upstream_
         if (!req->prefill) {
             m = cJSON_CreateObject();
             cJSON_AddStringToObject(m, "role", "user");
-            cJSON_AddStringToObject(m, "content", CONTINUE_INSTRUCTION);
+            cJSON_AddStringToObject(m, "content", ADAPTER_CONTINUE_INSTRUCTION);
             cJSON_AddItemToArray(messages, m);
         }
     } else if (req->endpoint == API_COMPLETIONS && cJSON_IsString(prompt)) {

@@ -505,26 +505,6 @@ static void usage_add(struct usage *to, const struct usage *u)
     to->cached_tokens += u->cached_tokens;
 }
 
-/* The delivered text ended in whitespace that providers may not accept at the end of a prefill
- * (Anthropic strips it): a continuation that starts with the same whitespace again would
- * double it, so it is dropped from the first content. */
-static void trim_leading_ws(struct exchange *ex, cJSON *root)
-{
-    cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
-    cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(choice, "delta"),
-                                                "content");
-    if (!cJSON_IsString(v))
-        v = cJSON_GetObjectItemCaseSensitive(choice, "text");
-    if (!cJSON_IsString(v))
-        return;
-    const char *tail = buf_head(&ex->delivered) + buf_size(&ex->delivered) - ex->trim_ws;
-    size_t k = 0;
-    while (k < (size_t)ex->trim_ws && v->valuestring[k] == tail[k])
-        k++;
-    if (k)
-        memmove(v->valuestring, v->valuestring + k, strlen(v->valuestring + k) + 1);
-}
-
 /* A continuation's chunk in the committed stream's identity (same id, created and model),
  * its usage grown by what the broken attempts consumed, marked as continued. */
 static int write_continued(struct exchange *ex, const char *data, size_t len,
@@ -545,10 +525,6 @@ static int write_continued(struct exchange *ex, const char *data, size_t len,
         cJSON_AddNumberToObject(u, "completion_tokens", (double)ex->usage.completion_tokens);
         cJSON_AddNumberToObject(u, "total_tokens", (double)ex->usage.total_tokens);
         cJSON_ReplaceItemInObjectCaseSensitive(root, "usage", u);
-    }
-    if (ci->text && ex->trim_ws) {
-        trim_leading_ws(ex, root);
-        ex->trim_ws = 0;
     }
     cJSON *mark = cJSON_CreateObject();
     cJSON_AddBoolToObject(mark, "continued", 1);
@@ -872,6 +848,13 @@ static void respond_all_failed(struct exchange *ex, const char *why)
                                  r->reason);
     }
     ex->outcome = "error";
+    int untranslatable = ex->n_rec > 0;
+    for (size_t i = 0; i < ex->n_rec; i++)
+        untranslatable &= ex->rec[i].untranslatable;
+    if (untranslatable) { /* no deployment can take this request as it is */
+        respond_error(ex, 400, "invalid_request_error", "unsupported_request", msg);
+        return;
+    }
     /* rate limited everywhere: say so, with the soonest time a retry can succeed */
     uint64_t retry_ms = UINT64_MAX;
     for (size_t i = 0; i < ex->n_rec; i++) {
@@ -919,7 +902,7 @@ static int attempt_start(struct exchange *ex, struct attempt *a, const struct pl
     if (ex->n_rec > 1)
         ex->gw->stats.failovers++;
     struct origin *o = gateway_origin(ex->gw, e->provider);
-    int rc = !o ? UV_EINVAL : !a->ad ? LLMUX_EKIND : 0;
+    int rc = !o ? UV_ENOTCONN : !a->ad ? LLMUX_EKIND : 0;
     if (!rc)
         rc = a->ad->encode(e->provider, e->model, e->model_len, &a->creq, &a->ureq);
     if (!rc) {
@@ -934,7 +917,10 @@ static int attempt_start(struct exchange *ex, struct attempt *a, const struct pl
         if (tracked(a))
             health_failure(ex->gw->health, health_id(a), now_ms(ex), 0, llmux_strerror(rc));
     }
-    snprintf(r->reason, sizeof(r->reason), "%s", llmux_strerror(rc));
+    r->untranslatable = rc == UV_EINVAL || rc == LLMUX_EKIND;
+    snprintf(r->reason, sizeof(r->reason), "%s",
+             rc == UV_EINVAL ? "the request cannot be translated for this provider"
+                             : llmux_strerror(rc));
     attempt_reset(a);
     return rc;
 }
@@ -992,13 +978,6 @@ static int continue_stream(struct exchange *ex, struct attempt *a)
         ex->spent_prompt_unknown = 1;
     }
     buf_reset(&ex->tool_held); /* a half-streamed tool call restarts whole */
-    const char *d = buf_head(&ex->delivered);
-    size_t n = buf_size(&ex->delivered);
-    ex->trim_ws = 0;
-    while (ex->trim_ws < (int)n && ex->trim_ws < 8 &&
-           (d[n - 1 - ex->trim_ws] == ' ' || d[n - 1 - ex->trim_ws] == '\t' ||
-            d[n - 1 - ex->trim_ws] == '\n'))
-        ex->trim_ws++;
     attempt_reset(a);
     ex->continued++;
     if (ex->gw->health)

@@ -42,6 +42,8 @@ struct attempt_record {
     int hedge;        /* started as a hedge */
     int continuation; /* continued a broken stream */
     int served;       /* this attempt answered the client */
+    int untranslatable; /* the adapter could not encode the request (its fault, not the
+                           deployment's): all of them so -> 400, not 502 */
 };
 
 /* One try at one deployment over one upstream connection. Two slots per exchange (primary and
@@ -97,7 +99,6 @@ struct exchange {
     struct buf delivered; /* content text relayed (for a continuation) */
     struct buf tool_held; /* tool-call chunks held until the call is complete (continue mode) */
     int no_continue;      /* delivered something a continuation cannot follow */
-    int trim_ws;          /* trailing whitespace of the delivered text (see trim_leading_ws) */
     struct attempt_record rec[EX_MAX_RECORDS];
     size_t n_rec;
     uv_timer_t deadline;

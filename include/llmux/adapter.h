@@ -75,7 +75,8 @@ enum chunk_kind {
 /* What the exchange needs to know about one emitted OpenAI chunk. */
 struct chunk_info {
     enum chunk_kind kind;
-    struct usage usage; /* filled when the chunk carries usage */
+    struct usage usage; /* filled when the chunk carries usage, and on "[DONE]" when the
+                           provider reported usage the client did not ask for (the log) */
     char id[96];        /* the chunk's id, "" when none */
     char model[128];
     long long created;
