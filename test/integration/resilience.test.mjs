@@ -149,7 +149,7 @@ describe('routing', () => {
           { provider: 'a', model: 'c?tokens=2', price: price(10, 30) },
           { provider: 'b', model: 'c?tokens=2', price: price(0.1, 0.3) }] },
         fast: { strategy: 'latency', deployments: [
-          { provider: 'a', model: 'f?delay=150&tokens=2' }, { provider: 'b', model: 'f?tokens=2' }] },
+          { provider: 'a', model: 'f?delay=600&tokens=2' }, { provider: 'b', model: 'f?tokens=2' }] },
         tput: { strategy: 'throughput', deployments: [
           { provider: 'a', model: 't?tokens=10&tps=20' }, { provider: 'b', model: 't?tokens=40&tps=2000' }] },
         bal: { strategy: 'balance', deployments: [
