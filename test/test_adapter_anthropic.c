@@ -402,7 +402,12 @@ static int on_chunk(void *ctx, const char *data, size_t len, const struct chunk_
         return 1;
     char raw[1024];
     snprintf(raw, sizeof(raw), "%.*s", (int)len, data);
-    snprintf(r->data[r->n], sizeof(r->data[r->n]), "%s", norm(raw));
+    const char *n = norm(raw);
+    size_t nlen = strlen(n);
+    if (nlen >= sizeof(r->data[r->n]))
+        nlen = sizeof(r->data[r->n]) - 1;
+    memcpy(r->data[r->n], n, nlen);
+    r->data[r->n][nlen] = 0;
     r->ci[r->n] = *ci;
     if (ci->text)
         snprintf(r->text[r->n], sizeof(r->text[r->n]), "%.*s", (int)ci->text_len, ci->text);
