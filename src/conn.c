@@ -61,8 +61,13 @@ struct conn {
     int eof_sent;
     char peer[64];
     char error[160];
-    char rbuf[READ_SIZE];
 };
+
+/* One read buffer for every connection of the process: a read callback consumes its bytes
+ * before it returns (parsers copy what they keep; writes copy what they cannot send at once)
+ * and callbacks of one loop never nest, so nothing points into it afterwards. Per-connection
+ * buffers would cost 64 KiB for each of the two sockets of every stream. */
+static char read_buf[READ_SIZE];
 
 struct write_req {
     uv_write_t req;
@@ -358,8 +363,7 @@ static void tls_pump(struct conn *c)
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
-    struct conn *c = container_of((uv_tcp_t *)h, struct conn, tcp);
-    *b = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+    *b = uv_buf_init(read_buf, sizeof(read_buf));
 }
 
 static void on_tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
@@ -384,6 +388,8 @@ static void on_tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     }
     tls_pump(c);
+    if (buf_size(&c->rx) == 0) /* an idle stream holds no ciphertext buffer */
+        buf_free(&c->rx);
 }
 
 static int start_reading(struct conn *c)

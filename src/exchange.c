@@ -162,25 +162,26 @@ static void arm_phase(struct attempt *a, uint32_t ms)
 
 /* "provider/model: why it failed; provider/model: ok" for every attempt so far, in printable
  * ASCII only (a provider's message must not be able to break the header). */
-static void tried_header(struct exchange *ex)
+static void tried_header(struct exchange *ex, char *tried, size_t cap)
 {
-    size_t used = 0, cap = sizeof(ex->tried);
+    size_t used = 0;
     for (size_t i = 0; i < ex->n_rec && used + 1 < cap; i++) {
         const struct attempt_record *r = &ex->rec[i];
         const char *why = r->served || !r->reason[0] ? "ok" : r->reason;
-        int w = snprintf(ex->tried + used, cap - used, "%s%s/%.*s%s: %.80s", i ? "; " : "",
+        int w = snprintf(tried + used, cap - used, "%s%s/%.*s%s: %.80s", i ? "; " : "",
                          r->provider->name, (int)r->model_len, r->model,
                          r->hedge ? " (hedge)" : "", why);
         used = w < 0 ? used : used + (size_t)w < cap ? used + (size_t)w : cap - 1;
     }
-    for (char *c = ex->tried; *c; c++)
+    for (char *c = tried; *c; c++)
         if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
             *c = '?';
 }
 
-/* Headers every answer carries: request id, attempts, and which deployment served. */
+/* Headers every answer carries: request id, attempts, and which deployment served. The
+ * values point into ex and into `tried`, which must live until the head is written. */
 static size_t common_headers(struct exchange *ex, struct http_header *h, char *attempts,
-                             size_t attempts_size)
+                             size_t attempts_size, char *tried, size_t tried_size)
 {
     size_t n = 0;
     h[n++] = (struct http_header){"x-request-id", 12, ex->request_id, strlen(ex->request_id)};
@@ -196,8 +197,8 @@ static size_t common_headers(struct exchange *ex, struct http_header *h, char *a
         h[n++] = (struct http_header){"x-llmux-hedged", 14, ex->hedge_won ? "won" : "lost",
                                       ex->hedge_won ? 3 : 4};
     if (ex->n_rec > 1 || (ex->n_rec == 1 && ex->rec[0].reason[0])) {
-        tried_header(ex);
-        h[n++] = (struct http_header){"x-llmux-tried", 13, ex->tried, strlen(ex->tried)};
+        tried_header(ex, tried, tried_size);
+        h[n++] = (struct http_header){"x-llmux-tried", 13, tried, strlen(tried)};
     }
     return n;
 }
@@ -208,9 +209,9 @@ static void respond_json(struct exchange *ex, int status, const char *body, size
                          int error, const char *retry_after)
 {
     struct http_header h[12];
-    char attempts[16];
+    char attempts[16], tried[512];
     ex->status = status;
-    size_t n = common_headers(ex, h, attempts, sizeof(attempts));
+    size_t n = common_headers(ex, h, attempts, sizeof(attempts), tried, sizeof(tried));
     h[n++] = (struct http_header){"content-type", 12, "application/json", 16};
     if (error)
         h[n++] = (struct http_header){"x-should-retry", 14, "false", 5};
@@ -270,9 +271,9 @@ static void client_write_event(struct exchange *ex, const char *data, size_t len
 static void send_stream_head(struct exchange *ex)
 {
     struct http_header h[12];
-    char attempts[16];
+    char attempts[16], tried[512];
     ex->status = 200;
-    size_t n = common_headers(ex, h, attempts, sizeof(attempts));
+    size_t n = common_headers(ex, h, attempts, sizeof(attempts), tried, sizeof(tried));
     h[n++] = (struct http_header){"content-type", 12, "text/event-stream", 17};
     h[n++] = (struct http_header){"cache-control", 13, "no-cache", 8};
     ex->head_sent = 1;
@@ -1124,6 +1125,7 @@ static void on_timer_closed(uv_handle_t *h)
     if (--ex->handles > 0)
         return;
     free(ex->creq.owned);
+    free(ex->names);
     config_unref(ex->cfg);
     free(ex);
 }
@@ -1153,23 +1155,28 @@ static void exchange_end(struct exchange *ex)
 }
 
 /* Model ids that point into the request are copied into the exchange. */
-static void keep_names(struct exchange *ex)
+static int keep_names(struct exchange *ex)
 {
+    size_t total = 0;
+    for (size_t i = 0; i < ex->plan.n; i++)
+        total += ex->plan.entries[i].borrowed ? ex->plan.entries[i].model_len + 1 : 0;
+    if (!total)
+        return 0;
+    ex->names = malloc(total);
+    if (!ex->names)
+        return UV_ENOMEM;
     size_t used = 0;
     for (size_t i = 0; i < ex->plan.n; i++) {
         struct plan_entry *e = &ex->plan.entries[i];
         if (!e->borrowed)
             continue;
-        size_t n = e->model_len;
-        if (used + n + 1 > sizeof(ex->names))
-            n = used + 1 < sizeof(ex->names) ? sizeof(ex->names) - used - 1 : 0;
-        memcpy(ex->names + used, e->model, n);
-        ex->names[used + n] = 0;
+        memcpy(ex->names + used, e->model, e->model_len);
+        ex->names[used + e->model_len] = 0;
         e->model = ex->names + used;
-        e->model_len = n;
         e->borrowed = 0;
-        used += n + 1;
+        used += e->model_len + 1;
     }
+    return 0;
 }
 
 static void init_timer(struct exchange *ex, uv_timer_t *t)
@@ -1195,7 +1202,11 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
     ex->plan = *plan;
     if (ex->plan.max_attempts == 0 || ex->plan.max_attempts > EX_MAX_RECORDS)
         ex->plan.max_attempts = ex->plan.max_attempts ? EX_MAX_RECORDS : (uint32_t)plan->n;
-    keep_names(ex);
+    if (keep_names(ex) != 0) {
+        config_unref(ex->cfg);
+        free(ex);
+        return UV_ENOMEM;
+    }
     buf_init(&ex->delivered, MAX_DELIVERED);
     buf_init(&ex->tool_held, 0);
     ex->state = EX_PLANNED;

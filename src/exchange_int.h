@@ -11,7 +11,7 @@
 #include "llmux/exchange.h"
 #include "llmux/sse.h"
 
-#define EX_MAX_RECORDS 32 /* attempts logged per exchange (max_attempts is capped to this) */
+#define EX_MAX_RECORDS 16 /* attempts logged per exchange (max_attempts is capped to this) */
 
 enum ex_state {
     EX_PLANNED,    /* plan built, no attempt yet */
@@ -36,7 +36,7 @@ struct attempt_record {
     const char *model;
     size_t model_len;
     int status; /* upstream HTTP status, 0 when none */
-    char reason[160];
+    char reason[128];
     uint64_t ms;
     uint64_t retry_after_ms; /* the provider's Retry-After, 0 when none */
     int hedge;        /* started as a hedge */
@@ -83,7 +83,7 @@ struct exchange {
     struct canon_request creq;
     char request_id[80];
     char client_model[160];
-    char names[1024]; /* upstream model ids copied out of the request (direct routing) */
+    char *names; /* upstream model ids copied out of the request (direct routing); owned */
     struct plan plan;
     enum ex_state state;
     size_t next_entry;
@@ -116,7 +116,6 @@ struct exchange {
     const char *outcome; /* "ok", "error", "client_closed", "truncated" */
     char end_reason[200];
     int hedged, hedge_won, continued;
-    char tried[512]; /* x-llmux-tried */
 };
 
 /* The access-log line (src/exchange_log.c). */

@@ -38,7 +38,6 @@ enum client_state { CL_IDLE, CL_HEADERS, CL_BODY, CL_HANDLING, CL_CLOSING };
 struct server_req {
     struct client *client;
     struct server_request request;
-    struct http_header headers[HEADERS_MAX];
     int started;   /* status line sent */
     int chunked;   /* response uses chunked encoding */
     int keep_alive;
@@ -66,6 +65,7 @@ struct client {
     int close_after_flush;
     int process_soon; /* the zero-delay timer is for parsing pipelined input */
     struct buf out;   /* response head scratch, reused */
+    struct buf hview; /* the request's headers as struct http_header[], reused */
     struct server_req req;
     struct client *next, *prev;
 };
@@ -189,6 +189,7 @@ static void client_maybe_free(struct client *cl)
     buf_free(&cl->body);
     buf_free(&cl->pending);
     buf_free(&cl->out);
+    buf_free(&cl->hview);
     free(cl);
     if (--srv->n_clients == 0 && srv->closing && !srv->listener_open)
         server_free(srv);
@@ -574,7 +575,14 @@ static void client_dispatch(struct client *cl)
         return;
     }
     cl->body.max = srv->opts.max_body_bytes;
-    memset(r, 0, offsetof(struct server_req, headers));
+    struct http_header hs[HEADERS_MAX];
+    size_t n = headers_view(&cl->headers, hs);
+    buf_reset(&cl->hview);
+    if (buf_append(&cl->hview, hs, n * sizeof(hs[0]))) {
+        client_close(cl);
+        return;
+    }
+    memset(r, 0, sizeof(*r));
     r->client = cl;
     const char *h = cl->head.data;
     r->request.method = llhttp_method_name((llhttp_method_t)cl->parser.method);
@@ -582,8 +590,8 @@ static void client_dispatch(struct client *cl)
     r->request.url_len = cl->url_len;
     const char *q = memchr(h, '?', cl->url_len);
     r->request.path_len = q ? (size_t)(q - h) : cl->url_len;
-    r->request.headers = r->headers;
-    r->request.n_headers = headers_view(&cl->headers, r->headers);
+    r->request.headers = (const struct http_header *)(const void *)buf_head(&cl->hview);
+    r->request.n_headers = n;
     r->request.body = buf_head(&cl->body);
     r->request.body_len = body_len;
     r->keep_alive = llhttp_should_keep_alive(&cl->parser);

@@ -72,7 +72,11 @@ struct upstream {
     void *data;
     enum upstream_state state;
     struct dns_query *dq;
-    struct sockaddr_storage addrs[MAX_ADDRS];
+    union addr {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } addrs[MAX_ADDRS]; /* not sockaddr_storage: 28 bytes each instead of 128 */
     size_t n_addrs, next_addr;
     struct upconn *uc;
     llhttp_t parser;
@@ -309,11 +313,11 @@ static void on_uc_connect(struct conn *c, int status)
     if (status < 0) {
         u->last_err = status;
         char addr[64] = "";
-        const struct sockaddr_storage *sa = &u->addrs[u->next_addr - 1];
-        if (sa->ss_family == AF_INET6)
-            uv_ip6_name((const struct sockaddr_in6 *)sa, addr, sizeof(addr));
+        const union addr *sa = &u->addrs[u->next_addr - 1];
+        if (sa->sa.sa_family == AF_INET6)
+            uv_ip6_name(&sa->in6, addr, sizeof(addr));
         else
-            uv_ip4_name((const struct sockaddr_in *)sa, addr, sizeof(addr));
+            uv_ip4_name(&sa->in, addr, sizeof(addr));
         const char *why = conn_error(c);
         snprintf(u->detail, sizeof(u->detail), "%s %s:%u: %s", status == LLMUX_ETLSVERIFY || status == LLMUX_ETLS ? "TLS with" : "connect to",
                  addr, u->origin->port, why && *why ? why : llmux_strerror(status));
@@ -473,7 +477,7 @@ static const struct conn_cbs upconn_cbs = {
 static void upstream_connect_next(struct upstream *u)
 {
     while (u->next_addr < u->n_addrs) {
-        struct sockaddr_storage *sa = &u->addrs[u->next_addr++];
+        const union addr *sa = &u->addrs[u->next_addr++];
         struct upconn *uc = calloc(1, sizeof(*uc));
         if (!uc) {
             upstream_fail(u, UV_ENOMEM, "out of memory");
@@ -481,7 +485,7 @@ static void upstream_connect_next(struct upstream *u)
         }
         uc->origin = u->origin;
         uc->user = u;
-        int rc = conn_connect(u->pool->loop, (struct sockaddr *)sa, u->origin->tls,
+        int rc = conn_connect(u->pool->loop, &sa->sa, u->origin->tls,
                               u->origin->host, &upconn_cbs, uc, &uc->conn);
         if (rc == 0) {
             u->pool->live++;
@@ -510,11 +514,13 @@ static void on_resolved(void *data, int status, const struct sockaddr_storage *a
     } else {
         u->n_addrs = n < MAX_ADDRS ? n : MAX_ADDRS;
         for (size_t i = 0; i < u->n_addrs; i++) {
-            u->addrs[i] = addrs[i];
-            if (addrs[i].ss_family == AF_INET6)
-                ((struct sockaddr_in6 *)&u->addrs[i])->sin6_port = htons(u->origin->port);
-            else
-                ((struct sockaddr_in *)&u->addrs[i])->sin_port = htons(u->origin->port);
+            if (addrs[i].ss_family == AF_INET6) {
+                memcpy(&u->addrs[i].in6, &addrs[i], sizeof(u->addrs[i].in6));
+                u->addrs[i].in6.sin6_port = htons(u->origin->port);
+            } else {
+                memcpy(&u->addrs[i].in, &addrs[i], sizeof(u->addrs[i].in));
+                u->addrs[i].in.sin_port = htons(u->origin->port);
+            }
         }
         u->next_addr = 0;
         upstream_connect_next(u);

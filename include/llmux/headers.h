@@ -11,7 +11,7 @@
 #include "llmux/buf.h"
 #include "llmux/server.h"
 
-#define HEADERS_MAX 100
+#define HEADERS_MAX 64
 
 struct headers {
     struct buf *store;
