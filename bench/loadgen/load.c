@@ -415,8 +415,7 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     if (status < 0) {
         ld->r->err_conn++;
-        snprintf(ld->r->last_error, sizeof(ld->r->last_error), "connect: %s",
-                 uv_strerror(status));
+        snprintf(ld->r->last_error, sizeof(ld->r->last_error), "connect: %s", uv_strerror(status));
         conn_close(c, 0);
     } else {
         c->was_connected = 1;
@@ -581,8 +580,7 @@ static void start_clock(struct load *ld)
     else
         sample(ld, &ld->r->p_start);
     if (o->duration_s > 0)
-        uv_timer_start(&ld->end_timer, on_end, (uint64_t)((o->warmup_s + o->duration_s) * 1000),
-                       0);
+        uv_timer_start(&ld->end_timer, on_end, (uint64_t)((o->warmup_s + o->duration_s) * 1000), 0);
     if (o->sample_ms > 0 && o->pid)
         uv_timer_start(&ld->sample_timer, on_sample, (uint64_t)o->sample_ms,
                        (uint64_t)o->sample_ms);

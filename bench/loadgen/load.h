@@ -24,21 +24,21 @@ struct load_opts {
     char host[64];
     int port;
     char path[256];
-    int conns;           /* concurrent connections */
-    double rate;         /* open loop, requests per second; 0: closed loop */
-    uint64_t requests;   /* measured requests to send; 0: no count limit */
-    double duration_s;   /* measured seconds; 0: no time limit */
-    double warmup_s;     /* seconds of load before measuring starts */
-    int stream;          /* ask for an SSE stream */
-    size_t body_bytes;   /* approximate request body size */
+    int conns;         /* concurrent connections */
+    double rate;       /* open loop, requests per second; 0: closed loop */
+    uint64_t requests; /* measured requests to send; 0: no count limit */
+    double duration_s; /* measured seconds; 0: no time limit */
+    double warmup_s;   /* seconds of load before measuring starts */
+    int stream;        /* ask for an SSE stream */
+    size_t body_bytes; /* approximate request body size */
     const char *model;
     const char *headers[LOAD_MAX_HEADERS]; /* "Name: value" */
     int n_headers;
-    int max_connecting;  /* connection attempts in progress at once */
-    double timeout_s;    /* a request unanswered after this long fails as a timeout */
-    int pid;             /* process to sample (CPU, RSS); 0: none */
-    int sample_ms;       /* also sample every this many ms, keeping the sample taken when the
-                          * most answers were in flight (peak); 0: never */
+    int max_connecting; /* connection attempts in progress at once */
+    double timeout_s;   /* a request unanswered after this long fails as a timeout */
+    int pid;            /* process to sample (CPU, RSS); 0: none */
+    int sample_ms;      /* also sample every this many ms, keeping the sample taken when the
+                         * most answers were in flight (peak); 0: never */
 };
 
 struct load_result {

@@ -20,24 +20,24 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: llmux-bench [options] http://HOST:PORT/PATH\n"
-            "  -c, --conns N         concurrent keep-alive connections (default 1)\n"
-            "  -r, --rate R          open loop at R requests/s (default: closed loop)\n"
-            "  -n, --requests N      stop after N measured requests\n"
-            "  -d, --duration S      stop after S measured seconds (default 5 without -n)\n"
-            "  -w, --warmup S        seconds of load before measuring (default 0)\n"
-            "  -s, --stream          ask for an SSE stream\n"
-            "  -b, --body-bytes N    request body size (default 1024)\n"
-            "  -m, --model NAME      model field (default \"bench\")\n"
-            "  -H, --header 'K: V'   extra request header (repeatable)\n"
-            "  -p, --pid PID         sample this process's CPU time and memory\n"
-            "      --sample-ms MS    also sample it every MS ms; report the sample taken with the\n"
-            "                        most answers in flight\n"
-            "      --max-connecting N  connection attempts in progress at once (default 256)\n"
-            "      --timeout S       a request still unanswered after S seconds fails (default 30)\n"
-            "  -j, --json FILE       write results as JSON ('-': stdout, table on stderr)\n"
-            "  -q, --quiet           no table\n");
+    fprintf(
+        f, "usage: llmux-bench [options] http://HOST:PORT/PATH\n"
+           "  -c, --conns N         concurrent keep-alive connections (default 1)\n"
+           "  -r, --rate R          open loop at R requests/s (default: closed loop)\n"
+           "  -n, --requests N      stop after N measured requests\n"
+           "  -d, --duration S      stop after S measured seconds (default 5 without -n)\n"
+           "  -w, --warmup S        seconds of load before measuring (default 0)\n"
+           "  -s, --stream          ask for an SSE stream\n"
+           "  -b, --body-bytes N    request body size (default 1024)\n"
+           "  -m, --model NAME      model field (default \"bench\")\n"
+           "  -H, --header 'K: V'   extra request header (repeatable)\n"
+           "  -p, --pid PID         sample this process's CPU time and memory\n"
+           "      --sample-ms MS    also sample it every MS ms; report the sample taken with the\n"
+           "                        most answers in flight\n"
+           "      --max-connecting N  connection attempts in progress at once (default 256)\n"
+           "      --timeout S       a request still unanswered after S seconds fails (default 30)\n"
+           "  -j, --json FILE       write results as JSON ('-': stdout, table on stderr)\n"
+           "  -q, --quiet           no table\n");
 }
 
 static int parse_url(const char *url, struct load_opts *o)
@@ -185,11 +185,11 @@ static void print_table(FILE *f, const struct load_opts *o, const struct load_re
         fprintf(f,
                 "  errors: %llu status (last %d), %llu connection (last: %s), %llu incomplete, "
                 "%llu timeout\n",
-                (unsigned long long)r->err_status, r->last_status,
-                (unsigned long long)r->err_conn, r->last_error[0] ? r->last_error : "-",
-                (unsigned long long)r->err_incomplete, (unsigned long long)r->err_timeout);
-    fprintf(f, "  %-12s %9s %9s %9s %9s %9s %9s %8s\n", "(us)", "p50", "p90", "p99", "p99.9",
-            "max", "mean", "count");
+                (unsigned long long)r->err_status, r->last_status, (unsigned long long)r->err_conn,
+                r->last_error[0] ? r->last_error : "-", (unsigned long long)r->err_incomplete,
+                (unsigned long long)r->err_timeout);
+    fprintf(f, "  %-12s %9s %9s %9s %9s %9s %9s %8s\n", "(us)", "p50", "p90", "p99", "p99.9", "max",
+            "mean", "count");
     table_row(f, "latency", &r->total);
     table_row(f, "first byte", &r->ttfb);
     table_row(f, "first event", &r->first_event);
@@ -211,31 +211,54 @@ static void print_table(FILE *f, const struct load_opts *o, const struct load_re
 
 int main(int argc, char **argv)
 {
-    struct load_opts o = {.conns = 1, .body_bytes = 1024, .model = "bench", .max_connecting = 256,
-                          .timeout_s = 30};
+    struct load_opts o = {
+        .conns = 1, .body_bytes = 1024, .model = "bench", .max_connecting = 256, .timeout_s = 30};
     const char *json = NULL;
     int quiet = 0;
-    static const struct option longs[] = {
-        {"conns", required_argument, NULL, 'c'},    {"rate", required_argument, NULL, 'r'},
-        {"requests", required_argument, NULL, 'n'}, {"duration", required_argument, NULL, 'd'},
-        {"warmup", required_argument, NULL, 'w'},   {"stream", no_argument, NULL, 's'},
-        {"body-bytes", required_argument, NULL, 'b'}, {"model", required_argument, NULL, 'm'},
-        {"header", required_argument, NULL, 'H'},   {"pid", required_argument, NULL, 'p'},
-        {"max-connecting", required_argument, NULL, 'C'},
-        {"timeout", required_argument, NULL, 'T'},  {"sample-ms", required_argument, NULL, 'S'},  {"json", required_argument, NULL, 'j'},
-        {"quiet", no_argument, NULL, 'q'},          {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longs[] = {{"conns", required_argument, NULL, 'c'},
+                                          {"rate", required_argument, NULL, 'r'},
+                                          {"requests", required_argument, NULL, 'n'},
+                                          {"duration", required_argument, NULL, 'd'},
+                                          {"warmup", required_argument, NULL, 'w'},
+                                          {"stream", no_argument, NULL, 's'},
+                                          {"body-bytes", required_argument, NULL, 'b'},
+                                          {"model", required_argument, NULL, 'm'},
+                                          {"header", required_argument, NULL, 'H'},
+                                          {"pid", required_argument, NULL, 'p'},
+                                          {"max-connecting", required_argument, NULL, 'C'},
+                                          {"timeout", required_argument, NULL, 'T'},
+                                          {"sample-ms", required_argument, NULL, 'S'},
+                                          {"json", required_argument, NULL, 'j'},
+                                          {"quiet", no_argument, NULL, 'q'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "c:r:n:d:w:sb:m:H:p:j:qh", longs, NULL)) != -1) {
         switch (ch) {
-        case 'c': o.conns = atoi(optarg); break;
-        case 'r': o.rate = atof(optarg); break;
-        case 'n': o.requests = strtoull(optarg, NULL, 10); break;
-        case 'd': o.duration_s = atof(optarg); break;
-        case 'w': o.warmup_s = atof(optarg); break;
-        case 's': o.stream = 1; break;
-        case 'b': o.body_bytes = strtoul(optarg, NULL, 10); break;
-        case 'm': o.model = optarg; break;
+        case 'c':
+            o.conns = atoi(optarg);
+            break;
+        case 'r':
+            o.rate = atof(optarg);
+            break;
+        case 'n':
+            o.requests = strtoull(optarg, NULL, 10);
+            break;
+        case 'd':
+            o.duration_s = atof(optarg);
+            break;
+        case 'w':
+            o.warmup_s = atof(optarg);
+            break;
+        case 's':
+            o.stream = 1;
+            break;
+        case 'b':
+            o.body_bytes = strtoul(optarg, NULL, 10);
+            break;
+        case 'm':
+            o.model = optarg;
+            break;
         case 'H':
             if (o.n_headers == LOAD_MAX_HEADERS) {
                 fprintf(stderr, "llmux-bench: at most %d headers\n", LOAD_MAX_HEADERS);
@@ -243,14 +266,30 @@ int main(int argc, char **argv)
             }
             o.headers[o.n_headers++] = optarg;
             break;
-        case 'p': o.pid = atoi(optarg); break;
-        case 'C': o.max_connecting = atoi(optarg); break;
-        case 'T': o.timeout_s = atof(optarg); break;
-        case 'S': o.sample_ms = atoi(optarg); break;
-        case 'j': json = optarg; break;
-        case 'q': quiet = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'p':
+            o.pid = atoi(optarg);
+            break;
+        case 'C':
+            o.max_connecting = atoi(optarg);
+            break;
+        case 'T':
+            o.timeout_s = atof(optarg);
+            break;
+        case 'S':
+            o.sample_ms = atoi(optarg);
+            break;
+        case 'j':
+            json = optarg;
+            break;
+        case 'q':
+            quiet = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind != argc - 1 || parse_url(argv[optind], &o) != 0 || o.conns < 1 ||

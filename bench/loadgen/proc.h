@@ -9,9 +9,9 @@
 #include <stdint.h>
 
 struct proc_sample {
-    int ok;         /* 1 when the process was there and readable */
-    long rss_kb;    /* VmRSS */
-    long hwm_kb;    /* VmHWM: peak RSS since start */
+    int ok;      /* 1 when the process was there and readable */
+    long rss_kb; /* VmRSS */
+    long hwm_kb; /* VmHWM: peak RSS since start */
     uint64_t cpu_ns;
 };
 
