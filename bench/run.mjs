@@ -39,6 +39,8 @@ const WORKLOADS = [
 ];
 
 const started = Date.now();
+const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+const loadStart = loadavg();
 const tmp = mkdtempSync(join(tmpdir(), 'llmux-bench-'));
 const children = []; // every process we started, killed on exit
 const extraPids = []; // processes they forked (nginx's worker)
@@ -382,6 +384,8 @@ md.push(`# llmux benchmark, ${date}`, '',
   `Portkey gateway ${portkeyVersion} on Node ${process.versions.node}.`,
   `- Proxy under test pinned to core ${PROXY_CORE}; mockllm (\`--script '${MOCK_SCRIPT}'\`) and the load client to core ${LOAD_CORE}` +
   `${process.env.BENCH_SPIN !== '0' ? '; SCHED_IDLE spinners keep both vCPUs out of idle' : ''}. All traffic on 127.0.0.1.`,
+  `- Load average (1, 5, 15 min) at the start ${loadStart}, at the end ${loadavg()}: the bench itself keeps two cores busy ` +
+  '(spinners included), so more than about 2.5 means other work shared the machine and the tails are noisier.',
   `- Latency: one request at a time, ${ROUNDS} interleaved rounds per system, each number the median of the round values. ` +
   '"Added" is the system minus direct. All times in µs.', '');
 if (portkeyNote) md.push(`Portkey skipped: ${portkeyNote}`, '');
@@ -447,8 +451,10 @@ md.push(`## Scale: concurrent streams through one llmux`, '',
   'A fresh llmux per run; streams of 20 tokens at 1 token/s, started at 1,000/s. RSS per stream = (RSS with the most streams in flight − idle RSS) / streams in flight.', '',
   '| upstream | streams | in flight at the peak sample | RSS idle (KiB) | RSS at peak | KiB per stream | RSS after | VmHWM | CPU µs/stream | ok | errors |',
   '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+const errText = (e) => Object.entries(e).filter(([k, v]) => v && !k.startsWith('last')).map(([k, v]) => `${v} ${k}`).join(', ') +
+  (e.last_error ? ` (last: ${e.last_error})` : '');
 for (const x of scale)
-  md.push(`| ${x.label} | ${f0(x.n)} | ${f0(x.inflight)} | ${f0(x.idle_kb)} | ${f0(x.peak_kb)} | ${f1(x.per_stream_kb)} | ${f0(x.after_kb)} | ${f0(x.hwm_kb)} | ${f1(x.cpu)} | ${f0(x.ok)} | ${x.errors} |`);
+  md.push(`| ${x.label} | ${f0(x.n)} | ${f0(x.inflight)} | ${f0(x.idle_kb)} | ${f0(x.peak_kb)} | ${f1(x.per_stream_kb)} | ${f0(x.after_kb)} | ${f0(x.hwm_kb)} | ${f1(x.cpu)} | ${f0(x.ok)} | ${x.errors ? errText(x.err) : 0} |`);
 const plainN = scale.find((x) => x.label === 'plain' && x.n === SCALE); const tlsN = scale.find((x) => x.label === 'TLS');
 md.push('', `Targets: ≤ 16 KiB per plain stream ${verdict(plainN.per_stream_kb <= 16)}, ≤ 64 KiB per TLS stream ${verdict(tlsN.per_stream_kb <= 64)}.`);
 if (SCALE < 10000)
@@ -471,7 +477,7 @@ md.push('## Failover and stall detection', '',
 
 // The plot: latency CDFs of every system, and the CDF of the latency each proxy adds.
 const dat = join(tmp, 'cdf.dat');
-const rows = S.small.direct.q.map(([q], i) => [q, ...names.map((n) => S.small[n].q[i][1]),
+const rows = S.small.direct.q.filter(([q]) => q < 1).map(([q], i) => [q, ...names.map((n) => S.small[n].q[i][1]),
   ...proxies.map((n) => Math.max(0.1, S.small[n].q[i][1] - S.small.direct.q[i][1]))]);
 writeFileSync(dat, rows.map((r) => r.join(' ')).join('\n') + '\n');
 const png = join(outDir, `${date}-latency.png`);
