@@ -345,7 +345,7 @@ async function scaleRun(label, tls, n) {
     log(`scale: ${n.toLocaleString('en-US')} streams, ${label} upstream`);
     // 20 s streams, started at 1,000/s so that all of them are in flight together
     const j = bench(`http://127.0.0.1:${lp}${PATH}`, ['-c', String(n), '-n', String(n), '-r', '1000', '-s', '-m', 'scale',
-      '-p', String(l.pid), '--sample-ms', '250', '--timeout', '60'], { timeout: 240 });
+      '-p', String(l.pid), '--sample-ms', '250', '--timeout', '90'], { timeout: 240 });
     const p = j.process;
     scale.push({ label, n, idle_kb: idle.rss_kb, peak_kb: p.peak?.rss_kb, inflight: p.peak_inflight,
       per_stream_kb: (p.peak?.rss_kb - idle.rss_kb) / p.peak_inflight, after_kb: p.end?.rss_kb,
