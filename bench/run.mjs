@@ -30,7 +30,7 @@ const PROXY_CORE = 1; // the proxy under test
 const MOCK_SCRIPT = 'tokens=16&tps=1000'; // answers of 16 tokens; streams send one every ms
 const STALL_IDLE_MS = 200;
 const SLO_US = 1000;
-const LADDER = [100, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000,
+const LADDER = [500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000,
   14000, 16000, 20000, 24000, 28000, 32000, 40000];
 const WORKLOADS = [
   { id: 'small', title: 'non-stream, 1 KB request body', args: ['-b', '1024'], secs: 1 },
@@ -120,12 +120,24 @@ function procStatus(pid) {
   } catch { return { rss_kb: 0, hwm_kb: 0 }; }
 }
 
-// One run of the load client (pinned to the load core); returns its JSON.
+// One run of the load client (pinned to the load core); resolves to its JSON. Asynchronous, so
+// that a signal stops the whole run at once.
 function bench(url, args, { core = LOAD_CORE, timeout = 180 } = {}) {
-  const r = spawnSync('taskset', ['-c', String(core), BIN.bench, '-q', '-j', '-', ...args, url],
-    { encoding: 'utf8', timeout: timeout * 1000 });
-  if (r.status !== 0) throw new Error(`llmux-bench ${args.join(' ')} ${url} failed: ${r.stderr || r.error}`);
-  return JSON.parse(r.stdout);
+  return new Promise((res, rej) => {
+    const p = spawn('taskset', ['-c', String(core), BIN.bench, '-q', '-j', '-', ...args, url],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(p);
+    let out = ''; let err = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { err += d; });
+    const timer = setTimeout(() => p.kill('SIGKILL'), timeout * 1000);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      children.splice(children.indexOf(p), 1);
+      if (code !== 0) rej(new Error(`llmux-bench ${args.join(' ')} ${url} failed (${code}): ${err}`));
+      else res(JSON.parse(out));
+    });
+  });
 }
 
 const errorsOf = (j) => j.requests - j.ok;
@@ -239,7 +251,7 @@ if (existsSync(BIN.portkey)) {
 // Every system must answer both shapes before anything is measured.
 for (const s of [...systems]) {
   for (const extra of [[], ['-s']]) {
-    const j = bench(s.url, ['-n', '3', '--timeout', '10', ...s.hdr, ...extra]);
+    const j = await bench(s.url, ['-n', '3', '--timeout', '10', ...s.hdr, ...extra]);
     if (j.ok === 3) continue;
     const why = `${s.name} failed the smoke test (${extra.length ? 'stream' : 'non-stream'}): ${JSON.stringify(j.errors)}`;
     if (s.name !== 'portkey') throw new Error(why);
@@ -254,7 +266,7 @@ const idleRss = Object.fromEntries(systems.map((s) => [s.name, procStatus(s.pid)
 
 // ---- 1. the upstream's own capacity: mockllm alone on its core, the client on the other ----
 log('mockllm capacity');
-const mockMax = bench(systems[0].url, ['-c', '32', '-w', '0.5', '-d', '2'], { core: PROXY_CORE });
+const mockMax = await bench(systems[0].url, ['-c', '32', '-w', '0.5', '-d', '2'], { core: PROXY_CORE });
 
 // ---- 2. latency, one request at a time, rounds interleaved ----
 const lat = {};
@@ -263,7 +275,7 @@ for (const w of WORKLOADS) {
   for (let r = 0; r < ROUNDS; r++) {
     log(`latency: ${w.title}, round ${r + 1}/${ROUNDS}`);
     for (const s of rotate(systems, r))
-      lat[w.id][s.name].push(bench(s.url, ['-c', '1', '-w', '0.2', '-d', String(w.secs), '-p', String(s.pid), ...s.hdr, ...w.args]));
+      lat[w.id][s.name].push(await bench(s.url, ['-c', '1', '-w', '0.2', '-d', String(w.secs), '-p', String(s.pid), ...s.hdr, ...w.args]));
   }
 }
 
@@ -284,12 +296,13 @@ const S = Object.fromEntries(WORKLOADS.map((w) => [w.id, Object.fromEntries(syst
 
 // ---- 3. throughput: as fast as possible, and the highest fixed rate with p99 under 1 ms ----
 // The rate ladder is climbed by every system in turn (noise hits them alike); a rate passes with
-// no errors and p99 under 1 ms in one of two tries, and a system stops at its first failed rate.
+// no errors and p99 under 1 ms in one of three tries (the best of three filters out bursts of
+// other work on the machine), and a system stops at its first failed rate.
 const tput = {};
 for (const s of systems) {
   log(`throughput: ${s.name}, flat out and at 1,000 req/s`);
-  const closed = bench(s.url, ['-c', '32', '-w', '0.5', '-d', '2', '-p', String(s.pid), ...s.hdr]);
-  const fixed = bench(s.url, ['-c', '32', '-r', '1000', '-w', '0.3', '-d', '2', '-p', String(s.pid), ...s.hdr]);
+  const closed = await bench(s.url, ['-c', '32', '-w', '0.5', '-d', '2', '-p', String(s.pid), ...s.hdr]);
+  const fixed = await bench(s.url, ['-c', '32', '-r', '1000', '-w', '0.3', '-d', '2', '-p', String(s.pid), ...s.hdr]);
   tput[s.name] = { closed, fixed, best: 0, bestRun: null, tried: [], climbing: true };
 }
 for (const rate of LADDER) {
@@ -299,8 +312,8 @@ for (const rate of LADDER) {
   for (const s of climbing) {
     const t = tput[s.name];
     let pass = false;
-    for (let attempt = 0; attempt < 2 && !pass; attempt++) {
-      const j = bench(s.url, ['-c', '64', '-r', String(rate), '-w', '0.3', '-d', '1.5', ...s.hdr]);
+    for (let attempt = 0; attempt < 3 && !pass; attempt++) {
+      const j = await bench(s.url, ['-c', '64', '-r', String(rate), '-w', '0.3', '-d', '1.5', ...s.hdr]);
       pass = errorsOf(j) === 0 && j.latency_us.p99 < SLO_US;
       t.tried.push(`${rate}:${Math.round(j.latency_us.p99)}${pass ? '' : '✗'}`);
       if (pass) { t.best = rate; t.bestRun = j; }
@@ -316,10 +329,10 @@ log('failover and stall detection');
 const llmuxUrl = systems[1].url;
 const fo = { direct: [], failover: [] };
 for (let r = 0; r < 3; r++) {
-  fo.direct.push(bench(llmuxUrl, ['-c', '1', '-w', '0.2', '-d', '1', '-m', 'bench']));
-  fo.failover.push(bench(llmuxUrl, ['-c', '1', '-w', '0.2', '-d', '1', '-m', 'failover']));
+  fo.direct.push(await bench(llmuxUrl, ['-c', '1', '-w', '0.2', '-d', '1', '-m', 'bench']));
+  fo.failover.push(await bench(llmuxUrl, ['-c', '1', '-w', '0.2', '-d', '1', '-m', 'failover']));
 }
-const stall = bench(llmuxUrl, ['-c', '1', '-n', '8', '-s', '-m', 'stall', '--timeout', '10']);
+const stall = await bench(llmuxUrl, ['-c', '1', '-n', '8', '-s', '-m', 'stall', '--timeout', '10']);
 
 for (const s of systems.slice(1)) await stop(s.proc);
 await stop(mock);
@@ -344,10 +357,16 @@ async function scaleRun(label, tls, n) {
   {
     log(`scale: ${n.toLocaleString('en-US')} streams, ${label} upstream`);
     // 20 s streams, started at 1,000/s so that all of them are in flight together
-    const j = bench(`http://127.0.0.1:${lp}${PATH}`, ['-c', String(n), '-n', String(n), '-r', '1000', '-s', '-m', 'scale',
+    const j = await bench(`http://127.0.0.1:${lp}${PATH}`, ['-c', String(n), '-n', String(n), '-r', '1000', '-s', '-m', 'scale',
       '-p', String(l.pid), '--sample-ms', '250', '--timeout', '90'], { timeout: 240 });
     const p = j.process;
-    scale.push({ label, n, idle_kb: idle.rss_kb, peak_kb: p.peak?.rss_kb, inflight: p.peak_inflight,
+    // why streams failed, in llmux's own words (its access log)
+    const reasons = {};
+    for (const line of readFileSync(join(tmp, `llmux-${lp}-access.log`), 'utf8').split('\n')) {
+      const m = line.match(/"outcome":"([^"]+)"(?:,"reason":"([^"]{0,80}))?/);
+      if (m && m[1] !== 'ok') reasons[m[2] || m[1]] = (reasons[m[2] || m[1]] || 0) + 1;
+    }
+    scale.push({ reasons, label, n, idle_kb: idle.rss_kb, peak_kb: p.peak?.rss_kb, inflight: p.peak_inflight,
       per_stream_kb: (p.peak?.rss_kb - idle.rss_kb) / p.peak_inflight, after_kb: p.end?.rss_kb,
       hwm_kb: p.end?.hwm_kb, cpu: p.cpu_us_per_req, ok: j.ok, errors: errorsOf(j), err: j.errors });
   }
@@ -455,6 +474,10 @@ const errText = (e) => Object.entries(e).filter(([k, v]) => v && !k.startsWith('
   (e.last_error ? ` (last: ${e.last_error})` : '');
 for (const x of scale)
   md.push(`| ${x.label} | ${f0(x.n)} | ${f0(x.inflight)} | ${f0(x.idle_kb)} | ${f0(x.peak_kb)} | ${f1(x.per_stream_kb)} | ${f0(x.after_kb)} | ${f0(x.hwm_kb)} | ${f1(x.cpu)} | ${f0(x.ok)} | ${x.errors ? errText(x.err) : 0} |`);
+for (const x of scale) {
+  const top = Object.entries(x.reasons).sort((a, b) => b[1] - a[1]).slice(0, 3);
+  if (top.length) md.push('', `${x.label} ${f0(x.n)}: llmux logged ${top.map(([r, n]) => `${n} × "${r}"`).join(', ')}.`);
+}
 const plainN = scale.find((x) => x.label === 'plain' && x.n === SCALE); const tlsN = scale.find((x) => x.label === 'TLS');
 md.push('', `Targets: ≤ 16 KiB per plain stream ${verdict(plainN.per_stream_kb <= 16)}, ≤ 64 KiB per TLS stream ${verdict(tlsN.per_stream_kb <= 64)}.`);
 if (SCALE < 10000)
