@@ -296,14 +296,15 @@ const S = Object.fromEntries(WORKLOADS.map((w) => [w.id, Object.fromEntries(syst
 
 // ---- 3. throughput: as fast as possible, and the highest fixed rate with p99 under 1 ms ----
 // The rate ladder is climbed by every system in turn (noise hits them alike); a rate passes with
-// no errors and p99 under 1 ms in one of three tries (the best of three filters out bursts of
-// other work on the machine), and a system stops at its first failed rate.
+// no errors and p99 under 1 ms in one of two tries (the best of two filters out bursts of other
+// work on the machine). A failed rate does not end the climb (tails can be worse at low rates than
+// at higher ones): a system stops after two failed rates in a row or past its flat-out rate.
 const tput = {};
 for (const s of systems) {
   log(`throughput: ${s.name}, flat out and at 1,000 req/s`);
   const closed = await bench(s.url, ['-c', '32', '-w', '0.5', '-d', '2', '-p', String(s.pid), ...s.hdr]);
   const fixed = await bench(s.url, ['-c', '32', '-r', '1000', '-w', '0.3', '-d', '2', '-p', String(s.pid), ...s.hdr]);
-  tput[s.name] = { closed, fixed, best: 0, bestRun: null, tried: [], climbing: true };
+  tput[s.name] = { closed, fixed, best: 0, bestRun: null, tried: [], climbing: true, fails: 0 };
 }
 for (const rate of LADDER) {
   const climbing = systems.filter((s) => tput[s.name].climbing);
@@ -312,14 +313,15 @@ for (const rate of LADDER) {
   for (const s of climbing) {
     const t = tput[s.name];
     let pass = false;
-    for (let attempt = 0; attempt < 3 && !pass; attempt++) {
+    for (let attempt = 0; attempt < 2 && !pass; attempt++) {
       const j = await bench(s.url, ['-c', '64', '-r', String(rate), '-w', '0.3', '-d', '1.5', ...s.hdr]);
       pass = errorsOf(j) === 0 && j.latency_us.p99 < SLO_US;
       t.tried.push(`${rate}:${Math.round(j.latency_us.p99)}${pass ? '' : '✗'}`);
       if (pass) { t.best = rate; t.bestRun = j; }
     }
+    t.fails = pass ? 0 : t.fails + 1;
     const next = LADDER[LADDER.indexOf(rate) + 1];
-    t.climbing = pass && next !== undefined && next <= t.closed.throughput_rps * 1.1;
+    t.climbing = t.fails < 2 && next !== undefined && next <= t.closed.throughput_rps * 1.1;
   }
 }
 const peakRss = Object.fromEntries(systems.map((s) => [s.name, procStatus(s.pid)]));
@@ -341,7 +343,9 @@ await stop(mock);
 const certs = join(tmp, 'certs');
 spawnSync('sh', [join(ROOT, 'test', 'gen-certs.sh'), certs], { stdio: 'ignore' });
 const scale = [];
+// TLS streams start more slowly and last longer: every new upstream connection is a handshake.
 async function scaleRun(label, tls, n) {
+  const rate = tls ? 500 : 1000; const tokens = tls ? 40 : 20;
   const mp = await freePort(); const lp = await freePort();
   const m = await start(`mock-${label}`, BIN.mock, ['--listen', `127.0.0.1:${mp}`, '--quiet',
     ...(tls ? ['--tls-cert', join(certs, 'localhost.pem'), '--tls-key', join(certs, 'localhost.key')] : [])],
@@ -350,14 +354,14 @@ async function scaleRun(label, tls, n) {
     : { kind: 'openai', base_url: `http://127.0.0.1:${mp}/v1` };
   const cfg = join(tmp, `llmux-${label}.json`);
   writeFileSync(cfg, JSON.stringify(llmuxConfig(lp, { mock: provider },
-    { scale: { deployments: [{ provider: 'mock', model: 'bench?tokens=20&tps=1' }] } },
-    { timeouts_ms: { connect: 10000 } })));
+    { scale: { deployments: [{ provider: 'mock', model: `bench?tokens=${tokens}&tps=1` }] } },
+    { timeouts_ms: { connect: 30000 } })));
   const l = await start(`llmux-${label}`, BIN.llmux, ['-c', cfg], { core: PROXY_CORE, port: lp });
   const idle = procStatus(l.pid);
   {
     log(`scale: ${n.toLocaleString('en-US')} streams, ${label} upstream`);
-    // 20 s streams, started at 1,000/s so that all of them are in flight together
-    const j = await bench(`http://127.0.0.1:${lp}${PATH}`, ['-c', String(n), '-n', String(n), '-r', '1000', '-s', '-m', 'scale',
+    // streams long enough that all of them are in flight together
+    const j = await bench(`http://127.0.0.1:${lp}${PATH}`, ['-c', String(n), '-n', String(n), '-r', String(rate), '-s', '-m', 'scale',
       '-p', String(l.pid), '--sample-ms', '250', '--timeout', '90'], { timeout: 240 });
     const p = j.process;
     // why streams failed, in llmux's own words (its access log)
@@ -467,7 +471,7 @@ for (const n of proxies) md.push(`| ${n}${n === 'nginx' ? ' (worker)' : ''} | ${
 md.push('');
 
 md.push(`## Scale: concurrent streams through one llmux`, '',
-  'A fresh llmux per run; streams of 20 tokens at 1 token/s, started at 1,000/s. RSS per stream = (RSS with the most streams in flight − idle RSS) / streams in flight.', '',
+  'A fresh llmux per run; streams of 20 tokens at 1 token/s started at 1,000/s (TLS: 40 tokens, started at 500/s, connect timeout 30 s as handshakes queue). RSS per stream = (RSS with the most streams in flight − idle RSS) / streams in flight.', '',
   '| upstream | streams | in flight at the peak sample | RSS idle (KiB) | RSS at peak | KiB per stream | RSS after | VmHWM | CPU µs/stream | ok | errors |',
   '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
 const errText = (e) => Object.entries(e).filter(([k, v]) => v && !k.startsWith('last')).map(([k, v]) => `${v} ${k}`).join(', ') +

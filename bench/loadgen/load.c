@@ -302,7 +302,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (nread < 0) {
         if (c->state == C_BUSY) {
-            if (nread == UV_EOF && llhttp_finish(&c->parser) == HPE_OK && c->complete) {
+            /* a close-delimited body ends here: llhttp_finish completes (and pauses) it */
+            enum llhttp_errno fe = nread == UV_EOF ? llhttp_finish(&c->parser) : HPE_OK;
+            if (nread == UV_EOF && (fe == HPE_OK || fe == HPE_PAUSED) && c->complete) {
                 c->keep_alive = 0;
                 request_complete(c);
                 return;
