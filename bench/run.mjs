@@ -430,6 +430,11 @@ for (const w of WORKLOADS) {
       md.push(`| ${n} | ${f1(x.p50)} | ${f1(x.p99)} | ${f1(x.ttfb)} | ${f1(x.first)} | ${f1(x.g50)} | ${f1(x.g99)} | ${f1(x.g999)} | ${add('gmean')} | ${add('g50')} | ${add('g99')} | ${add('g999')} | ${n === 'direct' ? '' : f1(x.cpu)} | ${x.count} (${x.gaps}) | ${x.errors} |`);
     }
     const a = S.stream.llmux;
+    for (const n of proxies) {
+      if (S.stream[n].first > d.p50 * 0.8)
+        md.push('', `${n}'s first event came only after about as long as a whole direct stream (${f1(S.stream[n].first)} vs ${f1(d.p50)} µs): ` +
+          'it passed the stream on in one piece, not event by event, so its gap columns say nothing about per-event delay.');
+    }
     md.push('', `Per-event added delay (event gap through the proxy minus direct; the role-chunk gap and \`[DONE]\` left out): ` +
       `llmux p99 ${signed(a.g99 - d.g99)} µs against the target ≤ 10 µs: ${verdict(a.g99 - d.g99 <= 10)} ` +
       `(mean ${signed(a.gmean - d.gmean)} µs). mockllm paces tokens with libuv's millisecond timers, so every gap ` +
@@ -482,6 +487,7 @@ for (const x of scale) {
   const top = Object.entries(x.reasons).sort((a, b) => b[1] - a[1]).slice(0, 3);
   if (top.length) md.push('', `${x.label} ${f0(x.n)}: llmux logged ${top.map(([r, n]) => `${n} × "${r}"`).join(', ')}.`);
 }
+md.push('', '"RSS after" is read once every stream has ended: memory llmux took for the streams is not given back to the system.');
 const plainN = scale.find((x) => x.label === 'plain' && x.n === SCALE); const tlsN = scale.find((x) => x.label === 'TLS');
 md.push('', `Targets: ≤ 16 KiB per plain stream ${verdict(plainN.per_stream_kb <= 16)}, ≤ 64 KiB per TLS stream ${verdict(tlsN.per_stream_kb <= 64)}.`);
 if (SCALE < 10000)
