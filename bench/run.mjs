@@ -49,11 +49,12 @@ function log(...a) {
   console.log(`[${String(Math.round((Date.now() - started) / 1000)).padStart(3)} s]`, ...a);
 }
 
+// Parents first: a live nginx master would replace a killed worker.
 function killAll() {
-  for (const pid of extraPids) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
   for (const c of children) {
     if (c.exitCode === null && c.signalCode === null) try { c.kill('SIGKILL'); } catch { /* gone */ }
   }
+  for (const pid of extraPids) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
 }
 process.on('exit', () => {
   killAll();
