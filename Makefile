@@ -4,7 +4,7 @@ TEST_BUILD ?= build-test
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CONFIG     ?= conf/llmux.json
 
-.PHONY: all deps test-deps build build-test run test clean
+.PHONY: all deps test-deps bench-deps build build-test run test bench clean
 
 all: build
 
@@ -17,6 +17,18 @@ test-deps:
 	    [ test/node/package-lock.json -nt test/node/node_modules/.package-lock.json ]; then \
 	    echo "installing the npm test clients (openai, @anthropic-ai/sdk, @google/genai) into test/node"; \
 	    cd test/node && npm ci --no-audit --no-fund --loglevel=error; \
+	fi
+
+# The benchmark's extra tools (nginx, gnuplot, taskset) and the Portkey gateway, pinned by
+# bench/portkey/package-lock.json and installed into bench/node. Portkey is optional: make bench
+# skips it when it cannot be installed.
+bench-deps: deps
+	@sh deps/install.sh bench
+	@if [ ! -f bench/node/node_modules/@portkey-ai/gateway/package.json ]; then \
+	    echo "installing the Portkey gateway into bench/node"; \
+	    mkdir -p bench/node && cp bench/portkey/package.json bench/portkey/package-lock.json bench/node/ && \
+	    (cd bench/node && npm ci --no-audit --no-fund --loglevel=error) || \
+	    echo "Portkey could not be installed: make bench will skip it"; \
 	fi
 
 build: deps
@@ -37,6 +49,11 @@ run: build
 
 test: build-test
 	@cd $(TEST_BUILD) && ctest --output-on-failure -j 2 --timeout 300
+
+# llmux, nginx and Portkey side by side against a direct connection (bench/README.md).
+# Writes bench/results/<date>.md and <date>-latency.png; about 6 minutes.
+bench: bench-deps build
+	@node bench/run.mjs
 
 clean:
 	rm -rf $(BUILD) $(TEST_BUILD)

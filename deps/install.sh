@@ -2,11 +2,20 @@
 # Installs the Debian 12 packages llmux needs that are missing. Usage:
 #   deps/install.sh build   - compiler, cmake, pkg-config and the five libraries
 #   deps/install.sh test    - the above plus openssl (test PKI) and node/npm (integration tests)
+#   deps/install.sh bench   - the build set plus nginx, gnuplot, taskset/chrt/prlimit (util-linux),
+#                             openssl and node/npm (make bench)
 # Runs apt-get through sudo when not root. Does nothing when everything is present.
 set -eu
 want="gcc make cmake pkg-config libuv1-dev libmbedtls-dev libcjson-dev libc-ares-dev node-llhttp ca-certificates"
 if [ "${1:-build}" = test ]; then
     want="$want openssl curl"
+    command -v node >/dev/null 2>&1 || want="$want nodejs"
+    command -v npm >/dev/null 2>&1 || want="$want npm"
+fi
+if [ "${1:-build}" = bench ]; then
+    want="$want util-linux openssl"
+    command -v nginx >/dev/null 2>&1 || want="$want nginx-light"
+    command -v gnuplot >/dev/null 2>&1 || want="$want gnuplot-nox"
     command -v node >/dev/null 2>&1 || want="$want nodejs"
     command -v npm >/dev/null 2>&1 || want="$want npm"
 fi

@@ -1,0 +1,70 @@
+/* hist: log-linear latency histogram (see hist.h). */
+#include "hist.h"
+
+#include <string.h>
+
+#define SUB (1u << HIST_SUB_BITS)
+
+static unsigned bucket_of(uint64_t v)
+{
+    if (v >= (UINT64_C(1) << HIST_MAX_BITS))
+        v = (UINT64_C(1) << HIST_MAX_BITS) - 1;
+    if (v < SUB)
+        return (unsigned)v;
+    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
+    unsigned shift = msb - HIST_SUB_BITS;
+    return (shift + 1) * SUB + (unsigned)(v >> shift) - SUB;
+}
+
+/* Midpoint of bucket i. */
+static uint64_t value_of(unsigned i)
+{
+    if (i < SUB)
+        return i;
+    unsigned shift = i / SUB - 1;
+    uint64_t lo = (uint64_t)(i % SUB + SUB) << shift;
+    return lo + ((UINT64_C(1) << shift) >> 1);
+}
+
+void hist_reset(struct hist *h)
+{
+    memset(h, 0, sizeof(*h));
+}
+
+void hist_add(struct hist *h, uint64_t ns)
+{
+    if (h->count == 0 || ns < h->min)
+        h->min = ns;
+    if (ns > h->max)
+        h->max = ns;
+    h->count++;
+    h->sum += (double)ns;
+    h->b[bucket_of(ns)]++;
+}
+
+uint64_t hist_quantile(const struct hist *h, double q)
+{
+    if (h->count == 0)
+        return 0;
+    if (q >= 1.0)
+        return h->max;
+    uint64_t rank = (uint64_t)(q * (double)h->count);
+    if ((double)rank < q * (double)h->count)
+        rank++;
+    if (rank == 0)
+        rank = 1;
+    uint64_t seen = 0;
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        seen += h->b[i];
+        if (seen >= rank) {
+            uint64_t v = value_of(i);
+            return v < h->min ? h->min : v > h->max ? h->max : v;
+        }
+    }
+    return h->max;
+}
+
+double hist_mean(const struct hist *h)
+{
+    return h->count ? h->sum / (double)h->count : 0.0;
+}
