@@ -14,8 +14,7 @@ static void log_json_str(struct buf *b, const char *s, size_t n)
 
 void exchange_log(struct exchange *ex)
 {
-    FILE *f = ex->gw->access_log;
-    if (!f)
+    if (!ex->gw->access_log)
         return;
     static const char *const ep[] = {"chat", "completions", "embeddings"};
     uv_update_time(ex->gw->loop); /* the loop's cached time may be a whole iteration old */
@@ -85,7 +84,6 @@ void exchange_log(struct exchange *ex)
                            1e6);
     }
     buf_append_str(&b, "}\n");
-    fwrite(buf_head(&b), 1, buf_size(&b), f);
-    fflush(f);
+    gateway_log(ex->gw, buf_head(&b), buf_size(&b));
     buf_free(&b);
 }

@@ -12,6 +12,8 @@
 #include "llmux/health.h"
 #include "llmux/upstream.h"
 
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
 int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *err, size_t errlen)
 {
     memset(gw, 0, sizeof(*gw));
@@ -24,7 +26,7 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
         snprintf(err, errlen, "out of memory");
         return UV_ENOMEM;
     }
-    gw->health = health_create(cfg, stderr);
+    gw->health = health_create(cfg, gateway_log, gw);
     if (!gw->health) {
         snprintf(err, errlen, "out of memory");
         return UV_ENOMEM;
@@ -70,8 +72,52 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
     return 0;
 }
 
+static void log_flush(struct gateway *gw)
+{
+    if (gw->access_log && buf_size(&gw->log_buf)) {
+        fwrite(buf_head(&gw->log_buf), 1, buf_size(&gw->log_buf), gw->access_log);
+        fflush(gw->access_log);
+    }
+    buf_reset(&gw->log_buf);
+}
+
+static void on_log_timer(uv_timer_t *t)
+{
+    log_flush(container_of(t, struct gateway, log_timer));
+}
+
+void gateway_open_log(struct gateway *gw, FILE *f)
+{
+    gw->access_log = f;
+    buf_init(&gw->log_buf, 0);
+    uv_timer_init(gw->loop, &gw->log_timer);
+    uv_unref((uv_handle_t *)&gw->log_timer); /* never keeps the loop alive */
+    gw->log_timer_on = 1;
+}
+
+void gateway_log(void *data, const char *line, size_t n)
+{
+    struct gateway *gw = data;
+    if (!gw->log_timer_on) { /* not opened (or closed): straight through */
+        if (gw->access_log) {
+            fwrite(line, 1, n, gw->access_log);
+            fflush(gw->access_log);
+        }
+        return;
+    }
+    if (buf_size(&gw->log_buf) == 0) /* the first line waiting: written within 100 ms */
+        uv_timer_start(&gw->log_timer, on_log_timer, 100, 0);
+    if (buf_append(&gw->log_buf, line, n) != 0 || buf_size(&gw->log_buf) >= 32 * 1024)
+        log_flush(gw);
+}
+
 void gateway_close(struct gateway *gw)
 {
+    if (gw->log_timer_on) {
+        log_flush(gw);
+        gw->log_timer_on = 0;
+        uv_close((uv_handle_t *)&gw->log_timer, NULL);
+    }
     if (gw->pool)
         pool_close(gw->pool);
     if (gw->dns)
@@ -88,6 +134,7 @@ void gateway_free(struct gateway *gw)
             tls_ctx_free(gw->tls[i]);
     if (gw->system_tls)
         tls_ctx_free(gw->system_tls);
+    buf_free(&gw->log_buf);
     free(gw->tls);
     free(gw->origins);
     health_free(gw->health);

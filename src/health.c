@@ -7,7 +7,8 @@
 
 #define EWMA_ALPHA 0.2
 
-struct health *health_create(const struct config *cfg, FILE *log)
+struct health *health_create(const struct config *cfg,
+                             void (*log)(void *ctx, const char *line, size_t n), void *log_ctx)
 {
     struct health *h = calloc(1, sizeof(*h));
     if (!h)
@@ -16,6 +17,7 @@ struct health *health_create(const struct config *cfg, FILE *log)
     if (h->cfg.window > 64)
         h->cfg.window = 64;
     h->log = log;
+    h->log_ctx = log_ctx;
     h->n = cfg->n_health;
     h->deps = calloc(h->n ? h->n : 1, sizeof(*h->deps));
     if (!h->deps) {
@@ -81,8 +83,7 @@ static void log_event(struct health *h, const struct dep_health *d, const char *
         buf_append_str(&b, "\"");
     }
     buf_append_str(&b, "}\n");
-    fwrite(buf_head(&b), 1, buf_size(&b), h->log);
-    fflush(h->log);
+    h->log(h->log_ctx, buf_head(&b), buf_size(&b));
     buf_free(&b);
 }
 

@@ -127,10 +127,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "llmux: cannot open access log %s\n", cfg->access_log);
             return 1;
         }
-    } else {
-        gw.access_log = stderr;
     }
-    gw.health->log = gw.access_log;
+    gateway_open_log(&gw, gw.access_log ? gw.access_log : stderr);
     struct server_opts so = {
         .max_url_bytes = cfg->max_url_bytes,
         .max_header_bytes = cfg->max_header_bytes,

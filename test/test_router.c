@@ -65,7 +65,7 @@ static void test_routing(void)
         fprintf(stderr, "config: %s\n", err);
         return;
     }
-    struct health *h = health_create(cfg, NULL);
+    struct health *h = health_create(cfg, NULL, NULL);
     struct plan p;
     struct route_prefs rp;
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <uv.h>
 
+#include "llmux/buf.h"
 #include "llmux/config.h"
 #include "llmux/hist.h"
 
@@ -35,6 +36,9 @@ struct gateway {
     struct tls_ctx **tls;         /* per provider index, NULL for http:// */
     struct tls_ctx *system_tls;   /* shared by providers without a ca_file */
     FILE *access_log; /* also where health events (ejections, recoveries) go */
+    struct buf log_buf;   /* log lines not written yet (written within 100 ms, or at 32 KiB) */
+    uv_timer_t log_timer;
+    int log_timer_on;
     struct health *health;
     struct gateway_stats stats;
     uint64_t id_seed;
@@ -43,7 +47,13 @@ struct gateway {
 /* Set up everything for cfg (takes a reference) except the server. Returns 0 or a negative
  * code with a message in err. */
 int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *err, size_t errlen);
-/* Close what gateway_init opened (handles finish closing as the loop runs). */
+/* Log lines (access log, health events) go to f, buffered: written when 32 KiB wait or 100 ms
+ * after the first waiting line, so a request costs no write() of its own. */
+void gateway_open_log(struct gateway *gw, FILE *f);
+/* Queue one complete log line (ending in '\n'). */
+void gateway_log(void *gw, const char *line, size_t n);
+/* Close what gateway_init opened, writing pending log lines (handles finish closing as the
+ * loop runs). */
 void gateway_close(struct gateway *gw);
 /* Free the rest once the loop has run to completion after gateway_close(). */
 void gateway_free(struct gateway *gw);

@@ -52,7 +52,9 @@ struct health {
     struct health_config cfg;
     struct dep_health *deps;
     size_t n;
-    FILE *log; /* ejection and recovery events (JSON lines); may be NULL */
+    /* ejection and recovery events (JSON lines) go to log(log_ctx, line, len); may be NULL */
+    void (*log)(void *ctx, const char *line, size_t n);
+    void *log_ctx;
     /* retry budget: 10 one-second buckets */
     uint64_t bucket_sec[10];
     uint32_t bucket_requests[10];
@@ -61,7 +63,8 @@ struct health {
 };
 
 /* For every distinct deployment of cfg. Returns NULL when out of memory. */
-struct health *health_create(const struct config *cfg, FILE *log);
+struct health *health_create(const struct config *cfg,
+                             void (*log)(void *ctx, const char *line, size_t n), void *log_ctx);
 void health_free(struct health *h);
 
 /* Whether the deployment may take a request now: not ejected, not cooling down, or its

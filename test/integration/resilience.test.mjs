@@ -66,7 +66,10 @@ describe('circuit breaker', () => {
     assert.match(d.last_error, /503/);
     assert.equal(deployment(st, 'ok1', 'm').state, 'healthy');
     assert.equal(deployment(st, 'ok1', 'm').requests + deployment(st, 'ok2', 'm').requests, 1100);
-    const ej = events(llmux, 'ejected').filter((e) => e.provider === 'dead' && e.model === 'm');
+    const ej = await waitFor(() => {
+      const e = events(llmux, 'ejected').filter((x) => x.provider === 'dead' && x.model === 'm');
+      return e.length ? e : false;
+    }, { what: 'the ejection event' });
     assert.equal(ej.length, 1);
     assert.equal(ej[0].for_ms, 600000);
   });
@@ -237,7 +240,9 @@ describe('routing', () => {
     assert.equal((await limited.stats()).requests, 1);
     const d = deployment(await getJson(llmux.base, '/v1/status'), 'limited', 'm');
     assert.equal(d.state, 'cooldown');
-    assert.equal(events(llmux, 'cooldown').find((e) => e.provider === 'limited').for_ms, 30000);
+    const cool = await waitFor(() => events(llmux, 'cooldown').find((e) => e.provider === 'limited'),
+      { what: 'the cooldown event' });
+    assert.equal(cool.for_ms, 30000);
   });
 
   test('rate limited everywhere: 429 with the soonest Retry-After', async () => {
