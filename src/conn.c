@@ -50,7 +50,7 @@ struct conn {
     const struct conn_cbs *cbs;
     void *data;
     struct tls_ctx *tls;
-    mbedtls_ssl_context ssl;
+    mbedtls_ssl_context *ssl; /* TLS only (allocated: plain sockets do not pay for it) */
     int handshaking;
     int resumed;
     char host[256];
@@ -264,7 +264,7 @@ int conn_write(struct conn *c, const uv_buf_t *bufs, unsigned nbufs)
     for (unsigned i = 0; i < nbufs; i++) {
         size_t off = 0;
         while (off < bufs[i].len) {
-            int rc = mbedtls_ssl_write(&c->ssl, (const unsigned char *)bufs[i].base + off,
+            int rc = mbedtls_ssl_write(c->ssl, (const unsigned char *)bufs[i].base + off,
                                        bufs[i].len - off);
             if (rc < 0)
                 return LLMUX_ETLS;
@@ -298,7 +298,7 @@ static void fail(struct conn *c, int status)
 
 static void handshake_failed(struct conn *c, int rc)
 {
-    uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
+    uint32_t flags = mbedtls_ssl_get_verify_result(c->ssl);
     if (!c->tls->server && flags != 0 && flags != (uint32_t)-1) {
         char info[256];
         mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);
@@ -319,7 +319,7 @@ static void handshake_failed(struct conn *c, int rc)
 static void tls_pump(struct conn *c)
 {
     if (c->handshaking) {
-        int rc = mbedtls_ssl_handshake(&c->ssl);
+        int rc = mbedtls_ssl_handshake(c->ssl);
         if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
             return;
         if (rc) {
@@ -329,13 +329,13 @@ static void tls_pump(struct conn *c)
         c->handshaking = 0;
         if (!c->tls->server) {
             /* Resumed: the server accepted the session ID we offered. */
-            const mbedtls_ssl_session *now = c->ssl.session;
+            const mbedtls_ssl_session *now = c->ssl->session;
             const mbedtls_ssl_session *saved = &c->tls->session;
             c->resumed = c->resumed && now && saved->id_len > 0 && now->id_len == saved->id_len &&
                          memcmp(now->id, saved->id, saved->id_len) == 0;
             mbedtls_ssl_session_free(&c->tls->session);
             mbedtls_ssl_session_init(&c->tls->session);
-            mbedtls_ssl_get_session(&c->ssl, &c->tls->session);
+            mbedtls_ssl_get_session(c->ssl, &c->tls->session);
             c->tls->has_session = 1;
             snprintf(c->tls->session_host, sizeof(c->tls->session_host), "%s", c->host);
         }
@@ -346,7 +346,7 @@ static void tls_pump(struct conn *c)
     }
     unsigned char plain[16384];
     while (c->reading && !c->closing) {
-        int rc = mbedtls_ssl_read(&c->ssl, plain, sizeof(plain));
+        int rc = mbedtls_ssl_read(c->ssl, plain, sizeof(plain));
         if (rc > 0) {
             c->cbs->on_read(c, (const char *)plain, (size_t)rc);
             continue;
@@ -412,7 +412,7 @@ void conn_read_start(struct conn *c)
     start_reading(c);
     /* decrypted bytes may wait inside mbedTLS */
     if (c->tls && !c->handshaking &&
-        (mbedtls_ssl_get_bytes_avail(&c->ssl) > 0 || buf_size(&c->rx) > 0))
+        (mbedtls_ssl_get_bytes_avail(c->ssl) > 0 || buf_size(&c->rx) > 0))
         tls_pump(c);
 }
 
@@ -432,19 +432,31 @@ static void set_peer(struct conn *c, const struct sockaddr *sa)
     snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
 }
 
+static void ssl_free(struct conn *c)
+{
+    if (c->ssl) {
+        mbedtls_ssl_free(c->ssl);
+        free(c->ssl);
+        c->ssl = NULL;
+    }
+}
+
 static int tls_setup(struct conn *c)
 {
-    mbedtls_ssl_init(&c->ssl);
-    if (mbedtls_ssl_setup(&c->ssl, &c->tls->conf) != 0)
+    c->ssl = malloc(sizeof(*c->ssl));
+    if (!c->ssl)
+        return UV_ENOMEM;
+    mbedtls_ssl_init(c->ssl);
+    if (mbedtls_ssl_setup(c->ssl, &c->tls->conf) != 0)
         return LLMUX_ETLS;
     if (!c->tls->server) {
-        if (mbedtls_ssl_set_hostname(&c->ssl, c->host) != 0)
+        if (mbedtls_ssl_set_hostname(c->ssl, c->host) != 0)
             return LLMUX_ETLS;
         if (c->tls->has_session && strcmp(c->tls->session_host, c->host) == 0 &&
-            mbedtls_ssl_set_session(&c->ssl, &c->tls->session) == 0)
+            mbedtls_ssl_set_session(c->ssl, &c->tls->session) == 0)
             c->resumed = 1;
     }
-    mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    mbedtls_ssl_set_bio(c->ssl, c, bio_send, bio_recv, NULL);
     c->handshaking = 1;
     return 0;
 }
@@ -454,8 +466,7 @@ static void on_closed(uv_handle_t *h)
     struct conn *c = container_of((uv_tcp_t *)h, struct conn, tcp);
     if (c->cbs->on_close)
         c->cbs->on_close(c);
-    if (c->tls)
-        mbedtls_ssl_free(&c->ssl);
+    ssl_free(c);
     buf_free(&c->rx);
     free(c);
 }
@@ -493,7 +504,7 @@ int conn_connect(uv_loop_t *loop, const struct sockaddr *addr, struct tls_ctx *t
     snprintf(c->host, sizeof(c->host), "%s", host ? host : "");
     set_peer(c, addr);
     if (tls && tls_setup(c) != 0) {
-        mbedtls_ssl_free(&c->ssl);
+        ssl_free(c);
         free(c);
         return LLMUX_ETLS;
     }
@@ -558,7 +569,7 @@ void conn_close(struct conn *c, int reset)
     if (c->closing)
         return;
     if (c->tls && !c->handshaking && !reset && !c->eof_sent)
-        mbedtls_ssl_close_notify(&c->ssl); /* best effort */
+        mbedtls_ssl_close_notify(c->ssl); /* best effort */
     c->closing = 1;
     if (reset && uv_tcp_close_reset(&c->tcp, on_closed) == 0)
         return;

@@ -886,6 +886,13 @@ static int attempt_start(struct exchange *ex, struct attempt *a, const struct pl
 {
     if (ex->n_rec == EX_MAX_RECORDS)
         return UV_E2BIG;
+    if (ex->rec == ex->rec_inline && ex->n_rec == 2) { /* most requests never get here */
+        struct attempt_record *more = malloc(EX_MAX_RECORDS * sizeof(*more));
+        if (!more)
+            return UV_ENOMEM;
+        memcpy(more, ex->rec_inline, sizeof(ex->rec_inline));
+        ex->rec = more;
+    }
     struct attempt_record *r = &ex->rec[ex->n_rec];
     memset(r, 0, sizeof(*r));
     r->provider = e->provider;
@@ -1126,6 +1133,8 @@ static void on_timer_closed(uv_handle_t *h)
         return;
     free(ex->creq.owned);
     free(ex->names);
+    if (ex->rec != ex->rec_inline)
+        free(ex->rec);
     config_unref(ex->cfg);
     free(ex);
 }
@@ -1200,6 +1209,7 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
     ex->creq.request_id = ex->request_id;
     snprintf(ex->client_model, sizeof(ex->client_model), "%s", client_model);
     ex->plan = *plan;
+    ex->rec = ex->rec_inline;
     if (ex->plan.max_attempts == 0 || ex->plan.max_attempts > EX_MAX_RECORDS)
         ex->plan.max_attempts = ex->plan.max_attempts ? EX_MAX_RECORDS : (uint32_t)plan->n;
     if (keep_names(ex) != 0) {

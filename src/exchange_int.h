@@ -99,7 +99,8 @@ struct exchange {
     struct buf delivered; /* content text relayed (for a continuation) */
     struct buf tool_held; /* tool-call chunks held until the call is complete (continue mode) */
     int no_continue;      /* delivered something a continuation cannot follow */
-    struct attempt_record rec[EX_MAX_RECORDS];
+    struct attempt_record *rec; /* rec_inline, or a malloc'd array past two attempts */
+    struct attempt_record rec_inline[2];
     size_t n_rec;
     uv_timer_t deadline;
     uv_timer_t ping;  /* keeps a slow-starting stream alive before commit */
