@@ -166,67 +166,145 @@ static const char *read_prefs(const cJSON *root, struct route_prefs *p)
     return NULL;
 }
 
-/* Re-encode the body without `models` and `provider` into creq->owned. The members are put
- * back afterwards: the plan may point into them until the exchange has copied its names. */
-static int strip_prefs(cJSON *root, struct canon_request *creq)
+/* The members of a request body llmux looks at, as byte spans (found in one pass). */
+struct body_view {
+    struct json_member model, main, stream, stream_options, models, provider;
+    int has_model, has_main, has_stream, has_stream_options, has_models, has_provider;
+};
+
+static int key_is(const struct json_member *m, const char *k)
 {
-    cJSON *models = cJSON_DetachItemFromObjectCaseSensitive(root, "models");
-    cJSON *provider = cJSON_DetachItemFromObjectCaseSensitive(root, "provider");
-    creq->owned = cJSON_PrintUnformatted(root);
-    if (models)
-        cJSON_AddItemToObject(root, "models", models);
-    if (provider)
-        cJSON_AddItemToObject(root, "provider", provider);
+    return m->key_len == strlen(k) && memcmp(m->key, k, m->key_len) == 0;
+}
+
+/* One pass over a body that starts with '{': validates it and finds the members. Returns
+ * whether it is valid JSON. First occurrence wins, as with cJSON_GetObjectItem. */
+static int view_body(const char *b, size_t n, const char *main_key, struct body_view *v)
+{
+    memset(v, 0, sizeof(*v));
+    size_t pos = 0;
+    struct json_member m;
+    int rc;
+    while ((rc = json_member_next(b, n, &pos, &m)) == 0) {
+        struct {
+            const char *key;
+            struct json_member *slot;
+            int *seen;
+        } wanted[] = {
+            {"model", &v->model, &v->has_model},
+            {main_key, &v->main, &v->has_main},
+            {"stream", &v->stream, &v->has_stream},
+            {"stream_options", &v->stream_options, &v->has_stream_options},
+            {"models", &v->models, &v->has_models},
+            {"provider", &v->provider, &v->has_provider},
+        };
+        for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
+            if (!*wanted[i].seen && key_is(&m, wanted[i].key)) {
+                *wanted[i].slot = m;
+                *wanted[i].seen = 1;
+            }
+        }
+    }
+    return rc == 1 && json_object_rest_empty(b, n, pos);
+}
+
+/* A member's value parsed on its own (small values only). Caller frees with cJSON_Delete. */
+static cJSON *parse_member(const char *b, const struct json_member *m)
+{
+    return cJSON_ParseWithLength(b + m->vstart, m->vend - m->vstart);
+}
+
+/* The body without `models` and `provider`, into creq->owned: the other members copied as
+ * they are. */
+static int strip_prefs(const char *b, size_t n, struct canon_request *creq)
+{
+    struct buf out;
+    buf_init(&out, 0);
+    int rc = buf_append(&out, "{", 1);
+    size_t pos = 0;
+    int first = 1;
+    struct json_member m;
+    while (!rc && json_member_next(b, n, &pos, &m) == 0) {
+        if (key_is(&m, "models") || key_is(&m, "provider"))
+            continue;
+        if (!first)
+            rc = buf_append(&out, ",", 1);
+        if (!rc)
+            rc = buf_append(&out, b + m.start, m.vend - m.start);
+        first = 0;
+    }
+    if (!rc)
+        rc = buf_append(&out, "}", 1);
+    size_t len;
+    creq->owned = rc ? NULL : buf_steal(&out, &len);
+    buf_free(&out);
     if (!creq->owned)
         return UV_ENOMEM;
     creq->body = creq->owned;
-    creq->body_len = strlen(creq->owned);
+    creq->body_len = len;
     return 0;
 }
 
+/* Validation, routing and the exchange. The body is checked and read without building a tree:
+ * a long conversation is forwarded as it came, with only its model value replaced. */
 static void handle_inference(struct gateway *gw, struct server_req *req, enum api_endpoint ep)
 {
     uint64_t t_recv = uv_hrtime();
     const struct server_request *r = server_req_request(req);
-    cJSON *root = cJSON_ParseWithLength(r->body, r->body_len);
-    if (!root) {
+    const char *need = ep == API_CHAT ? "messages" : ep == API_COMPLETIONS ? "prompt" : "input";
+    size_t first = 0;
+    while (first < r->body_len && strchr(" \t\r\n", r->body[first]))
+        first++;
+    struct body_view v;
+    int object = first < r->body_len && r->body[first] == '{';
+    if (!(object ? view_body(r->body, r->body_len, need, &v)
+                 : json_valid(r->body, r->body_len))) {
         bad_request(req, NULL,
                     r->body_len ? "We could not parse the JSON body of your request. "
                                   "(HINT: the body must be valid JSON.)"
                                 : "The request body is empty; it must be a JSON object.");
         return;
     }
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
+    if (!object) {
         bad_request(req, NULL, "The request body must be a JSON object.");
         return;
     }
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    const char *need = ep == API_CHAT ? "messages" : ep == API_COMPLETIONS ? "prompt" : "input";
-    const cJSON *main_field = cJSON_GetObjectItemCaseSensitive(root, need);
-    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(root, "stream");
-    char msg[256];
+    char client_model[160];
+    cJSON *model = v.has_model ? parse_member(r->body, &v.model) : NULL;
     if (!cJSON_IsString(model) || !model->valuestring[0]) {
-        cJSON_Delete(root);
+        cJSON_Delete(model);
         bad_request(req, "model", "you must provide a model parameter");
         return;
     }
-    if (!main_field || (ep == API_CHAT && !cJSON_IsArray(main_field))) {
-        cJSON_Delete(root);
+    snprintf(client_model, sizeof(client_model), "%s", model->valuestring);
+    char msg[256];
+    if (!v.has_main || (ep == API_CHAT && r->body[v.main.vstart] != '[')) {
+        cJSON_Delete(model);
         snprintf(msg, sizeof(msg), "'%s' is a required property%s", need,
                  ep == API_CHAT ? " and must be an array" : "");
         bad_request(req, need, msg);
         return;
     }
-    if (stream && !cJSON_IsBool(stream) && !cJSON_IsNull(stream)) {
-        cJSON_Delete(root);
+    const char *st = r->body + v.stream.vstart;
+    int stream = v.has_stream && *st == 't';
+    if (v.has_stream && *st != 't' && *st != 'f' && *st != 'n') {
+        cJSON_Delete(model);
         bad_request(req, "stream", "'stream' must be a boolean");
         return;
     }
+    /* the members llmux reads whole are small: parsed on their own */
+    cJSON *prefs_root = cJSON_CreateObject();
+    cJSON *so = v.has_stream_options ? parse_member(r->body, &v.stream_options) : NULL;
+    if (v.has_models)
+        cJSON_AddItemToObject(prefs_root, "models", parse_member(r->body, &v.models));
+    if (v.has_provider)
+        cJSON_AddItemToObject(prefs_root, "provider", parse_member(r->body, &v.provider));
     struct route_prefs prefs;
-    const char *why = read_prefs(root, &prefs);
+    const char *why = prefs_root ? read_prefs(prefs_root, &prefs) : "out of memory";
     if (why) {
-        cJSON_Delete(root);
+        cJSON_Delete(model);
+        cJSON_Delete(so);
+        cJSON_Delete(prefs_root);
         bad_request(req, NULL, why);
         return;
     }
@@ -235,11 +313,9 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     creq.endpoint = ep;
     creq.body = r->body;
     creq.body_len = r->body_len;
-    creq.stream = ep != API_EMBEDDINGS && cJSON_IsTrue(stream);
-    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    creq.stream = ep != API_EMBEDDINGS && stream;
     creq.include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
-    char client_model[160];
-    snprintf(client_model, sizeof(client_model), "%s", model->valuestring);
+    cJSON_Delete(so);
 
     char rid[80];
     const char *given = server_req_header(req, "x-request-id");
@@ -254,14 +330,11 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     char err[512];
     int rc = router_plan(gw->cfg, gw->health, uv_now(gw->loop), model->valuestring,
                          strlen(model->valuestring), &prefs, &plan, err, sizeof(err));
-    if (rc == 0 && (cJSON_GetObjectItemCaseSensitive(root, "models") ||
-                    cJSON_GetObjectItemCaseSensitive(root, "provider"))) {
-        /* llmux's own members never reach a provider: re-encode without them */
-        rc = strip_prefs(root, &creq);
-    }
+    if (rc == 0 && (v.has_models || v.has_provider)) /* llmux's own members stay here */
+        rc = strip_prefs(r->body, r->body_len, &creq);
     if (rc == 0 &&
         json_top_key(creq.body, creq.body_len, "model", &creq.model_start, &creq.model_end) != 0)
-        rc = ROUTER_EFILTERED - 1;
+        rc = UV_EINVAL;
     if (rc == 0) {
         gw->stats.requests++;
         rc = exchange_start(gw, req, &creq, client_model, &plan);
@@ -280,7 +353,8 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     } else {
         bad_request(req, "model", "the model parameter could not be read");
     }
-    cJSON_Delete(root);
+    cJSON_Delete(model);
+    cJSON_Delete(prefs_root);
 }
 
 static void status(struct gateway *gw, struct server_req *req)
