@@ -12,6 +12,7 @@
 
 #include "llmux/adapter.h"
 #include "llmux/errors.h"
+#include "llmux/json.h"
 #include "llmux/server.h"
 
 static const char *endpoint_path(enum api_endpoint e)
@@ -272,14 +273,29 @@ static void openai_stream_close(struct adapter_stream *s)
 static int openai_decode_body(const struct canon_request *req, const char *model,
                               const char *body, size_t len, struct buf *out, struct usage *u)
 {
+    /* One pass validates the answer and finds `usage`; only that small object is parsed (the
+     * body goes to the client as it came). */
     memset(u, 0, sizeof(*u));
-    cJSON *root = cJSON_ParseWithLength(body, len);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return LLMUX_EPROTO;
+    size_t pos = 0;
+    struct json_member m, usage = {0};
+    int rc;
+    while ((rc = json_member_next(body, len, &pos, &m)) == 0) {
+        if (!usage.key && m.key_len == 5 && memcmp(m.key, "usage", 5) == 0)
+            usage = m;
     }
-    adapter_openai_usage(root, u);
-    cJSON_Delete(root);
+    if (rc != 1 || !json_object_rest_empty(body, len, pos))
+        return LLMUX_EPROTO;
+    if (usage.key) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON *value = cJSON_ParseWithLength(body + usage.vstart, usage.vend - usage.vstart);
+        if (root && value) {
+            cJSON_AddItemToObject(root, "usage", value);
+            value = NULL;
+            adapter_openai_usage(root, u);
+        }
+        cJSON_Delete(value);
+        cJSON_Delete(root);
+    }
     return 0;
 }
 

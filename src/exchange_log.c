@@ -12,6 +12,37 @@ static void log_json_str(struct buf *b, const char *s, size_t n)
     buf_append(b, "\"", 1);
 }
 
+/* Numbers without printf (this line is written for every request). */
+static void put_int(struct buf *b, long long v)
+{
+    char digits[24];
+    size_t i = sizeof(digits);
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        digits[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        digits[--i] = '-';
+    buf_append(b, digits + i, sizeof(digits) - i);
+}
+
+/* `,"key":N` */
+static void log_num(struct buf *b, const char *key, long long v)
+{
+    buf_append(b, ",\"", 2);
+    buf_append_str(b, key);
+    buf_append(b, "\":", 2);
+    put_int(b, v);
+}
+
+static void log_bool(struct buf *b, const char *key, int v)
+{
+    buf_append(b, ",\"", 2);
+    buf_append_str(b, key);
+    buf_append_str(b, v ? "\":true" : "\":false");
+}
+
 void exchange_log(struct exchange *ex)
 {
     if (!ex->gw->access_log)
@@ -20,8 +51,11 @@ void exchange_log(struct exchange *ex)
     uv_update_time(ex->gw->loop); /* the loop's cached time may be a whole iteration old */
     struct buf b;
     buf_init(&b, 0);
-    buf_printf(&b, "{\"request_id\":\"%s\",\"endpoint\":\"%s\",\"model\":", ex->request_id,
-               ep[ex->creq.endpoint]);
+    buf_append_str(&b, "{\"request_id\":\"");
+    buf_append_str(&b, ex->request_id); /* plain characters only (api checks client ids) */
+    buf_append_str(&b, "\",\"endpoint\":\"");
+    buf_append_str(&b, ep[ex->creq.endpoint]);
+    buf_append_str(&b, "\",\"model\":");
     log_json_str(&b, ex->client_model, strlen(ex->client_model));
     const struct plan_entry *e = ex->winner ? ex->winner->entry : NULL;
     if (e && ex->status < 400) {
@@ -32,17 +66,20 @@ void exchange_log(struct exchange *ex)
     } else {
         buf_append_str(&b, ",\"provider\":null,\"upstream_model\":null");
     }
-    buf_printf(&b, ",\"stream\":%s,\"status\":%d,\"outcome\":\"%s\"",
-               ex->creq.stream ? "true" : "false", ex->status,
-               ex->outcome ? ex->outcome : "error");
+    log_bool(&b, "stream", ex->creq.stream);
+    log_num(&b, "status", ex->status);
+    buf_append_str(&b, ",\"outcome\":\"");
+    buf_append_str(&b, ex->outcome ? ex->outcome : "error");
+    buf_append_str(&b, "\"");
     if (ex->end_reason[0]) {
         buf_append_str(&b, ",\"reason\":");
         log_json_str(&b, ex->end_reason, strlen(ex->end_reason));
     }
-    buf_printf(&b, ",\"hedged\":%s,\"hedge_won\":%s,\"continued\":%d",
-               ex->hedged ? "true" : "false", ex->hedge_won ? "true" : "false", ex->continued);
+    log_bool(&b, "hedged", ex->hedged);
+    log_bool(&b, "hedge_won", ex->hedge_won);
+    log_num(&b, "continued", ex->continued);
     if (ex->plan.dropped)
-        buf_printf(&b, ",\"ejected_skipped\":%zu", ex->plan.dropped);
+        log_num(&b, "ejected_skipped", (long long)ex->plan.dropped);
     buf_append_str(&b, ",\"attempts\":[");
     for (size_t i = 0; i < ex->n_rec; i++) {
         const struct attempt_record *r = &ex->rec[i];
@@ -50,7 +87,7 @@ void exchange_log(struct exchange *ex)
         log_json_str(&b, r->provider->name, strlen(r->provider->name));
         buf_append_str(&b, ",\"model\":");
         log_json_str(&b, r->model, r->model_len);
-        buf_printf(&b, ",\"status\":%d", r->status);
+        log_num(&b, "status", r->status);
         if (r->hedge)
             buf_append_str(&b, ",\"hedge\":true");
         if (r->continuation)
@@ -61,21 +98,26 @@ void exchange_log(struct exchange *ex)
             buf_append_str(&b, ",\"error\":");
             log_json_str(&b, r->reason, strlen(r->reason));
         }
-        buf_printf(&b, ",\"ms\":%" PRIu64 "}", r->ms);
+        log_num(&b, "ms", (long long)r->ms);
+        buf_append(&b, "}", 1);
     }
-    buf_printf(&b, "],\"bytes_in\":%zu,\"bytes_out\":%" PRIu64, ex->creq.body_len, ex->bytes_out);
+    buf_append(&b, "]", 1);
+    log_num(&b, "bytes_in", (long long)ex->creq.body_len);
+    log_num(&b, "bytes_out", (long long)ex->bytes_out);
     if (ex->t_first_byte)
-        buf_printf(&b, ",\"ttfb_ms\":%" PRIu64, ex->t_first_byte - ex->t_start);
+        log_num(&b, "ttfb_ms", (long long)(ex->t_first_byte - ex->t_start));
     else
         buf_append_str(&b, ",\"ttfb_ms\":null");
-    buf_printf(&b, ",\"duration_ms\":%" PRIu64 ",\"overhead_us\":%" PRIu64,
-               uv_now(ex->gw->loop) - ex->t_start, ex->busy_ns / 1000);
+    log_num(&b, "duration_ms", (long long)(uv_now(ex->gw->loop) - ex->t_start));
+    log_num(&b, "overhead_us", (long long)(ex->busy_ns / 1000));
     const struct usage *u = &ex->usage;
     if (u->known) {
-        buf_printf(&b,
-                   ",\"usage\":{\"prompt_tokens\":%ld,\"completion_tokens\":%ld,"
-                   "\"total_tokens\":%ld,\"cached_tokens\":%ld}",
-                   u->prompt_tokens, u->completion_tokens, u->total_tokens, u->cached_tokens);
+        buf_append_str(&b, ",\"usage\":{\"prompt_tokens\":");
+        put_int(&b, u->prompt_tokens);
+        log_num(&b, "completion_tokens", u->completion_tokens);
+        log_num(&b, "total_tokens", u->total_tokens);
+        log_num(&b, "cached_tokens", u->cached_tokens);
+        buf_append(&b, "}", 1);
         const struct deployment *d = e ? e->deployment : NULL;
         if (d && d->price_in >= 0)
             buf_printf(&b, ",\"cost_usd\":%.8f",
