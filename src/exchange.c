@@ -31,6 +31,7 @@
 #include "exchange_int.h"
 
 #include <cjson/cJSON.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1150,7 +1151,11 @@ static void exchange_end(struct exchange *ex)
         server_req_abort(ex->req, 0);
         ex->req = NULL;
     }
-    ex->gw->stats.exchanges_active--;
+    if (--ex->gw->stats.exchanges_active == 0 && now_ms(ex) - ex->gw->last_trim_ms >= 1000) {
+        /* idle after a burst: give the freed memory back (at most once a second) */
+        ex->gw->last_trim_ms = now_ms(ex);
+        malloc_trim(0);
+    }
     busy_leave(ex);
     hist_add(&ex->gw->stats.overhead_us, ex->busy_ns / 1000);
     exchange_log(ex);

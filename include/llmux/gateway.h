@@ -42,6 +42,7 @@ struct gateway {
     struct health *health;
     struct gateway_stats stats;
     uint64_t id_seed;
+    uint64_t last_trim_ms; /* when freed memory was last handed back to the system */
 };
 
 /* Set up everything for cfg (takes a reference) except the server. Returns 0 or a negative
