@@ -265,12 +265,36 @@ static int client_write(struct client *cl, const uv_buf_t *bufs, unsigned n)
     return conn_write(cl->conn, bufs, n);
 }
 
+/* Digits of v in `base` (10 or 16) into out[24]; returns the start (no NUL). */
+static const char *put_digits(char *out, size_t v, unsigned base, size_t *len)
+{
+    char *p = out + 24;
+    do {
+        *--p = "0123456789abcdef"[v % base];
+        v /= base;
+    } while (v);
+    *len = (size_t)(out + 24 - p);
+    return p;
+}
+
+/* The status line, headers, `framing` (its value after `framing_name`) and connection header,
+ * then `body` (may be empty) in the same write: one system call for a whole answer. Built
+ * without printf: this runs for every response. */
 static int write_head(struct client *cl, int status, const struct http_header *hdrs, size_t n,
-                      const char *framing, int keep_alive)
+                      const char *framing, const char *framing_value, size_t framing_len,
+                      int keep_alive, const char *body, size_t body_len)
 {
     struct buf *b = &cl->out;
     buf_reset(b);
-    int rc = buf_printf(b, "HTTP/1.1 %d %s\r\n", status, status_text(status));
+    char code[4] = {(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10),
+                    (char)('0' + status % 10), ' '};
+    int rc = buf_append(b, "HTTP/1.1 ", 9);
+    if (!rc)
+        rc = buf_append(b, code, 4);
+    if (!rc)
+        rc = buf_append_str(b, status_text(status));
+    if (!rc)
+        rc = buf_append(b, "\r\n", 2);
     for (size_t i = 0; i < n && !rc; i++) {
         rc = buf_append(b, hdrs[i].name, hdrs[i].name_len);
         if (!rc)
@@ -281,11 +305,16 @@ static int write_head(struct client *cl, int status, const struct http_header *h
             rc = buf_append(b, "\r\n", 2);
     }
     if (!rc)
-        rc = buf_printf(b, "%s\r\nconnection: %s\r\n\r\n", framing,
-                        keep_alive ? "keep-alive" : "close");
+        rc = buf_append_str(b, framing);
+    if (!rc)
+        rc = buf_append(b, framing_value, framing_len);
+    if (!rc)
+        rc = buf_append_str(b, keep_alive ? "\r\nconnection: keep-alive\r\n\r\n"
+                                          : "\r\nconnection: close\r\n\r\n");
     if (!rc) {
-        uv_buf_t ub = uv_buf_init(b->data, (unsigned)b->len);
-        rc = client_write(cl, &ub, 1);
+        uv_buf_t ub[2] = {uv_buf_init(b->data, (unsigned)b->len),
+                          uv_buf_init((char *)body, (unsigned)body_len)};
+        rc = client_write(cl, ub, body_len ? 2 : 1);
     }
     return rc;
 }
@@ -319,13 +348,11 @@ int server_respond(struct server_req *r, int status, const struct http_header *h
                    const char *body, size_t len)
 {
     struct client *cl = r->client;
-    char framing[64];
-    snprintf(framing, sizeof(framing), "content-length: %zu", len);
-    int rc = write_head(cl, status, hdrs, n, framing, r->keep_alive && !cl->srv->closing);
-    if (!rc && len > 0) {
-        uv_buf_t ub = uv_buf_init((char *)body, (unsigned)len);
-        rc = client_write(cl, &ub, 1);
-    }
+    char digits[24];
+    size_t dl;
+    const char *d = put_digits(digits, len, 10, &dl);
+    int rc = write_head(cl, status, hdrs, n, "content-length: ", d, dl,
+                        r->keep_alive && !cl->srv->closing, body, len);
     r->started = 1;
     req_finish(r);
     return rc;
@@ -349,8 +376,8 @@ int server_stream_start(struct server_req *r, int status, const struct http_head
 {
     r->started = 1;
     r->chunked = 1;
-    return write_head(r->client, status, hdrs, n, "transfer-encoding: chunked",
-                      r->keep_alive && !r->client->srv->closing);
+    return write_head(r->client, status, hdrs, n, "transfer-encoding: chunked", "", 0,
+                      r->keep_alive && !r->client->srv->closing, NULL, 0);
 }
 
 int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbufs)
@@ -366,9 +393,12 @@ int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbu
     }
     int rc = 0;
     if (total > 0) {
-        char hdr[24];
-        int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", total);
-        iov[0] = uv_buf_init(hdr, (unsigned)hl);
+        char hdr[26];
+        size_t hl;
+        const char *h = put_digits(hdr, total, 16, &hl);
+        hdr[24] = '\r';
+        hdr[25] = '\n';
+        iov[0] = uv_buf_init((char *)h, (unsigned)hl + 2);
         iov[nbufs + 1] = uv_buf_init("\r\n", 2);
         rc = client_write(r->client, iov, nbufs + 2);
     }
