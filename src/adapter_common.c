@@ -39,19 +39,41 @@ void upstream_request_free(struct upstream_request *r)
 int adapter_write_head(struct buf *head, const struct provider *p, const char *path,
                        const struct canon_request *req, const char *extra, size_t body_len)
 {
+    /* built without printf: this runs for every attempt */
     int default_port = p->port == (p->tls ? 443 : 80);
     int v6 = strchr(p->host, ':') != NULL;
-    int rc = buf_printf(head, "POST %s HTTP/1.1\r\nhost: %s%s%s", path, v6 ? "[" : "", p->host,
-                        v6 ? "]" : "");
-    if (!rc && !default_port)
-        rc = buf_printf(head, ":%u", p->port);
+    int rc = buf_append(head, "POST ", 5);
     if (!rc)
-        rc = buf_printf(head,
-                        "\r\ncontent-type: application/json\r\naccept: %s\r\n"
-                        "user-agent: llmux/" LLMUX_VERSION "\r\nx-request-id: %s\r\n%s"
-                        "content-length: %zu\r\n\r\n",
-                        req->stream ? "text/event-stream" : "application/json", req->request_id,
-                        extra, body_len);
+        rc = buf_append_str(head, path);
+    if (!rc)
+        rc = buf_append_str(head, v6 ? " HTTP/1.1\r\nhost: [" : " HTTP/1.1\r\nhost: ");
+    if (!rc)
+        rc = buf_append_str(head, p->host);
+    if (!rc && v6)
+        rc = buf_append(head, "]", 1);
+    if (!rc && !default_port)
+        rc = buf_append(head, ":", 1);
+    if (!rc && !default_port)
+        rc = buf_append_uint(head, p->port);
+    if (!rc)
+        rc = buf_append_str(head, req->stream ? "\r\ncontent-type: application/json\r\n"
+                                                "accept: text/event-stream\r\n"
+                                              : "\r\ncontent-type: application/json\r\n"
+                                                "accept: application/json\r\n");
+    if (!rc)
+        rc = buf_append_str(head, "user-agent: llmux/" LLMUX_VERSION "\r\nx-request-id: ");
+    if (!rc)
+        rc = buf_append_str(head, req->request_id);
+    if (!rc)
+        rc = buf_append(head, "\r\n", 2);
+    if (!rc)
+        rc = buf_append_str(head, extra);
+    if (!rc)
+        rc = buf_append_str(head, "content-length: ");
+    if (!rc)
+        rc = buf_append_uint(head, body_len);
+    if (!rc)
+        rc = buf_append(head, "\r\n\r\n", 4);
     return rc;
 }
 

@@ -82,6 +82,17 @@ int buf_vprintf(struct buf *b, const char *fmt, va_list ap)
     return 0;
 }
 
+int buf_append_uint(struct buf *b, unsigned long long v)
+{
+    char digits[20];
+    size_t i = sizeof(digits);
+    do {
+        digits[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return buf_append(b, digits + i, sizeof(digits) - i);
+}
+
 int buf_printf(struct buf *b, const char *fmt, ...)
 {
     va_list ap;

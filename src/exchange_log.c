@@ -15,16 +15,9 @@ static void log_json_str(struct buf *b, const char *s, size_t n)
 /* Numbers without printf (this line is written for every request). */
 static void put_int(struct buf *b, long long v)
 {
-    char digits[24];
-    size_t i = sizeof(digits);
-    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
-    do {
-        digits[--i] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
     if (v < 0)
-        digits[--i] = '-';
-    buf_append(b, digits + i, sizeof(digits) - i);
+        buf_append(b, "-", 1);
+    buf_append_uint(b, v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v);
 }
 
 /* `,"key":N` */

@@ -31,6 +31,8 @@ int buf_append_str(struct buf *b, const char *s);
 /* Append printf-formatted text; same errors as buf_append. */
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* Append the decimal digits of v (no printf: for hot paths). Same errors as buf_append. */
+int buf_append_uint(struct buf *b, unsigned long long v);
 /* Append s as the inside of a JSON string (quotes not included), escaping as JSON requires. */
 int buf_append_json_str(struct buf *b, const char *s, size_t n);
 
