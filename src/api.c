@@ -178,14 +178,18 @@ static int key_is(const struct json_member *m, const char *k)
 }
 
 /* One pass over a body that starts with '{': validates it and finds the members. Returns
- * whether it is valid JSON. First occurrence wins, as with cJSON_GetObjectItem. */
+ * 1 when valid, 0 when not JSON, -1 when a member llmux reads appears twice or a top-level key
+ * is escaped: providers whose parsers keep the last duplicate would then see another model
+ * (or stream mode) than the one llmux routed and logged, so such bodies are refused. */
 static int view_body(const char *b, size_t n, const char *main_key, struct body_view *v)
 {
     memset(v, 0, sizeof(*v));
     size_t pos = 0;
     struct json_member m;
-    int rc;
+    int rc, twice = 0;
     while ((rc = json_member_next(b, n, &pos, &m)) == 0) {
+        if (memchr(m.key, '\\', m.key_len))
+            twice = 1;
         struct {
             const char *key;
             struct json_member *slot;
@@ -199,13 +203,16 @@ static int view_body(const char *b, size_t n, const char *main_key, struct body_
             {"provider", &v->provider, &v->has_provider},
         };
         for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
-            if (!*wanted[i].seen && key_is(&m, wanted[i].key)) {
+            if (key_is(&m, wanted[i].key)) {
+                twice |= *wanted[i].seen;
                 *wanted[i].slot = m;
                 *wanted[i].seen = 1;
             }
         }
     }
-    return rc == 1 && json_object_rest_empty(b, n, pos);
+    if (rc != 1 || !json_object_rest_empty(b, n, pos))
+        return 0;
+    return twice ? -1 : 1;
 }
 
 /* A member's value parsed on its own (small values only). Caller frees with cJSON_Delete. */
@@ -257,8 +264,16 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
         first++;
     struct body_view v;
     int object = first < r->body_len && r->body[first] == '{';
-    if (!(object ? view_body(r->body, r->body_len, need, &v)
-                 : json_valid(r->body, r->body_len))) {
+    int valid = object ? view_body(r->body, r->body_len, need, &v)
+                       : json_valid(r->body, r->body_len);
+    if (valid < 0) {
+        bad_request(req, NULL,
+                    "The request body repeats a member llmux reads (model, stream, "
+                    "stream_options, models, provider or the messages/prompt/input) or has an "
+                    "escaped top-level key.");
+        return;
+    }
+    if (!valid) {
         bad_request(req, NULL,
                     r->body_len ? "We could not parse the JSON body of your request. "
                                   "(HINT: the body must be valid JSON.)"

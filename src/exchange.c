@@ -47,6 +47,7 @@
 #define MAX_BODY (32 * 1024 * 1024) /* non-stream upstream response */
 #define MAX_ERROR_BODY (64 * 1024)
 #define MAX_DELIVERED (1024 * 1024) /* text kept for a continuation */
+#define MAX_HELD (64 * 1024)        /* preamble chunks held back before commit */
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_MAX_MS 2000
 
@@ -130,6 +131,23 @@ static size_t health_id(const struct attempt *a)
 static int tracked(const struct attempt *a)
 {
     return a->entry && a->entry->deployment && a->ex->gw->health;
+}
+
+/* Each attempt reports at most one health outcome (success, failure or cancel). */
+static void attempt_health(struct attempt *a, int outcome, const struct health_sample *s,
+                           const char *why)
+{
+    if (!a->health_open || !tracked(a))
+        return;
+    a->health_open = 0;
+    struct health *h = a->ex->gw->health;
+    uint64_t now = uv_now(a->ex->gw->loop);
+    if (outcome > 0)
+        health_success(h, health_id(a), now, s);
+    else if (outcome < 0)
+        health_failure(h, health_id(a), now, a->retry_after_ms, why);
+    else
+        health_cancel(h, health_id(a), a->probe);
 }
 
 /* ---- timers ---- */
@@ -341,7 +359,7 @@ static void end_stream_with_error(struct exchange *ex, int code, const char *mes
 static void free_decoders(struct attempt *a)
 {
     if (a->ast_open)
-        a->ad->stream_close(&a->ast);
+        a->ast_ad->stream_close(&a->ast);
     if (a->sse_active)
         sse_decoder_free(&a->sse);
     a->ast_open = 0;
@@ -380,6 +398,8 @@ static void attempt_reset(struct attempt *a)
     a->read_paused = 0;
     a->continuation = 0;
     a->content_chunks = 0;
+    a->health_open = 0;
+    a->probe = 0;
     memset(&a->usage, 0, sizeof(a->usage));
     if (a->at != AT_IDLE)
         set_at(a, AT_IDLE);
@@ -392,11 +412,10 @@ static void attempt_cancel(struct attempt *a, const char *why)
         return;
     if (a->at != AT_BACKOFF) {
         struct attempt_record *r = record(a);
-        if (!r->reason[0])
+        if (!r->reason[0] && !r->served)
             snprintf(r->reason, sizeof(r->reason), "%s", why);
         r->ms = now_ms(a->ex) - a->t_start;
-        if (tracked(a))
-            health_cancel(a->ex->gw->health, health_id(a));
+        attempt_health(a, 0, NULL, NULL);
     }
     attempt_reset(a);
 }
@@ -442,6 +461,7 @@ static void on_up_head_(void *data, int status, const struct http_header *h, siz
         memset(&a->ast, 0, sizeof(a->ast));
         a->ast.req = &a->creq;
         a->ast.model = a->entry->model;
+        a->ast_ad = a->ad;
         if (a->ad->stream_open(&a->ast) != 0) {
             attempt_fail(a, FT_MALFORMED, "out of memory");
             return;
@@ -517,7 +537,8 @@ static int write_continued(struct exchange *ex, const char *data, size_t len,
         cJSON_Delete(root);
         return LLMUX_EPROTO;
     }
-    cJSON_ReplaceItemInObjectCaseSensitive(root, "id", cJSON_CreateString(ex->resp_id));
+    if (ex->resp_id[0])
+        cJSON_ReplaceItemInObjectCaseSensitive(root, "id", cJSON_CreateString(ex->resp_id));
     cJSON_ReplaceItemInObjectCaseSensitive(root, "created", cJSON_CreateNumber((double)ex->created));
     if (ex->resp_model[0])
         cJSON_ReplaceItemInObjectCaseSensitive(root, "model", cJSON_CreateString(ex->resp_model));
@@ -573,20 +594,24 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
         attempt_fail(a, FT_PROVIDER, ci->error);
         return 1;
     }
-    if (!a->continuation && ci->id[0] && !ex->resp_id[0] && ex->state == EX_ATTEMPTING) {
-        snprintf(ex->resp_id, sizeof(ex->resp_id), "%s", ci->id);
-        snprintf(ex->resp_model, sizeof(ex->resp_model), "%s", ci->model);
-        if (ci->created)
-            ex->created = ci->created;
-    }
     if (ex->state == EX_ATTEMPTING) {
         if (ci->kind == CHUNK_PREAMBLE) {
+            if (buf_size(&a->held) + len + 8 > MAX_HELD) {
+                attempt_fail(a, FT_MALFORMED, "the provider sent too much before any content");
+                return 1;
+            }
             buf_append(&a->held, "data: ", 6);
             buf_append(&a->held, chunk, len);
             buf_append(&a->held, "\n\n", 2);
             return 0;
         }
         a->t_first = now_ms(ex);
+        if (ci->id[0]) { /* the stream's identity: the committing attempt's */
+            snprintf(ex->resp_id, sizeof(ex->resp_id), "%s", ci->id);
+            snprintf(ex->resp_model, sizeof(ex->resp_model), "%s", ci->model);
+            if (ci->created)
+                ex->created = ci->created;
+        }
         commit_stream(ex, a);
         set_at(a, AT_STREAMING);
     } else if (a->at == AT_WAITING_FIRST_EVENT) { /* a continuation's first event */
@@ -643,8 +668,10 @@ static int on_event(void *data, const struct sse_event *ev)
     struct attempt *a = data;
     int rc = a->ad->stream_event(&a->ast, ev->event, ev->event_len, ev->data, ev->data_len,
                                  on_chunk, a);
-    if (rc == LLMUX_EPROTO)
-        attempt_fail(a, FT_MALFORMED, "the provider sent an event that is not JSON");
+    if (rc < 0) /* the event cannot be decoded (or memory ran out): this attempt is over */
+        attempt_fail(a, FT_MALFORMED,
+                     rc == LLMUX_EPROTO ? "the provider sent an event that is not JSON"
+                                        : llmux_strerror(rc));
     return rc;
 }
 
@@ -654,6 +681,9 @@ static void on_up_body_(void *data, const char *p, size_t n)
     switch (a->at) {
     case AT_WAITING_FIRST_EVENT:
     case AT_STREAMING: {
+        /* bytes are activity, even events the adapter drops (pings, thinking blocks) */
+        if (a->at == AT_STREAMING && !a->read_paused)
+            arm_phase(a, a->ex->plan.timeouts.idle_ms);
         a->in_feed++;
         int rc = sse_decoder_feed(&a->sse, p, n);
         if (feed_leave(a))
@@ -754,10 +784,8 @@ static void on_up_done_(void *data, int status, const char *detail)
         a->t_first = ex->t_first_byte;
         set_winner(ex, a);
         set_state(ex, EX_RELAYING);
-        if (tracked(a)) {
-            struct health_sample s = {a->t_first - a->t_sent, now_ms(ex) - a->t_start, 0, 0};
-            health_success(ex->gw->health, health_id(a), now_ms(ex), &s);
-        }
+        struct health_sample s = {a->t_first - a->t_sent, now_ms(ex) - a->t_start, 0, 0};
+        attempt_health(a, 1, &s, NULL);
         const struct buf *b = buf_size(&out) ? &out : &a->body;
         respond_json(ex, a->status, buf_head(b), buf_size(b), 0, NULL);
         buf_free(&out);
@@ -781,14 +809,11 @@ static void on_up_done_(void *data, int status, const char *detail)
         if (ex->state == EX_ATTEMPTING) /* a stream without content: still an answer */
             commit_stream(ex, a);
         flush_tool_held(ex);
-        if (tracked(a)) {
-            uint64_t now = now_ms(ex);
-            uint64_t first = a->t_first ? a->t_first : now;
-            struct health_sample s = {first - a->t_sent, now - a->t_start,
-                                      a->usage.known ? a->usage.completion_tokens : 0,
-                                      now - first};
-            health_success(ex->gw->health, health_id(a), now, &s);
-        }
+        uint64_t now = now_ms(ex);
+        uint64_t first = a->t_first ? a->t_first : now;
+        struct health_sample s = {first - a->t_sent, now - a->t_start,
+                                  a->usage.known ? a->usage.completion_tokens : 0, now - first};
+        attempt_health(a, 1, &s, NULL);
         if (ex->req) {
             struct server_req *req = ex->req;
             ex->req = NULL;
@@ -917,14 +942,15 @@ static int attempt_start(struct exchange *ex, struct attempt *a, const struct pl
     if (!rc) {
         set_at(a, AT_CONNECTING);
         arm_phase(a, ex->plan.timeouts.connect_ms);
-        if (tracked(a))
-            health_begin(ex->gw->health, health_id(a), a->t_start);
+        if (tracked(a)) {
+            a->probe = health_begin(ex->gw->health, health_id(a), a->t_start);
+            a->health_open = 1;
+        }
         rc = upstream_start(ex->gw->pool, o, a->ureq.iov, a->ureq.n, &up_cbs, a, &a->up);
         if (rc == 0)
             return 0;
         a->up = NULL;
-        if (tracked(a))
-            health_failure(ex->gw->health, health_id(a), now_ms(ex), 0, llmux_strerror(rc));
+        attempt_health(a, -1, NULL, llmux_strerror(rc));
     }
     r->untranslatable = rc == UV_EINVAL || rc == LLMUX_EKIND;
     snprintf(r->reason, sizeof(r->reason), "%s",
@@ -979,6 +1005,8 @@ static int continue_stream(struct exchange *ex, struct attempt *a)
         return 0;
     if (ex->next_entry >= ex->plan.n || ex->n_rec == EX_MAX_RECORDS)
         return 0;
+    if (ex->gw->health && !health_retry_allowed(ex->gw->health, now_ms(ex)))
+        return 0;
     if (a->usage.known) {
         usage_add(&ex->spent, &a->usage);
     } else {
@@ -1023,12 +1051,7 @@ static void attempt_fail(struct attempt *a, enum failure ft, const char *detail)
     if (a->status)
         r->status = a->status;
     r->retry_after_ms = a->retry_after_ms;
-    if (tracked(a)) {
-        if (ft == FT_CLIENT || ft == FT_CONTEXT)
-            health_cancel(ex->gw->health, health_id(a));
-        else
-            health_failure(ex->gw->health, health_id(a), now_ms(ex), a->retry_after_ms, detail);
-    }
+    attempt_health(a, ft == FT_CLIENT || ft == FT_CONTEXT ? 0 : -1, NULL, detail);
     if (ex->state == EX_RELAYING) {
         r->served = 0;
         if (continue_stream(ex, a))
@@ -1068,7 +1091,8 @@ static void on_hedge(uv_timer_t *t)
     struct attempt *free_slot = ex->at[0].at == AT_IDLE ? &ex->at[0]
                                 : ex->at[1].at == AT_IDLE ? &ex->at[1]
                                                           : NULL;
-    if (!free_slot || ex->next_entry >= ex->plan.n)
+    if (!free_slot || ex->next_entry >= ex->plan.n ||
+        ex->attempts_made >= ex->plan.max_attempts)
         return;
     if (ex->gw->health && !health_retry_allowed(ex->gw->health, now_ms(ex)))
         return;

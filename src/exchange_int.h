@@ -59,6 +59,9 @@ struct attempt {
     struct upstream_request ureq;
     struct adapter_stream ast;
     int ast_open;
+    const struct adapter *ast_ad; /* the adapter that opened ast (the slot may be reused first) */
+    int health_open; /* health_begin called, no outcome reported yet */
+    int probe;       /* this attempt is its deployment's half-open probe */
     struct sse_decoder sse;
     int sse_active;
     int in_feed;          /* inside sse_decoder_feed(): the decoder must outlive the call */

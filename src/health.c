@@ -52,13 +52,16 @@ int health_usable(const struct health *h, size_t id, uint64_t now)
     return now >= d->ejected_until && !d->probing;
 }
 
-void health_begin(struct health *h, size_t id, uint64_t now)
+int health_begin(struct health *h, size_t id, uint64_t now)
 {
     struct dep_health *d = &h->deps[id];
     d->inflight++;
     d->requests++;
-    if (d->ejected_until && now >= d->ejected_until)
+    if (d->ejected_until && now >= d->ejected_until && !d->probing) {
         d->probing = 1;
+        return 1;
+    }
+    return 0;
 }
 
 static void log_event(struct health *h, const struct dep_health *d, const char *event,
@@ -163,12 +166,13 @@ void health_failure(struct health *h, size_t id, uint64_t now, uint64_t retry_af
     log_event(h, d, "ejected", ms, why);
 }
 
-void health_cancel(struct health *h, size_t id)
+void health_cancel(struct health *h, size_t id, int probe)
 {
     struct dep_health *d = &h->deps[id];
     if (d->inflight)
         d->inflight--;
-    d->probing = 0;
+    if (probe)
+        d->probing = 0;
 }
 
 static int cmp_u32(const void *a, const void *b)

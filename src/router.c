@@ -189,19 +189,24 @@ static void filter_prefs(struct plan *p, const struct route_prefs *r, char *why,
     p->n = k;
 }
 
-/* provider.order first, in that order; the rest after them unless fallbacks are refused. */
+/* provider.order first, in that order; the rest after them unless fallbacks are refused.
+ * Each entry is taken at most once, whatever the order list repeats. */
 static void apply_order(struct plan *p, const struct route_prefs *r)
 {
     struct plan_entry v[PLAN_MAX];
+    char used[PLAN_MAX] = {0};
     size_t k = 0;
-    for (size_t o = 0; o < r->n_order; o++)
-        for (size_t i = 0; i < p->n; i++)
-            if (strcmp(p->entries[i].provider->name, r->order[o]) == 0)
+    for (size_t o = 0; o < r->n_order; o++) {
+        for (size_t i = 0; i < p->n; i++) {
+            if (!used[i] && strcmp(p->entries[i].provider->name, r->order[o]) == 0) {
+                used[i] = 1;
                 v[k++] = p->entries[i];
-    if (r->allow_fallbacks) {
-        for (size_t i = 0; i < p->n; i++)
-            if (in_list(p->entries[i].provider->name, r->order, r->n_order) < 0)
-                v[k++] = p->entries[i];
+            }
+        }
+    }
+    for (size_t i = 0; r->allow_fallbacks && i < p->n; i++) {
+        if (!used[i] && in_list(p->entries[i].provider->name, r->order, r->n_order) < 0)
+            v[k++] = p->entries[i];
     }
     memcpy(p->entries, v, k * sizeof(v[0]));
     p->n = k;

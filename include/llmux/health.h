@@ -71,7 +71,8 @@ void health_free(struct health *h);
  * ejection is over and no probe is in flight (the request becomes the probe). */
 int health_usable(const struct health *h, size_t id, uint64_t now);
 /* An attempt starts / ends. `ok` failures feed the breaker; retry_after_ms > 0 cools down. */
-void health_begin(struct health *h, size_t id, uint64_t now);
+/* Returns 1 when this attempt is the half-open probe. */
+int health_begin(struct health *h, size_t id, uint64_t now);
 struct health_sample {
     uint64_t ttft_ms;    /* request sent -> first content (stream) or whole answer; 0: unknown */
     uint64_t latency_ms; /* whole attempt */
@@ -81,8 +82,9 @@ struct health_sample {
 void health_success(struct health *h, size_t id, uint64_t now, const struct health_sample *s);
 void health_failure(struct health *h, size_t id, uint64_t now, uint64_t retry_after_ms,
                     const char *why);
-/* The attempt was cancelled (hedge lost, client gone): not a health outcome. */
-void health_cancel(struct health *h, size_t id);
+/* The attempt was cancelled (hedge lost, client gone): not a health outcome. `probe`: what
+ * health_begin returned for it (a cancelled probe lets the next request probe). */
+void health_cancel(struct health *h, size_t id, int probe);
 
 /* The 95th percentile of recent TTFTs, 0 when fewer than 5 samples. */
 uint32_t health_p95_ttft(const struct health *h, size_t id);

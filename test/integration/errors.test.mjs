@@ -144,6 +144,18 @@ test('gateway keys: missing or wrong key 401, right key served', async () => {
   assert.ok(!keyed.stderr().includes(GATEWAY_KEY), 'gateway key in the log');
 });
 
+test('a repeated or escaped member llmux reads is refused (the provider might read the other one)', async () => {
+  for (const body of [
+    '{"model":"demo","messages":[{"role":"user","content":"x"}],"model":"other"}',
+    '{"model":"demo","messages":[],"stream":false,"stream":true}',
+    '{"model":"demo","mod\\u0065l":"other","messages":[]}',
+  ]) {
+    const res = await post(llmux.base, '/v1/chat/completions', body);
+    const err = await expectError(res, 400, null);
+    assert.match(err.message, /repeats a member|escaped/);
+  }
+});
+
 test('llmux still serves after all the errors', async () => {
   await stillServes(llmux);
   await stillServes(keyed);

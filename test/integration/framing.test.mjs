@@ -26,6 +26,14 @@ before(async () => {
       const len = Number(/content-length: (\d+)/i.exec(req)?.[1] ?? 0);
       if (req.length < end + 4 + len) return;
       const stream = /"stream":true/.test(req);
+      if (/"model":"flood"/.test(req)) { // role-only chunks, forever: content never comes
+        sock.write('HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n');
+        const role = `data: ${JSON.stringify({ id: 'f', object: 'chat.completion.chunk', model: 'raw', choices: [{ index: 0, delta: { role: 'assistant' } }], pad: 'p'.repeat(4000) })}\n\n`;
+        const pump = () => { while (!sock.destroyed && sock.write(role)); };
+        sock.on('drain', pump);
+        pump();
+        return;
+      }
       // HTTP/1.1 without content-length or transfer-encoding: the body ends at close.
       sock.write(`HTTP/1.1 200 OK\r\ncontent-type: ${stream ? 'text/event-stream' : 'application/json'}\r\n\r\n`);
       if (stream) {
@@ -68,4 +76,11 @@ test('a connection whose body ended by close is never reused', async () => {
     await res.text();
   }
   assert.equal(connections - before, 3);
+});
+
+test('an upstream that floods preamble chunks is cut off, not buffered without end', async () => {
+  const res = await post(llmux.base, '/v1/chat/completions', chat('raw/flood', { stream: true }));
+  assert.equal(res.status, 502);
+  const body = await res.json();
+  assert.match(body.error.message, /too much before any content/);
 });

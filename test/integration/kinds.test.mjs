@@ -36,6 +36,8 @@ before(async () => {
         { provider: 'ant', model: 'claude-x?status=529' }, { provider: 'gem', model: 'gemini-x?tokens=5' }] },
       'cross-inband': { deployments: [
         { provider: 'ant', model: 'claude-x?error_after=0' }, { provider: 'gem', model: 'gemini-x?tokens=5' }] },
+      'cross-inband-openai': { deployments: [
+        { provider: 'ant', model: 'claude-x?error_after=0' }, { provider: 'az', model: 'my-gpt?tokens=3' }] },
       'cross-continue': { on_stream_failure: 'continue', deployments: [
         { provider: 'ant', model: 'claude-x?tokens=12&stall_after=5' }, { provider: 'gem', model: 'gemini-x?tokens=12' }] },
       'continue-to-claude': { on_stream_failure: 'continue', deployments: [
@@ -170,6 +172,16 @@ test('cross-kind failover: an in-stream anthropic error before any content', asy
   const res = await post(llmux.base, '/v1/chat/completions', chat('cross-inband', { stream: true }));
   assert.equal(res.headers.get('x-llmux-provider'), 'gem');
   assert.equal(chunksText(await readSse(res)), mockText(5));
+});
+
+test('failover from an anthropic stream to another kind frees the anthropic decoder', async () => {
+  // (the slot is reused by the next kind while the failed one's decoder is still on the stack;
+  // LeakSanitizer at llmux's exit checks it was closed by its own adapter)
+  for (let i = 0; i < 3; i++) {
+    const res = await post(llmux.base, '/v1/chat/completions', chat('cross-inband-openai', { stream: true }));
+    assert.equal(res.headers.get('x-llmux-provider'), 'az');
+    assert.equal(chunksText(await readSse(res)), mockText(3));
+  }
 });
 
 test('continuation across kinds, both ways (prefill)', async () => {

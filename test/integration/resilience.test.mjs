@@ -154,7 +154,7 @@ describe('routing', () => {
         fast: { strategy: 'latency', deployments: [
           { provider: 'a', model: 'f?delay=600&tokens=2' }, { provider: 'b', model: 'f?tokens=2' }] },
         tput: { strategy: 'throughput', deployments: [
-          { provider: 'a', model: 't?tokens=10&tps=20' }, { provider: 'b', model: 't?tokens=40&tps=2000' }] },
+          { provider: 'a', model: 't?tokens=10&tps=20' }, { provider: 'b', model: 't?tokens=40&tps=400' }] },
         bal: { strategy: 'balance', deployments: [
           { provider: 'a', model: 'bal?tokens=1', weight: 3 }, { provider: 'b', model: 'bal?tokens=1', weight: 1 }] },
         cool: { deployments: [{ provider: 'limited', model: 'm' }, { provider: 'a', model: 'cool?tokens=2' }] },
@@ -168,6 +168,7 @@ describe('routing', () => {
         'ctx-nowhere': { deployments: [
           { provider: 'a', model: 'ctx?context_window=10', context_window: 4096 },
           { provider: 'b', model: 'ctx?context_window=10', context_window: 4096 }] },
+        inflight: { deployments: [{ provider: 'b', model: 'if?tokens=20&tps=10' }] },
         ratelimited: { deployments: [
           { provider: 'a', model: 'rl?status=429&retry_after=7' }, { provider: 'b', model: 'rl?status=429&retry_after=3' }] },
       },
@@ -211,7 +212,7 @@ describe('routing', () => {
       await readSse(res);
     }
     const st = await getJson(llmux.base, '/v1/status');
-    const tb = deployment(st, 'b', 't?tokens=40&tps=2000').tokens_per_s;
+    const tb = deployment(st, 'b', 't?tokens=40&tps=400').tokens_per_s;
     const ta = deployment(st, 'a', 't?tokens=10&tps=20').tokens_per_s;
     assert.ok(ta > 0 && tb > ta, `measured ${tb} vs ${ta} tokens/s`);
     const res = await ask('priced:nitro');
@@ -348,6 +349,27 @@ describe('routing', () => {
     assert.ok(o.p50 <= o.p99 && o.p99 <= o.max && o.max > 0);
     assert.equal(typeof st.requests, 'number');
     assert.ok(st.upstream_reuses > 0, 'keep-alive reuse is visible');
+  });
+
+  test('repeated names in models and provider.order cannot overflow the plan', async () => {
+    const res = await ask('both', { models: Array(8).fill('both'), provider: { order: Array(8).fill('a') } });
+    assert.equal(res.status, 200);
+    assert.equal(served(res), 'a');
+    await res.arrayBuffer();
+  });
+
+  test('in-flight counts stay true while requests overlap', async () => {
+    // one deployment: two slow streams (20 tokens at 10/s) and a quick answer (max_tokens 1)
+    const slow = [1, 2].map(() => post(llmux.base, '/v1/chat/completions',
+      chat('inflight', { stream: true })));
+    const inflight = async () => deployment(await getJson(llmux.base, '/v1/status'), 'b', 'if?tokens=20&tps=10').inflight;
+    await waitFor(async () => (await inflight()) === 2, { what: 'two streams in flight' });
+    const quick = await ask('inflight', { max_tokens: 1 });
+    assert.equal(quick.status, 200);
+    await quick.arrayBuffer();
+    assert.equal(await inflight(), 2, 'the quick request did not take the others\' counts with it');
+    for (const r of await Promise.all(slow)) await r.arrayBuffer();
+    await waitFor(async () => (await inflight()) === 0, { what: 'nothing in flight' });
   });
 
   test('preferences that leave nothing: 400 that says why', async () => {
