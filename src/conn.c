@@ -591,6 +591,14 @@ const char *conn_peer(const struct conn *c)
     return c->peer;
 }
 
+size_t conn_pending(const struct conn *c)
+{
+    size_t n = buf_size(&c->rx);
+    if (c->ssl && !c->handshaking)
+        n += mbedtls_ssl_get_bytes_avail(c->ssl);
+    return n;
+}
+
 int conn_tls_resumed(const struct conn *c)
 {
     return c->resumed;

@@ -394,7 +394,9 @@ static void upstream_complete(struct upstream *u, int extra_bytes)
 {
     struct upconn *uc = u->uc;
     u->uc = NULL;
-    upconn_release(uc, !extra_bytes && llhttp_should_keep_alive(&u->parser));
+    /* reusable only if nothing follows the response, not even in TLS buffers */
+    upconn_release(uc, !extra_bytes && llhttp_should_keep_alive(&u->parser) &&
+                           conn_pending(uc->conn) == 0);
     upstream_finish(u, 0, "");
 }
 

@@ -87,6 +87,9 @@ const char *conn_error(const struct conn *c);
 int conn_is_tls(const struct conn *c);
 /* Whether the TLS handshake resumed a saved session. */
 int conn_tls_resumed(const struct conn *c);
+/* Bytes received but not delivered to on_read yet (TLS: records still buffered or decrypted
+ * inside mbedTLS). A connection with any is not idle, so it must not go back to a pool. */
+size_t conn_pending(const struct conn *c);
 /* Peer address as text ("127.0.0.1:1234"); borrowed. */
 const char *conn_peer(const struct conn *c);
 
