@@ -153,6 +153,13 @@ static int on_event(void *data, const struct sse_event *ev)
         return 0;
     }
     c->n_events++;
+    /* mockllm's send time (stamp=1), same clock: the event's transit through the proxy */
+    const char *ts = c->measured ? memmem(ev->data, ev->data_len, "\"mock_ts\":", 10) : NULL;
+    if (ts) {
+        uint64_t sent = strtoull(ts + 10, NULL, 10);
+        if (sent && sent <= ld->now)
+            hist_add(&ld->r->transit, ld->now - sent);
+    }
     if (c->n_events == 1) {
         if (c->measured)
             hist_add(&ld->r->first_event, ld->now - c->t_start);

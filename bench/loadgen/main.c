@@ -132,6 +132,7 @@ static cJSON *result_json(const struct load_opts *o, const struct load_result *r
     cJSON_AddItemToObject(j, "first_event_us", hist_json(&r->first_event));
     cJSON_AddItemToObject(j, "gap_us", hist_json(&r->gap));
     cJSON_AddItemToObject(j, "max_gap_us", hist_json(&r->max_gap));
+    cJSON_AddItemToObject(j, "transit_us", hist_json(&r->transit));
     /* the latency distribution, for CDF plots: [quantile, us] */
     cJSON *q = cJSON_AddArrayToObject(j, "quantiles_us");
     static const double tail[] = {0.995, 0.999, 0.9995, 0.9999, 1.0};
@@ -195,6 +196,8 @@ static void print_table(FILE *f, const struct load_opts *o, const struct load_re
     table_row(f, "first event", &r->first_event);
     table_row(f, "event gap", &r->gap);
     table_row(f, "max gap", &r->max_gap);
+    if (r->transit.count)
+        table_row(f, "transit", &r->transit);
     if (o->pid && r->p_end.ok) {
         uint64_t n = requests_of(r);
         fprintf(f, "  process %d: ", o->pid);

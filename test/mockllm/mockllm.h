@@ -29,6 +29,7 @@ enum api { API_CHAT, API_COMPLETIONS, API_EMBEDDINGS };
 struct script {
     int delay, ttft, tokens, tps, status, retry_after, fail_every, reset_after, stall_after;
     int chunk_bytes, context_window, error_after, prefill;
+    int stamp; /* OpenAI stream chunks carry "mock_ts": their send time (uv_hrtime ns) */
     char malformed[8];
     char tool[64];
     char error_type[48];

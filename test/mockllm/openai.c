@@ -172,6 +172,8 @@ static void send_chunk(struct reply *r, const struct buf *choice)
     buf_printf(&b, ",\"choices\":[{\"index\":0,%.*s}]", (int)buf_size(choice), buf_head(choice));
     if (r->include_usage)
         buf_append_str(&b, ",\"usage\":null");
+    if (r->s.stamp) /* taken last, just before the write */
+        buf_printf(&b, ",\"mock_ts\":%llu", (unsigned long long)uv_hrtime());
     buf_append_str(&b, "}");
     mock_sse(r, NULL, buf_head(&b), buf_size(&b));
     buf_free(&b);
