@@ -13,7 +13,6 @@
 #include "llmux/adapter.h"
 #include "llmux/errors.h"
 #include "llmux/json.h"
-#include "llmux/server.h"
 
 static const char *endpoint_path(enum api_endpoint e)
 {
@@ -322,49 +321,23 @@ static enum verdict openai_decode_error(int status, const char *body, size_t len
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(err, "code");
     const char *text = cJSON_IsString(msg) ? msg->valuestring : NULL;
-    if (text)
-        snprintf(message, message_size, "status %d: %.150s", status, text);
-    else
-        snprintf(message, message_size, "status %d", status);
-    enum verdict v = VERDICT_CLIENT;
-    if (status == 429)
-        v = VERDICT_RATE_LIMIT;
-    else if (status == 401 || status == 403 || status == 404 || status == 408 || status == 409 ||
-             status >= 500)
-        v = VERDICT_RETRY;
-    else if ((status == 400 || status == 413 || status == 422) &&
-             says_context_length(cJSON_IsString(code) ? code->valuestring : NULL, text))
+    enum verdict v = adapter_status_verdict(status);
+    if (v == VERDICT_CLIENT && (status == 400 || status == 413 || status == 422) &&
+        says_context_length(cJSON_IsString(code) ? code->valuestring : NULL, text))
         v = VERDICT_CONTEXT_LENGTH;
-    if (!cJSON_IsObject(err)) {
-        char m[96];
-        snprintf(m, sizeof(m), "the provider refused the request with status %d", status);
-        server_format_error(out, status >= 500 ? "server_error" : "invalid_request_error", NULL,
-                            m);
-    }
+    if (cJSON_IsObject(err)) /* already OpenAI's shape: the body goes to the client as it is */
+        snprintf(message, message_size, "status %d: %.150s", status, text ? text : "(no message)");
+    else
+        adapter_error_out(status, NULL, NULL, NULL, out, message, message_size);
     cJSON_Delete(root);
     return v;
 }
 
-const struct adapter adapter_openai = {
-    .kind = "openai",
-    .prefill = 0,
-    .encode = openai_encode,
-    .stream_open = openai_stream_open,
-    .stream_event = openai_stream_event,
-    .stream_finish = openai_stream_finish,
-    .stream_close = openai_stream_close,
-    .decode_body = openai_decode_body,
-    .decode_error = openai_decode_error,
-};
+/* Both kinds speak OpenAI's shapes; only the request URL and key header differ. */
+#define OPENAI_SHAPES                                                                              \
+    .prefill = 0, .stream_open = openai_stream_open, .stream_event = openai_stream_event,         \
+    .stream_finish = openai_stream_finish, .stream_close = openai_stream_close,                   \
+    .decode_body = openai_decode_body, .decode_error = openai_decode_error
 
-const struct adapter adapter_azure = {
-    .kind = "azure",
-    .prefill = 0,
-    .encode = azure_encode,
-    .stream_open = openai_stream_open,
-    .stream_event = openai_stream_event,
-    .stream_finish = openai_stream_finish,
-    .stream_close = openai_stream_close,
-    .decode_body = openai_decode_body,
-    .decode_error = openai_decode_error,
-};
+const struct adapter adapter_openai = {.kind = "openai", .encode = openai_encode, OPENAI_SHAPES};
+const struct adapter adapter_azure = {.kind = "azure", .encode = azure_encode, OPENAI_SHAPES};

@@ -123,7 +123,8 @@ static int read_names(const cJSON *arr, const char **out, size_t *n)
     return 0;
 }
 
-/* OpenRouter's `models` and `provider` members. Returns NULL, or what is wrong. */
+/* OpenRouter's `models` and `provider` members of root (NULL: none). Returns NULL, or what
+ * is wrong. */
 static const char *read_prefs(const cJSON *root, struct route_prefs *p)
 {
     route_prefs_init(p);
@@ -308,14 +309,16 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
         return;
     }
     /* the members llmux reads whole are small: parsed on their own */
-    cJSON *prefs_root = cJSON_CreateObject();
     cJSON *so = v.has_stream_options ? parse_member(r->body, &v.stream_options) : NULL;
-    if (v.has_models)
+    cJSON *prefs_root = v.has_models || v.has_provider ? cJSON_CreateObject() : NULL;
+    if (prefs_root && v.has_models)
         cJSON_AddItemToObject(prefs_root, "models", parse_member(r->body, &v.models));
-    if (v.has_provider)
+    if (prefs_root && v.has_provider)
         cJSON_AddItemToObject(prefs_root, "provider", parse_member(r->body, &v.provider));
     struct route_prefs prefs;
-    const char *why = prefs_root ? read_prefs(prefs_root, &prefs) : "out of memory";
+    const char *why = prefs_root || !(v.has_models || v.has_provider)
+                          ? read_prefs(prefs_root, &prefs)
+                          : "out of memory";
     if (why) {
         cJSON_Delete(model);
         cJSON_Delete(so);

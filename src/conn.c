@@ -59,7 +59,6 @@ struct conn {
     int closing;
     int reading;     /* on_read delivery wanted */
     int eof_sent;
-    char peer[64];
     char error[160];
 };
 
@@ -418,20 +417,6 @@ void conn_read_start(struct conn *c)
 
 /* ---- setup ---- */
 
-static void set_peer(struct conn *c, const struct sockaddr *sa)
-{
-    char ip[48] = "";
-    int port = 0;
-    if (sa->sa_family == AF_INET6) {
-        uv_ip6_name((const struct sockaddr_in6 *)sa, ip, sizeof(ip));
-        port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
-    } else {
-        uv_ip4_name((const struct sockaddr_in *)sa, ip, sizeof(ip));
-        port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
-    }
-    snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
-}
-
 static void ssl_free(struct conn *c)
 {
     if (c->ssl) {
@@ -502,7 +487,6 @@ int conn_connect(uv_loop_t *loop, const struct sockaddr *addr, struct tls_ctx *t
     c->data = data;
     c->tls = tls;
     snprintf(c->host, sizeof(c->host), "%s", host ? host : "");
-    set_peer(c, addr);
     if (tls && tls_setup(c) != 0) {
         ssl_free(c);
         free(c);
@@ -542,21 +526,11 @@ int conn_accept(uv_stream_t *server, struct tls_ctx *tls, const struct conn_cbs 
         return rc;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
-        set_peer(c, (struct sockaddr *)&ss);
     c->cbs = cbs;
     c->reading = 1;
     start_reading(c);
     *out = c;
     return 0;
-}
-
-void conn_set_owner(struct conn *c, const struct conn_cbs *cbs, void *data)
-{
-    c->cbs = cbs;
-    c->data = data;
 }
 
 void *conn_data(const struct conn *c)
@@ -579,16 +553,6 @@ void conn_close(struct conn *c, int reset)
 const char *conn_error(const struct conn *c)
 {
     return c->error;
-}
-
-int conn_is_tls(const struct conn *c)
-{
-    return c->tls != NULL;
-}
-
-const char *conn_peer(const struct conn *c)
-{
-    return c->peer;
 }
 
 size_t conn_pending(const struct conn *c)

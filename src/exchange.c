@@ -579,6 +579,14 @@ static void take_usage(struct exchange *ex, const struct usage *u)
     usage_add(&ex->usage, &spent);
 }
 
+/* An SSE event kept to be written later (held preamble, a tool call being completed). */
+static void hold_event(struct buf *b, const char *data, size_t len)
+{
+    buf_append(b, "data: ", 6);
+    buf_append(b, data, len);
+    buf_append(b, "\n\n", 2);
+}
+
 /* One OpenAI chunk decoded from the attempt's stream. Returns nonzero to stop decoding. */
 static int on_chunk(void *data, const char *chunk, size_t len, const struct chunk_info *ci)
 {
@@ -586,11 +594,9 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
     struct exchange *ex = a->ex;
     if (ci->usage.known)
         a->usage = ci->usage;
-    if (ci->kind == CHUNK_INVALID) {
-        attempt_fail(a, FT_MALFORMED, "the provider sent an event that is not JSON");
-        return 1;
-    }
     if (ci->kind == CHUNK_ERROR) {
+        if (!ci->retryable) /* e.g. an invalid request: another provider would refuse too */
+            ex->no_continue = 1;
         attempt_fail(a, FT_PROVIDER, ci->error);
         return 1;
     }
@@ -600,9 +606,7 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
                 attempt_fail(a, FT_MALFORMED, "the provider sent too much before any content");
                 return 1;
             }
-            buf_append(&a->held, "data: ", 6);
-            buf_append(&a->held, chunk, len);
-            buf_append(&a->held, "\n\n", 2);
+            hold_event(&a->held, chunk, len);
             return 0;
         }
         a->t_first = now_ms(ex);
@@ -614,11 +618,13 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
         }
         commit_stream(ex, a);
         set_at(a, AT_STREAMING);
+        arm_phase(a, ex->plan.timeouts.idle_ms); /* from first byte to idle */
     } else if (a->at == AT_WAITING_FIRST_EVENT) { /* a continuation's first event */
         if (ci->kind == CHUNK_PREAMBLE)
             return 0; /* the stream already has its preamble */
         a->t_first = now_ms(ex);
         set_at(a, AT_STREAMING);
+        arm_phase(a, ex->plan.timeouts.idle_ms);
     }
     if (ci->kind == CHUNK_CONTENT)
         a->content_chunks++;
@@ -630,9 +636,7 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
             if (buf_size(&ex->tool_held) + len + 8 > MAX_DELIVERED) {
                 flush_tool_held(ex);
             } else {
-                buf_append(&ex->tool_held, "data: ", 6);
-                buf_append(&ex->tool_held, chunk, len);
-                buf_append(&ex->tool_held, "\n\n", 2);
+                hold_event(&ex->tool_held, chunk, len);
                 goto relayed;
             }
         }
@@ -654,11 +658,10 @@ relayed:
         return 1;
     }
     /* While the client is the slow side, the upstream is not stalled: no idle timer then
-     * (the total deadline still bounds the exchange). */
+     * (the total deadline still bounds the exchange). Otherwise upstream bytes re-arm it
+     * (on_up_body_), once per read rather than per event. */
     if (a->read_paused)
         uv_timer_stop(&a->phase);
-    else
-        arm_phase(a, ex->plan.timeouts.idle_ms);
     return 0;
 }
 
@@ -988,7 +991,7 @@ static void start_next(struct exchange *ex, struct attempt *a, int hedge)
         }
         const struct plan_entry *e = &ex->plan.entries[ex->next_entry++];
         if (attempt_start(ex, a, e, hedge) == 0) {
-            set_state(ex, ex->state == EX_RELAYING ? EX_RELAYING : EX_ATTEMPTING);
+            set_state(ex, EX_ATTEMPTING);
             return;
         }
     }

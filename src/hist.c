@@ -2,54 +2,72 @@
 #include "llmux/hist.h"
 
 #include <inttypes.h>
+#include <string.h>
 
-/* Bucket of v: values below HIST_SUB have their own; above, the power of two and the top
- * three bits after the leading one. */
+#define SUB (1u << HIST_SUB_BITS)
+
 static unsigned bucket_of(uint64_t v)
 {
-    if (v < HIST_SUB)
+    if (v >= (UINT64_C(1) << HIST_MAX_BITS))
+        v = (UINT64_C(1) << HIST_MAX_BITS) - 1;
+    if (v < SUB)
         return (unsigned)v;
-    unsigned lz = (unsigned)__builtin_clzll(v);
-    unsigned exp = 63 - lz; /* >= 3 */
-    unsigned sub = (unsigned)((v >> (exp - 3)) & (HIST_SUB - 1));
-    unsigned b = (exp - 2) * HIST_SUB + sub;
-    return b < HIST_BUCKETS ? b : HIST_BUCKETS - 1;
+    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
+    unsigned shift = msb - HIST_SUB_BITS;
+    return (shift + 1) * SUB + (unsigned)(v >> shift) - SUB;
 }
 
-/* The largest value of bucket b. */
-static uint64_t bucket_top(unsigned b)
+/* Midpoint of bucket i. */
+static uint64_t value_of(unsigned i)
 {
-    if (b < HIST_SUB)
-        return b;
-    unsigned exp = b / HIST_SUB + 2, sub = b % HIST_SUB;
-    return (((uint64_t)(HIST_SUB + sub + 1)) << (exp - 3)) - 1;
+    if (i < SUB)
+        return i;
+    unsigned shift = i / SUB - 1;
+    uint64_t lo = (uint64_t)(i % SUB + SUB) << shift;
+    return lo + ((UINT64_C(1) << shift) >> 1);
+}
+
+void hist_reset(struct hist *h)
+{
+    memset(h, 0, sizeof(*h));
 }
 
 void hist_add(struct hist *h, uint64_t v)
 {
-    h->buckets[bucket_of(v)]++;
-    h->count++;
-    h->sum += v;
+    if (h->count == 0 || v < h->min)
+        h->min = v;
     if (v > h->max)
         h->max = v;
+    h->count++;
+    h->sum += (double)v;
+    h->b[bucket_of(v)]++;
 }
 
 uint64_t hist_quantile(const struct hist *h, double q)
 {
-    if (!h->count)
+    if (h->count == 0)
         return 0;
+    if (q >= 1.0)
+        return h->max;
     uint64_t rank = (uint64_t)(q * (double)h->count);
-    if (rank >= h->count)
-        rank = h->count - 1;
+    if ((double)rank < q * (double)h->count)
+        rank++;
+    if (rank == 0)
+        rank = 1;
     uint64_t seen = 0;
-    for (unsigned b = 0; b < HIST_BUCKETS; b++) {
-        seen += h->buckets[b];
-        if (seen > rank) {
-            uint64_t top = bucket_top(b);
-            return top < h->max ? top : h->max;
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        seen += h->b[i];
+        if (seen >= rank) {
+            uint64_t v = value_of(i);
+            return v < h->min ? h->min : v > h->max ? h->max : v;
         }
     }
     return h->max;
+}
+
+double hist_mean(const struct hist *h)
+{
+    return h->count ? h->sum / (double)h->count : 0.0;
 }
 
 int hist_json(const struct hist *h, struct buf *out)
@@ -57,7 +75,6 @@ int hist_json(const struct hist *h, struct buf *out)
     return buf_printf(out,
                       "{\"count\":%" PRIu64 ",\"mean\":%.1f,\"p50\":%" PRIu64 ",\"p90\":%" PRIu64
                       ",\"p99\":%" PRIu64 ",\"p999\":%" PRIu64 ",\"max\":%" PRIu64 "}",
-                      h->count, h->count ? (double)h->sum / (double)h->count : 0.0,
-                      hist_quantile(h, 0.5), hist_quantile(h, 0.9), hist_quantile(h, 0.99),
-                      hist_quantile(h, 0.999), h->max);
+                      h->count, hist_mean(h), hist_quantile(h, 0.5), hist_quantile(h, 0.9),
+                      hist_quantile(h, 0.99), hist_quantile(h, 0.999), h->max);
 }

@@ -265,23 +265,22 @@ static int client_write(struct client *cl, const uv_buf_t *bufs, unsigned n)
     return conn_write(cl->conn, bufs, n);
 }
 
-/* Digits of v in `base` (10 or 16) into out[24]; returns the start (no NUL). */
-static const char *put_digits(char *out, size_t v, unsigned base, size_t *len)
+/* Hex digits of v ending at out[16]; returns the start (no NUL). */
+static const char *put_hex(char out[16], size_t v, size_t *len)
 {
-    char *p = out + 24;
+    char *p = out + 16;
     do {
-        *--p = "0123456789abcdef"[v % base];
-        v /= base;
+        *--p = "0123456789abcdef"[v & 15];
+        v >>= 4;
     } while (v);
-    *len = (size_t)(out + 24 - p);
+    *len = (size_t)(out + 16 - p);
     return p;
 }
 
-/* The status line, headers, `framing` (its value after `framing_name`) and connection header,
- * then `body` (may be empty) in the same write: one system call for a whole answer. Built
- * without printf: this runs for every response. */
+/* The status line, headers, framing (content-length of `body`, or chunked when body is NULL)
+ * and connection header, then the body, in the same write: one system call for a whole answer.
+ * Built without printf: this runs for every response. */
 static int write_head(struct client *cl, int status, const struct http_header *hdrs, size_t n,
-                      const char *framing, const char *framing_value, size_t framing_len,
                       int keep_alive, const char *body, size_t body_len)
 {
     struct buf *b = &cl->out;
@@ -304,10 +303,12 @@ static int write_head(struct client *cl, int status, const struct http_header *h
         if (!rc)
             rc = buf_append(b, "\r\n", 2);
     }
-    if (!rc)
-        rc = buf_append_str(b, framing);
-    if (!rc)
-        rc = buf_append(b, framing_value, framing_len);
+    if (!rc && body)
+        rc = buf_append_str(b, "content-length: ");
+    if (!rc && body)
+        rc = buf_append_uint(b, body_len);
+    if (!rc && !body)
+        rc = buf_append_str(b, "transfer-encoding: chunked");
     if (!rc)
         rc = buf_append_str(b, keep_alive ? "\r\nconnection: keep-alive\r\n\r\n"
                                           : "\r\nconnection: close\r\n\r\n");
@@ -348,11 +349,8 @@ int server_respond(struct server_req *r, int status, const struct http_header *h
                    const char *body, size_t len)
 {
     struct client *cl = r->client;
-    char digits[24];
-    size_t dl;
-    const char *d = put_digits(digits, len, 10, &dl);
-    int rc = write_head(cl, status, hdrs, n, "content-length: ", d, dl,
-                        r->keep_alive && !cl->srv->closing, body, len);
+    int rc = write_head(cl, status, hdrs, n, r->keep_alive && !cl->srv->closing,
+                        body ? body : "", len);
     r->started = 1;
     req_finish(r);
     return rc;
@@ -376,8 +374,8 @@ int server_stream_start(struct server_req *r, int status, const struct http_head
 {
     r->started = 1;
     r->chunked = 1;
-    return write_head(r->client, status, hdrs, n, "transfer-encoding: chunked", "", 0,
-                      r->keep_alive && !r->client->srv->closing, NULL, 0);
+    return write_head(r->client, status, hdrs, n, r->keep_alive && !r->client->srv->closing,
+                      NULL, 0);
 }
 
 int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbufs)
@@ -393,11 +391,11 @@ int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbu
     }
     int rc = 0;
     if (total > 0) {
-        char hdr[26];
+        char hdr[18];
         size_t hl;
-        const char *h = put_digits(hdr, total, 16, &hl);
-        hdr[24] = '\r';
-        hdr[25] = '\n';
+        const char *h = put_hex(hdr, total, &hl);
+        hdr[16] = '\r';
+        hdr[17] = '\n';
         iov[0] = uv_buf_init((char *)h, (unsigned)hl + 2);
         iov[nbufs + 1] = uv_buf_init("\r\n", 2);
         rc = client_write(r->client, iov, nbufs + 2);
@@ -425,11 +423,6 @@ void server_req_abort(struct server_req *r, int reset)
         client_close_now(cl, reset);
 }
 
-int server_req_started(const struct server_req *r)
-{
-    return r->started;
-}
-
 size_t server_req_queued(const struct server_req *r)
 {
     return r->client && r->client->conn ? conn_queued(r->client->conn) : 0;
@@ -454,11 +447,6 @@ const char *server_req_header(const struct server_req *r, const char *name)
         if (strcasecmp(r->request.headers[i].name, name) == 0)
             return r->request.headers[i].value;
     return NULL;
-}
-
-const char *server_req_peer(const struct server_req *r)
-{
-    return r->client && r->client->conn ? conn_peer(r->client->conn) : "";
 }
 
 /* A request we refuse before the handler sees it: answer and close the connection. */

@@ -631,7 +631,3 @@ void upstream_read_start(struct upstream *u)
         conn_read_start(u->uc->conn);
 }
 
-int upstream_reused(const struct upstream *u)
-{
-    return u->reused;
-}

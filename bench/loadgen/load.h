@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hist.h"
+#include "llmux/hist.h"
 #include "proc.h"
 
 #define LOAD_MAX_HEADERS 16

@@ -78,7 +78,7 @@ static double us(uint64_t ns)
     return round((double)ns / 10.0) / 100.0;
 }
 
-static cJSON *hist_json(const struct hist *h)
+static cJSON *hist_to_cjson(const struct hist *h)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "count", (double)h->count);
@@ -127,12 +127,12 @@ static cJSON *result_json(const struct load_opts *o, const struct load_result *r
     cJSON_AddNumberToObject(j, "elapsed_s", r->elapsed_s);
     cJSON_AddNumberToObject(j, "throughput_rps",
                             r->elapsed_s > 0 ? round((double)r->ok / r->elapsed_s) : 0);
-    cJSON_AddItemToObject(j, "latency_us", hist_json(&r->total));
-    cJSON_AddItemToObject(j, "ttfb_us", hist_json(&r->ttfb));
-    cJSON_AddItemToObject(j, "first_event_us", hist_json(&r->first_event));
-    cJSON_AddItemToObject(j, "gap_us", hist_json(&r->gap));
-    cJSON_AddItemToObject(j, "max_gap_us", hist_json(&r->max_gap));
-    cJSON_AddItemToObject(j, "transit_us", hist_json(&r->transit));
+    cJSON_AddItemToObject(j, "latency_us", hist_to_cjson(&r->total));
+    cJSON_AddItemToObject(j, "ttfb_us", hist_to_cjson(&r->ttfb));
+    cJSON_AddItemToObject(j, "first_event_us", hist_to_cjson(&r->first_event));
+    cJSON_AddItemToObject(j, "gap_us", hist_to_cjson(&r->gap));
+    cJSON_AddItemToObject(j, "max_gap_us", hist_to_cjson(&r->max_gap));
+    cJSON_AddItemToObject(j, "transit_us", hist_to_cjson(&r->transit));
     /* the latency distribution, for CDF plots: [quantile, us] */
     cJSON *q = cJSON_AddArrayToObject(j, "quantiles_us");
     static const double tail[] = {0.995, 0.999, 0.9995, 0.9999, 1.0};

@@ -10,7 +10,8 @@
  *
  * Stream decoding is incremental: the exchange feeds every upstream SSE event to
  * adapter->stream_event(), which calls `emit` zero or more times, once per OpenAI chunk the
- * client should receive, each with its chunk_info (content or preamble, usage, error). At the
+ * client should receive, each with its chunk_info (content or preamble, usage, error); an event
+ * that cannot be decoded makes stream_event return LLMUX_EPROTO instead. At the
  * end of the upstream body the exchange calls stream_finish(), which says whether the stream
  * completed (and emits the final "[DONE]" for kinds that have none of their own).
  */
@@ -69,7 +70,6 @@ enum chunk_kind {
     CHUNK_CONTENT,  /* content, tool calls, a finish reason or usage: commits the response */
     CHUNK_DONE,     /* data: [DONE] */
     CHUNK_ERROR,    /* an in-band error from the provider */
-    CHUNK_INVALID,  /* not JSON, or not the provider's event shape */
 };
 
 /* What the exchange needs to know about one emitted OpenAI chunk. */

@@ -62,8 +62,6 @@ int conn_connect(uv_loop_t *loop, const struct sockaddr *addr, struct tls_ctx *t
 int conn_accept(uv_stream_t *server, struct tls_ctx *tls, const struct conn_cbs *cbs, void *data,
                 struct conn **out);
 
-/* Replace the callbacks and owner data (a pool hands a connection to a new owner). */
-void conn_set_owner(struct conn *c, const struct conn_cbs *cbs, void *data);
 void *conn_data(const struct conn *c);
 
 /* Write bytes (encrypted first when TLS). What the socket does not take at once is copied into
@@ -84,13 +82,10 @@ void conn_close(struct conn *c, int reset);
 
 /* Text of the last failure (e.g. "certificate verification failed: hostname mismatch"), or "". */
 const char *conn_error(const struct conn *c);
-int conn_is_tls(const struct conn *c);
 /* Whether the TLS handshake resumed a saved session. */
 int conn_tls_resumed(const struct conn *c);
 /* Bytes received but not delivered to on_read yet (TLS: records still buffered or decrypted
  * inside mbedTLS). A connection with any is not idle, so it must not go back to a pool. */
 size_t conn_pending(const struct conn *c);
-/* Peer address as text ("127.0.0.1:1234"); borrowed. */
-const char *conn_peer(const struct conn *c);
 
 #endif

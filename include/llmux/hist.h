@@ -1,5 +1,9 @@
-/* hist: a log-linear histogram of microsecond values (8 sub-buckets per power of two, so any
- * value is placed within 12.5%), for llmux's own overhead figure in GET /v1/status. */
+/* hist: a log-linear histogram, the bucket shape of HdrHistogram: values below 256 have a
+ * bucket each; above, every power of two is cut into 256 equal buckets, so a value is known to
+ * within 0.4 % while the range up to 2^42 fits in a fixed array. Adding is O(1) and never
+ * allocates; quantiles walk the array. Plain data: zero it to reset. Unit-free: the gateway's
+ * overhead figure (GET /v1/status) records microseconds, bench/'s load client nanoseconds.
+ */
 #ifndef LLMUX_HIST_H
 #define LLMUX_HIST_H
 
@@ -7,19 +11,26 @@
 
 #include "llmux/buf.h"
 
-#define HIST_SUB 8
-#define HIST_BUCKETS (HIST_SUB * 40)
+#define HIST_SUB_BITS 8
+#define HIST_MAX_BITS 42
+#define HIST_BUCKETS ((HIST_MAX_BITS - HIST_SUB_BITS + 1) << HIST_SUB_BITS)
 
 struct hist {
     uint64_t count;
-    uint64_t max;
-    uint64_t sum;
-    uint32_t buckets[HIST_BUCKETS];
+    uint64_t min, max; /* exact extremes */
+    double sum;        /* for the mean */
+    uint64_t b[HIST_BUCKETS];
 };
 
+/* Empty the histogram. */
+void hist_reset(struct hist *h);
+/* Record one value (values past 2^42 count as the largest bucket). */
 void hist_add(struct hist *h, uint64_t v);
-/* The value at quantile q (0..1): the upper edge of its bucket (exact below 8). 0 when empty. */
+/* The value at quantile q in [0, 1]: the midpoint of the bucket holding the ceil(q * count)-th
+ * smallest value, clamped to [min, max]; 0 when empty. q >= 1 is max. */
 uint64_t hist_quantile(const struct hist *h, double q);
+/* Mean; 0 when empty. */
+double hist_mean(const struct hist *h);
 /* {"count","mean","p50","p90","p99","p999","max"} appended to out. */
 int hist_json(const struct hist *h, struct buf *out);
 

@@ -84,8 +84,6 @@ void server_close(struct server *s);
 const struct server_request *server_req_request(const struct server_req *r);
 /* Header value by case-insensitive name, NUL-terminated; NULL when absent. */
 const char *server_req_header(const struct server_req *r, const char *name);
-/* Peer address text; borrowed. */
-const char *server_req_peer(const struct server_req *r);
 
 /* Watchers for a response given later. on_abort: the client went away before the response
  * ended; the req is freed when on_abort returns. on_drain: every byte written so far reached
@@ -111,8 +109,6 @@ int server_stream_start(struct server_req *r, int status, const struct http_head
 int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbufs);
 /* Ends the response (terminal chunk). The req is invalid after this returns. */
 int server_stream_end(struct server_req *r);
-/* Whether the status line and headers have been sent. */
-int server_req_started(const struct server_req *r);
 /* Bytes written but not yet taken by the kernel. */
 size_t server_req_queued(const struct server_req *r);
 /* Abort the response: close the connection at once (a started response cannot be ended

@@ -71,7 +71,5 @@ void upstream_cancel(struct upstream *u);
 /* Backpressure: stop/resume reading the response. */
 void upstream_read_stop(struct upstream *u);
 void upstream_read_start(struct upstream *u);
-/* Whether the request went out on a reused pooled connection. */
-int upstream_reused(const struct upstream *u);
 
 #endif

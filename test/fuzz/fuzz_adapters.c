@@ -45,8 +45,8 @@ static int on_chunk(void *ctx, const char *data, size_t len, const struct chunk_
         abort();
     if (ci->kind == CHUNK_ERROR && !ci->error[0])
         abort();
-    if (ci->kind == CHUNK_INVALID)
-        abort(); /* the translating kinds report LLMUX_EPROTO instead */
+    if (ci->kind > CHUNK_ERROR)
+        abort();
     return ++*n > 1000; /* a nonzero return must be honoured too */
 }
 
