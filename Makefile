@@ -16,7 +16,10 @@ test-deps:
 	@if [ ! -f test/node/node_modules/.package-lock.json ] || \
 	    [ test/node/package-lock.json -nt test/node/node_modules/.package-lock.json ]; then \
 	    echo "installing the npm test clients (openai, @anthropic-ai/sdk, @google/genai) into test/node"; \
-	    cd test/node && npm ci --no-audit --no-fund --loglevel=error; \
+	    cd test/node && for try in 1 2 3 4; do \
+	        npm ci --no-audit --no-fund --loglevel=error --fetch-retries=5 && break; \
+	        [ $$try = 4 ] && exit 1; echo "npm ci failed (network?): trying again"; sleep $$((try * 5)); \
+	    done; \
 	fi
 
 # The benchmark's extra tools (nginx, gnuplot, taskset) and the Portkey gateway, pinned by
