@@ -12,3 +12,7 @@ add_library(llhttp STATIC
 target_include_directories(llhttp SYSTEM PUBLIC ${LLHTTP_INCLUDE_DIR})
 set_target_properties(llhttp PROPERTIES C_STANDARD 11 POSITION_INDEPENDENT_CODE ON)
 target_compile_options(llhttp PRIVATE -w)
+# Strict parsing: chunk data must end in CRLF exactly (the lenient build takes any two bytes,
+# a smuggling gadget behind a front proxy that reads them differently). Public: llhttp.h
+# must agree with the sources on this switch.
+target_compile_definitions(llhttp PUBLIC LLHTTP_STRICT_MODE=1)

@@ -119,12 +119,15 @@ static int encode_with(const struct provider *p, const char *path, const char *a
     } else if (!rc) {
         body_len = splice_body(req, out);
     }
-    char extra[512] = "";
-    if (p->api_key && strlen(p->api_key) < sizeof(extra) - 64)
-        snprintf(extra, sizeof(extra), auth_fmt, p->api_key);
+    struct buf extra; /* the key's header, sized from the key */
+    buf_init(&extra, 0);
     if (!rc)
-        rc = adapter_write_head(&out->head, p, path, req, extra, body_len);
-    memset(extra, 0, sizeof(extra));
+        rc = p->api_key ? buf_printf(&extra, auth_fmt, p->api_key) : buf_append(&extra, "", 1);
+    if (!rc)
+        rc = adapter_write_head(&out->head, p, path, req, buf_head(&extra), body_len);
+    if (extra.data)
+        explicit_bzero(extra.data, extra.cap); /* the key */
+    buf_free(&extra);
     if (rc) {
         upstream_request_free(out);
         return rc;

@@ -35,6 +35,26 @@ static void respond_json(struct server_req *req, int status, const char *body, s
     server_respond(req, status, ct, 1, body, len);
 }
 
+/* llmux's own refusals: OpenAI's error shape with `param`, the request id (the SDKs read it
+ * as error.request_id), and x-should-retry: false where retrying cannot help (llmux already
+ * tried every deployment it could, or the request itself is at fault). */
+static void api_error(struct server_req *req, const char *rid, int status, const char *type,
+                      const char *code, const char *param, const char *message)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    server_format_error_param(&b, type, code, param, message);
+    struct http_header h[3] = {
+        {"content-type", 12, "application/json", 16},
+        {"x-request-id", 12, rid, strlen(rid)},
+    };
+    size_t n = 2;
+    if (status != 500)
+        h[n++] = (struct http_header){"x-should-retry", 14, "false", 5};
+    server_respond(req, status, h, n, buf_head(&b), buf_size(&b));
+    buf_free(&b);
+}
+
 static void list_models(struct gateway *gw, struct server_req *req)
 {
     const struct config *cfg = gw->cfg;
@@ -99,10 +119,19 @@ static int usable_request_id(const char *id)
     return 1;
 }
 
-static void bad_request(struct server_req *req, const char *param, const char *message)
+static void bad_request(struct server_req *req, const char *rid, const char *param,
+                        const char *message)
 {
-    (void)param;
-    server_respond_error(req, 400, "invalid_request_error", NULL, message);
+    api_error(req, rid, 400, "invalid_request_error", NULL, param, message);
+}
+
+/* A model id goes into response headers and logs: no control characters. */
+static int printable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return 0;
+    return 1;
 }
 
 /* An array of at most PREFS_MAX non-empty strings into out (borrowed from the tree). */
@@ -255,7 +284,8 @@ static int strip_prefs(const char *b, size_t n, struct canon_request *creq)
 
 /* Validation, routing and the exchange. The body is checked and read without building a tree:
  * a long conversation is forwarded as it came, with only its model value replaced. */
-static void handle_inference(struct gateway *gw, struct server_req *req, enum api_endpoint ep)
+static void handle_inference(struct gateway *gw, struct server_req *req, enum api_endpoint ep,
+                             const char *rid)
 {
     uint64_t t_recv = uv_hrtime();
     const struct server_request *r = server_req_request(req);
@@ -268,28 +298,33 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     int valid = object ? view_body(r->body, r->body_len, need, &v)
                        : json_valid(r->body, r->body_len);
     if (valid < 0) {
-        bad_request(req, NULL,
+        bad_request(req, rid, NULL,
                     "The request body repeats a member llmux reads (model, stream, "
                     "stream_options, models, provider or the messages/prompt/input) or has an "
                     "escaped top-level key.");
         return;
     }
     if (!valid) {
-        bad_request(req, NULL,
+        bad_request(req, rid, NULL,
                     r->body_len ? "We could not parse the JSON body of your request. "
                                   "(HINT: the body must be valid JSON.)"
                                 : "The request body is empty; it must be a JSON object.");
         return;
     }
     if (!object) {
-        bad_request(req, NULL, "The request body must be a JSON object.");
+        bad_request(req, rid, NULL, "The request body must be a JSON object.");
         return;
     }
     char client_model[160];
     cJSON *model = v.has_model ? parse_member(r->body, &v.model) : NULL;
     if (!cJSON_IsString(model) || !model->valuestring[0]) {
         cJSON_Delete(model);
-        bad_request(req, "model", "you must provide a model parameter");
+        bad_request(req, rid, "model", "you must provide a model parameter");
+        return;
+    }
+    if (!printable(model->valuestring)) {
+        cJSON_Delete(model);
+        bad_request(req, rid, "model", "the model parameter must not contain control characters");
         return;
     }
     snprintf(client_model, sizeof(client_model), "%s", model->valuestring);
@@ -298,14 +333,14 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
         cJSON_Delete(model);
         snprintf(msg, sizeof(msg), "'%s' is a required property%s", need,
                  ep == API_CHAT ? " and must be an array" : "");
-        bad_request(req, need, msg);
+        bad_request(req, rid, need, msg);
         return;
     }
     const char *st = r->body + v.stream.vstart;
     int stream = v.has_stream && *st == 't';
     if (v.has_stream && *st != 't' && *st != 'f' && *st != 'n') {
         cJSON_Delete(model);
-        bad_request(req, "stream", "'stream' must be a boolean");
+        bad_request(req, rid, "stream", "'stream' must be a boolean");
         return;
     }
     /* the members llmux reads whole are small: parsed on their own */
@@ -323,7 +358,7 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
         cJSON_Delete(model);
         cJSON_Delete(so);
         cJSON_Delete(prefs_root);
-        bad_request(req, NULL, why);
+        bad_request(req, rid, strncmp(why, "'models'", 8) == 0 ? "models" : "provider", why);
         return;
     }
     struct canon_request creq;
@@ -335,12 +370,6 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     creq.include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
     cJSON_Delete(so);
 
-    char rid[80];
-    const char *given = server_req_header(req, "x-request-id");
-    if (given && usable_request_id(given))
-        snprintf(rid, sizeof(rid), "%s", given);
-    else
-        gateway_request_id(gw, rid);
     creq.request_id = rid;
     creq.t_recv_ns = t_recv;
 
@@ -358,18 +387,19 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
         rc = exchange_start(gw, req, &creq, client_model, &plan);
         if (rc != 0) {
             free(creq.owned);
-            server_respond_error(req, 500, "server_error", NULL, "out of memory");
+            api_error(req, rid, 500, "server_error", NULL, NULL, "out of memory");
         }
     } else if (rc == ROUTER_ENOTFOUND) {
-        server_respond_error(req, 404, "invalid_request_error", "model_not_found", err);
+        api_error(req, rid, 404, "invalid_request_error", "model_not_found", "model", err);
     } else if (rc == ROUTER_EUNAVAILABLE) {
-        server_respond_error(req, 503, "service_unavailable", "no_enabled_deployment", err);
+        api_error(req, rid, 503, "service_unavailable", "no_enabled_deployment", "model", err);
     } else if (rc == ROUTER_EFILTERED) {
-        server_respond_error(req, 400, "invalid_request_error", "no_deployment_matches", err);
+        api_error(req, rid, 400, "invalid_request_error", "no_deployment_matches", "provider",
+                  err);
     } else if (rc == UV_ENOMEM) {
-        server_respond_error(req, 500, "server_error", NULL, "out of memory");
+        api_error(req, rid, 500, "server_error", NULL, NULL, "out of memory");
     } else {
-        bad_request(req, "model", "the model parameter could not be read");
+        bad_request(req, rid, "model", "the model parameter could not be read");
     }
     cJSON_Delete(model);
     cJSON_Delete(prefs_root);
@@ -395,29 +425,100 @@ static void status(struct gateway *gw, struct server_req *req)
     buf_free(&b);
 }
 
+/* The route of a request (HEAD is served as GET, without the body); *path_known says whether
+ * the path exists for another method. */
+static const struct route *find_route(const struct server_request *r, int *path_known)
+{
+    const char *method = strcmp(r->method, "HEAD") == 0 ? "GET" : r->method;
+    const struct route *found = NULL;
+    *path_known = 0;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (strlen(routes[i].path) != r->path_len || memcmp(routes[i].path, r->url, r->path_len))
+            continue;
+        *path_known = 1;
+        if (strcmp(routes[i].method, method) == 0)
+            found = &routes[i];
+    }
+    return found;
+}
+
+/* The request's id: the client's x-request-id when it is short and plain, else a new one. */
+static void request_id(struct gateway *gw, struct server_req *req, char rid[80])
+{
+    const char *given = server_req_header(req, "x-request-id");
+    if (given && usable_request_id(given))
+        snprintf(rid, 80, "%s", given);
+    else
+        gateway_request_id(gw, rid);
+}
+
+static void unauthorized(struct server_req *req, const char *rid)
+{
+    api_error(req, rid, 401, "invalid_request_error", "invalid_api_key", NULL,
+              "Missing or invalid gateway key: send Authorization: Bearer <key>");
+}
+
+void api_request_id(void *data, char out[33])
+{
+    gateway_request_id(data, out);
+}
+
+void api_on_head(void *data, struct server_req *req)
+{
+    struct gateway *gw = data;
+    int path_known;
+    const struct route *found = find_route(server_req_request(req), &path_known);
+    if (found && strcmp(found->path, "/healthz") != 0 && !authorized(gw->cfg, req)) {
+        char rid[80];
+        request_id(gw, req, rid);
+        unauthorized(req, rid);
+    }
+}
+
+/* A CORS preflight from an allowed origin (the server marked it): what the browser may send. */
+static void preflight(struct server_req *req, const char *rid)
+{
+    const struct server_request *r = server_req_request(req);
+    if (!r->cors_origin || !server_req_header(req, "access-control-request-method")) {
+        api_error(req, rid, 403, "invalid_request_error", "cors_origin_not_allowed", NULL,
+                  "This origin may not call llmux from a browser (see \"cors.origins\").");
+        return;
+    }
+    const char *asked = server_req_header(req, "access-control-request-headers");
+    const char *allow = asked && strlen(asked) < 1024
+                            ? asked
+                            : "authorization, content-type, x-request-id";
+    struct http_header h[] = {
+        {"access-control-allow-methods", 28, "GET, POST, OPTIONS", 18},
+        {"access-control-allow-headers", 28, allow, strlen(allow)},
+        {"access-control-max-age", 22, "600", 3},
+        {"x-request-id", 12, rid, strlen(rid)},
+    };
+    server_respond(req, 204, h, 4, NULL, 0);
+}
+
 void api_handle(void *data, struct server_req *req)
 {
     struct gateway *gw = data;
     const struct server_request *r = server_req_request(req);
-    const struct route *found = NULL;
-    int path_known = 0;
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        if (strlen(routes[i].path) != r->path_len || memcmp(routes[i].path, r->url, r->path_len))
-            continue;
-        path_known = 1;
-        if (strcmp(routes[i].method, r->method) == 0)
-            found = &routes[i];
+    char rid[80];
+    request_id(gw, req, rid);
+    int path_known;
+    const struct route *found = find_route(r, &path_known);
+    if (!found && path_known && gw->cfg->n_cors_origins && strcmp(r->method, "OPTIONS") == 0) {
+        preflight(req, rid);
+        return;
     }
     if (!found) {
         char msg[160];
         if (path_known) {
             snprintf(msg, sizeof(msg), "Method %s is not allowed on %.*s", r->method,
                      (int)r->path_len, r->url);
-            server_respond_error(req, 405, "invalid_request_error", "method_not_allowed", msg);
+            api_error(req, rid, 405, "invalid_request_error", "method_not_allowed", NULL, msg);
         } else {
             snprintf(msg, sizeof(msg), "Unknown request URL: %s %.*s", r->method,
                      (int)(r->path_len > 100 ? 100 : r->path_len), r->url);
-            server_respond_error(req, 404, "invalid_request_error", "unknown_url", msg);
+            api_error(req, rid, 404, "invalid_request_error", "unknown_url", NULL, msg);
         }
         return;
     }
@@ -426,8 +527,7 @@ void api_handle(void *data, struct server_req *req)
         return;
     }
     if (!authorized(gw->cfg, req)) {
-        server_respond_error(req, 401, "invalid_request_error", "invalid_api_key",
-                             "Missing or invalid gateway key: send Authorization: Bearer <key>");
+        unauthorized(req, rid);
         return;
     }
     if (found->endpoint < 0 && strcmp(found->path, "/v1/status") == 0) {
@@ -438,5 +538,5 @@ void api_handle(void *data, struct server_req *req)
         list_models(gw, req);
         return;
     }
-    handle_inference(gw, req, (enum api_endpoint)found->endpoint);
+    handle_inference(gw, req, (enum api_endpoint)found->endpoint, rid);
 }

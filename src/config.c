@@ -74,6 +74,9 @@ static const struct num_field limit_fields[] = {
     {"header_timeout_ms", offsetof(struct config, header_timeout_ms), 0, 1},
     {"body_timeout_ms", offsetof(struct config, body_timeout_ms), 0, 1},
     {"keepalive_timeout_ms", offsetof(struct config, keepalive_timeout_ms), 0, 1},
+    {"send_timeout_ms", offsetof(struct config, send_timeout_ms), 0, 1},
+    {"max_connections", offsetof(struct config, max_connections), 1, 1},
+    {"max_body_buffer_bytes", offsetof(struct config, max_body_buffer_bytes), 1, 1},
     {NULL, 0, 0, 0},
 };
 
@@ -537,6 +540,18 @@ static int parse_provider(struct ctx *x, const cJSON *obj, struct provider *p)
         return rc;
     const char *value = getenv(env);
     if (value && value[0]) {
+        /* the key goes into a request head: one line of visible characters (never quoted) */
+        for (const char *c = value; *c; c++) {
+            if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+                path_key(x, "api_key_env");
+                return fail(x, "the value of %s contains a control character (CR, LF, tab...): "
+                               "a key must be one line of visible characters", env);
+            }
+        }
+        if (strlen(value) > 16384) {
+            path_key(x, "api_key_env");
+            return fail(x, "the value of %s is longer than 16384 bytes", env);
+        }
         return dup_string(x, value, &p->api_key);
     }
     p->enabled = 0;
@@ -790,31 +805,59 @@ static int parse_models(struct ctx *x, const cJSON *root, struct config *c)
 }
 
 /* "keys": an array of non-empty strings. Messages name the index, never the key. */
-static int parse_keys(struct ctx *x, const cJSON *root, struct config *c)
+/* obj[key], an array of non-empty strings, copied into *out (*n of them). Absent: none. */
+static int get_string_array(struct ctx *x, const cJSON *obj, const char *key, char ***out,
+                            size_t *n_out)
 {
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "keys");
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!arr)
         return 0;
-    size_t old = path_key(x, "keys");
+    size_t old = path_key(x, key);
     if (!cJSON_IsArray(arr))
         return fail(x, "must be an array of strings");
     int n = cJSON_GetArraySize(arr);
-    c->keys = calloc(n ? (size_t)n : 1, sizeof(*c->keys));
-    if (!c->keys)
+    *out = calloc(n ? (size_t)n : 1, sizeof(**out));
+    if (!*out)
         return oom(x);
-    c->n_keys = (size_t)n;
+    *n_out = (size_t)n;
     int i = 0;
     for (const cJSON *it = arr->child; it; it = it->next, i++) {
         if (!cJSON_IsString(it) || it->valuestring[0] == '\0') {
             path_index(x, i);
             return fail(x, "must be a non-empty string");
         }
-        int rc = dup_string(x, it->valuestring, &c->keys[i]);
+        int rc = dup_string(x, it->valuestring, &(*out)[i]);
         if (rc)
             return rc;
     }
     path_pop(x, old);
     return 0;
+}
+
+/* "cors": {"origins": ["https://app.example", ...]} ("*": any origin). */
+static int parse_cors(struct ctx *x, const cJSON *root, struct config *c)
+{
+    const cJSON *obj;
+    int rc = get_object(x, root, "cors", &obj);
+    if (rc || !obj)
+        return rc;
+    size_t old = path_key(x, "cors");
+    static const char *const keys[] = {"origins"};
+    rc = check_keys(x, obj, keys, 1);
+    if (rc == 0)
+        rc = get_string_array(x, obj, "origins", &c->cors_origins, &c->n_cors_origins);
+    for (size_t i = 0; rc == 0 && i < c->n_cors_origins; i++) {
+        for (const char *ch = c->cors_origins[i]; *ch; ch++) {
+            if ((unsigned char)*ch <= 0x20 || *ch == 0x7f || *ch == ',') {
+                path_key(x, "origins");
+                path_index(x, (int)i);
+                return fail(x, "must be one origin such as \"https://app.example\" or \"*\"");
+            }
+        }
+    }
+    if (rc == 0)
+        path_pop(x, old);
+    return rc;
 }
 
 /* Read a numbers-only section ("timeouts_ms", "limits", "pool") of the root into base. */
@@ -835,11 +878,12 @@ static int parse_section(struct ctx *x, const cJSON *root, const char *key,
 
 static int parse_root(struct ctx *x, const cJSON *root, struct config *c)
 {
-    static const char *const keys[] = {"listen",    "timeouts_ms", "limits", "pool",  "health",
-                                       "access_log", "providers",  "models", "keys"};
+    static const char *const keys[] = {"listen",     "timeouts_ms", "limits", "pool",
+                                       "health",     "access_log",  "providers", "models",
+                                       "keys",       "cors"};
     if (!cJSON_IsObject(root))
         return fail(x, "must be an object");
-    int rc = check_keys(x, root, keys, 9);
+    int rc = check_keys(x, root, keys, 10);
     if (rc == 0)
         rc = parse_listen(x, root, c);
     if (rc == 0)
@@ -860,7 +904,9 @@ static int parse_root(struct ctx *x, const cJSON *root, struct config *c)
     if (rc == 0)
         rc = parse_models(x, root, c);
     if (rc == 0)
-        rc = parse_keys(x, root, c);
+        rc = get_string_array(x, root, "keys", &c->keys, &c->n_keys);
+    if (rc == 0)
+        rc = parse_cors(x, root, c);
     if (rc == 0)
         assign_health_ids(c);
     return rc;
@@ -890,6 +936,9 @@ static void config_free(struct config *c)
     }
     for (size_t i = 0; i < c->n_keys; i++)
         free(c->keys[i]);
+    for (size_t i = 0; i < c->n_cors_origins; i++)
+        free(c->cors_origins[i]);
+    free(c->cors_origins);
     free(c->providers);
     free(c->models);
     free(c->keys);
@@ -953,6 +1002,9 @@ int config_parse(const char *json, size_t len, struct config **out, char *err, s
     c->header_timeout_ms = 60000;
     c->body_timeout_ms = 60000;
     c->keepalive_timeout_ms = 75000;
+    c->send_timeout_ms = 60000;
+    c->max_connections = 10000;
+    c->max_body_buffer_bytes = 256u << 20;
     c->pool_max_idle = 32;
     c->pool_idle_timeout_ms = 60000;
     c->health = (struct health_config){

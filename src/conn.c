@@ -56,6 +56,7 @@ struct conn {
     char host[256];
     struct buf rx;  /* TLS: ciphertext received and not yet consumed by mbedTLS */
     size_t queued;
+    uint64_t accepted; /* bytes ever handed to raw_write (ciphertext for TLS) */
     int closing;
     int reading;     /* on_read delivery wanted */
     int eof_sent;
@@ -198,15 +199,20 @@ static int raw_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
         return 0;
     if (c->closing)
         return UV_EPIPE;
+    c->accepted += total;
+    int failed = 0;
     if (c->queued == 0) {
         int rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
         if (rc >= 0)
             done = (size_t)rc;
         else if (rc != UV_EAGAIN)
-            return rc;
+            failed = rc;
     }
     if (done == total)
         return 0;
+    /* A failed write (EPIPE, ECONNRESET) goes through uv_write too: libuv fails it again and
+     * reports it from the loop (on_write_done -> on_eof), never inside the caller's call, so
+     * an owner that stopped reading still learns its peer is gone. */
     struct write_req *w = malloc(sizeof(*w) + total - done);
     if (!w)
         return UV_ENOMEM;
@@ -230,7 +236,7 @@ static int raw_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
         return rc;
     }
     c->queued += at;
-    return 0;
+    return failed;
 }
 
 static int bio_send(void *ctx, const unsigned char *p, size_t n)
@@ -276,6 +282,11 @@ int conn_write(struct conn *c, const uv_buf_t *bufs, unsigned nbufs)
 size_t conn_queued(const struct conn *c)
 {
     return c->queued;
+}
+
+uint64_t conn_flushed(const struct conn *c)
+{
+    return c->accepted - uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
 }
 
 /* ---- reading ---- */
@@ -558,8 +569,11 @@ const char *conn_error(const struct conn *c)
 size_t conn_pending(const struct conn *c)
 {
     size_t n = buf_size(&c->rx);
-    if (c->ssl && !c->handshaking)
+    if (c->ssl && !c->handshaking) {
         n += mbedtls_ssl_get_bytes_avail(c->ssl);
+        /* a record mbedTLS has read in part (header or body) waits in its input buffer */
+        n += mbedtls_ssl_check_pending(c->ssl) != 0;
+    }
     return n;
 }
 

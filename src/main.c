@@ -136,6 +136,13 @@ int main(int argc, char **argv)
         .header_timeout_ms = cfg->header_timeout_ms,
         .body_timeout_ms = cfg->body_timeout_ms,
         .keepalive_timeout_ms = cfg->keepalive_timeout_ms,
+        .send_timeout_ms = cfg->send_timeout_ms,
+        .max_connections = cfg->max_connections,
+        .max_body_buffer_bytes = cfg->max_body_buffer_bytes,
+        .on_head = api_on_head,
+        .request_id = api_request_id,
+        .cors_origins = cfg->cors_origins,
+        .n_cors_origins = cfg->n_cors_origins,
     };
     int rc = server_listen(loop, cfg->listen_host, cfg->listen_port, &so, api_handle, &gw,
                            &gw.server);

@@ -7,13 +7,23 @@
  *                    read or served (struct server_req is embedded: one at a time).
  *
  * Client states:
- *   CL_IDLE      - between requests; keep-alive timer armed
+ *   CL_IDLE      - between requests; keep-alive timer armed (a stray CRLF between requests,
+ *                  which llhttp skips without starting a message, does not disarm it)
  *   CL_HEADERS   - reading a request head; header timer armed
- *   CL_BODY      - reading a body; body timer re-armed on every read
- *   CL_HANDLING  - request handed to the handler, response not ended; no timer (the handler
- *                  has its own deadlines); bytes that arrive now are pipelined requests and
- *                  wait in `pending` (read stops above a cap)
- *   CL_CLOSING   - the connection is being closed (after flushing a final response)
+ *   CL_BODY      - reading a body; body timer re-armed on every read; trailer fields that
+ *                  follow a chunked body are counted against the limit and dropped
+ *   CL_HANDLING  - request handed to the handler, response not ended; no state timer (the
+ *                  handler has its own deadlines); bytes that arrive now are pipelined requests
+ *                  and wait in `pending` (read stops above a cap)
+ *   CL_CLOSING   - the connection is being closed (after flushing a final response, and after
+ *                  a short linger that reads and drops what the client was still sending, so
+ *                  the close is not a reset that could destroy the answer in flight)
+ *
+ * Output: a second timer, `send_timer`, runs while written bytes wait in the socket's queue
+ * and closes the connection when they have not moved for send_timeout_ms (a client that stopped
+ * reading). Pipelined requests are parsed only while less than OUT_CAP bytes are queued, so a
+ * client that sends requests without reading answers holds at most PENDING_CAP of input and
+ * OUT_CAP plus one answer of output.
  *
  * Invariants: the request's strings point into `head` and `body`, which are not touched while
  * CL_HANDLING. The client is freed only in the close callback of its last handle.
@@ -31,6 +41,9 @@
 #include "llmux/headers.h"
 
 #define PENDING_CAP (256 * 1024)
+#define OUT_CAP (64 * 1024)      /* queued output above which pipelined requests wait */
+#define LINGER_MS 1000           /* reading and dropping input after an early answer */
+#define LINGER_BYTES (1024 * 1024)
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 enum client_state { CL_IDLE, CL_HEADERS, CL_BODY, CL_HANDLING, CL_CLOSING };
@@ -40,6 +53,8 @@ struct server_req {
     struct server_request request;
     int started;   /* status line sent */
     int chunked;   /* response uses chunked encoding */
+    int raw;       /* HTTP/1.0 stream: bytes as they are, ended by the close */
+    int http10;
     int keep_alive;
     void (*on_abort)(void *data, struct server_req *r);
     void (*on_drain)(void *data, struct server_req *r);
@@ -50,7 +65,9 @@ struct client {
     struct server *srv;
     struct conn *conn;
     uv_timer_t timer;
-    int handles; /* conn + timer still to close */
+    uv_timer_t send_timer;
+    uint64_t send_mark; /* conn_flushed() when send_timer last looked */
+    int handles; /* conn + the two timers still to close */
     enum client_state state;
     llhttp_t parser;
     struct buf head;    /* method, url, header names and values, each NUL-terminated */
@@ -60,7 +77,11 @@ struct client {
     size_t header_bytes;
     struct headers headers; /* offsets into `head` */
     int reject_status; /* set by a parser callback that hit a limit */
-    int expect_continue;
+    int in_trailers;   /* header callbacks now carry a chunked body's trailer fields */
+    size_t body_held;  /* bytes of this unfinished body counted in srv->body_bytes */
+    size_t lingered;   /* bytes dropped while lingering */
+    int linger;        /* after the answer, read and drop input a while before closing */
+    int refused;       /* over max_connections */
     int dispatching; /* inside client_process(): do not re-enter */
     int close_after_flush;
     int process_soon; /* the zero-delay timer is for parsing pipelined input */
@@ -79,6 +100,7 @@ struct server {
     struct server_stats stats;
     struct client *clients;
     size_t n_clients; /* allocated, including ones still closing */
+    size_t body_bytes; /* held for unfinished request bodies, all clients */
     int listener_open;
     int closing;
     void (*on_closed)(void *data); /* server_shutdown()'s callback, run when freed */
@@ -88,8 +110,9 @@ struct server {
 
 static llhttp_settings_t parser_settings;
 static void client_process(struct client *cl);
-static void client_close(struct client *cl);
+static void client_close(struct client *cl, int reset);
 static void client_reject(struct client *cl, int status, const char *message);
+static void client_close_now(struct client *cl, int reset);
 
 static const char *status_text(int status)
 {
@@ -122,25 +145,45 @@ static const char *status_text(int status)
     }
 }
 
-int server_format_error(struct buf *out, const char *type, const char *code, const char *message)
+/* "name":"value" or "name":null, preceded by a comma. */
+static int append_member(struct buf *out, const char *name, const char *value)
+{
+    int rc = buf_append_str(out, ",\"");
+    if (!rc)
+        rc = buf_append_str(out, name);
+    if (!rc && !value)
+        return buf_append_str(out, "\":null");
+    if (!rc)
+        rc = buf_append_str(out, "\":\"");
+    if (!rc)
+        rc = buf_append_json_str(out, value, strlen(value));
+    if (!rc)
+        rc = buf_append(out, "\"", 1);
+    return rc;
+}
+
+int server_format_error_param(struct buf *out, const char *type, const char *code,
+                              const char *param, const char *message)
 {
     int rc = buf_append_str(out, "{\"error\":{\"message\":\"");
     if (!rc)
         rc = buf_append_json_str(out, message, strlen(message));
     if (!rc)
-        rc = buf_append_str(out, "\",\"type\":\"");
+        rc = buf_append(out, "\"", 1);
     if (!rc)
-        rc = buf_append_json_str(out, type, strlen(type));
-    if (!rc && code) {
-        rc = buf_append_str(out, "\",\"param\":null,\"code\":\"");
-        if (!rc)
-            rc = buf_append_json_str(out, code, strlen(code));
-        if (!rc)
-            rc = buf_append_str(out, "\"}}");
-    } else if (!rc) {
-        rc = buf_append_str(out, "\",\"param\":null,\"code\":null}}");
-    }
+        rc = append_member(out, "type", type);
+    if (!rc)
+        rc = append_member(out, "param", param);
+    if (!rc)
+        rc = append_member(out, "code", code);
+    if (!rc)
+        rc = buf_append_str(out, "}}");
     return rc;
+}
+
+int server_format_error(struct buf *out, const char *type, const char *code, const char *message)
+{
+    return server_format_error_param(out, type, code, NULL, message);
 }
 
 static void server_free(struct server *srv)
@@ -162,15 +205,36 @@ static void on_timer(uv_timer_t *t)
     }
     switch (cl->state) {
     case CL_IDLE:
-        client_close(cl);
+        client_close(cl, 0);
         break;
     case CL_HEADERS:
     case CL_BODY:
         client_reject(cl, 408, "timed out reading the request");
         break;
+    case CL_CLOSING: /* the linger after an early answer is over */
+        client_close_now(cl, 0);
+        break;
     default:
         break;
     }
+}
+
+/* Queued output is checked every send_timeout: if none of it reached the kernel since the
+ * last look, the client stopped reading and the connection (and its request) is dropped. */
+static void on_send_timer(uv_timer_t *t)
+{
+    struct client *cl = container_of(t, struct client, send_timer);
+    if (!cl->conn || conn_queued(cl->conn) == 0) {
+        uv_timer_stop(t);
+        return;
+    }
+    uint64_t flushed = conn_flushed(cl->conn);
+    if (flushed != cl->send_mark) {
+        cl->send_mark = flushed;
+        return;
+    }
+    cl->srv->stats.send_timeouts++;
+    client_close(cl, 1);
 }
 
 static void client_arm(struct client *cl, uint32_t ms)
@@ -185,6 +249,7 @@ static void client_maybe_free(struct client *cl)
     if (--cl->handles > 0)
         return;
     struct server *srv = cl->srv;
+    srv->body_bytes -= cl->body_held;
     buf_free(&cl->head);
     buf_free(&cl->body);
     buf_free(&cl->pending);
@@ -198,6 +263,11 @@ static void client_maybe_free(struct client *cl)
 static void on_timer_closed(uv_handle_t *h)
 {
     client_maybe_free(container_of((uv_timer_t *)h, struct client, timer));
+}
+
+static void on_send_timer_closed(uv_handle_t *h)
+{
+    client_maybe_free(container_of((uv_timer_t *)h, struct client, send_timer));
 }
 
 static void on_conn_closed(struct conn *c)
@@ -222,10 +292,11 @@ static void client_close_now(struct client *cl, int reset)
     conn_close(cl->conn, reset);
     cl->conn = NULL;
     uv_close((uv_handle_t *)&cl->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&cl->send_timer, on_send_timer_closed);
 }
 
 /* The connection is going away: tell the handler its request is gone, if one is outstanding. */
-static void client_close(struct client *cl)
+static void client_close(struct client *cl, int reset)
 {
     if (cl->state == CL_HANDLING && cl->req.client) {
         struct server_req *r = &cl->req;
@@ -238,7 +309,21 @@ static void client_close(struct client *cl)
             on_abort(r->watch_data, r);
         r->client = NULL;
     }
-    client_close_now(cl, 0);
+    client_close_now(cl, reset);
+}
+
+/* Everything is written: close, or first linger (read and drop what the client is still
+ * sending, for a while) when it may be mid-request: closing a socket with unread input sends a
+ * reset, and a reset can destroy the answer before the client has read it. */
+static void client_flushed_close(struct client *cl)
+{
+    if (!cl->linger) {
+        client_close_now(cl, 0);
+        return;
+    }
+    cl->close_after_flush = 0;
+    conn_read_start(cl->conn);
+    client_arm(cl, LINGER_MS);
 }
 
 /* Close once everything written so far has reached the socket. */
@@ -249,11 +334,12 @@ static void client_close_after_flush(struct client *cl)
         return;
     uv_timer_stop(&cl->timer);
     if (conn_queued(cl->conn) == 0) {
-        client_close_now(cl, 0);
+        client_flushed_close(cl);
         return;
     }
     cl->close_after_flush = 1;
-    conn_read_stop(cl->conn);
+    if (!cl->linger)
+        conn_read_stop(cl->conn);
 }
 
 /* ---- writing ---- */
@@ -262,7 +348,30 @@ static int client_write(struct client *cl, const uv_buf_t *bufs, unsigned n)
 {
     if (!cl->conn)
         return UV_EPIPE;
-    return conn_write(cl->conn, bufs, n);
+    int rc = conn_write(cl->conn, bufs, n);
+    if (cl->conn && conn_queued(cl->conn) > 0 && !uv_is_active((uv_handle_t *)&cl->send_timer)) {
+        uint32_t ms = cl->srv->opts.send_timeout_ms;
+        cl->send_mark = conn_flushed(cl->conn);
+        uv_timer_start(&cl->send_timer, on_send_timer, ms, ms);
+    }
+    return rc;
+}
+
+/* A header value as it may go on the wire: CR, LF, NUL and other control bytes (HTAB aside)
+ * become spaces, so no value, whatever its source, can end the line and forge a header. */
+static int append_field_value(struct buf *b, const char *v, size_t n)
+{
+    size_t clean = 0;
+    while (clean < n && ((unsigned char)v[clean] >= 0x20 || v[clean] == '\t') && v[clean] != 0x7f)
+        clean++;
+    int rc = buf_append(b, v, clean);
+    for (size_t i = clean; i < n && !rc; i++) {
+        char c = v[i];
+        if (((unsigned char)c < 0x20 && c != '\t') || c == 0x7f)
+            c = ' ';
+        rc = buf_append(b, &c, 1);
+    }
+    return rc;
 }
 
 /* Hex digits of v ending at out[16]; returns the start (no NUL). */
@@ -277,11 +386,13 @@ static const char *put_hex(char out[16], size_t v, size_t *len)
     return p;
 }
 
-/* The status line, headers, framing (content-length of `body`, or chunked when body is NULL)
- * and connection header, then the body, in the same write: one system call for a whole answer.
- * Built without printf: this runs for every response. */
+enum framing { FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE };
+
+/* The status line, headers, framing (content-length of `body`, chunked, or none: the close
+ * ends it) and connection header, then the body (not for HEAD), in the same write: one system
+ * call for a whole answer. Built without printf: this runs for every response. */
 static int write_head(struct client *cl, int status, const struct http_header *hdrs, size_t n,
-                      int keep_alive, const char *body, size_t body_len)
+                      int keep_alive, enum framing framing, const char *body, size_t body_len)
 {
     struct buf *b = &cl->out;
     buf_reset(b);
@@ -299,23 +410,34 @@ static int write_head(struct client *cl, int status, const struct http_header *h
         if (!rc)
             rc = buf_append(b, ": ", 2);
         if (!rc)
-            rc = buf_append(b, hdrs[i].value, hdrs[i].value_len);
+            rc = append_field_value(b, hdrs[i].value, hdrs[i].value_len);
         if (!rc)
             rc = buf_append(b, "\r\n", 2);
     }
-    if (!rc && body)
+    const char *origin = cl->req.request.cors_origin;
+    if (!rc && origin) {
+        rc = buf_append_str(b, "access-control-allow-origin: ");
+        if (!rc)
+            rc = append_field_value(b, origin, strlen(origin));
+        if (!rc)
+            rc = buf_append_str(b, "\r\nvary: Origin\r\naccess-control-expose-headers: "
+                                   "x-request-id, x-llmux-provider, x-llmux-model, "
+                                   "x-llmux-attempts, x-llmux-tried, x-llmux-hedged\r\n");
+    }
+    if (!rc && framing == FRAME_LENGTH)
         rc = buf_append_str(b, "content-length: ");
-    if (!rc && body)
+    if (!rc && framing == FRAME_LENGTH)
         rc = buf_append_uint(b, body_len);
-    if (!rc && !body)
+    if (!rc && framing == FRAME_CHUNKED)
         rc = buf_append_str(b, "transfer-encoding: chunked");
     if (!rc)
-        rc = buf_append_str(b, keep_alive ? "\r\nconnection: keep-alive\r\n\r\n"
-                                          : "\r\nconnection: close\r\n\r\n");
+        rc = buf_append_str(b, framing == FRAME_CLOSE ? "connection: close\r\n\r\n"
+                               : keep_alive           ? "\r\nconnection: keep-alive\r\n\r\n"
+                                                      : "\r\nconnection: close\r\n\r\n");
     if (!rc) {
         uv_buf_t ub[2] = {uv_buf_init(b->data, (unsigned)b->len),
                           uv_buf_init((char *)body, (unsigned)body_len)};
-        rc = client_write(cl, ub, body_len ? 2 : 1);
+        rc = client_write(cl, ub, body_len && !cl->req.request.head_only ? 2 : 1);
     }
     return rc;
 }
@@ -335,11 +457,10 @@ static void req_finish(struct server_req *r)
     }
     cl->state = CL_IDLE;
     if (buf_size(&cl->pending) > 0) {
-        conn_read_start(cl->conn);
-        if (!cl->dispatching) {
+        if (!cl->dispatching && conn_queued(cl->conn) <= OUT_CAP) {
             cl->process_soon = 1; /* parse pipelined input outside this call chain */
             client_arm(cl, 0);
-        }
+        } /* else: client_process() goes on, or on_client_drain() restarts it */
     } else {
         client_arm(cl, cl->srv->opts.keepalive_timeout_ms);
     }
@@ -349,7 +470,7 @@ int server_respond(struct server_req *r, int status, const struct http_header *h
                    const char *body, size_t len)
 {
     struct client *cl = r->client;
-    int rc = write_head(cl, status, hdrs, n, r->keep_alive && !cl->srv->closing,
+    int rc = write_head(cl, status, hdrs, n, r->keep_alive && !cl->srv->closing, FRAME_LENGTH,
                         body ? body : "", len);
     r->started = 1;
     req_finish(r);
@@ -362,10 +483,15 @@ int server_respond_error(struct server_req *r, int status, const char *type, con
     struct buf b;
     buf_init(&b, 0);
     server_format_error(&b, type, code, message);
-    static const struct http_header ct[] = {
-        {"content-type", 12, "application/json", 16},
-    };
-    int rc = server_respond(r, status, ct, 1, buf_head(&b), buf_size(&b));
+    struct http_header h[2] = {{"content-type", 12, "application/json", 16}};
+    size_t n = 1;
+    char rid[33];
+    struct server *srv = r->client->srv;
+    if (srv->opts.request_id) {
+        srv->opts.request_id(srv->data, rid);
+        h[n++] = (struct http_header){"x-request-id", 12, rid, strlen(rid)};
+    }
+    int rc = server_respond(r, status, h, n, buf_head(&b), buf_size(&b));
     buf_free(&b);
     return rc;
 }
@@ -373,13 +499,22 @@ int server_respond_error(struct server_req *r, int status, const char *type, con
 int server_stream_start(struct server_req *r, int status, const struct http_header *hdrs, size_t n)
 {
     r->started = 1;
+    if (r->http10) { /* no chunks for HTTP/1.0: raw bytes, and the close ends them */
+        r->raw = 1;
+        r->keep_alive = 0;
+        return write_head(r->client, status, hdrs, n, 0, FRAME_CLOSE, NULL, 0);
+    }
     r->chunked = 1;
     return write_head(r->client, status, hdrs, n, r->keep_alive && !r->client->srv->closing,
-                      NULL, 0);
+                      FRAME_CHUNKED, NULL, 0);
 }
 
 int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbufs)
 {
+    if (r->request.head_only)
+        return 0;
+    if (r->raw)
+        return client_write(r->client, bufs, nbufs);
     uv_buf_t stack[18];
     uv_buf_t *iov = nbufs + 2 <= 18 ? stack : malloc((nbufs + 2) * sizeof(uv_buf_t));
     if (!iov)
@@ -408,7 +543,7 @@ int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbu
 int server_stream_end(struct server_req *r)
 {
     uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
-    int rc = client_write(r->client, &end, 1);
+    int rc = r->chunked && !r->request.head_only ? client_write(r->client, &end, 1) : 0;
     req_finish(r);
     return rc;
 }
@@ -449,7 +584,8 @@ const char *server_req_header(const struct server_req *r, const char *name)
     return NULL;
 }
 
-/* A request we refuse before the handler sees it: answer and close the connection. */
+/* A request we refuse before the handler sees it: answer and close the connection (after a
+ * linger: the client may still be sending). */
 static void client_reject(struct client *cl, int status, const char *message)
 {
     if (cl->state == CL_CLOSING || cl->state == CL_HANDLING)
@@ -458,12 +594,15 @@ static void client_reject(struct client *cl, int status, const char *message)
                        : status == 414 ? "url_too_long"
                        : status == 431 ? "headers_too_large"
                        : status == 408 ? "request_timeout"
+                       : status == 503 ? "server_busy"
                                        : "bad_request";
     cl->state = CL_HANDLING;
+    memset(&cl->req, 0, sizeof(cl->req));
     cl->req.client = cl;
     cl->req.keep_alive = 0;
-    cl->req.on_abort = NULL;
-    server_respond_error(&cl->req, status, "invalid_request_error", code, message);
+    cl->linger = !cl->refused;
+    server_respond_error(&cl->req, status,
+                         status == 503 ? "server_error" : "invalid_request_error", code, message);
 }
 
 /* ---- parsing ---- */
@@ -471,6 +610,12 @@ static void client_reject(struct client *cl, int status, const char *message)
 static struct client *parser_client(llhttp_t *p)
 {
     return container_of(p, struct client, parser);
+}
+
+static void body_release(struct client *cl)
+{
+    cl->srv->body_bytes -= cl->body_held;
+    cl->body_held = 0;
 }
 
 static int on_message_begin(llhttp_t *p)
@@ -481,9 +626,11 @@ static int on_message_begin(llhttp_t *p)
     buf_reset(&cl->head);
     buf_reset(&cl->body);
     headers_reset(&cl->headers, &cl->head);
+    body_release(cl);
     cl->url_len = 0;
     cl->header_bytes = 0;
     cl->reject_status = 0;
+    cl->in_trailers = 0;
     return 0;
 }
 
@@ -515,61 +662,142 @@ static int header_piece(struct client *cl, size_t len, int rc)
     return rc ? HPE_USER : 0;
 }
 
+/* Trailer fields (after a chunked body) are counted against the limit and never kept: they
+ * must not be able to pass for headers (an Authorization or x-request-id after the body). */
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct client *cl = parser_client(p);
+    if (cl->in_trailers)
+        return header_piece(cl, len, 0);
     return header_piece(cl, len, headers_field(&cl->headers, at, len));
 }
 
 static int on_header_field_complete(llhttp_t *p)
 {
     struct client *cl = parser_client(p);
+    if (cl->in_trailers)
+        return 0;
     return header_piece(cl, 0, headers_field_complete(&cl->headers));
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct client *cl = parser_client(p);
+    if (cl->in_trailers)
+        return header_piece(cl, len, 0);
     return header_piece(cl, len, headers_value(&cl->headers, at, len));
 }
 
 static int on_header_value_complete(llhttp_t *p)
 {
     struct client *cl = parser_client(p);
+    if (cl->in_trailers)
+        return 0;
     return header_piece(cl, 0, headers_value_complete(&cl->headers));
+}
+
+/* The request view for the handler, without the body (on_head) or with it (dispatch). */
+static int client_view(struct client *cl)
+{
+    struct server_req *r = &cl->req;
+    struct http_header hs[HEADERS_MAX];
+    size_t n = headers_view(&cl->headers, hs);
+    buf_reset(&cl->hview);
+    if (buf_append(&cl->hview, hs, n * sizeof(hs[0])))
+        return UV_ENOMEM;
+    memset(r, 0, sizeof(*r));
+    r->client = cl;
+    const char *h = cl->head.data;
+    r->request.method = llhttp_method_name((llhttp_method_t)cl->parser.method);
+    r->request.head_only = cl->parser.method == HTTP_HEAD;
+    r->request.url = h;
+    r->request.url_len = cl->url_len;
+    const char *q = memchr(h, '?', cl->url_len);
+    r->request.path_len = q ? (size_t)(q - h) : cl->url_len;
+    r->request.headers = (const struct http_header *)(const void *)buf_head(&cl->hview);
+    r->request.n_headers = n;
+    r->request.body = "";
+    r->http10 = cl->parser.http_major == 1 && cl->parser.http_minor == 0;
+    const char *origin = server_req_header(r, "origin");
+    for (size_t i = 0; origin && i < cl->srv->opts.n_cors_origins; i++) {
+        const char *o = cl->srv->opts.cors_origins[i];
+        if (strcmp(o, "*") == 0 || strcasecmp(o, origin) == 0) {
+            r->request.cors_origin = origin;
+            break;
+        }
+    }
+    return 0;
+}
+
+/* What RFC 9112 asks of a request head beyond llhttp's checks: exactly one Host in HTTP/1.1
+ * (at most one in 1.0), as nginx enforces. Returns the reason, or NULL. */
+static const char *head_problem(struct client *cl)
+{
+    const struct server_request *q = &cl->req.request;
+    int hosts = 0;
+    for (size_t i = 0; i < q->n_headers; i++)
+        hosts += strcasecmp(q->headers[i].name, "host") == 0;
+    if (hosts > 1)
+        return "malformed HTTP request: more than one Host header";
+    if (hosts == 0 && !cl->req.http10)
+        return "malformed HTTP request: an HTTP/1.1 request needs a Host header";
+    return NULL;
 }
 
 static int on_headers_complete(llhttp_t *p)
 {
     struct client *cl = parser_client(p);
-    size_t max = cl->srv->opts.max_body_bytes;
+    struct server *srv = cl->srv;
+    size_t max = srv->opts.max_body_bytes;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > max) {
         cl->reject_status = 413;
         return HPE_USER;
     }
+    if (client_view(cl) != 0)
+        return HPE_USER;
+    const char *why = head_problem(cl);
+    if (why) {
+        client_reject(cl, 400, why);
+        return HPE_USER;
+    }
+    if (srv->opts.on_head) {
+        /* the handler may answer from the head alone (e.g. 401): the body is then not read */
+        cl->state = CL_HANDLING;
+        cl->req.keep_alive = 0;
+        cl->linger = 1;
+        srv->opts.on_head(srv->data, &cl->req);
+        if (cl->state != CL_HANDLING)
+            return HPE_USER;
+        cl->linger = 0;
+        cl->req.client = NULL;
+    }
     cl->state = CL_BODY;
-    client_arm(cl, cl->srv->opts.body_timeout_ms);
-    struct http_header hs[HEADERS_MAX];
-    size_t n = headers_view(&cl->headers, hs);
-    for (size_t i = 0; i < n; i++)
-        if (strcasecmp(hs[i].name, "expect") == 0 && strcasecmp(hs[i].value, "100-continue") == 0)
-            cl->expect_continue = 1;
-    if (cl->expect_continue && p->content_length > 0) {
+    cl->in_trailers = 1; /* header callbacks from here on are trailers */
+    client_arm(cl, srv->opts.body_timeout_ms);
+    int has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
+    const char *expect = server_req_header(&cl->req, "expect");
+    if (expect && strcasecmp(expect, "100-continue") == 0 && has_body && !cl->req.http10) {
         uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
         client_write(cl, &b, 1);
     }
-    cl->expect_continue = 0;
     return 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct client *cl = parser_client(p);
+    struct server *srv = cl->srv;
     if (buf_append(&cl->body, at, len)) {
         cl->reject_status = 413;
         return HPE_USER;
     }
-    client_arm(cl, cl->srv->opts.body_timeout_ms);
+    cl->body_held += len;
+    srv->body_bytes += len;
+    if (srv->body_bytes > srv->opts.max_body_buffer_bytes) {
+        cl->reject_status = 503;
+        return HPE_USER;
+    }
+    client_arm(cl, srv->opts.body_timeout_ms);
     return 0;
 }
 
@@ -578,105 +806,99 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-/* Build the request view the handler sees and call it. */
+/* Complete the request view with the body and call the handler. */
 static void client_dispatch(struct client *cl)
 {
     struct server_req *r = &cl->req;
     struct server *srv = cl->srv;
     uv_timer_stop(&cl->timer);
     cl->state = CL_HANDLING;
+    body_release(cl); /* a complete body is the handler's now, not an unfinished one */
     /* The body buffer holds one extra NUL so handlers may treat it as a string. */
     size_t body_len = buf_size(&cl->body);
     cl->body.max = 0;
-    if (buf_append(&cl->body, "", 1)) {
-        client_close(cl);
+    if (buf_append(&cl->body, "", 1) || client_view(cl) != 0) {
+        client_close(cl, 0);
         return;
     }
     cl->body.max = srv->opts.max_body_bytes;
-    struct http_header hs[HEADERS_MAX];
-    size_t n = headers_view(&cl->headers, hs);
-    buf_reset(&cl->hview);
-    if (buf_append(&cl->hview, hs, n * sizeof(hs[0]))) {
-        client_close(cl);
-        return;
-    }
-    memset(r, 0, sizeof(*r));
-    r->client = cl;
-    const char *h = cl->head.data;
-    r->request.method = llhttp_method_name((llhttp_method_t)cl->parser.method);
-    r->request.url = h;
-    r->request.url_len = cl->url_len;
-    const char *q = memchr(h, '?', cl->url_len);
-    r->request.path_len = q ? (size_t)(q - h) : cl->url_len;
-    r->request.headers = (const struct http_header *)(const void *)buf_head(&cl->hview);
-    r->request.n_headers = n;
     r->request.body = buf_head(&cl->body);
     r->request.body_len = body_len;
     r->keep_alive = llhttp_should_keep_alive(&cl->parser);
-    r->on_abort = NULL;
-    r->on_drain = NULL;
     srv->stats.requests++;
     srv->handler(srv->data, r);
 }
 
-/* Parse `pending` (or `data` directly when nothing is pending) until a request completes,
- * hand it to the handler, and repeat while the connection is idle again. */
-static void client_feed(struct client *cl, const char *data, size_t len)
+/* Parse until a request is complete. Returns 1 when one is (*used: the bytes it took; the
+ * rest is the next request's), 0 when every byte was consumed without completing one, -1
+ * when the request was refused (answered and closing). */
+static int client_parse(struct client *cl, const char *data, size_t len, size_t *used)
 {
-    while (len > 0 && cl->conn && cl->state != CL_HANDLING && cl->state != CL_CLOSING) {
-        llhttp_errno_t err = llhttp_execute(&cl->parser, data, len);
-        if (err == HPE_OK)
-            return;
-        if (err == HPE_PAUSED) {
-            size_t used = (size_t)(llhttp_get_error_pos(&cl->parser) - data);
-            data += used;
-            len -= used;
-            llhttp_resume(&cl->parser);
-            if (len > 0 && buf_append(&cl->pending, data, len) != 0) {
-                client_close(cl);
-                return;
-            }
-            client_dispatch(cl);
-            return;
-        }
-        if (cl->reject_status == 414)
-            client_reject(cl, 414, "request URL is too long");
-        else if (cl->reject_status == 431)
-            client_reject(cl, 431, "request headers are too large");
-        else if (cl->reject_status == 413)
-            client_reject(cl, 413, "request body is too large");
-        else if (err == HPE_PAUSED_UPGRADE)
-            client_reject(cl, 400, "protocol upgrades are not supported");
-        else {
-            char msg[160];
-            snprintf(msg, sizeof(msg), "malformed HTTP request: %s",
-                     llhttp_get_error_reason(&cl->parser));
-            client_reject(cl, 400, msg);
-        }
-        return;
+    *used = len;
+    llhttp_errno_t err = llhttp_execute(&cl->parser, data, len);
+    if (err == HPE_OK)
+        return 0;
+    if (err == HPE_PAUSED) {
+        *used = (size_t)(llhttp_get_error_pos(&cl->parser) - data);
+        llhttp_resume(&cl->parser);
+        return 1;
     }
+    if (cl->reject_status == 414)
+        client_reject(cl, 414, "request URL is too long");
+    else if (cl->reject_status == 431)
+        client_reject(cl, 431, "request headers are too large");
+    else if (cl->reject_status == 413)
+        client_reject(cl, 413, "request body is too large");
+    else if (cl->reject_status == 503)
+        client_reject(cl, 503, "the gateway is holding too many request bodies; try again");
+    else if (err == HPE_PAUSED_UPGRADE)
+        client_reject(cl, 400, "protocol upgrades are not supported");
+    else if (cl->state != CL_CLOSING && cl->state != CL_HANDLING) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "malformed HTTP request: %s",
+                 llhttp_get_error_reason(&cl->parser));
+        client_reject(cl, 400, msg);
+    }
+    return -1;
 }
 
+/* Serve pipelined requests from `pending`, one at a time, while the connection is idle and
+ * the client keeps reading what we answer. */
 static void client_process(struct client *cl)
 {
     cl->dispatching++;
-    while (cl->conn && cl->state == CL_IDLE && buf_size(&cl->pending) > 0) {
-        struct buf in = cl->pending;
-        buf_init(&cl->pending, PENDING_CAP);
-        client_feed(cl, buf_head(&in), buf_size(&in));
-        buf_free(&in);
+    while (cl->conn && cl->state == CL_IDLE && buf_size(&cl->pending) > 0 &&
+           conn_queued(cl->conn) <= OUT_CAP) {
+        size_t used;
+        int rc = client_parse(cl, buf_head(&cl->pending), buf_size(&cl->pending), &used);
+        if (rc < 0)
+            break;
+        buf_consume(&cl->pending, used);
+        if (rc == 1)
+            client_dispatch(cl);
     }
+    if (cl->conn && (cl->state == CL_IDLE || cl->state == CL_HANDLING) &&
+        buf_size(&cl->pending) <= PENDING_CAP / 2)
+        conn_read_start(cl->conn); /* no-op unless reading was stopped */
+    /* idle with nothing to parse: the keep-alive clock runs (also after a stray CRLF) */
+    if (cl->conn && cl->state == CL_IDLE && buf_size(&cl->pending) == 0 &&
+        !uv_is_active((uv_handle_t *)&cl->timer))
+        client_arm(cl, cl->srv->opts.keepalive_timeout_ms);
     cl->dispatching--;
 }
 
 static void on_client_read(struct conn *c, const char *data, size_t len)
 {
     struct client *cl = conn_data(c);
-    if (cl->state == CL_CLOSING)
+    if (cl->state == CL_CLOSING) { /* lingering: dropped */
+        cl->lingered += len;
+        if (cl->lingered > LINGER_BYTES)
+            client_close_now(cl, 0);
         return;
+    }
     if (cl->state == CL_HANDLING || buf_size(&cl->pending) > 0) {
         if (buf_append(&cl->pending, data, len)) {
-            client_close(cl); /* a client pipelining this much is not a client */
+            client_close(cl, 1); /* a client pipelining this much is not a client */
             return;
         }
         if (buf_size(&cl->pending) > PENDING_CAP / 2)
@@ -685,8 +907,17 @@ static void on_client_read(struct conn *c, const char *data, size_t len)
             client_process(cl);
         return;
     }
+    size_t used;
     cl->dispatching++;
-    client_feed(cl, data, len);
+    int rc = client_parse(cl, data, len, &used);
+    if (rc == 1) {
+        if (used < len && buf_append(&cl->pending, data + used, len - used) != 0) {
+            cl->dispatching--;
+            client_close(cl, 1);
+            return;
+        }
+        client_dispatch(cl);
+    }
     cl->dispatching--;
     client_process(cl);
 }
@@ -694,19 +925,22 @@ static void on_client_read(struct conn *c, const char *data, size_t len)
 static void on_client_eof(struct conn *c, int status)
 {
     struct client *cl = conn_data(c);
-    client_close(cl);
+    client_close(cl, 0);
 }
 
 static void on_client_drain(struct conn *c)
 {
     struct client *cl = conn_data(c);
+    uv_timer_stop(&cl->send_timer);
     if (cl->close_after_flush) {
-        client_close(cl);
+        client_flushed_close(cl);
         return;
     }
     struct server_req *r = &cl->req;
     if (cl->state == CL_HANDLING && r->client && r->on_drain)
         r->on_drain(r->watch_data, r);
+    else if (cl->state == CL_IDLE && buf_size(&cl->pending) > 0 && !cl->dispatching)
+        client_process(cl); /* pipelined requests waited for the client to read */
 }
 
 static const struct conn_cbs client_cbs = {
@@ -730,7 +964,8 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     uv_timer_init(srv->loop, &cl->timer);
-    cl->handles = 2;
+    uv_timer_init(srv->loop, &cl->send_timer);
+    cl->handles = 3;
     buf_init(&cl->head, srv->opts.max_url_bytes + srv->opts.max_header_bytes + 4096);
     buf_init(&cl->body, srv->opts.max_body_bytes);
     buf_init(&cl->pending, PENDING_CAP);
@@ -744,6 +979,11 @@ static void on_connection(uv_stream_t *listener, int status)
     srv->n_clients++;
     srv->stats.connections++;
     srv->stats.active_connections++;
+    if (srv->stats.active_connections > srv->opts.max_connections) {
+        srv->stats.refused++;
+        cl->refused = 1; /* answered and closed at once: no linger holding a descriptor */
+        client_reject(cl, 503, "the gateway has too many open connections; try again");
+    }
 }
 
 int server_listen(uv_loop_t *loop, const char *host, uint16_t port, const struct server_opts *o,
@@ -784,6 +1024,12 @@ int server_listen(uv_loop_t *loop, const char *host, uint16_t port, const struct
         srv->opts.body_timeout_ms = 60000;
     if (!srv->opts.keepalive_timeout_ms)
         srv->opts.keepalive_timeout_ms = 75000;
+    if (!srv->opts.send_timeout_ms)
+        srv->opts.send_timeout_ms = 60000;
+    if (!srv->opts.max_connections)
+        srv->opts.max_connections = 10000;
+    if (!srv->opts.max_body_buffer_bytes)
+        srv->opts.max_body_buffer_bytes = 256u << 20;
     srv->handler = handler;
     srv->data = data;
     uv_tcp_init(loop, &srv->listener);
@@ -831,7 +1077,7 @@ void server_shutdown(struct server *s, void (*on_closed)(void *data), void *data
     while (cl) {
         struct client *next = cl->next;
         if (cl->state != CL_HANDLING)
-            client_close(cl); /* idle or mid-request: nothing was promised to it */
+            client_close(cl, 0); /* idle or mid-request: nothing was promised to it */
         cl = next;
     }
     if (s->listener_open && !uv_is_closing((uv_handle_t *)&s->listener))
@@ -842,7 +1088,7 @@ void server_close(struct server *s)
 {
     s->closing = 1;
     while (s->clients)
-        client_close(s->clients);
+        client_close(s->clients, 0);
     if (s->listener_open && !uv_is_closing((uv_handle_t *)&s->listener))
         uv_close((uv_handle_t *)&s->listener, on_listener_closed);
 }

@@ -9,5 +9,10 @@
 
 /* The server handler; data is the struct gateway. */
 void api_handle(void *data, struct server_req *req);
+/* The server's on_head hook: refuses a request without a valid gateway key from its head,
+ * before its body is read. */
+void api_on_head(void *data, struct server_req *req);
+/* The server's request_id hook: a fresh request id. */
+void api_request_id(void *data, char out[33]);
 
 #endif

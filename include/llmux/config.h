@@ -105,6 +105,11 @@ struct config {
     uint32_t header_timeout_ms;    /* "limits.header_timeout_ms", default 60000 */
     uint32_t body_timeout_ms;      /* "limits.body_timeout_ms", default 60000 */
     uint32_t keepalive_timeout_ms; /* "limits.keepalive_timeout_ms", default 75000 */
+    uint32_t send_timeout_ms;      /* "limits.send_timeout_ms", default 60000 */
+    size_t max_connections;        /* "limits.max_connections", default 10000 */
+    size_t max_body_buffer_bytes;  /* "limits.max_body_buffer_bytes", default 256 MiB */
+    char **cors_origins;           /* "cors.origins"; none: no CORS headers */
+    size_t n_cors_origins;
     size_t pool_max_idle;       /* "pool.max_idle_per_origin", default 32 */
     uint32_t pool_idle_timeout_ms; /* "pool.idle_timeout_ms", default 60000 */
     char *access_log;           /* path, NULL: stderr */

@@ -18,6 +18,7 @@
 #define LLMUX_CONN_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <uv.h>
 
@@ -70,6 +71,9 @@ void *conn_data(const struct conn *c);
 int conn_write(struct conn *c, const uv_buf_t *bufs, unsigned nbufs);
 /* Bytes accepted by conn_write() not yet handed to the kernel (backpressure signal). */
 size_t conn_queued(const struct conn *c);
+/* Bytes handed to the kernel since the start (ciphertext for TLS), partial writes included:
+ * a send timeout sees whether queued output moves. */
+uint64_t conn_flushed(const struct conn *c);
 
 /* Backpressure on the read side: stop and resume on_read delivery. Bytes TLS has already
  * decrypted are delivered after conn_read_start(). */

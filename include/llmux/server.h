@@ -42,9 +42,13 @@ struct server_request {
     size_t path_len; /* length of the path part of url (before '?') */
     const struct http_header *headers;
     size_t n_headers;
-    const char *body; /* NUL-terminated (the NUL is not counted) */
+    const char *body; /* NUL-terminated (the NUL is not counted); "" in on_head */
     size_t body_len;
+    int head_only; /* HEAD: the answer's body is not sent (its length still is) */
+    const char *cors_origin; /* the request's Origin when it is an allowed one, else NULL */
 };
+
+struct server_req;
 
 struct server_opts {
     struct tls_ctx *tls;           /* NULL: plain HTTP */
@@ -54,6 +58,23 @@ struct server_opts {
     uint32_t header_timeout_ms;    /* first byte of a request to end of its headers; 0: 60 s */
     uint32_t body_timeout_ms;      /* between two reads of a body; 0: 60 s */
     uint32_t keepalive_timeout_ms; /* idle connection between requests; 0: 75 s */
+    uint32_t send_timeout_ms;      /* queued output that has not moved for this long closes the
+                                      connection (a client that stopped reading); 0: 60 s */
+    size_t max_connections;        /* open client connections; beyond: 503 and close; 0: 10000 */
+    size_t max_body_buffer_bytes;  /* bytes held for request bodies still being received, over
+                                      all connections; beyond: 503 and close; 0: 256 MiB */
+    /* Called when a request's head is complete, before its body is read (the request view has
+     * no body yet). It may answer at once (server_respond*, e.g. a 401 that must not wait for
+     * a 4 MiB body); the body is then never read and the connection closes after the answer.
+     * May be NULL. */
+    void (*on_head)(void *data, struct server_req *r);
+    /* Writes a request id (at most 32 characters and a NUL) for the answers the server gives
+     * by itself (400, 408, 413, ...), sent as x-request-id. May be NULL. */
+    void (*request_id)(void *data, char out[33]);
+    /* Origins whose browser requests get CORS headers on every answer ("*": any). Borrowed
+     * for the server's life. Preflights (OPTIONS) are the handler's. */
+    char *const *cors_origins;
+    size_t n_cors_origins;
 };
 
 struct server_stats {
@@ -61,6 +82,8 @@ struct server_stats {
     uint64_t active_connections; /* open now */
     uint64_t requests;           /* handed to the handler */
     uint64_t aborted;            /* requests whose client went away before the response ended */
+    uint64_t refused;            /* connections refused over max_connections */
+    uint64_t send_timeouts;      /* connections closed because the client stopped reading */
 };
 
 /* Called once per complete request. `data` is the value given to server_listen(). */
@@ -102,9 +125,13 @@ int server_respond_error(struct server_req *r, int status, const char *type, con
 /* Helper for the body above; appends to out. */
 struct buf;
 int server_format_error(struct buf *out, const char *type, const char *code, const char *message);
+/* The same with OpenAI's `param` (the request member at fault; NULL: JSON null). */
+int server_format_error_param(struct buf *out, const char *type, const char *code,
+                              const char *param, const char *message);
 
 /* A chunked response: start with status and headers, then write pieces (each call is one
- * chunk, flushed at once), then end. Buffers are copied when not written at once. */
+ * chunk, flushed at once), then end. Buffers are copied when not written at once. An HTTP/1.0
+ * client cannot take chunks (RFC 9112): it gets the bytes raw, delimited by the close. */
 int server_stream_start(struct server_req *r, int status, const struct http_header *hdrs, size_t n);
 int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbufs);
 /* Ends the response (terminal chunk). The req is invalid after this returns. */
