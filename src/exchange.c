@@ -31,7 +31,6 @@
 #include "exchange_int.h"
 
 #include <cjson/cJSON.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +39,7 @@
 
 #include "llmux/errors.h"
 #include "llmux/health.h"
+#include "llmux/redact.h"
 #include "llmux/upstream.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -50,11 +50,12 @@
 #define MAX_HELD (64 * 1024)        /* preamble chunks held back before commit */
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_MAX_MS 2000
+#define DRAIN_MS 1000 /* after a stream's end marker, the wait for the upstream's own end */
 
 static const char *const ex_state_names[] = {"PLANNED", "ATTEMPTING", "RELAYING", "DONE"};
 static const char *const at_state_names[] = {
-    "IDLE",      "BACKOFF",   "CONNECTING",   "WAITING_HEAD", "WAITING_FIRST_EVENT",
-    "STREAMING", "READING_BODY", "READING_ERROR"};
+    "IDLE",      "BACKOFF",      "CONNECTING",    "WAITING_HEAD", "WAITING_FIRST_EVENT",
+    "STREAMING", "READING_BODY", "READING_ERROR", "DRAINING"};
 
 /* Failure classes of an attempt (nginx's NGX_HTTP_UPSTREAM_FT_* idea). */
 enum failure {
@@ -69,6 +70,7 @@ enum failure {
 };
 
 static void attempt_fail(struct attempt *a, enum failure ft, const char *detail);
+static void stream_succeeded(struct exchange *ex, struct attempt *a);
 static void end_stream_with_error(struct exchange *ex, int code, const char *message);
 static void exchange_end(struct exchange *ex);
 static void start_next(struct exchange *ex, struct attempt *a, int hedge);
@@ -159,6 +161,10 @@ static void on_phase_timeout(uv_timer_t *t)
     if (a->at == AT_BACKOFF) {
         set_at(a, AT_IDLE);
         start_next(a->ex, a, 0);
+        return;
+    }
+    if (a->at == AT_DRAINING) { /* the answer is whole; the connection is not worth more */
+        exchange_end(a->ex);
         return;
     }
     char detail[96];
@@ -628,6 +634,8 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
     }
     if (ci->kind == CHUNK_CONTENT)
         a->content_chunks++;
+    if (a->at == AT_DRAINING)
+        return 1; /* nothing counts after the end marker */
     if (ci->usage.known)
         take_usage(ex, &ci->usage);
     if (ex->plan.continue_on_failure && ci->kind == CHUNK_CONTENT) {
@@ -655,6 +663,16 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
 relayed:
     if (!ex->req) {
         exchange_end(ex); /* the client went away while we wrote */
+        return 1;
+    }
+    if (ci->kind == CHUNK_DONE && a->up) {
+        /* The stream's end marker: the answer is whole whatever the connection does next (a
+         * reset or a stall before the chunked terminator must not turn it into a failure, an
+         * error event after [DONE] or a second generation). The client's response ends now;
+         * the upstream's own end is awaited briefly so its connection can be pooled. */
+        stream_succeeded(ex, a);
+        set_at(a, AT_DRAINING);
+        arm_phase(a, DRAIN_MS);
         return 1;
     }
     /* While the client is the slow side, the upstream is not stalled: no idle timer then
@@ -728,8 +746,10 @@ static void pass_through_error(struct exchange *ex, struct attempt *a)
     a->ad->decode_error(a->status, buf_head(&a->body), buf_size(&a->body), &translated, why,
                         sizeof(why));
     snprintf(ex->end_reason, sizeof(ex->end_reason), "provider refused the request (%s)", why);
-    const struct buf *b = buf_size(&translated) ? &translated : &a->body;
-    respond_json(ex, a->status, buf_head(b), buf_size(b), 1, NULL);
+    redact_str(ex->end_reason, a->entry->provider->api_key);
+    struct buf *b = buf_size(&translated) ? &translated : &a->body;
+    size_t len = redact((char *)buf_head(b), buf_size(b), a->entry->provider->api_key);
+    respond_json(ex, a->status, buf_head(b), len, 1, NULL);
     buf_free(&translated);
 }
 
@@ -796,6 +816,9 @@ static void on_up_done_(void *data, int status, const char *detail)
         exchange_end(ex);
         return;
     }
+    case AT_DRAINING: /* the answer went out at its end marker; the connection is pooled */
+        exchange_end(ex);
+        return;
     case AT_WAITING_FIRST_EVENT:
     case AT_STREAMING: {
         a->in_feed++;
@@ -809,20 +832,7 @@ static void on_up_done_(void *data, int status, const char *detail)
                                                          : "the stream ended without [DONE]");
             return;
         }
-        if (ex->state == EX_ATTEMPTING) /* a stream without content: still an answer */
-            commit_stream(ex, a);
-        flush_tool_held(ex);
-        uint64_t now = now_ms(ex);
-        uint64_t first = a->t_first ? a->t_first : now;
-        struct health_sample s = {first - a->t_sent, now - a->t_start,
-                                  a->usage.known ? a->usage.completion_tokens : 0, now - first};
-        attempt_health(a, 1, &s, NULL);
-        if (ex->req) {
-            struct server_req *req = ex->req;
-            ex->req = NULL;
-            server_stream_end(req);
-        }
-        ex->outcome = "ok";
+        stream_succeeded(ex, a);
         exchange_end(ex);
         return;
     }
@@ -830,6 +840,25 @@ static void on_up_done_(void *data, int status, const char *detail)
         attempt_fail(a, FT_MALFORMED, "unexpected end of the response");
         return;
     }
+}
+
+/* A stream answered in full: commit it if it had no content, health, the client's end. */
+static void stream_succeeded(struct exchange *ex, struct attempt *a)
+{
+    if (ex->state == EX_ATTEMPTING) /* a stream without content: still an answer */
+        commit_stream(ex, a);
+    flush_tool_held(ex);
+    uint64_t now = now_ms(ex);
+    uint64_t first = a->t_first ? a->t_first : now;
+    struct health_sample s = {first - a->t_sent, now - a->t_start,
+                              a->usage.known ? a->usage.completion_tokens : 0, now - first};
+    attempt_health(a, 1, &s, NULL);
+    if (ex->req) {
+        struct server_req *req = ex->req;
+        ex->req = NULL;
+        server_stream_end(req);
+    }
+    ex->outcome = "ok";
 }
 
 /* The upstream callbacks, timed. */
@@ -885,17 +914,16 @@ static void respond_all_failed(struct exchange *ex, const char *why)
         respond_error(ex, 400, "invalid_request_error", "unsupported_request", msg);
         return;
     }
-    /* rate limited everywhere: say so, with the soonest time a retry can succeed */
+    /* rate limited everywhere: say so (SDKs back off on 429), with the soonest time a retry
+     * can succeed when a provider said */
+    int all_429 = ex->n_rec > 0;
     uint64_t retry_ms = UINT64_MAX;
     for (size_t i = 0; i < ex->n_rec; i++) {
-        if (ex->rec[i].status != 429) {
-            retry_ms = 0;
-            break;
-        }
-        if (ex->rec[i].retry_after_ms < retry_ms)
+        all_429 &= ex->rec[i].status == 429;
+        if (ex->rec[i].retry_after_ms && ex->rec[i].retry_after_ms < retry_ms)
             retry_ms = ex->rec[i].retry_after_ms;
     }
-    if (ex->n_rec && retry_ms && !ex->head_sent && ex->req) {
+    if (all_429 && !ex->head_sent && ex->req) {
         char ra[24];
         snprintf(ra, sizeof(ra), "%llu", (unsigned long long)((retry_ms + 999) / 1000));
         struct buf b;
@@ -1043,13 +1071,21 @@ static int continue_stream(struct exchange *ex, struct attempt *a)
  * one (unless a hedge is still running); a failure caused by the request itself is passed to
  * the client; a context-length refusal moves to a deployment with a larger window. After
  * commit: continue the stream elsewhere, or end it honestly. */
-static void attempt_fail(struct attempt *a, enum failure ft, const char *detail)
+static void attempt_fail(struct attempt *a, enum failure ft, const char *why)
 {
     struct exchange *ex = a->ex;
     if (ex->state == EX_DONE || a->at == AT_IDLE)
         return;
+    if (a->at == AT_DRAINING) { /* the answer was whole: only the connection is lost */
+        exchange_end(ex);
+        return;
+    }
+    /* provider text may quote the key it got: masked before it is relayed or logged */
+    char detail[200];
+    snprintf(detail, sizeof(detail), "%s", why);
+    redact_str(detail, a->entry->provider->api_key);
     struct attempt_record *r = record(a);
-    snprintf(r->reason, sizeof(r->reason), "%s", detail);
+    snprintf(r->reason, sizeof(r->reason), "%.127s", detail);
     r->ms = now_ms(ex) - a->t_start;
     if (a->status)
         r->status = a->status;
@@ -1178,11 +1214,8 @@ static void exchange_end(struct exchange *ex)
         server_req_abort(ex->req, 0);
         ex->req = NULL;
     }
-    if (--ex->gw->stats.exchanges_active == 0 && now_ms(ex) - ex->gw->last_trim_ms >= 1000) {
-        /* idle after a burst: give the freed memory back (at most once a second) */
-        ex->gw->last_trim_ms = now_ms(ex);
-        malloc_trim(0);
-    }
+    if (--ex->gw->stats.exchanges_active == 0)
+        gateway_quiet(ex->gw);
     busy_leave(ex);
     hist_add(&ex->gw->stats.overhead_us, ex->busy_ns / 1000);
     exchange_log(ex);

@@ -29,6 +29,9 @@ enum at_state {
     AT_STREAMING,           /* content events flowing to the client */
     AT_READING_BODY,        /* 2xx non-stream body */
     AT_READING_ERROR,       /* non-2xx body */
+    AT_DRAINING,            /* the stream's end marker came and the client's response ended;
+                               waiting briefly for the upstream's own end to pool its
+                               connection (any failure now just ends the exchange) */
 };
 
 struct attempt_record {

@@ -1,6 +1,7 @@
 /* gateway: one worker's runtime wiring. See include/llmux/gateway.h. */
 #include "llmux/gateway.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -31,6 +32,9 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
         snprintf(err, errlen, "out of memory");
         return UV_ENOMEM;
     }
+    uv_timer_init(loop, &gw->trim_timer);
+    uv_unref((uv_handle_t *)&gw->trim_timer); /* never keeps the loop alive */
+    gw->trim_timer_on = 1;
     int rc = dns_create(loop, &gw->dns);
     if (rc) {
         snprintf(err, errlen, "cannot start the resolver: %s", llmux_strerror(rc));
@@ -111,8 +115,25 @@ void gateway_log(void *data, const char *line, size_t n)
         log_flush(gw);
 }
 
+static void on_trim(uv_timer_t *t)
+{
+    struct gateway *gw = container_of(t, struct gateway, trim_timer);
+    if (gw->stats.exchanges_active == 0)
+        malloc_trim(0);
+}
+
+void gateway_quiet(struct gateway *gw)
+{
+    if (gw->trim_timer_on)
+        uv_timer_start(&gw->trim_timer, on_trim, 1000, 0);
+}
+
 void gateway_close(struct gateway *gw)
 {
+    if (gw->trim_timer_on) {
+        gw->trim_timer_on = 0;
+        uv_close((uv_handle_t *)&gw->trim_timer, NULL);
+    }
     if (gw->log_timer_on) {
         log_flush(gw);
         gw->log_timer_on = 0;

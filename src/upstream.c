@@ -86,6 +86,7 @@ struct upstream {
     int got_bytes;
     int reused;
     int retried;
+    uint64_t sent_at; /* uv_now() when the request was written on a reused connection */
     int in_cb;
     int dead;
     int last_err;
@@ -366,8 +367,11 @@ static int on_r_headers_complete(llhttp_t *p)
 {
     struct upstream *u = parser_upstream(p);
     int status = llhttp_get_status_code(p);
-    if (status < 200)
-        return 0; /* 1xx: informational, another head follows */
+    if (status < 200) { /* 1xx: informational; the final head starts afresh */
+        buf_reset(&u->head);
+        headers_reset(&u->headers, &u->head);
+        return 0;
+    }
     struct http_header hs[HEADERS_MAX];
     size_t n = headers_view(&u->headers, hs);
     u->cbs->on_head(u->data, status, hs, n);
@@ -394,9 +398,10 @@ static void upstream_complete(struct upstream *u, int extra_bytes)
 {
     struct upconn *uc = u->uc;
     u->uc = NULL;
-    /* reusable only if nothing follows the response, not even in TLS buffers */
+    /* reusable only if nothing follows the response, not even in TLS buffers, and the whole
+     * request went out (a server may answer before reading all of it) */
     upconn_release(uc, !extra_bytes && llhttp_should_keep_alive(&u->parser) &&
-                           conn_pending(uc->conn) == 0);
+                           conn_pending(uc->conn) == 0 && conn_queued(uc->conn) == 0);
     upstream_finish(u, 0, "");
 }
 
@@ -445,14 +450,22 @@ static void on_uc_eof(struct conn *c, int status)
         return;
     }
     enter(u);
-    if (u->reused && !u->got_bytes && !u->retried) {
+    /* A pooled connection that closes before any answer is sent once more on a new one only
+     * when the close came at once (within the millisecond of the write): the server closed it
+     * while idle and never read the request. Later, the provider may have been working on it
+     * (a model thinking for a minute behind a balancer with a shorter idle timeout): resending
+     * would bill a second generation unseen, so that is an ordinary failure the exchange
+     * decides about. */
+    if (u->reused && !u->got_bytes && !u->retried && uv_now(u->pool->loop) == u->sent_at) {
         upstream_retry_fresh(u);
     } else if (status == UV_EOF && u->got_bytes && close_ends_body(u)) {
         upstream_complete(u, 1); /* close-delimited body ended */
     } else if (!u->dead) {
-        snprintf(u->detail, sizeof(u->detail), "%s",
+        snprintf(u->detail, sizeof(u->detail), "%s%s",
                  status == UV_EOF ? "upstream closed the connection before the response ended"
-                                  : llmux_strerror(status));
+                                  : llmux_strerror(status),
+                 u->reused && !u->got_bytes ? " (a pooled connection, after the request was sent)"
+                                            : "");
         upstream_fail(u, status == UV_EOF ? UV_EOF : status, u->detail);
     }
     leave(u);
@@ -581,6 +594,7 @@ int upstream_start(struct pool *p, struct origin *o, const uv_buf_t *bufs, unsig
         u->uc = uc;
         u->reused = 1;
         u->state = UP_WAITING;
+        u->sent_at = uv_now(p->loop);
         llhttp_init(&u->parser, HTTP_RESPONSE, &resp_settings);
         if (conn_write(uc->conn, u->iov, u->nbufs) == 0) {
             p->stats.reuses++;

@@ -42,7 +42,8 @@ struct gateway {
     struct health *health;
     struct gateway_stats stats;
     uint64_t id_seed;
-    uint64_t last_trim_ms; /* when freed memory was last handed back to the system */
+    uv_timer_t trim_timer; /* hands freed memory back after a quiet second (gateway_quiet) */
+    int trim_timer_on;
 };
 
 /* Set up everything for cfg (takes a reference) except the server. Returns 0 or a negative
@@ -60,6 +61,9 @@ void gateway_close(struct gateway *gw);
 void gateway_free(struct gateway *gw);
 /* The origin for a provider of gw->cfg (NULL when it has none). */
 struct origin *gateway_origin(struct gateway *gw, const struct provider *p);
+/* No request is in flight any more: if none starts for a second, freed memory is handed back
+ * to the system (malloc_trim), off the request path. */
+void gateway_quiet(struct gateway *gw);
 /* A fresh request id (32 hex characters) into out[33]. */
 void gateway_request_id(struct gateway *gw, char out[33]);
 

@@ -8,9 +8,11 @@
  *           dns -> tcp (each address in turn) -> tls. The response is parsed with llhttp in
  *           response mode (content-length, chunked or close-delimited) and delivered as
  *           callbacks; the connection goes back to the pool only when the response was
- *           complete and the server allows keep-alive. If a reused connection fails before any
- *           response byte, the request is sent once more on a fresh connection (the server
- *           closed it while idle, so it never saw the request).
+ *           complete, the request fully sent and the server allows keep-alive. If a reused
+ *           connection closes before any response byte within the millisecond of the write (the
+ *           server closed it while idle, so it never saw the request), the request is sent
+ *           once more on a fresh connection; a later close is an ordinary failure (the server
+ *           may have been generating: resending would bill twice).
  *
  * Lifetime: upstream_start() allocates; after on_done returns, or after upstream_cancel(),
  * the upstream is gone. upstream_cancel() is safe from inside its own callbacks.
