@@ -34,6 +34,7 @@ void upstream_request_free(struct upstream_request *r)
     buf_free(&r->body);
     buf_free(&r->model);
     r->n = 0;
+    r->why[0] = 0;
 }
 
 int adapter_write_head(struct buf *head, const struct provider *p, const char *path,

@@ -46,12 +46,15 @@ static struct canon_request creq(const char *body, enum api_endpoint ep)
     return r;
 }
 
-/* Encode; returns the body as cJSON (caller frees) and the head in head[]. */
+/* Encode; returns the body as cJSON (caller frees), the head in head[] and a refusal's reason
+ * in why[]. */
 static char head[4096];
+static char why[128];
 static cJSON *encode_req(const struct provider *p, const struct canon_request *r, int *rc)
 {
     struct upstream_request out;
     *rc = adapter_anthropic.encode(p, "claude-x", 8, r, &out);
+    snprintf(why, sizeof(why), "%s", out.why);
     if (*rc)
         return NULL;
     size_t total = 0;
@@ -300,18 +303,135 @@ static void test_encode_continuation(void)
     cJSON_Delete(b);
 }
 
+#define RF_MSGS "\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"}]"
+#define RF_SCHEMA                                                                                  \
+    "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},\"days\":{\"type\":"      \
+    "\"integer\"}},\"required\":[\"city\",\"days\"],\"additionalProperties\":false}"
+#define RF_JSON_SCHEMA                                                                             \
+    "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"forecast\","       \
+    "\"strict\":true,\"schema\":" RF_SCHEMA "}}"
+#define RF_TOOL "{\"type\":\"function\",\"function\":{\"name\":\"now\"}}"
+
+/* response_format: a forced tool whose input_schema is the schema (Anthropic has no such
+ * field); nothing else of the request changes and response_format itself is not sent. */
+static void test_encode_response_format(void)
+{
+    struct provider p = prov(KEY);
+    cJSON *b = encode_ok(&p, "{\"model\":\"a\"," RF_MSGS "," RF_JSON_SCHEMA "}");
+    CHECK_STR(js(b, "tools"), "[{\"name\":\"forecast\",\"description\":\"Give the answer as this "
+                              "tool's input.\",\"input_schema\":" RF_SCHEMA "}]");
+    CHECK_STR(js(b, "tool_choice"), "{\"type\":\"tool\",\"name\":\"forecast\"}");
+    CHECK_STR(js(b, "response_format"), "(absent)");
+    CHECK_STR(js(b, "messages"),
+              "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Weather?\"}]}]");
+    CHECK_INT(cJSON_GetArraySize(b), 5); /* model, messages, max_tokens, tools, tool_choice */
+    cJSON_Delete(b);
+
+    /* json_object: any object, under the default name; a description is passed on */
+    b = encode_ok(&p,
+                  "{\"model\":\"a\"," RF_MSGS ",\"response_format\":{\"type\":\"json_object\"}}");
+    CHECK_STR(js(b, "tools"), "[{\"name\":\"json_response\",\"description\":\"Give the answer as "
+                              "this tool's input.\",\"input_schema\":{\"type\":\"object\"}}]");
+    CHECK_STR(js(b, "tool_choice"), "{\"type\":\"tool\",\"name\":\"json_response\"}");
+    cJSON_Delete(b);
+    b = encode_ok(&p, "{\"model\":\"a\"," RF_MSGS ",\"response_format\":{\"type\":\"json_schema\","
+                      "\"json_schema\":{\"name\":\"not a valid name\",\"description\":"
+                      "\"A city\"}}}");
+    CHECK_STR(js(b, "tools"), "[{\"name\":\"json_response\",\"description\":\"A city\","
+                              "\"input_schema\":{\"type\":\"object\"}}]");
+    cJSON_Delete(b);
+
+    /* text, null: nothing to do */
+    b = encode_ok(&p, "{\"model\":\"a\"," RF_MSGS ",\"response_format\":{\"type\":\"text\"}}");
+    CHECK_STR(js(b, "tools"), "(absent)");
+    CHECK_STR(js(b, "tool_choice"), "(absent)");
+    cJSON_Delete(b);
+    b = encode_ok(&p, "{\"model\":\"a\"," RF_MSGS ",\"response_format\":null}");
+    CHECK_STR(js(b, "tools"), "(absent)");
+    cJSON_Delete(b);
+
+    /* the client's own tools: still callable (any) unless tool_choice is none */
+    static const char *const choices[][2] = {
+        {"", "{\"type\":\"any\"}"},
+        {",\"tool_choice\":\"auto\"", "{\"type\":\"any\"}"},
+        {",\"tool_choice\":\"none\"", "{\"type\":\"tool\",\"name\":\"forecast\"}"},
+        {",\"tool_choice\":\"auto\",\"parallel_tool_calls\":false",
+         "{\"type\":\"any\",\"disable_parallel_tool_use\":true}"},
+    };
+    for (size_t i = 0; i < sizeof(choices) / sizeof(choices[0]); i++) {
+        char json[1024];
+        snprintf(json, sizeof(json),
+                 "{\"model\":\"a\"," RF_MSGS ",\"tools\":[" RF_TOOL "]%s," RF_JSON_SCHEMA "}",
+                 choices[i][0]);
+        b = encode_ok(&p, json);
+        CHECK_STR(js(b, "tools"),
+                  "[{\"name\":\"now\",\"input_schema\":{\"type\":\"object\",\"properties\":{}}},"
+                  "{\"name\":\"forecast\",\"description\":\"Give the answer as this tool's "
+                  "input.\",\"input_schema\":" RF_SCHEMA "}]");
+        CHECK_STR(js(b, "tool_choice"), choices[i][1]);
+        cJSON_Delete(b);
+    }
+}
+
+/* What cannot be represented is refused (a 400 from llmux), and the reason names the field. */
+static void test_encode_response_format_refused(void)
+{
+    struct provider p = prov(KEY);
+    static const char *const bodies[] = {
+        "{\"model\":\"a\"," RF_MSGS ",\"response_format\":{\"type\":\"json\"}}",
+        "{\"model\":\"a\"," RF_MSGS ",\"response_format\":{\"type\":\"json_schema\","
+        "\"json_schema\":{\"name\":\"list\",\"schema\":{\"type\":\"array\"}}}}",
+        "{\"model\":\"a\"," RF_MSGS ",\"response_format\":{\"type\":\"json_schema\","
+        "\"json_schema\":{\"name\":\"x\",\"schema\":{\"anyOf\":[]}}}}",
+        "{\"model\":\"a\"," RF_MSGS ",\"tools\":[" RF_TOOL "],\"tool_choice\":\"required\","
+        RF_JSON_SCHEMA "}",
+        "{\"model\":\"a\"," RF_MSGS ",\"tools\":[" RF_TOOL "],\"tool_choice\":{\"type\":"
+        "\"function\",\"function\":{\"name\":\"now\"}}," RF_JSON_SCHEMA "}",
+        "{\"model\":\"a\"," RF_MSGS ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
+        "\"forecast\"}}]," RF_JSON_SCHEMA "}",
+    };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        struct canon_request r = creq(bodies[i], API_CHAT);
+        int rc;
+        CHECK(encode_req(&p, &r, &rc) == NULL);
+        if (rc != UV_EINVAL || strncmp(why, "response_format: ", 17) != 0)
+            fprintf(stderr, "case %zu: %d %s\n", i, rc, why);
+        CHECK_INT(rc, UV_EINVAL);
+        CHECK(strncmp(why, "response_format: ", 17) == 0);
+    }
+    /* a continuation of a JSON answer */
+    struct canon_request r = creq("{\"model\":\"a\"," RF_MSGS "," RF_JSON_SCHEMA "}", API_CHAT);
+    r.prefix = "{\"city\":";
+    r.prefix_len = strlen(r.prefix);
+    r.prefill = 1;
+    int rc;
+    CHECK(encode_req(&p, &r, &rc) == NULL);
+    CHECK_INT(rc, UV_EINVAL);
+    CHECK_CONTAINS(why, "response_format");
+    /* other refusals say nothing of response_format */
+    r = creq("{\"model\":\"a\",\"messages\":\"hi\"}", API_CHAT);
+    CHECK(encode_req(&p, &r, &rc) == NULL);
+    CHECK_INT(rc, UV_EINVAL);
+    CHECK_STR(why, "");
+}
+
 /* ---- responses ---- */
 
 static char out_text[8192];
-static int decode(const char *body, struct usage *u)
+static int decode_for(const char *request, const char *body, struct usage *u)
 {
-    struct canon_request r = creq("{\"model\":\"a\",\"messages\":[]}", API_CHAT);
+    struct canon_request r = creq(request, API_CHAT);
     struct buf out;
     buf_init(&out, 0);
     int rc = adapter_anthropic.decode_body(&r, "claude-x", body, strlen(body), &out, u);
     snprintf(out_text, sizeof(out_text), "%.*s", (int)buf_size(&out), buf_head(&out));
     buf_free(&out);
     return rc;
+}
+
+static int decode(const char *body, struct usage *u)
+{
+    return decode_for("{\"model\":\"a\",\"messages\":[]}", body, u);
 }
 
 /* out_text with "created":<n> replaced by "created":0 */
@@ -382,6 +502,55 @@ static void test_decode_body(void)
     CHECK_INT(decode("{\"id\":\"m\",\"content\":\"text\"}", &u), LLMUX_EPROTO);
     CHECK_INT(decode("{\"content\":[{\"type\":\"tool_use\",\"input\":{}}]}", &u), LLMUX_EPROTO);
     CHECK_INT(u.known, 0);
+}
+
+#define RF_ANSWER "{\"city\":\"Paris\",\"days\":3}"
+
+/* response_format: the forced tool's input is the message content, finish "stop". */
+static void test_decode_response_format(void)
+{
+    struct usage u;
+    const char *req = "{\"model\":\"a\"," RF_MSGS "," RF_JSON_SCHEMA "}";
+    CHECK_INT(decode_for(req,
+                         "{\"id\":\"msg_2\",\"model\":\"c\",\"content\":[{\"type\":\"tool_use\","
+                         "\"id\":\"toolu_1\",\"name\":\"forecast\",\"input\":" RF_ANSWER "}],"
+                         "\"stop_reason\":\"tool_use\",\"usage\":{\"input_tokens\":1,"
+                         "\"output_tokens\":2}}",
+                         &u),
+              0);
+    CHECK_STR(norm(out_text),
+              "{\"id\":\"msg_2\",\"object\":\"chat.completion\",\"created\":0,\"model\":\"c\","
+              "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+              "\"{\\\"city\\\":\\\"Paris\\\",\\\"days\\\":3}\"},\"finish_reason\":\"stop\"}],"
+              "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3,"
+              "\"prompt_tokens_details\":{\"cached_tokens\":0}}}");
+    /* cut by max_tokens: length, as OpenAI says */
+    CHECK_INT(decode_for(req,
+                         "{\"id\":\"m\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t\",\"name\":"
+                         "\"forecast\",\"input\":{}}],\"stop_reason\":\"max_tokens\"}",
+                         &u),
+              0);
+    CHECK_CONTAINS(out_text, "\"content\":\"{}\"},\"finish_reason\":\"length\"");
+    /* a tool of the client's called too: that one stays a tool call */
+    CHECK_INT(decode_for("{\"model\":\"a\",\"tools\":[" RF_TOOL "]," RF_JSON_SCHEMA "}",
+                         "{\"id\":\"m\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":"
+                         "\"now\",\"input\":{}},{\"type\":\"tool_use\",\"id\":\"t2\",\"name\":"
+                         "\"forecast\",\"input\":" RF_ANSWER "}],\"stop_reason\":\"tool_use\"}",
+                         &u),
+              0);
+    CHECK_CONTAINS(out_text, "\"content\":\"{\\\"city\\\":\\\"Paris\\\",\\\"days\\\":3}\","
+                             "\"tool_calls\":[{\"id\":\"t1\",\"type\":\"function\",\"function\":"
+                             "{\"name\":\"now\",\"arguments\":\"{}\"}}]},\"finish_reason\":"
+                             "\"tool_calls\"");
+    /* json_object: the default name; without response_format that name is a plain tool */
+    const char *body = "{\"id\":\"m\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t\",\"name\":"
+                       "\"json_response\",\"input\":{\"a\":1}}],\"stop_reason\":\"tool_use\"}";
+    CHECK_INT(decode_for("{\"model\":\"a\",\"response_format\":{\"type\":\"json_object\"}}", body,
+                         &u),
+              0);
+    CHECK_CONTAINS(out_text, "\"content\":\"{\\\"a\\\":1}\"},\"finish_reason\":\"stop\"");
+    CHECK_INT(decode(body, &u), 0);
+    CHECK_CONTAINS(out_text, "\"content\":null,\"tool_calls\":[{\"id\":\"t\"");
 }
 
 /* ---- streams ---- */
@@ -609,6 +778,84 @@ static void test_stream_tools(void)
     CHECK_INT(r->ci[15].usage.known, 1);
     CHECK_INT(r->ci[15].usage.completion_tokens, 40);
     CHECK_INT(r->ci[15].usage.prompt_tokens, 30);
+}
+
+/* response_format: the forced tool's input_json_delta fragments are content deltas, its
+ * tool_use start is not relayed, the finish is "stop"; a client tool keeps index 0. */
+static void test_stream_response_format(void)
+{
+    struct run x;
+    run_open(&x, "{\"model\":\"a\",\"stream\":true," RF_MSGS "," RF_JSON_SCHEMA "}");
+    run_event(&x, "message_start", MSG_START);
+    run_event(&x, "content_block_start",
+              "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":"
+              "\"tool_use\",\"id\":\"toolu_1\",\"name\":\"forecast\",\"input\":{}}}");
+    run_event(&x, "ping", "{\"type\":\"ping\"}");
+    static const char *const frags[] = {"", "{\"city\"", ":\"Par", "is\",\"days\":3}"};
+    for (size_t i = 0; i < 4; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", "content_block_delta");
+        cJSON_AddNumberToObject(o, "index", 0);
+        cJSON *d = cJSON_AddObjectToObject(o, "delta");
+        cJSON_AddStringToObject(d, "type", "input_json_delta");
+        cJSON_AddStringToObject(d, "partial_json", frags[i]);
+        char *ev = cJSON_PrintUnformatted(o);
+        run_event(&x, "content_block_delta", ev);
+        free(ev);
+        cJSON_Delete(o);
+    }
+    run_event(&x, "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}");
+    run_event(&x, "message_delta",
+              "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},"
+              "\"usage\":{\"output_tokens\":9}}");
+    run_event(&x, "message_stop", "{\"type\":\"message_stop\"}");
+    CHECK_INT(x.rc, 0);
+    CHECK_INT(run_close(&x), 1);
+    struct rec *r = &x.rec;
+    CHECK_INT(r->n, 1 + 3 + 1 + 1);
+    CHECK_INT(r->ci[0].kind, CHUNK_PREAMBLE);
+    CHECK_STR(r->data[1], CHUNK("{\"content\":\"{\\\"city\\\"\"}", "null") "}");
+    CHECK_STR(r->data[2], CHUNK("{\"content\":\":\\\"Par\"}", "null") "}");
+    CHECK_STR(r->data[3], CHUNK("{\"content\":\"is\\\",\\\"days\\\":3}\"}", "null") "}");
+    for (int i = 1; i <= 3; i++) {
+        CHECK_INT(r->ci[i].kind, CHUNK_CONTENT);
+        CHECK_INT(r->ci[i].tool_call, 0);
+    }
+    CHECK_STR(r->ci[1].text, "{\"city\"");
+    CHECK_INT(r->ci[1].text_len, 7);
+    CHECK_STR(r->data[4], CHUNK("{}", "\"stop\"") "}");
+    CHECK_STR(r->data[5], "[DONE]");
+
+    /* with a client tool called first: it stays tool call 0, the finish is tool_calls */
+    run_open(&x, "{\"model\":\"a\",\"stream\":true,\"tools\":[" RF_TOOL "]," RF_JSON_SCHEMA "}");
+    run_event(&x, "message_start", MSG_START);
+    run_event(&x, "content_block_start",
+              "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":"
+              "\"tool_use\",\"id\":\"toolu_1\",\"name\":\"now\",\"input\":{}}}");
+    run_event(&x, "content_block_delta",
+              "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+              "\"input_json_delta\",\"partial_json\":\"{}\"}}");
+    run_event(&x, "content_block_start",
+              "{\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":"
+              "\"tool_use\",\"id\":\"toolu_2\",\"name\":\"forecast\",\"input\":{}}}");
+    run_event(&x, "content_block_delta",
+              "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":"
+              "\"input_json_delta\",\"partial_json\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}");
+    run_event(&x, "message_delta",
+              "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"}}");
+    run_event(&x, "message_stop", "{\"type\":\"message_stop\"}");
+    CHECK_INT(x.rc, 0);
+    CHECK_INT(run_close(&x), 1);
+    CHECK_INT(r->n, 6);
+    CHECK_STR(r->data[1], CHUNK("{\"tool_calls\":[{\"index\":0,\"id\":\"toolu_1\",\"type\":"
+                                "\"function\",\"function\":{\"name\":\"now\",\"arguments\":"
+                                "\"\"}}]}",
+                                "null") "}");
+    CHECK_STR(r->data[2], CHUNK("{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":"
+                                "\"{}\"}}]}",
+                                "null") "}");
+    CHECK_STR(r->data[3], CHUNK("{\"content\":\"{\\\"city\\\":\\\"Paris\\\"}\"}", "null") "}");
+    CHECK_STR(r->data[4], CHUNK("{}", "\"tool_calls\"") "}");
 }
 
 static void test_stream_finish_reasons(void)
@@ -865,9 +1112,13 @@ int main(void)
     test_encode_tools();
     test_encode_refused();
     test_encode_continuation();
+    test_encode_response_format();
+    test_encode_response_format_refused();
     test_decode_body();
+    test_decode_response_format();
     test_stream_text();
     test_stream_tools();
+    test_stream_response_format();
     test_stream_finish_reasons();
     test_stream_errors();
     test_stream_truncated_and_malformed();

@@ -570,6 +570,69 @@ static void test_stream_tools(void)
     CHECK_INT(r->ci[5].usage.prompt_tokens, 7);
 }
 
+/* Gemini 3 refuses a function-calling turn whose functionCall parts lost their
+ * thoughtSignature: it rides out on the tool call as extra_content.google.thought_signature
+ * (Google's OpenAI-compatible shape) and comes back as the part's thoughtSignature. */
+#define SIG_PARTS                                                                                  \
+    "{\"functionCall\":{\"name\":\"get_weather\",\"args\":{\"city\":\"Paris\"}},"                  \
+    "\"thoughtSignature\":\"CiQB0e2Kb+sig/1==\"},{\"functionCall\":{\"name\":\"now\",\"args\":{}}}"
+#define SIG_CALLS                                                                                  \
+    "\"tool_calls\":[{\"index\":0,\"id\":\"call_0\",\"type\":\"function\",\"function\":{\"name\":" \
+    "\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"},\"extra_content\":{"          \
+    "\"google\":{\"thought_signature\":\"CiQB0e2Kb+sig/1==\"}}},{\"index\":1,\"id\":\"call_1\","   \
+    "\"type\":\"function\",\"function\":{\"name\":\"now\",\"arguments\":\"{}\"}}]"
+
+static void test_thought_signature(void)
+{
+    struct usage u;
+    CHECK_INT(decode(CHAT, API_CHAT,
+                     "{\"candidates\":[{\"content\":{\"parts\":[" SIG_PARTS "],\"role\":\"model\"},"
+                     "\"finishReason\":\"STOP\"}],\"responseId\":\"r-2\"}",
+                     &u),
+              0);
+    CHECK_CONTAINS(out_text,
+                   "\"tool_calls\":[{\"id\":\"call_0\",\"type\":\"function\",\"function\":{"
+                   "\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"},"
+                   "\"extra_content\":{\"google\":{\"thought_signature\":\"CiQB0e2Kb+sig/1==\"}}},"
+                   "{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"now\","
+                   "\"arguments\":\"{}\"}}]");
+
+    struct run x;
+    run_open(&x, STREAM_BODY);
+    run_event(&x, EV(SIG_PARTS, ",\"finishReason\":\"STOP\""));
+    CHECK_INT(x.rc, 0);
+    CHECK_INT(run_close(&x), 1);
+    CHECK_INT(x.rec.n, 5);
+    CHECK_STR(x.rec.data[1], CHUNK("{\"tool_calls\":[{\"index\":0,\"id\":\"call_0\",\"type\":"
+                                   "\"function\",\"function\":{\"name\":\"get_weather\","
+                                   "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"},"
+                                   "\"extra_content\":{\"google\":{\"thought_signature\":"
+                                   "\"CiQB0e2Kb+sig/1==\"}}}]}",
+                                   "null") "}");
+    CHECK(strstr(x.rec.data[2], "extra_content") == NULL);
+
+    /* the next turn: the assistant message as the client keeps it, signature back in place */
+    struct provider p = prov(KEY);
+    cJSON *b = encode_ok(&p,
+                         "{\"model\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},"
+                         "{\"role\":\"assistant\",\"content\":null," SIG_CALLS "},"
+                         "{\"role\":\"tool\",\"tool_call_id\":\"call_0\",\"content\":\"18C\"},"
+                         "{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"noon\"}]}",
+                         API_CHAT);
+    cJSON *model = cJSON_GetArrayItem(cJSON_GetObjectItem(b, "contents"), 1);
+    CHECK_STR(js(model, NULL), "{\"role\":\"model\",\"parts\":[" SIG_PARTS "]}");
+    cJSON_Delete(b);
+    /* a signature that is not a string is not Gemini's: left out */
+    b = encode_ok(&p,
+                  "{\"model\":\"a\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":"
+                  "\"c\",\"function\":{\"name\":\"now\"},\"extra_content\":{\"google\":{"
+                  "\"thought_signature\":7}}}]}]}",
+                  API_CHAT);
+    CHECK_STR(js(b, "contents"), "[{\"role\":\"model\",\"parts\":[{\"functionCall\":{\"name\":"
+                                 "\"now\",\"args\":{}}}]}]");
+    cJSON_Delete(b);
+}
+
 static void test_stream_finish_reasons(void)
 {
     static const char *const reasons[][2] = {
@@ -749,6 +812,7 @@ int main(void)
     test_decode_embeddings();
     test_stream_text();
     test_stream_tools();
+    test_thought_signature();
     test_stream_finish_reasons();
     test_stream_errors_and_truncation();
     test_errors();

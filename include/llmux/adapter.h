@@ -55,6 +55,10 @@ struct upstream_request {
     struct buf model; /* openai: the spliced-in model value */
     uv_buf_t iov[UPSTREAM_IOV_MAX];
     unsigned n;
+    /* When encode refuses a request it cannot translate (UV_EINVAL, LLMUX_EKIND): the field
+     * and why, e.g. "response_format: ...", for the client's 400; "" when encode said nothing.
+     * Cleared by upstream_request_free. */
+    char why[128];
 };
 
 struct usage {

@@ -18,6 +18,18 @@
  *     [{name, description, input_schema}]; tool_choice "auto" -> {type:auto}, "none" ->
  *     {type:none}, "required" -> {type:any}, {function{name}} -> {type:tool, name};
  *     parallel_tool_calls:false -> disable_parallel_tool_use.
+ *   - response_format json_schema / json_object: Anthropic has no such field, so the answer is
+ *     asked for as a forced tool call, which every Claude model honours: one more tool, named
+ *     after json_schema.name (JSON_TOOL when it has none or one Anthropic would refuse), whose
+ *     input_schema is the schema ({"type":"object"} for json_object: any object, no
+ *     instruction added), and tool_choice {type:tool, name} (with tools of the client's own
+ *     and tool_choice auto or absent: {type:any}, so the model may still call those).
+ *     json_schema.strict is not sent (Anthropic's strict tools need a beta): the schema
+ *     guides the model, as a forced tool input, without a guarantee. Refused (UV_EINVAL, with
+ *     `why` naming response_format): a schema whose root is not an object, a tool of the
+ *     client's with the same name, tool_choice required or a named function (the client wants
+ *     a tool call, the answer must be the JSON), a continuation (req->prefix: JSON cannot be
+ *     continued as a prefill or restarted without repeating itself), an unknown type.
  *   - Continuation (req->prefix): with prefill (this kind's default) the delivered text is
  *     sent as a trailing assistant message that Anthropic continues. Anthropic rejects a final
  *     assistant content ending in whitespace, so the trailing ASCII whitespace is stripped from
@@ -29,11 +41,16 @@
  * tool_calls (arguments = input re-serialized); stop_reason end_turn/stop_sequence -> "stop",
  * max_tokens -> "length", tool_use -> "tool_calls", refusal -> "content_filter"; usage with
  * prompt_tokens = input + cache read + cache creation tokens, cached_tokens = cache reads.
+ * With response_format, the forced tool's input is the answer: its JSON text is the content
+ * (not a tool call), and stop_reason tool_use is "stop" unless a tool of the client's was
+ * called too. The decoders find the forced tool's name again from the request's
+ * response_format member alone (json_top_key: no parse of the whole body).
  *
  * Stream (named SSE events with JSON data): message_start -> the role chunk (CHUNK_PREAMBLE);
  * text deltas -> content chunks; a tool_use block start -> a tool_calls delta {index, id, type,
  * function{name, arguments:""}} and its input_json_delta fragments -> argument deltas (tool
- * call indexes count tool_use blocks from 0); message_delta -> the finish chunk; message_stop
+ * call indexes count tool_use blocks from 0; the forced response_format tool is not one: its
+ * input_json_delta fragments are content deltas); message_delta -> the finish chunk; message_stop
  * -> the usage chunk (when asked for) and "[DONE]"; `error` -> CHUNK_ERROR. ping, thinking and
  * unknown events are ignored. The stream completed only if message_stop was seen.
  */
@@ -45,10 +62,13 @@
 
 #include "llmux/adapter.h"
 #include "llmux/errors.h"
+#include "llmux/json.h"
 
 #define DEFAULT_VERSION "2023-06-01"
 #define DEFAULT_MAX_TOKENS 4096
 #define WS_MAX 64 /* stripped prefix whitespace remembered to drop from the continuation */
+#define JSON_TOOL "json_response" /* the response_format tool when json_schema names none */
+#define JSON_TOOL_MAX 65 /* tool names are [a-zA-Z0-9_-]{1,64} for OpenAI and Anthropic alike */
 
 static int is_ws(char c)
 {
@@ -62,6 +82,58 @@ static size_t prefix_kept(const struct canon_request *req)
     while (n > 0 && is_ws(req->prefix[n - 1]))
         n--;
     return n;
+}
+
+/* Whether s is a tool name both OpenAI and Anthropic accept. */
+static int valid_tool_name(const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return 0;
+    }
+    return n > 0 && n < JSON_TOOL_MAX;
+}
+
+/* What a response_format asks for: 1 JSON (the forced tool's name in name[JSON_TOOL_MAX]), 0
+ * nothing (absent, null, type "text"), -1 a shape that cannot be translated. */
+static int json_tool_name(const cJSON *rf, char *name)
+{
+    snprintf(name, JSON_TOOL_MAX, "%s", JSON_TOOL);
+    if (!rf || cJSON_IsNull(rf))
+        return 0;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(rf, "type");
+    const char *t = cJSON_IsString(type) ? type->valuestring : "";
+    if (strcmp(t, "text") == 0)
+        return 0;
+    if (strcmp(t, "json_object") == 0)
+        return 1;
+    if (strcmp(t, "json_schema") != 0)
+        return -1;
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(js, "name");
+    if (cJSON_IsString(n) && valid_tool_name(n->valuestring))
+        snprintf(name, JSON_TOOL_MAX, "%s", n->valuestring);
+    return 1;
+}
+
+/* The decoders' view of the same: whether req asked for JSON, and the forced tool's name. Only
+ * the response_format member is parsed (encode rejected what json_tool_name refuses). */
+static int json_tool(const struct canon_request *req, char *name)
+{
+    size_t vs, ve;
+    name[0] = 0;
+    if (!req || req->endpoint != API_CHAT ||
+        json_top_key(req->body, req->body_len, "response_format", &vs, &ve) != 0)
+        return 0;
+    cJSON *rf = cJSON_ParseWithLength(req->body + vs, ve - vs);
+    int json = json_tool_name(rf, name) > 0;
+    cJSON_Delete(rf);
+    if (!json)
+        name[0] = 0;
+    return json;
 }
 
 /* ---- request ---- */
@@ -255,9 +327,71 @@ static int add_tools(cJSON *root, const cJSON *in)
     return 0;
 }
 
+/* Refuse the request: UV_EINVAL, with the reason in why (for the client's 400). */
+static int refuse(char *why, const char *reason)
+{
+    snprintf(why, sizeof(((struct upstream_request *)0)->why), "response_format: %s", reason);
+    return UV_EINVAL;
+}
+
+/* response_format as a forced tool (the file comment says why); after add_tools. */
+static int add_response_format(cJSON *root, const cJSON *in, const struct canon_request *req,
+                               char *why)
+{
+    char name[JSON_TOOL_MAX];
+    int json = json_tool_name(cJSON_GetObjectItemCaseSensitive(in, "response_format"), name);
+    if (json < 0)
+        return refuse(why, "only type text, json_object and json_schema can be translated");
+    if (!json)
+        return 0;
+    if (req->prefix)
+        return refuse(why, "a JSON answer cannot be continued on another deployment");
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(in, "response_format");
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
+    const cJSON *schema = cJSON_GetObjectItemCaseSensitive(js, "schema");
+    const cJSON *stype = cJSON_GetObjectItemCaseSensitive(schema, "type");
+    if (schema && !(cJSON_IsString(stype) && strcmp(stype->valuestring, "object") == 0))
+        return refuse(why, "the schema's root must be {\"type\":\"object\"} (a tool input)");
+    const cJSON *choice = cJSON_GetObjectItemCaseSensitive(in, "tool_choice");
+    if (cJSON_IsObject(choice) ||
+        (cJSON_IsString(choice) && strcmp(choice->valuestring, "required") == 0))
+        return refuse(why, "cannot be combined with a tool_choice that requires a tool call");
+    cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools)
+    {
+        if (strcmp(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(t, "name")), name) == 0)
+            return refuse(why, "a tool has the name of the json_schema");
+    }
+    /* the client's tools may still be called unless tool_choice is "none" */
+    int others = tools && !(cJSON_IsString(choice) && strcmp(choice->valuestring, "none") == 0);
+    if (!tools)
+        tools = cJSON_AddArrayToObject(root, "tools");
+    cJSON *tool = cJSON_CreateObject();
+    cJSON_AddStringToObject(tool, "name", name);
+    const cJSON *desc = cJSON_GetObjectItemCaseSensitive(js, "description");
+    cJSON_AddStringToObject(tool, "description",
+                            cJSON_IsString(desc) ? desc->valuestring
+                                                 : "Give the answer as this tool's input.");
+    cJSON *input = schema ? cJSON_Duplicate(schema, 1) : cJSON_CreateObject();
+    if (!schema)
+        cJSON_AddStringToObject(input, "type", "object");
+    cJSON_AddItemToObject(tool, "input_schema", input);
+    cJSON_AddItemToArray(tools, tool);
+    cJSON *tc = cJSON_CreateObject();
+    cJSON_AddStringToObject(tc, "type", others ? "any" : "tool");
+    if (!others)
+        cJSON_AddStringToObject(tc, "name", name);
+    if (cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(in, "parallel_tool_calls")))
+        cJSON_AddBoolToObject(tc, "disable_parallel_tool_use", 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "tool_choice");
+    cJSON_AddItemToObject(root, "tool_choice", tc);
+    return 0;
+}
+
 /* The Messages request for the client's chat body. */
 static int build_request(const struct provider *p, const char *model, size_t model_len,
-                         const struct canon_request *req, const cJSON *in, cJSON *root)
+                         const struct canon_request *req, const cJSON *in, cJSON *root, char *why)
 {
     const cJSON *messages = cJSON_GetObjectItemCaseSensitive(in, "messages");
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(in, "n");
@@ -312,7 +446,8 @@ static int build_request(const struct provider *p, const char *model, size_t mod
     if (cJSON_IsString(user))
         cJSON_AddStringToObject(cJSON_AddObjectToObject(root, "metadata"), "user_id",
                                 user->valuestring);
-    return add_tools(root, in);
+    rc = add_tools(root, in);
+    return rc ? rc : add_response_format(root, in, req, why);
 }
 
 static int anthropic_encode(const struct provider *p, const char *model, size_t model_len,
@@ -325,7 +460,7 @@ static int anthropic_encode(const struct provider *p, const char *model, size_t 
     cJSON *root = cJSON_CreateObject();
     int rc = !cJSON_IsObject(in) ? UV_EINVAL : !root ? UV_ENOMEM : 0;
     if (!rc)
-        rc = build_request(p, model, model_len, req, in, root);
+        rc = build_request(p, model, model_len, req, in, root, out->why);
     cJSON_Delete(in);
     char path[512], version[128];
     snprintf(path, sizeof(path), "%s/messages", p->base_path);
@@ -378,6 +513,8 @@ static int anthropic_decode_body(const struct canon_request *req, const char *mo
         cJSON_Delete(root);
         return LLMUX_EPROTO;
     }
+    char json_name[JSON_TOOL_MAX];
+    int json = json_tool(req, json_name);
     struct buf text;
     buf_init(&text, 0);
     cJSON *calls = cJSON_CreateArray();
@@ -395,6 +532,8 @@ static int anthropic_decode_body(const struct canon_request *req, const char *mo
             char *args = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(b, "input"));
             if (!cJSON_IsString(id) || !cJSON_IsString(name) || !args)
                 rc = LLMUX_EPROTO;
+            else if (json && strcmp(name->valuestring, json_name) == 0)
+                buf_append_str(&text, args); /* the response_format answer */
             else
                 cJSON_AddItemToArray(
                     calls, adapter_tool_call(-1, id->valuestring, name->valuestring, args));
@@ -408,6 +547,8 @@ static int anthropic_decode_body(const struct canon_request *req, const char *mo
         adapter_new_id(id, sizeof(id), "chatcmpl-");
     const cJSON *rmodel = cJSON_GetObjectItemCaseSensitive(root, "model");
     const char *stop = finish_reason(cJSON_GetObjectItemCaseSensitive(root, "stop_reason"));
+    if (json && strcmp(stop, "tool_calls") == 0 && cJSON_GetArraySize(calls) == 0)
+        stop = "stop"; /* only the forced tool was called: a plain answer */
     if (!rc && buf_size(&text) > 0)
         rc = buf_append(&text, "", 1);
     if (!rc)
@@ -429,6 +570,9 @@ struct anthropic_stream {
     struct usage usage;
     int tools;       /* tool_use blocks seen: the next tool call index */
     int finished;    /* the finish chunk went out */
+    int json;        /* the request has a response_format: json_name is its forced tool */
+    int in_json;     /* the current content block is that tool's: its input is content */
+    char json_name[JSON_TOOL_MAX];
     char ws[WS_MAX]; /* whitespace stripped from a prefill, still to drop from the text */
     size_t ws_len;
 };
@@ -441,6 +585,7 @@ static int anthropic_stream_open(struct adapter_stream *s)
     adapter_new_id(st->who.id, sizeof(st->who.id), "chatcmpl-");
     snprintf(st->who.model, sizeof(st->who.model), "%s", s->model ? s->model : "");
     st->who.created = (long long)time(NULL);
+    st->json = json_tool(s->req, st->json_name);
     const struct canon_request *req = s->req;
     if (req && req->prefix && req->prefill) {
         size_t kept = prefix_kept(req);
@@ -489,7 +634,26 @@ static int on_block(struct adapter_stream *s, struct anthropic_stream *st, const
     memset(&ci, 0, sizeof(ci));
     ci.kind = CHUNK_CONTENT;
     cJSON *delta = NULL;
-    if (strcmp(t, "text") == 0 || strcmp(t, "text_delta") == 0) {
+    if (start) /* blocks do not interleave: a delta belongs to the latest block started */
+        st->in_json = 0;
+    if (strcmp(t, "tool_use") == 0 && st->json) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(b, "name");
+        st->in_json = cJSON_IsString(name) && strcmp(name->valuestring, st->json_name) == 0;
+    }
+    if (st->in_json && !start && strcmp(t, "input_json_delta") == 0) {
+        /* the response_format answer: its JSON text is the content */
+        const cJSON *part = cJSON_GetObjectItemCaseSensitive(b, "partial_json");
+        if (!cJSON_IsString(part))
+            return LLMUX_EPROTO;
+        if (!part->valuestring[0])
+            return 0;
+        delta = cJSON_CreateObject();
+        ci.text =
+            cJSON_GetStringValue(cJSON_AddStringToObject(delta, "content", part->valuestring));
+        ci.text_len = ci.text ? strlen(ci.text) : 0;
+    } else if (st->in_json) {
+        return 0; /* its start carries an empty input: nothing to relay yet */
+    } else if (strcmp(t, "text") == 0 || strcmp(t, "text_delta") == 0) {
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(b, "text");
         if (!cJSON_IsString(text))
             return LLMUX_EPROTO;
@@ -570,9 +734,10 @@ static int anthropic_stream_event(struct adapter_stream *s, const char *event, s
         st->finished = 1;
         ci.kind = CHUNK_CONTENT;
         ci.finish = 1;
-        rc = adapter_emit_delta(
-            &st->who, s->req->include_usage, NULL,
-            finish_reason(cJSON_GetObjectItemCaseSensitive(delta, "stop_reason")), &ci, emit, ctx);
+        const char *finish = finish_reason(cJSON_GetObjectItemCaseSensitive(delta, "stop_reason"));
+        if (st->json && st->tools == 0 && strcmp(finish, "tool_calls") == 0)
+            finish = "stop"; /* only the forced tool was called: a plain answer */
+        rc = adapter_emit_delta(&st->who, s->req->include_usage, NULL, finish, &ci, emit, ctx);
     } else if (strcmp(type, "message_stop") == 0) {
         s->done = 1;
         ci.kind = CHUNK_CONTENT;

@@ -9,7 +9,9 @@
  *     merged; a content left without parts is dropped;
  *   - content parts: text -> {text}; image_url with a base64 data: URL -> {inlineData{mimeType,
  *     data}}, http(s) -> {fileData{fileUri}}; other parts -> LLMUX_EKIND;
- *   - assistant tool_calls -> {functionCall{name, args: the parsed arguments}}; a `tool` message
+ *   - assistant tool_calls -> {functionCall{name, args: the parsed arguments}}, with the call's
+ *     extra_content.google.thought_signature (below) put back as the part's thoughtSignature
+ *     (Gemini 3 refuses a function-calling turn whose calls lost it); a `tool` message
  *     -> a user part {functionResponse{name, response}}, the name being that of the latest
  *     earlier tool call with its tool_call_id, the response the content when it is a JSON object,
  *     else {"content": the text};
@@ -31,17 +33,19 @@
  * float32 when the client asked for encoding_format "base64" (the OpenAI SDKs do by default).
  *
  * Response: candidates[0]'s text parts joined (thought parts skipped) and its functionCall
- * parts as tool_calls (id: the call's own id, else "call_<n>"; arguments: args serialized);
+ * parts as tool_calls (id: the call's own id, else "call_<n>"; arguments: args serialized; the
+ * part's thoughtSignature as extra_content.google.thought_signature, the shape of Google's own
+ * OpenAI-compatible endpoint, so OpenAI clients that keep tool calls as they came send it back);
  * finishReason STOP -> "stop" ("tool_calls" when there was a call), MAX_TOKENS -> "length",
  * safety and recitation reasons -> "content_filter"; a prompt blocked without candidates ->
  * "content_filter"; usageMetadata -> usage (thoughts count as completion tokens).
  *
  * Stream (data-only SSE, each event a partial GenerateContentResponse, no end marker): the
  * first event is preceded by the role chunk (CHUNK_PREAMBLE); text parts -> content chunks; a
- * functionCall part -> one tool_calls delta with the whole arguments; finishReason -> the
- * finish chunk; {"error":{...}} -> CHUNK_ERROR. At the end of the body, stream_finish emits
- * the usage chunk (when asked for) and "[DONE]" if a finishReason was seen; otherwise the
- * stream was cut short.
+ * functionCall part -> one tool_calls delta with the whole arguments (and thought signature);
+ * finishReason -> the finish chunk; {"error":{...}} -> CHUNK_ERROR. At the end of the body,
+ * stream_finish emits the usage chunk (when asked for) and "[DONE]" if a finishReason was
+ * seen; otherwise the stream was cut short.
  */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -123,10 +127,15 @@ static int call_parts(const cJSON *calls, cJSON *parts)
         cJSON *a = adapter_tool_arguments(args);
         if (!a)
             return UV_EINVAL;
+        const cJSON *google = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(tc, "extra_content"), "google");
+        const cJSON *sig = cJSON_GetObjectItemCaseSensitive(google, "thought_signature");
         cJSON *p = cJSON_CreateObject();
         cJSON *call = cJSON_AddObjectToObject(p, "functionCall");
         cJSON_AddStringToObject(call, "name", name->valuestring);
         cJSON_AddItemToObject(call, "args", a);
+        if (cJSON_IsString(sig))
+            cJSON_AddStringToObject(p, "thoughtSignature", sig->valuestring);
         cJSON_AddItemToArray(parts, p);
     }
     return 0;
@@ -450,8 +459,10 @@ static int read_usage(const cJSON *root, struct usage *u)
 }
 
 /* A functionCall part as an OpenAI tool call (index n when with_index); NULL without a name. */
-static cJSON *tool_call(const cJSON *call, int n, int with_index)
+static cJSON *tool_call(const cJSON *part, int n, int with_index)
 {
+    const cJSON *call = cJSON_GetObjectItemCaseSensitive(part, "functionCall");
+    const cJSON *sig = cJSON_GetObjectItemCaseSensitive(part, "thoughtSignature");
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(call, "name");
     const cJSON *gid = cJSON_GetObjectItemCaseSensitive(call, "id");
     const cJSON *args = cJSON_GetObjectItemCaseSensitive(call, "args");
@@ -465,6 +476,10 @@ static cJSON *tool_call(const cJSON *call, int n, int with_index)
                                                          text ? text : "{}")
                                      : NULL;
     free(text);
+    if (tc && cJSON_IsString(sig))
+        cJSON_AddStringToObject(
+            cJSON_AddObjectToObject(cJSON_AddObjectToObject(tc, "extra_content"), "google"),
+            "thought_signature", sig->valuestring);
     return tc;
 }
 
@@ -501,7 +516,7 @@ static int decode_chat(const char *model, const cJSON *root, struct buf *out, st
     {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "text");
         const cJSON *call = cJSON_GetObjectItemCaseSensitive(p, "functionCall");
-        cJSON *tc = cJSON_IsObject(call) ? tool_call(call, n++, 0) : NULL;
+        cJSON *tc = cJSON_IsObject(call) ? tool_call(p, n++, 0) : NULL;
         if (cJSON_IsString(t) && !is_thought(p))
             buf_append_str(&text, t->valuestring);
         else if (cJSON_IsObject(call) && !tc)
@@ -604,7 +619,7 @@ static int emit_part(struct adapter_stream *s, struct gemini_stream *st, const c
             cJSON_GetStringValue(cJSON_AddStringToObject(delta, "content", text->valuestring));
         ci.text_len = ci.text ? strlen(ci.text) : 0;
     } else if (cJSON_IsObject(call)) {
-        cJSON *tc = tool_call(call, st->calls++, 1);
+        cJSON *tc = tool_call(part, st->calls++, 1);
         if (!tc) {
             cJSON_Delete(delta);
             return LLMUX_EPROTO;

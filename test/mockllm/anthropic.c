@@ -7,7 +7,9 @@
  * {"type":"error","error":{"type","message"},"request_id"} and every response has a request-id
  * header. The request checks of the real API that adapters get wrong are kept: an anthropic-version
  * header, a key (x-api-key, or Authorization: Bearer as the SDK 1.x sends it), max_tokens, and a
- * final assistant text (prefill) that must not end with whitespace.
+ * final assistant text (prefill) that must not end with whitespace. A forced tool_choice is
+ * obeyed as Claude obeys it: {type:tool, name} answers with a call of that tool, {type:any}
+ * with a call of the first tool (both with MOCK_TOOL_ARGS as the input).
  */
 #include <ctype.h>
 #include <string.h>
@@ -42,6 +44,16 @@ static int anthropic_read(struct reply *r, const cJSON *body, struct mock_error 
     if (mt->valueint < 1)
         return invalid(e, 400, "max_tokens: Input should be greater than or equal to 1");
     r->max_tokens = mt->valueint;
+    const cJSON *choice = cJSON_GetObjectItemCaseSensitive(body, "tool_choice");
+    const char *forced = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(choice, "type"));
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(body, "tools");
+    const cJSON *name = NULL;
+    if (forced && strcmp(forced, "tool") == 0)
+        name = cJSON_GetObjectItemCaseSensitive(choice, "name");
+    else if (forced && strcmp(forced, "any") == 0)
+        name = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tools, 0), "name");
+    if (!r->s.tool[0] && cJSON_IsString(name)) /* a scripted tool= wins */
+        snprintf(r->s.tool, sizeof(r->s.tool), "%s", name->valuestring);
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(body, "messages");
     if (!cJSON_IsArray(msgs))
         return invalid(e, 400, "messages: Field required");

@@ -6,6 +6,11 @@
  * modelVersion and responseId. Streams are `data:` events framed with CRLF as Google sends
  * them, with no end marker: the stream ends at EOF. A tool call is one functionCall part, sent
  * whole. Errors are {"error":{"code","message","status"}} with Google's status names.
+ *
+ * Script thought_signature=1 is Gemini 3's function calling: the functionCall part carries a
+ * thoughtSignature ("mocksig<n>", n the request's number), and a request is refused (400, the
+ * message Gemini 3 gives) when a model content of its current turn (after the last user
+ * content with text) has a first functionCall part without one.
  */
 #include <string.h>
 
@@ -16,6 +21,51 @@ static void json_str(struct buf *b, const char *s, size_t n)
     buf_append(b, "\"", 1);
     buf_append_json_str(b, s, n);
     buf_append(b, "\"", 1);
+}
+
+/* Gemini 3's check: the first functionCall part of every model content in the current turn
+ * (after the last user content with a text part) has its thoughtSignature. Returns 0, or fills
+ * e and returns -1. */
+static int check_signatures(const cJSON *contents, struct mock_error *e)
+{
+    int i = 0, from = 0;
+    const cJSON *c, *p;
+    cJSON_ArrayForEach(c, contents)
+    {
+        const char *role = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "role"));
+        cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(c, "parts"))
+        {
+            if (role && strcmp(role, "user") == 0 && cJSON_GetObjectItemCaseSensitive(p, "text"))
+                from = i + 1;
+        }
+        i++;
+    }
+    i = 0;
+    cJSON_ArrayForEach(c, contents)
+    {
+        const char *role = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "role"));
+        if (i++ < from || !role || strcmp(role, "model") != 0)
+            continue;
+        cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(c, "parts"))
+        {
+            const cJSON *call = cJSON_GetObjectItemCaseSensitive(p, "functionCall");
+            if (!call)
+                continue;
+            const char *sig =
+                cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(p, "thoughtSignature"));
+            if (sig && sig[0])
+                break;
+            const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(call, "name"));
+            e->status = 400;
+            snprintf(e->message, sizeof(e->message),
+                     "Function call is missing a thought_signature in functionCall parts. This is "
+                     "required for tools to work correctly. Additional data, function call "
+                     "`default_api:%.40s` , position %d.",
+                     name ? name : "", i);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int gemini_read(struct reply *r, const cJSON *body, struct mock_error *e)
@@ -33,6 +83,8 @@ static int gemini_read(struct reply *r, const cJSON *body, struct mock_error *e)
                  "* GenerateContentRequest.contents: contents is not specified");
         return -1;
     }
+    if (r->s.thought_signature && check_signatures(contents, e))
+        return -1;
     const cJSON *config = cJSON_GetObjectItemCaseSensitive(body, "generationConfig");
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(config, "maxOutputTokens");
     if (cJSON_IsNumber(mt))
@@ -93,7 +145,10 @@ static void response(const struct reply *r, const char *text, size_t len, int la
     if (mock_is_tool(r)) {
         buf_append_str(b, "{\"functionCall\":{\"name\":");
         json_str(b, r->s.tool, strlen(r->s.tool));
-        buf_printf(b, ",\"args\":%.*s}}", (int)len, text);
+        buf_printf(b, ",\"args\":%.*s}", (int)len, text);
+        if (r->s.thought_signature) /* a sibling of functionCall, as Gemini sends it */
+            buf_printf(b, ",\"thoughtSignature\":\"mocksig%llu\"", r->seq);
+        buf_append_str(b, "}");
     } else {
         buf_append_str(b, "{\"text\":");
         json_str(b, text, len);

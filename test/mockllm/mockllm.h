@@ -30,6 +30,8 @@ struct script {
     int delay, ttft, tokens, tps, status, retry_after, fail_every, reset_after, stall_after;
     int chunk_bytes, context_window, error_after, prefill;
     int stamp; /* OpenAI stream chunks carry "mock_ts": their send time (uv_hrtime ns) */
+    int thought_signature; /* Gemini 3: functionCall parts carry a thoughtSignature, and the
+                              current turn's calls must come back with theirs */
     char malformed[8];
     char tool[64];
     char error_type[48];
