@@ -88,7 +88,11 @@ void adapter_iov_body(struct upstream_request *out)
 long adapter_json_long(const cJSON *o, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) ? (long)v->valuedouble : 0;
+    /* a provider's number may be anything (1e300, NaN): converting it out of range is
+     * undefined behaviour, so such a value counts as absent */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > -1e15 && v->valuedouble < 1e15))
+        return 0;
+    return (long)v->valuedouble;
 }
 
 int adapter_openai_usage(const void *root_cjson, struct usage *u)
@@ -105,6 +109,60 @@ int adapter_openai_usage(const void *root_cjson, struct usage *u)
     u->cached_tokens = adapter_json_long(details, "cached_tokens");
     u->known = 1;
     return 1;
+}
+
+void adapter_explain_refusal(const struct canon_request *req, const cJSON *in, const char *kind,
+                             char *why, size_t size)
+{
+    if (why[0])
+        return; /* the adapter said it already */
+    static const char *const endpoints[] = {"/v1/chat/completions", "/v1/completions",
+                                            "/v1/embeddings"};
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(in, "n");
+    if (!in) {
+        snprintf(why, size, "%s: %s providers do not serve this endpoint",
+                 endpoints[req->endpoint], kind);
+        return;
+    }
+    if (cJSON_IsNumber(n) && n->valuedouble > 1) {
+        snprintf(why, size, "n: %s providers return one choice per request (n must be 1)", kind);
+        return;
+    }
+    const cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(in, "messages"))
+    {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (cJSON_IsString(role) && strcmp(role->valuestring, "function") == 0) {
+            snprintf(why, size, "messages: the legacy \"function\" role cannot be sent to %s "
+                                "providers (use tools and the \"tool\" role)", kind);
+            return;
+        }
+        const cJSON *part;
+        cJSON_ArrayForEach(part, cJSON_GetObjectItemCaseSensitive(m, "content"))
+        {
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "type");
+            if (cJSON_IsString(t) && strcmp(t->valuestring, "text") != 0 &&
+                strcmp(t->valuestring, "refusal") != 0 && strcmp(t->valuestring, "image_url")) {
+                snprintf(why, size, "messages: content parts of type \"%.40s\" cannot be sent "
+                                    "to %s providers", t->valuestring, kind);
+                return;
+            }
+        }
+    }
+    const cJSON *t;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(in, "tools"))
+    {
+        if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(t, "function"))) {
+            snprintf(why, size, "tools: only function tools can be sent to %s providers", kind);
+            return;
+        }
+    }
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(in, "input");
+    if (input && !cJSON_IsString(input) && !cJSON_IsString(input->child)) {
+        snprintf(why, size, "input: %s providers embed text only (no token arrays)", kind);
+        return;
+    }
+    snprintf(why, size, "the request has a member %s providers cannot take", kind);
 }
 
 void adapter_encode_init(struct upstream_request *out)

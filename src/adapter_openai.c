@@ -236,8 +236,7 @@ static int openai_stream_event(struct adapter_stream *s, const char *event, size
     }
     copy_str(ci.id, sizeof(ci.id), cJSON_GetObjectItemCaseSensitive(root, "id"));
     copy_str(ci.model, sizeof(ci.model), cJSON_GetObjectItemCaseSensitive(root, "model"));
-    const cJSON *created = cJSON_GetObjectItemCaseSensitive(root, "created");
-    ci.created = cJSON_IsNumber(created) ? (long long)created->valuedouble : 0;
+    ci.created = adapter_json_long(root, "created");
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
     if (err && !cJSON_IsNull(err)) {
         ci.kind = CHUNK_ERROR;

@@ -533,6 +533,17 @@ static void usage_add(struct usage *to, const struct usage *u)
     to->cached_tokens += u->cached_tokens;
 }
 
+/* obj[key] = item (takes ownership of item), whether or not obj had that key. */
+static void set_member(cJSON *obj, const char *key, cJSON *item)
+{
+    if (!item)
+        return;
+    if (cJSON_GetObjectItemCaseSensitive(obj, key))
+        cJSON_ReplaceItemInObjectCaseSensitive(obj, key, item);
+    else
+        cJSON_AddItemToObject(obj, key, item);
+}
+
 /* A continuation's chunk in the committed stream's identity (same id, created and model),
  * its usage grown by what the broken attempts consumed, marked as continued. */
 static int write_continued(struct exchange *ex, const char *data, size_t len,
@@ -544,16 +555,16 @@ static int write_continued(struct exchange *ex, const char *data, size_t len,
         return LLMUX_EPROTO;
     }
     if (ex->resp_id[0])
-        cJSON_ReplaceItemInObjectCaseSensitive(root, "id", cJSON_CreateString(ex->resp_id));
-    cJSON_ReplaceItemInObjectCaseSensitive(root, "created", cJSON_CreateNumber((double)ex->created));
+        set_member(root, "id", cJSON_CreateString(ex->resp_id));
+    set_member(root, "created", cJSON_CreateNumber((double)ex->created));
     if (ex->resp_model[0])
-        cJSON_ReplaceItemInObjectCaseSensitive(root, "model", cJSON_CreateString(ex->resp_model));
+        set_member(root, "model", cJSON_CreateString(ex->resp_model));
     if (ci->usage.known) {
         cJSON *u = cJSON_CreateObject();
         cJSON_AddNumberToObject(u, "prompt_tokens", (double)ex->usage.prompt_tokens);
         cJSON_AddNumberToObject(u, "completion_tokens", (double)ex->usage.completion_tokens);
         cJSON_AddNumberToObject(u, "total_tokens", (double)ex->usage.total_tokens);
-        cJSON_ReplaceItemInObjectCaseSensitive(root, "usage", u);
+        set_member(root, "usage", u);
     }
     cJSON *mark = cJSON_CreateObject();
     cJSON_AddBoolToObject(mark, "continued", 1);
@@ -985,8 +996,9 @@ static int attempt_start(struct exchange *ex, struct attempt *a, const struct pl
     }
     r->untranslatable = rc == UV_EINVAL || rc == LLMUX_EKIND;
     snprintf(r->reason, sizeof(r->reason), "%s",
-             rc == UV_EINVAL ? "the request cannot be translated for this provider"
-                             : llmux_strerror(rc));
+             a->ureq.why[0]    ? a->ureq.why
+             : rc == UV_EINVAL ? "the request cannot be translated for this provider"
+                               : llmux_strerror(rc));
     attempt_reset(a);
     return rc;
 }

@@ -174,6 +174,11 @@ struct cJSON;
     "Continue your previous message exactly where it stopped. Output only the continuation: "  \
     "do not repeat anything already written and do not comment on it."
 
+/* After an encode refused a request with LLMUX_EKIND: name the member it cannot carry in `why`
+ * (unless the adapter already did), e.g. "n: anthropic providers return one choice per request
+ * (n must be 1)". `in` is the parsed request body (NULL: the endpoint is not served). */
+void adapter_explain_refusal(const struct canon_request *req, const struct cJSON *in,
+                             const char *kind, char *why, size_t size);
 /* Start an encode: `out` empty with its buffers initialised (safe to free). */
 void adapter_encode_init(struct upstream_request *out);
 /* Finish an encode whose body is the JSON `root` (borrowed): out->body gets its text, the head

@@ -454,13 +454,17 @@ static int anthropic_encode(const struct provider *p, const char *model, size_t 
                             const struct canon_request *req, struct upstream_request *out)
 {
     adapter_encode_init(out);
-    if (req->endpoint != API_CHAT)
+    if (req->endpoint != API_CHAT) {
+        adapter_explain_refusal(req, NULL, "anthropic", out->why, sizeof(out->why));
         return LLMUX_EKIND;
+    }
     cJSON *in = cJSON_ParseWithLength(req->body, req->body_len);
     cJSON *root = cJSON_CreateObject();
     int rc = !cJSON_IsObject(in) ? UV_EINVAL : !root ? UV_ENOMEM : 0;
     if (!rc)
         rc = build_request(p, model, model_len, req, in, root, out->why);
+    if (rc == LLMUX_EKIND)
+        adapter_explain_refusal(req, in, "anthropic", out->why, sizeof(out->why));
     cJSON_Delete(in);
     char path[512], version[128];
     snprintf(path, sizeof(path), "%s/messages", p->base_path);

@@ -402,8 +402,10 @@ static int gemini_encode(const struct provider *p, const char *model, size_t mod
                          const struct canon_request *req, struct upstream_request *out)
 {
     adapter_encode_init(out);
-    if (req->endpoint == API_COMPLETIONS)
+    if (req->endpoint == API_COMPLETIONS) {
+        adapter_explain_refusal(req, NULL, "gemini", out->why, sizeof(out->why));
         return LLMUX_EKIND;
+    }
     cJSON *in = cJSON_ParseWithLength(req->body, req->body_len);
     cJSON *root = cJSON_CreateObject();
     int rc = !cJSON_IsObject(in) ? UV_EINVAL : !root ? UV_ENOMEM : 0;
@@ -414,6 +416,8 @@ static int gemini_encode(const struct provider *p, const char *model, size_t mod
         rc = build_embeddings(model, model_len, in, root);
     else if (!rc)
         rc = build_chat(req, in, root);
+    if (rc == LLMUX_EKIND)
+        adapter_explain_refusal(req, in, "gemini", out->why, sizeof(out->why));
     cJSON_Delete(in);
     struct buf path;
     buf_init(&path, 0);

@@ -202,7 +202,11 @@ test('a request no deployment\'s kind can serve is a 400, not a 502', async () =
   let body = await res.json();
   assert.equal(res.status, 400);
   assert.equal(body.error.code, 'unsupported_request');
-  assert.match(body.error.message, /does not serve the endpoint/);
+  assert.match(body.error.message, /\/v1\/completions: anthropic providers do not serve this endpoint/);
+  res = await post(llmux.base, '/v1/chat/completions', chat('claude', { n: 2 }));
+  body = await res.json();
+  assert.equal(res.status, 400, JSON.stringify(body));
+  assert.match(body.error.message, /n: anthropic providers return one choice per request/);
   res = await post(llmux.base, '/v1/chat/completions', chat('claude', {
     messages: [{ role: 'assistant', tool_calls: [{ id: 't1', type: 'function', function: { name: 'f', arguments: '{not json' } }] }] }));
   body = await res.json();

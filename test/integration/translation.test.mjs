@@ -133,7 +133,7 @@ test('anthropic: a response_format that cannot be represented is a 400, not pros
 
 // llmux's error message is written by src/exchange.c from the attempt's reason; it names the
 // field once the exchange takes the adapter's upstream_request.why.
-test('the 400 names response_format', { todo: 'src/exchange.c: use upstream_request.why as the attempt reason' }, async () => {
+test('the 400 names response_format', async () => {
   const res = await post(llmux.base, '/v1/chat/completions',
     chat('claude', { tools: TOOLS, tool_choice: 'required', response_format: FORECAST }));
   assert.match((await res.json()).error.message, /response_format/);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "llmux/conn.h"
@@ -60,8 +61,8 @@ static int parse_script(const char *text, size_t len, struct script *s, char *er
         /* clang-format off */
         KEY(delay) KEY(ttft) KEY(tokens) KEY(tps) KEY(status) KEY(retry_after) KEY(fail_every)
         KEY(reset_after) KEY(stall_after) KEY(chunk_bytes) KEY(context_window) KEY(error_after)
-        KEY(prefill) KEY(stamp) KEY(thought_signature) TEXT_KEY(malformed) TEXT_KEY(tool)
-        TEXT_KEY(error_type)
+        KEY(prefill) KEY(stamp) KEY(thought_signature) KEY(echo_key) TEXT_KEY(malformed)
+        TEXT_KEY(tool) TEXT_KEY(error_type) TEXT_KEY(after_done)
 #undef KEY
 #undef TEXT_KEY
         snprintf(err, errlen, "mockllm: unknown script key '%s'", kv);
@@ -230,7 +231,16 @@ static void step_stream(struct reply *r)
     }
     if (r->sent >= r->pieces) {
         r->wire->stream_end(r);
-        stream_close(r, 1);
+        if (strcmp(r->s.after_done, "stall") == 0) {
+            streams_completed++;
+            r->phase = 2; /* the end marker went out; the chunked end never does */
+        } else if (strcmp(r->s.after_done, "reset") == 0) {
+            streams_completed++;
+            r->phase = 2;
+            uv_timer_start(&r->timer, on_tick, 20, 0); /* reset once the marker is read */
+        } else {
+            stream_close(r, 1);
+        }
         return;
     }
     if (strcmp(r->s.malformed, "json") == 0 && r->sent == 1) {
@@ -255,6 +265,8 @@ static void on_tick(uv_timer_t *t)
         return;
     if (r->phase == 0)
         step_head(r);
+    else if (r->phase == 2)
+        reset(r); /* after_done=reset */
     else
         step_stream(r);
 }
@@ -346,6 +358,16 @@ static int intake(struct reply *r, const struct server_request *rq, const struct
         r->error.type = r->s.error_type[0] ? r->s.error_type : NULL;
         snprintf(r->error.message, sizeof(r->error.message), "mockllm scripted status %d",
                  r->error.status);
+        const char *key = NULL;
+        for (size_t i = 0; r->s.echo_key && i < rq->n_headers; i++) {
+            const char *n = rq->headers[i].name;
+            if (strcasecmp(n, "authorization") == 0 || strcasecmp(n, "x-api-key") == 0 ||
+                strcasecmp(n, "api-key") == 0 || strcasecmp(n, "x-goog-api-key") == 0)
+                key = rq->headers[i].value;
+        }
+        if (key) /* as some providers do: the key they got, quoted back */
+            snprintf(r->error.message, sizeof(r->error.message),
+                     "Incorrect API key provided: %.200s", key);
     }
     return 0;
 }

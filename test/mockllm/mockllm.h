@@ -32,9 +32,11 @@ struct script {
     int stamp; /* OpenAI stream chunks carry "mock_ts": their send time (uv_hrtime ns) */
     int thought_signature; /* Gemini 3: functionCall parts carry a thoughtSignature, and the
                               current turn's calls must come back with theirs */
+    int echo_key;   /* a scripted error's message quotes the API key it received */
     char malformed[8];
     char tool[64];
     char error_type[48];
+    char after_done[8]; /* "reset" or "stall": what follows the end marker (no chunked end) */
 };
 
 /* An error answer before any byte of the response: the wire renders it in its provider's shape.
