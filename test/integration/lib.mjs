@@ -6,7 +6,7 @@
 // process started is stopped in `after` (stop() fails the test on a sanitizer report, a crash,
 // or a non-zero exit on SIGTERM).
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -158,11 +158,15 @@ export function runLlmux(args, { env = {} } = {}) {
 }
 
 // Starts llmux with a config object; it listens on port 0 of `listen` (127.0.0.1 unless told).
-export async function startLlmux(config, { env = {}, listen = '127.0.0.1' } = {}) {
+// nofile: run it with that limit on open descriptors (prlimit execs llmux: same pid).
+export async function startLlmux(config, { env = {}, listen = '127.0.0.1', nofile } = {}) {
   needEnv();
   const v6 = listen.includes(':');
   const path = writeConfig({ ...config, listen: v6 ? `[${listen}]:0` : `${listen}:0` });
-  const proc = spawn(LLMUX_BIN, ['-c', path], {
+  const [cmd, args] = nofile
+    ? ['prlimit', [`--nofile=${nofile}:${nofile}`, LLMUX_BIN, '-c', path]]
+    : [LLMUX_BIN, ['-c', path]];
+  const proc = spawn(cmd, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
@@ -330,4 +334,130 @@ export function ioBytes(pid) {
 // Headers as a plain object, to search them for secrets.
 export function headersText(res) {
   return [...res.headers.entries()].map(([k, v]) => `${k}: ${v}`).join('\n');
+}
+
+// Open descriptors of a process.
+export function fdCount(pid) {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+// CPU time (user + system) a process has used so far, in seconds.
+export function cpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // f[0] is field 3 (state)
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+
+// This process's soft limit on open descriptors.
+export function nofileLimit() {
+  const m = readFileSync('/proc/self/limits', 'utf8').match(/Max open files\s+(\d+|unlimited)/);
+  return m[1] === 'unlimited' ? Infinity : Number(m[1]);
+}
+
+// The kernel's state of the IPv4 loopback TCP socket localPort -> remotePort, seen from the
+// localPort side: 'ESTABLISHED', 'CLOSE_WAIT', 'FIN_WAIT1', ... or null when no such socket exists.
+export function tcpState(localPort, remotePort) {
+  const names = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT',
+    'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
+  const hex = (p) => p.toString(16).toUpperCase().padStart(4, '0');
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 4) continue;
+    if (f[1].endsWith(`:${hex(localPort)}`) && f[2].endsWith(`:${hex(remotePort)}`))
+      return names[parseInt(f[3], 16)] ?? f[3];
+  }
+  return null;
+}
+
+// A raw client connection to 127.0.0.1:port that records what it receives and how it ended:
+// { sock, closed, error, text(), write(bytes), waitClosed(ms) }. Strings are written as latin1,
+// so any byte can be sent.
+export function openRaw(port) {
+  const sock = net.connect(port, '127.0.0.1');
+  sock.setNoDelay(true);
+  const st = { sock, parts: [], bytes: 0, connected: false, closed: false, error: null };
+  sock.on('connect', () => { st.connected = true; });
+  sock.on('data', (d) => { st.parts.push(d); st.bytes += d.length; });
+  sock.on('end', () => { st.closed = true; });
+  sock.on('close', () => { st.closed = true; });
+  sock.on('error', (e) => { st.error = e.code; });
+  st.text = () => Buffer.concat(st.parts).toString('latin1');
+  st.write = (bytes) => {
+    if (!sock.destroyed) sock.write(typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : bytes);
+  };
+  // True when the peer closed within ms, false otherwise; the socket is destroyed either way.
+  st.waitClosed = async (ms) => {
+    const ok = await waitFor(() => st.closed, { timeout: ms, what: 'close' }).then(() => true, () => false);
+    sock.destroy();
+    return ok;
+  };
+  return st;
+}
+
+function parseHeadLines(text) {
+  const lines = text.split('\r\n');
+  const m = lines[0].match(/^HTTP\/(1\.[01]) (\d{3})/);
+  const headers = {};
+  for (const l of lines.slice(1)) {
+    const i = l.indexOf(':');
+    if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
+  }
+  return { version: m ? m[1] : null, status: m ? Number(m[2]) : 0, headers };
+}
+
+// The HTTP responses in `data` (latin1 text), in order, framed as a client frames them.
+// heads[i] true: final response i answers a HEAD (no body whatever its headers say). Interim
+// (1xx) responses are included with interim: true. What cannot be framed ends the list: a
+// response marked incomplete (body cut short) or one with status 0 and `garbage`.
+export function parseResponses(data, heads = []) {
+  const out = [];
+  let pos = 0;
+  let finals = 0;
+  while (pos < data.length) {
+    const end = data.indexOf('\r\n\r\n', pos);
+    if (end < 0) { out.push({ status: 0, headers: {}, garbage: data.slice(pos) }); break; }
+    const r = parseHeadLines(data.slice(pos, end));
+    if (r.status === 0) { out.push({ ...r, garbage: data.slice(pos) }); break; }
+    let p = end + 4;
+    if (r.status < 200) {
+      out.push({ ...r, interim: true });
+      pos = p;
+      continue;
+    }
+    const te = r.headers['transfer-encoding'];
+    if (heads[finals] || r.status === 204 || r.status === 304) {
+      r.body = '';
+    } else if (te && /chunked/i.test(te)) {
+      let body = '';
+      for (;;) {
+        const le = data.indexOf('\r\n', p);
+        const size = le < 0 ? NaN : parseInt(data.slice(p, le), 16);
+        if (Number.isNaN(size)) { r.incomplete = true; break; }
+        if (size === 0) {
+          const tend = data.slice(le, le + 4) === '\r\n\r\n' ? le : data.indexOf('\r\n\r\n', le);
+          if (tend < 0) { r.incomplete = true; break; }
+          p = tend + 4;
+          break;
+        }
+        if (le + 2 + size + 2 > data.length) { r.incomplete = true; break; }
+        body += data.slice(le + 2, le + 2 + size);
+        p = le + 2 + size + 2;
+      }
+      r.body = body;
+      if (r.incomplete) p = data.length;
+    } else if ('content-length' in r.headers) {
+      const n = Number(r.headers['content-length']);
+      if (p + n > data.length) r.incomplete = true;
+      r.body = data.slice(p, p + n);
+      p = Math.min(p + n, data.length);
+    } else {
+      r.closeDelimited = true;
+      r.body = data.slice(p);
+      p = data.length;
+    }
+    out.push(r);
+    finals++;
+    pos = p;
+  }
+  return out;
 }
