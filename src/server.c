@@ -78,6 +78,12 @@ struct client {
     struct headers headers; /* offsets into `head` */
     int reject_status; /* set by a parser callback that hit a limit */
     int in_trailers;   /* header callbacks now carry a chunked body's trailer fields */
+    const char *parse_end; /* end of the bytes given to the current llhttp_execute() */
+    uint64_t exec_seq;     /* llhttp_execute() calls so far */
+    uint64_t value_seq;    /* the call that delivered the open header value's last piece */
+    int value_at_end;      /* that piece ended where its call's bytes ended */
+    int version_seen;      /* the request line's HTTP version was read */
+    const char *reject_why; /* a parser callback's reason for a 400 */
     size_t body_held;  /* bytes of this unfinished body counted in srv->body_bytes */
     size_t lingered;   /* bytes dropped while lingering */
     int linger;        /* after the answer, read and drop input a while before closing */
@@ -630,6 +636,8 @@ static int on_message_begin(llhttp_t *p)
     cl->url_len = 0;
     cl->header_bytes = 0;
     cl->reject_status = 0;
+    cl->value_seq = 0;
+    cl->version_seen = 0;
     cl->in_trailers = 0;
     return 0;
 }
@@ -649,6 +657,24 @@ static int on_piece_complete(llhttp_t *p)
 {
     struct client *cl = parser_client(p);
     return buf_append(&cl->head, "", 1) ? HPE_USER : 0;
+}
+
+static int on_version_complete(llhttp_t *p)
+{
+    parser_client(p)->version_seen = 1;
+    return 0;
+}
+
+/* A request line without a version is HTTP/0.9, which llhttp takes and llmux does not. */
+static int on_url_complete(llhttp_t *p)
+{
+    struct client *cl = parser_client(p);
+    if (p->http_major == 0 && p->http_minor == 9) {
+        cl->reject_status = 400;
+        cl->reject_why = "malformed HTTP request: HTTP/0.9 is not supported";
+        return HPE_USER;
+    }
+    return on_piece_complete(p);
 }
 
 /* Header bytes are counted against the limit; too many headers is the same refusal. */
@@ -680,9 +706,21 @@ static int on_header_field_complete(llhttp_t *p)
     return header_piece(cl, 0, headers_field_complete(&cl->headers));
 }
 
+/* llhttp delivers a value in one piece per llhttp_execute() call, and also splits it at an
+ * obs-fold (a line starting with a space continues the value), which RFC 9112 lets a server
+ * refuse and a front proxy may read differently. A second piece is a fold when it comes in
+ * the same call as the first, or when the first did not end where its call's bytes ended. */
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct client *cl = parser_client(p);
+    if (cl->value_seq && (cl->value_seq == cl->exec_seq || !cl->value_at_end)) {
+        cl->reject_status = 400;
+        cl->reject_why = "malformed HTTP request: a header value continued on a new line "
+                         "(obs-fold)";
+        return HPE_USER;
+    }
+    cl->value_seq = cl->exec_seq;
+    cl->value_at_end = at + len == cl->parse_end;
     if (cl->in_trailers)
         return header_piece(cl, len, 0);
     return header_piece(cl, len, headers_value(&cl->headers, at, len));
@@ -691,6 +729,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 static int on_header_value_complete(llhttp_t *p)
 {
     struct client *cl = parser_client(p);
+    cl->value_seq = 0;
     if (cl->in_trailers)
         return 0;
     return header_piece(cl, 0, headers_value_complete(&cl->headers));
@@ -734,9 +773,16 @@ static int client_view(struct client *cl)
 static const char *head_problem(struct client *cl)
 {
     const struct server_request *q = &cl->req.request;
-    int hosts = 0;
-    for (size_t i = 0; i < q->n_headers; i++)
+    if (q->url[0] != '/' && !(q->url[0] == '*' && q->url_len == 1))
+        return "malformed HTTP request: the request target must be a path (llmux is not a "
+               "forward proxy)";
+    int hosts = 0, te = 0;
+    for (size_t i = 0; i < q->n_headers; i++) {
         hosts += strcasecmp(q->headers[i].name, "host") == 0;
+        te += strcasecmp(q->headers[i].name, "transfer-encoding") == 0;
+    }
+    if (te && cl->req.http10) /* RFC 9112 6.1: the framing is faulty */
+        return "malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request";
     if (hosts > 1)
         return "malformed HTTP request: more than one Host header";
     if (hosts == 0 && !cl->req.http10)
@@ -835,7 +881,15 @@ static void client_dispatch(struct client *cl)
 static int client_parse(struct client *cl, const char *data, size_t len, size_t *used)
 {
     *used = len;
+    cl->parse_end = data + len;
+    cl->exec_seq++;
     llhttp_errno_t err = llhttp_execute(&cl->parser, data, len);
+    if (err == HPE_OK && cl->state == CL_HEADERS && !cl->version_seen && cl->url_len > 0 &&
+        data[len - 1] == '\n') {
+        /* a request line ended without a version: HTTP/0.9 (llhttp waits for one more byte) */
+        client_reject(cl, 400, "malformed HTTP request: HTTP/0.9 is not supported");
+        return -1;
+    }
     if (err == HPE_OK)
         return 0;
     if (err == HPE_PAUSED) {
@@ -851,6 +905,8 @@ static int client_parse(struct client *cl, const char *data, size_t len, size_t 
         client_reject(cl, 413, "request body is too large");
     else if (cl->reject_status == 503)
         client_reject(cl, 503, "the gateway is holding too many request bodies; try again");
+    else if (cl->reject_status == 400)
+        client_reject(cl, 400, cl->reject_why);
     else if (err == HPE_PAUSED_UPGRADE)
         client_reject(cl, 400, "protocol upgrades are not supported");
     else if (cl->state != CL_CLOSING && cl->state != CL_HANDLING) {
@@ -992,7 +1048,8 @@ int server_listen(uv_loop_t *loop, const char *host, uint16_t port, const struct
     llhttp_settings_init(&parser_settings);
     parser_settings.on_message_begin = on_message_begin;
     parser_settings.on_url = on_url;
-    parser_settings.on_url_complete = on_piece_complete;
+    parser_settings.on_url_complete = on_url_complete;
+    parser_settings.on_version_complete = on_version_complete;
     parser_settings.on_header_field = on_header_field;
     parser_settings.on_header_field_complete = on_header_field_complete;
     parser_settings.on_header_value = on_header_value;
