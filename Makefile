@@ -4,7 +4,7 @@ TEST_BUILD ?= build-test
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CONFIG     ?= conf/llmux.json
 
-.PHONY: all deps test-deps bench-deps build build-test run test bench clean
+.PHONY: all deps test-deps bench-deps build build-test run test bench soak clean
 
 all: build
 
@@ -57,6 +57,14 @@ test: build-test
 # Writes bench/results/<date>.md and <date>-latency.png; about 6 minutes.
 bench: bench-deps build
 	@node bench/run.mjs
+
+# The soak (bench/README.md, "Soak"): a Release llmux in front of four mockllm upstreams under a
+# mixed load with failures, aborts, resets and stalls for SOAK_SECONDS (default 180); every answer
+# checked, RSS and descriptors sampled each second. Fails on a lost or wrong answer, growth, a
+# crash. Writes bench/results/soak-<date>.md.
+soak: build
+	@sh deps/install.sh test
+	@node bench/soak.mjs
 
 clean:
 	rm -rf $(BUILD) $(TEST_BUILD)
