@@ -146,6 +146,16 @@ void buf_consume(struct buf *b, size_t n)
         b->off = b->len = 0;
 }
 
+char *buf_release(struct buf *b, size_t *off, size_t *len)
+{
+    char *p = b->data;
+    *off = b->off;
+    *len = buf_size(b);
+    b->data = NULL;
+    b->off = b->len = b->cap = 0;
+    return p;
+}
+
 char *buf_steal(struct buf *b, size_t *len)
 {
     size_t n = buf_size(b);

@@ -73,6 +73,7 @@ struct write_req {
     uv_write_t req;
     struct conn *c;
     size_t len;
+    char *owned; /* a caller's allocation written without a copy, freed when done */
     char data[];
 };
 
@@ -178,6 +179,7 @@ static void on_write_done(uv_write_t *req, int status)
     struct write_req *w = container_of(req, struct write_req, req);
     struct conn *c = w->c;
     c->queued -= w->len;
+    free(w->owned);
     free(w);
     if (c->closing)
         return;
@@ -187,6 +189,79 @@ static void on_write_done(uv_write_t *req, int status)
     }
     if (c->queued == 0 && c->cbs->on_drain)
         c->cbs->on_drain(c);
+}
+
+/* Queue bytes [from, to) of `owned` (a malloc'd block) without copying; takes ownership. */
+static int queue_owned(struct conn *c, char *owned, size_t from, size_t to)
+{
+    struct write_req *w = malloc(sizeof(*w));
+    if (!w) {
+        free(owned);
+        return UV_ENOMEM;
+    }
+    w->c = c;
+    w->len = to - from;
+    w->owned = owned;
+    uv_buf_t b = uv_buf_init(owned + from, (unsigned)(to - from));
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write_done);
+    if (rc) {
+        free(owned);
+        free(w);
+        return rc;
+    }
+    c->queued += w->len;
+    c->accepted += w->len;
+    return 0;
+}
+
+static int raw_write(struct conn *c, const uv_buf_t *bufs, unsigned n);
+
+int conn_write_owned(struct conn *c, const uv_buf_t *bufs, unsigned nbufs, char *owned)
+{
+    const uv_buf_t *last = &bufs[nbufs - 1];
+    if (c->closing || c->tls || c->queued > 0 || last->len < 4096 || nbufs > 8) {
+        /* encrypted (copied into records anyway), behind other writes, or small: as usual */
+        int rc = conn_write(c, bufs, nbufs);
+        free(owned);
+        return rc;
+    }
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++)
+        total += bufs[i].len;
+    int rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+    if (rc < 0 && rc != UV_EAGAIN) {
+        raw_write(c, bufs, nbufs); /* queued to fail again: reported from the loop */
+        free(owned);
+        return rc;
+    }
+    size_t done = rc > 0 ? (size_t)rc : 0;
+    c->accepted += done;
+    if (done == total) {
+        free(owned);
+        return 0;
+    }
+    size_t head = total - last->len;
+    if (done < head) { /* what is left of the head pieces is small: copied */
+        uv_buf_t rest[8];
+        unsigned k = 0;
+        size_t skip = done;
+        for (unsigned i = 0; i + 1 < nbufs; i++) {
+            if (skip >= bufs[i].len) {
+                skip -= bufs[i].len;
+                continue;
+            }
+            rest[k++] = uv_buf_init(bufs[i].base + skip, (unsigned)(bufs[i].len - skip));
+            skip = 0;
+        }
+        rc = raw_write(c, rest, k);
+        if (rc) {
+            free(owned);
+            return rc;
+        }
+        done = head;
+    }
+    size_t at = (size_t)(last->base - owned);
+    return queue_owned(c, owned, at + (done - head), at + last->len);
 }
 
 /* Raw bytes to the socket: try at once, queue a copy of the rest. */
@@ -229,6 +304,7 @@ static int raw_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
     }
     w->c = c;
     w->len = at;
+    w->owned = NULL;
     uv_buf_t b = uv_buf_init(w->data, (unsigned)at);
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write_done);
     if (rc) {

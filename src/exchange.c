@@ -230,8 +230,8 @@ static size_t common_headers(struct exchange *ex, struct http_header *h, char *a
 
 /* A whole JSON answer (before commit). An error also says the client should not retry on top
  * of our own failover. */
-static void respond_json(struct exchange *ex, int status, const char *body, size_t len,
-                         int error, const char *retry_after)
+static void respond_json(struct exchange *ex, int status, char *owned, const char *body,
+                         size_t len, int error, const char *retry_after)
 {
     struct http_header h[12];
     char attempts[16], tried[512];
@@ -245,7 +245,7 @@ static void respond_json(struct exchange *ex, int status, const char *body, size
     ex->bytes_out += len;
     struct server_req *req = ex->req;
     ex->req = NULL;
-    server_respond(req, status, h, n, body, len);
+    server_respond_owned(req, status, h, n, owned, body, len);
 }
 
 /* An error answer in OpenAI's shape, before commit. */
@@ -262,7 +262,7 @@ static void respond_error(struct exchange *ex, int status, const char *type, con
     struct buf b;
     buf_init(&b, 0);
     server_format_error(&b, type, code, message);
-    respond_json(ex, status, buf_head(&b), buf_size(&b), 1, NULL);
+    respond_json(ex, status, NULL, buf_head(&b), buf_size(&b), 1, NULL);
     buf_free(&b);
     snprintf(ex->end_reason, sizeof(ex->end_reason), "%.199s", message);
 }
@@ -760,7 +760,7 @@ static void pass_through_error(struct exchange *ex, struct attempt *a)
     redact_str(ex->end_reason, a->entry->provider->api_key);
     struct buf *b = buf_size(&translated) ? &translated : &a->body;
     size_t len = redact((char *)buf_head(b), buf_size(b), a->entry->provider->api_key);
-    respond_json(ex, a->status, buf_head(b), len, 1, NULL);
+    respond_json(ex, a->status, NULL, buf_head(b), len, 1, NULL);
     buf_free(&translated);
 }
 
@@ -820,8 +820,11 @@ static void on_up_done_(void *data, int status, const char *detail)
         set_state(ex, EX_RELAYING);
         struct health_sample s = {a->t_first - a->t_sent, now_ms(ex) - a->t_start, 0, 0};
         attempt_health(a, 1, &s, NULL);
-        const struct buf *b = buf_size(&out) ? &out : &a->body;
-        respond_json(ex, a->status, buf_head(b), buf_size(b), 0, NULL);
+        /* the answer's bytes are handed to the client connection, not copied: a large answer
+         * to a slow client is held once */
+        size_t off, len;
+        char *mem = buf_release(buf_size(&out) ? &out : &a->body, &off, &len);
+        respond_json(ex, a->status, mem, mem ? mem + off : "", len, 0, NULL);
         buf_free(&out);
         ex->outcome = "ok";
         exchange_end(ex);
@@ -941,7 +944,8 @@ static void respond_all_failed(struct exchange *ex, const char *why)
         buf_init(&b, 0);
         server_format_error(&b, "rate_limit_error", "rate_limit_exceeded", msg);
         snprintf(ex->end_reason, sizeof(ex->end_reason), "%.199s", msg);
-        respond_json(ex, 429, buf_head(&b), buf_size(&b), 1, retry_ms == UINT64_MAX ? NULL : ra);
+        respond_json(ex, 429, NULL, buf_head(&b), buf_size(&b), 1,
+                     retry_ms == UINT64_MAX ? NULL : ra);
         buf_free(&b);
         return;
     }

@@ -350,16 +350,22 @@ static void client_close_after_flush(struct client *cl)
 
 /* ---- writing ---- */
 
-static int client_write(struct client *cl, const uv_buf_t *bufs, unsigned n)
+/* Output waits in the queue: the send timer watches that it moves. */
+static void client_watch_send(struct client *cl)
 {
-    if (!cl->conn)
-        return UV_EPIPE;
-    int rc = conn_write(cl->conn, bufs, n);
     if (cl->conn && conn_queued(cl->conn) > 0 && !uv_is_active((uv_handle_t *)&cl->send_timer)) {
         uint32_t ms = cl->srv->opts.send_timeout_ms;
         cl->send_mark = conn_flushed(cl->conn);
         uv_timer_start(&cl->send_timer, on_send_timer, ms, ms);
     }
+}
+
+static int client_write(struct client *cl, const uv_buf_t *bufs, unsigned n)
+{
+    if (!cl->conn)
+        return UV_EPIPE;
+    int rc = conn_write(cl->conn, bufs, n);
+    client_watch_send(cl);
     return rc;
 }
 
@@ -398,7 +404,8 @@ enum framing { FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE };
  * ends it) and connection header, then the body (not for HEAD), in the same write: one system
  * call for a whole answer. Built without printf: this runs for every response. */
 static int write_head(struct client *cl, int status, const struct http_header *hdrs, size_t n,
-                      int keep_alive, enum framing framing, const char *body, size_t body_len)
+                      int keep_alive, enum framing framing, const char *body, size_t body_len,
+                      char *owned)
 {
     struct buf *b = &cl->out;
     buf_reset(b);
@@ -443,8 +450,16 @@ static int write_head(struct client *cl, int status, const struct http_header *h
     if (!rc) {
         uv_buf_t ub[2] = {uv_buf_init(b->data, (unsigned)b->len),
                           uv_buf_init((char *)body, (unsigned)body_len)};
-        rc = client_write(cl, ub, body_len && !cl->req.request.head_only ? 2 : 1);
+        unsigned nb = body_len && !cl->req.request.head_only ? 2 : 1;
+        if (owned && nb == 2 && cl->conn) {
+            rc = conn_write_owned(cl->conn, ub, nb, owned);
+            owned = NULL;
+            client_watch_send(cl);
+        } else {
+            rc = client_write(cl, ub, nb);
+        }
     }
+    free(owned);
     return rc;
 }
 
@@ -472,15 +487,21 @@ static void req_finish(struct server_req *r)
     }
 }
 
-int server_respond(struct server_req *r, int status, const struct http_header *hdrs, size_t n,
-                   const char *body, size_t len)
+int server_respond_owned(struct server_req *r, int status, const struct http_header *hdrs,
+                         size_t n, char *owned, const char *body, size_t len)
 {
     struct client *cl = r->client;
     int rc = write_head(cl, status, hdrs, n, r->keep_alive && !cl->srv->closing, FRAME_LENGTH,
-                        body ? body : "", len);
+                        body ? body : "", len, owned);
     r->started = 1;
     req_finish(r);
     return rc;
+}
+
+int server_respond(struct server_req *r, int status, const struct http_header *hdrs, size_t n,
+                   const char *body, size_t len)
+{
+    return server_respond_owned(r, status, hdrs, n, NULL, body, len);
 }
 
 int server_respond_error(struct server_req *r, int status, const char *type, const char *code,
@@ -508,11 +529,11 @@ int server_stream_start(struct server_req *r, int status, const struct http_head
     if (r->http10) { /* no chunks for HTTP/1.0: raw bytes, and the close ends them */
         r->raw = 1;
         r->keep_alive = 0;
-        return write_head(r->client, status, hdrs, n, 0, FRAME_CLOSE, NULL, 0);
+        return write_head(r->client, status, hdrs, n, 0, FRAME_CLOSE, NULL, 0, NULL);
     }
     r->chunked = 1;
     return write_head(r->client, status, hdrs, n, r->keep_alive && !r->client->srv->closing,
-                      FRAME_CHUNKED, NULL, 0);
+                      FRAME_CHUNKED, NULL, 0, NULL);
 }
 
 int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbufs)

@@ -45,6 +45,9 @@ static inline size_t buf_size(const struct buf *b)
 {
     return b->len - b->off;
 }
+/* Hand the storage over without copying: returns the allocation (caller frees with free(); may
+ * be NULL when empty), whose readable bytes are [*off, *off + *len). The buffer is left empty. */
+char *buf_release(struct buf *b, size_t *off, size_t *len);
 /* Drop n readable bytes from the front (n <= buf_size). */
 void buf_consume(struct buf *b, size_t n);
 /* Take the memory out: returns a malloc'd NUL-terminated copy of the readable bytes, caller

@@ -69,6 +69,10 @@ void *conn_data(const struct conn *c);
  * the conn's queue, so the caller's buffers are free on return. Returns 0 or a negative code
  * (the conn is then broken: on_eof follows or has been called). */
 int conn_write(struct conn *c, const uv_buf_t *bufs, unsigned nbufs);
+/* The same, for a large last piece inside `owned` (a malloc'd block; taken over, freed with
+ * free()): what the socket does not take at once is queued from `owned` itself instead of a
+ * copy, so a big answer to a slow client is held once, not twice. */
+int conn_write_owned(struct conn *c, const uv_buf_t *bufs, unsigned nbufs, char *owned);
 /* Bytes accepted by conn_write() not yet handed to the kernel (backpressure signal). */
 size_t conn_queued(const struct conn *c);
 /* Bytes handed to the kernel since the start (ciphertext for TLS), partial writes included:

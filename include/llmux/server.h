@@ -118,6 +118,10 @@ void server_req_watch(struct server_req *r, void (*on_abort)(void *data, struct 
  * invalid after this returns. Returns 0 or a negative code (the req is still finished). */
 int server_respond(struct server_req *r, int status, const struct http_header *hdrs, size_t n,
                    const char *body, size_t len);
+/* The same with a body inside `owned`, a malloc'd block the server takes over (freed with
+ * free() once written): a large answer to a slow client is queued without a second copy. */
+int server_respond_owned(struct server_req *r, int status, const struct http_header *hdrs,
+                         size_t n, char *owned, const char *body, size_t len);
 /* An error in OpenAI's shape {"error":{"message","type","code"}}, with
  * content-type application/json. code may be NULL (JSON null). */
 int server_respond_error(struct server_req *r, int status, const char *type, const char *code,

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import {
   startMock, startLlmux, runLlmux, writeConfig, provider, post, chat, expectError, readSse,
-  chunks, chunksText, mockText, waitFor, headersText,
+  chunks, chunksText, mockText, waitFor, headersText, openRaw, tcpState, parseResponses,
 } from './lib.mjs';
 
 const LEAKY = 'sk-test-leakykey-0123456789abcdefXYZ';
@@ -251,6 +251,63 @@ test('a provider key with a line break is refused at start-up, without quoting i
   assert.equal(r.status, 1);
   assert.match(r.stderr, /LLMUX_IT_BAD_KEY.*control character/);
   assert.ok(!r.stderr.includes('sk-abc'), 'the key is not quoted');
+});
+
+test('a large answer with Connection: close to a client that never reads is cut by send_timeout_ms', async () => {
+  const l = await startLlmux({
+    limits: { send_timeout_ms: 500 },
+    providers: { mock: provider(mock.baseUrl) },
+    models: { big: { deployments: [{ provider: 'mock', model: 'm?tokens=600000' }] } },
+  });
+  try {
+    const body = JSON.stringify(chat('big'));
+    const c = openRaw(l.port);
+    c.sock.pause(); // never read
+    c.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
+      `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    await waitFor(() => c.connected, { what: 'connect' });
+    const local = c.sock.localPort;
+    await waitFor(() => tcpState(l.port, local) !== 'ESTABLISHED',
+      { timeout: 20000, every: 50, what: 'llmux to close a connection whose output does not move' });
+    c.sock.destroy();
+    const res = await post(l.base, '/v1/chat/completions', chat('mock/m?tokens=2'));
+    assert.equal((await res.json()).choices[0].message.content, mockText(2));
+  } finally {
+    await l.stop();
+  }
+});
+
+test('request bodies still arriving are capped over all connections (503), then served again', async () => {
+  const l = await startLlmux({
+    limits: { max_body_buffer_bytes: 65536, max_body_bytes: 1 << 20 },
+    providers: { mock: provider(mock.baseUrl) },
+    models: { ok: { deployments: [{ provider: 'mock', model: 'm?tokens=2' }] } },
+  });
+  try {
+    const head = (n) => `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${n}\r\n\r\n`;
+    // two unfinished bodies of 60 KB and 10 KB: together over the 64 KiB cap, each under it;
+    // whichever is read second is refused, the other is still waiting for its body
+    const a = openRaw(l.port);
+    const b = openRaw(l.port);
+    a.write(head(200000) + ' '.repeat(60000));
+    b.write(head(200000) + ' '.repeat(10000));
+    const first = () => [a, b].map((c) => parseResponses(c.text())[0]).filter((r) => r?.status);
+    await waitFor(() => first().length > 0, { timeout: 5000, what: 'the 503' });
+    assert.equal(first().length, 1, 'one connection refused, the other still reading its body');
+    const r = first()[0];
+    assert.equal(r.status, 503);
+    assert.equal(JSON.parse(r.body).error.code, 'server_busy');
+    a.sock.destroy();
+    b.sock.destroy();
+    // with the unfinished bodies gone, bodies are accepted again
+    await waitFor(async () => {
+      const res = await post(l.base, '/v1/chat/completions', chat('ok', { pad: ' '.repeat(50000) }));
+      return res.status === 200 && (await res.json()).choices[0].message.content === mockText(2);
+    }, { timeout: 5000, what: 'a normal request after the cap' });
+  } finally {
+    await l.stop();
+  }
 });
 
 test('still serves normally afterwards', async () => {
