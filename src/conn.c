@@ -21,11 +21,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "llmux/buf.h"
 #include "llmux/errors.h"
 
 #define READ_SIZE (64 * 1024)
+#define OWNED_SLICE (256 * 1024) /* conn_write_owned: pages handed back per slice written */
 #define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -74,6 +77,7 @@ struct write_req {
     struct conn *c;
     size_t len;
     char *owned; /* a caller's allocation written without a copy, freed when done */
+    char *slice; /* a slice of such an allocation (not a copy in data[]), else NULL */
     char data[];
 };
 
@@ -174,11 +178,24 @@ void tls_ctx_free(struct tls_ctx *t)
 
 static void fail(struct conn *c, int status);
 
+/* The whole pages inside [p, p + len) of a block still in use hold bytes already written:
+ * give them back to the system (they read as zeros afterwards). */
+static void release_pages(char *p, size_t len)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t end = ((uintptr_t)p + len) & ~(page - 1);
+    if (end > start)
+        madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
 static void on_write_done(uv_write_t *req, int status)
 {
     struct write_req *w = container_of(req, struct write_req, req);
     struct conn *c = w->c;
     c->queued -= w->len;
+    if (w->slice && !w->owned)
+        release_pages(w->slice, w->len);
     free(w->owned);
     free(w);
     if (c->closing)
@@ -191,26 +208,34 @@ static void on_write_done(uv_write_t *req, int status)
         c->cbs->on_drain(c);
 }
 
-/* Queue bytes [from, to) of `owned` (a malloc'd block) without copying; takes ownership. */
+/* Queue bytes [from, to) of `owned` (a malloc'd block) without copying; takes ownership. The
+ * bytes go out as slices, and the pages of each slice the kernel has taken are handed back at
+ * once (MADV_DONTNEED: the block stays valid, those pages read as zeros), so a slow client of a
+ * large answer holds only what it has not read yet, as with a copy, without the copy. */
 static int queue_owned(struct conn *c, char *owned, size_t from, size_t to)
 {
-    struct write_req *w = malloc(sizeof(*w));
-    if (!w) {
-        free(owned);
-        return UV_ENOMEM;
+    size_t n = (to - from + OWNED_SLICE - 1) / OWNED_SLICE;
+    for (size_t i = 0; i < n; i++) {
+        size_t at = from + i * OWNED_SLICE;
+        size_t len = to - at < OWNED_SLICE ? to - at : OWNED_SLICE;
+        struct write_req *w = malloc(sizeof(*w));
+        if (!w)
+            return i ? UV_ENOMEM : (free(owned), UV_ENOMEM); /* earlier slices free it */
+        w->c = c;
+        w->len = len;
+        w->owned = i + 1 == n ? owned : NULL; /* the last slice frees the block */
+        w->slice = owned + at;
+        uv_buf_t b = uv_buf_init(owned + at, (unsigned)len);
+        int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write_done);
+        if (rc) {
+            free(w);
+            if (i == 0)
+                free(owned);
+            return rc;
+        }
+        c->queued += len;
+        c->accepted += len;
     }
-    w->c = c;
-    w->len = to - from;
-    w->owned = owned;
-    uv_buf_t b = uv_buf_init(owned + from, (unsigned)(to - from));
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write_done);
-    if (rc) {
-        free(owned);
-        free(w);
-        return rc;
-    }
-    c->queued += w->len;
-    c->accepted += w->len;
     return 0;
 }
 
@@ -261,6 +286,7 @@ int conn_write_owned(struct conn *c, const uv_buf_t *bufs, unsigned nbufs, char 
         done = head;
     }
     size_t at = (size_t)(last->base - owned);
+    release_pages(last->base, done - head);
     return queue_owned(c, owned, at + (done - head), at + last->len);
 }
 
@@ -305,6 +331,7 @@ static int raw_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
     w->c = c;
     w->len = at;
     w->owned = NULL;
+    w->slice = NULL;
     uv_buf_t b = uv_buf_init(w->data, (unsigned)at);
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write_done);
     if (rc) {
