@@ -72,7 +72,7 @@ fuzz: build-fuzz
 	    echo "== fuzz_$$t for $(FUZZ_SECONDS) s: new inputs in $(FUZZ_OUT)/$$t/new"; \
 	    sh test/fuzz/run.sh $(FUZZ_BUILD)/test/fuzz/fuzz_$$t $$t $(FUZZ_SECONDS) $(FUZZ_OUT) \
 	        2>$(FUZZ_OUT).$$t.log || { tail -n 60 $(FUZZ_OUT).$$t.log; exit 1; }; \
-	    grep -E '^#[0-9]+ +DONE' $(FUZZ_OUT).$$t.log | tail -n 1; \
+	    grep -E '^#[0-9]+[[:space:]]+DONE' $(FUZZ_OUT).$$t.log | tail -n 1; \
 	done
 
 # llmux, nginx and Portkey side by side against a direct connection (bench/README.md).
