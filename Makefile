@@ -1,10 +1,14 @@
 # llmux: `make run` and `make test` are all a new machine needs (see README.md).
 BUILD      ?= build
 TEST_BUILD ?= build-test
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= request upstream config sse json adapters
+FUZZ_OUT   ?= $(FUZZ_BUILD)/findings
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CONFIG     ?= conf/llmux.json
 
-.PHONY: all deps test-deps bench-deps build build-test run test bench soak clean
+.PHONY: all deps test-deps bench-deps build build-test build-fuzz run test fuzz bench soak clean
 
 all: build
 
@@ -42,6 +46,12 @@ build-test: test-deps
 	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DLLMUX_SANITIZE=ON >/dev/null
 	@cmake --build $(TEST_BUILD) -j $(JOBS)
 
+# The libFuzzer targets of test/fuzz, built with clang (ASan+UBSan, everything instrumented) in
+# their own build directory; ctest there runs each target for a few seconds.
+build-fuzz: test-deps
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DLLMUX_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS)
+
 # The demo: two simulated providers served by mockllm (one healthy, one failing every other
 # request) next to llmux on conf/llmux.json. Ctrl-C stops all three.
 run: build
@@ -50,8 +60,20 @@ run: build
 	 trap 'kill $$(cat $(BUILD)/mock-healthy.pid) $$(cat $(BUILD)/mock-flaky.pid) 2>/dev/null' EXIT INT TERM; \
 	 $(BUILD)/llmux -c $(CONFIG)
 
-test: build-test
+test: build-test build-fuzz
 	@cd $(TEST_BUILD) && ctest --output-on-failure -j 2 --timeout 300
+	@cd $(FUZZ_BUILD) && ctest --output-on-failure -j 2 --timeout 120
+
+# Each fuzz target in turn for FUZZ_SECONDS (make fuzz FUZZ_SECONDS=60 FUZZ_TARGETS=request),
+# from its committed corpus; new inputs and crashes go to $(FUZZ_OUT)/<target>/, never into
+# the source tree (test/fuzz/README.md: how to fold finds into the corpus).
+fuzz: build-fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	    echo "== fuzz_$$t for $(FUZZ_SECONDS) s: new inputs in $(FUZZ_OUT)/$$t/new"; \
+	    sh test/fuzz/run.sh $(FUZZ_BUILD)/test/fuzz/fuzz_$$t $$t $(FUZZ_SECONDS) $(FUZZ_OUT) \
+	        2>$(FUZZ_OUT).$$t.log || { tail -n 60 $(FUZZ_OUT).$$t.log; exit 1; }; \
+	    grep -E '^#[0-9]+[[:space:]]+DONE' $(FUZZ_OUT).$$t.log | tail -n 1; \
+	done
 
 # llmux, nginx and Portkey side by side against a direct connection (bench/README.md).
 # Writes bench/results/<date>.md and <date>-latency.png; about 6 minutes.
@@ -67,4 +89,4 @@ soak: build
 	@node bench/soak.mjs
 
 clean:
-	rm -rf $(BUILD) $(TEST_BUILD)
+	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD)

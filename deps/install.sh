@@ -1,14 +1,15 @@
 #!/bin/sh
 # Installs the Debian 12 packages llmux needs that are missing. Usage:
 #   deps/install.sh build   - compiler, cmake, pkg-config and the five libraries
-#   deps/install.sh test    - the above plus openssl (test PKI) and node/npm (integration tests)
+#   deps/install.sh test    - the above plus openssl (test PKI), node/npm (integration tests)
+#                             and clang with its runtimes (libFuzzer, ASan: the fuzz targets)
 #   deps/install.sh bench   - the build set plus nginx, gnuplot, taskset/chrt/prlimit (util-linux),
 #                             openssl and node/npm (make bench)
 # Runs apt-get through sudo when not root. Does nothing when everything is present.
 set -eu
 want="gcc make cmake pkg-config libuv1-dev libmbedtls-dev libcjson-dev libc-ares-dev node-llhttp ca-certificates"
 if [ "${1:-build}" = test ]; then
-    want="$want openssl curl"
+    want="$want openssl curl clang libclang-rt-dev"
     command -v node >/dev/null 2>&1 || want="$want nodejs"
     command -v npm >/dev/null 2>&1 || want="$want npm"
 fi

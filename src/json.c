@@ -20,6 +20,21 @@ static int is_hex(char c)
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
+/* The value of the 4 hex digits at s[i], or -1 when there are not 4 before n. */
+static long hex4(const char *s, size_t i, size_t n)
+{
+    long v = 0;
+    if (i + 4 > n)
+        return -1;
+    for (size_t k = i; k < i + 4; k++) {
+        char c = s[k];
+        if (!is_hex(c))
+            return -1;
+        v = v * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+    return v;
+}
+
 /* Whether any of the 8 bytes in x is '"', '\\' or below 0x20. The classic exact SWAR tests:
  * (v - 0x01..01 * k) & ~v & 0x80..80 is nonzero iff some byte of v is below k (k <= 0x80); a
  * byte equal to c is a zero byte of x ^ (0x01..01 * c). */
@@ -56,12 +71,23 @@ static size_t scan_string(const char *s, size_t i, size_t n)
         switch (s[i]) {
         case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
             break;
-        case 'u':
-            if (i + 4 >= n || !is_hex(s[i + 1]) || !is_hex(s[i + 2]) || !is_hex(s[i + 3]) ||
-                !is_hex(s[i + 4]))
+        case 'u': {
+            /* An unpaired surrogate is refused (RFC 7493, I-JSON): cJSON, and with it every
+             * adapter that re-encodes the body, refuses it too. */
+            long u = hex4(s, i + 1, n);
+            if (u < 0 || (u >= 0xDC00 && u <= 0xDFFF))
                 return 0;
             i += 4;
+            if (u >= 0xD800 && u <= 0xDBFF) {
+                long lo = -1;
+                if (i + 2 < n && s[i + 1] == '\\' && s[i + 2] == 'u')
+                    lo = hex4(s, i + 3, n);
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    return 0;
+                i += 6;
+            }
             break;
+        }
         default:
             return 0;
         }

@@ -1,16 +1,8 @@
-/* fuzz_adapters: libFuzzer harness for the translating adapters (anthropic, gemini). Not built
- * by CMake; from the repo root:
+/* fuzz_adapters: libFuzzer harness for the translating adapters (anthropic, gemini), called
+ * directly (fuzz_upstream reaches every kind's stream decoder through a real socket).
+ * Built by CMake with -DLLMUX_FUZZ=ON (make build-fuzz); run with `make fuzz` or
+ * test/fuzz/run.sh; seeds in corpus/adapters/.
  *
- *   cmake -S . -B build -DCMAKE_BUILD_TYPE=Debug && cmake --build build
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -DLLMUX_VERSION='"fuzz"' \
- *       -Iinclude src/adapter_common.c src/adapter_openai.c src/adapters/anthropic.c \
- *       src/adapters/gemini.c src/buf.c src/errors.c test/fuzz/fuzz_adapters.c \
- *       build/libllmux_core.a build/libllhttp.a $(pkg-config --libs libuv libcjson libcares) \
- *       -lmbedtls -lmbedx509 -lmbedcrypto -lm -o /tmp/fuzz_adapters
- *   mkdir -p /tmp/fuzz_adapters_corpus && /tmp/fuzz_adapters -max_total_time=60 \
- *       /tmp/fuzz_adapters_corpus
- *
- * (the adapters are instrumented; the rest, e.g. server_format_error, comes from the library).
  * The first byte picks the adapter and flags (stream, include_usage, prefix, prefill); the rest
  * is split at 0x00 bytes into pieces: piece 0 is the client's request body for encode() and
  * every piece is also fed to decode_body(), decode_error() and, as one stream event each (a
@@ -28,37 +20,8 @@
 
 #include "llmux/adapter.h"
 #include "llmux/errors.h"
+#include "fuzz_checks.h"
 
-static int on_chunk(void *ctx, const char *data, size_t len, const struct chunk_info *ci)
-{
-    int *n = ctx;
-    if (ci->kind == CHUNK_DONE) {
-        if (len != 6 || memcmp(data, "[DONE]", 6) != 0)
-            abort();
-    } else {
-        cJSON *o = cJSON_ParseWithLength(data, len);
-        if (!cJSON_IsObject(o))
-            abort();
-        cJSON_Delete(o);
-    }
-    if (ci->text && (ci->kind != CHUNK_CONTENT || strlen(ci->text) != ci->text_len))
-        abort();
-    if (ci->kind == CHUNK_ERROR && !ci->error[0])
-        abort();
-    if (ci->kind > CHUNK_ERROR)
-        abort();
-    return ++*n > 1000; /* a nonzero return must be honoured too */
-}
-
-static void check_json(const struct buf *b, int may_be_empty)
-{
-    if (may_be_empty && buf_size(b) == 0)
-        return;
-    cJSON *o = cJSON_ParseWithLength(buf_head(b), buf_size(b));
-    if (!cJSON_IsObject(o))
-        abort();
-    cJSON_Delete(o);
-}
 
 static void run_encode(const struct adapter *ad, const struct canon_request *req)
 {
@@ -79,7 +42,7 @@ static void run_encode(const struct adapter *ad, const struct canon_request *req
     snprintf(cl, sizeof(cl), "content-length: %zu\r\n", buf_size(&out.body));
     if (!memmem(out.head.data, out.head.len, cl, strlen(cl)))
         abort();
-    check_json(&out.body, 0);
+    fuzz_check_json(&out.body, 0);
     upstream_request_free(&out);
 }
 
@@ -121,13 +84,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct buf out;
         buf_init(&out, 0);
         if (ad->decode_body(&req, "m/1", p, n, &out, &u) == 0)
-            check_json(&out, 1);
+            fuzz_check_json(&out, 1);
         else if (u.known)
             abort();
         buf_reset(&out);
         char why[160];
         ad->decode_error(400 + (int)(n % 200), p, n, &out, why, sizeof(why));
-        check_json(&out, 0);
+        fuzz_check_json(&out, 0);
         buf_free(&out);
 
         const char *sep = memchr(p, 1, n);
@@ -135,14 +98,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t ev_len = sep ? (size_t)(sep - p) : 0;
         const char *d = sep ? sep + 1 : p;
         if (!stopped) {
-            int rc = ad->stream_event(&s, ev, ev_len, d, n - (size_t)(d - p), on_chunk, &emitted);
+            int rc = ad->stream_event(&s, ev, ev_len, d, n - (size_t)(d - p), fuzz_check_chunk,
+                                      &emitted);
             if (rc != 0 && rc != 1 && rc != LLMUX_EPROTO)
                 abort();
             stopped = rc != 0;
         }
     }
     if (!stopped) {
-        int done = ad->stream_finish(&s, on_chunk, &emitted);
+        int done = ad->stream_finish(&s, fuzz_check_chunk, &emitted);
         if (done != 0 && done != 1)
             abort();
     }

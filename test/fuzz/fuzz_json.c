@@ -1,9 +1,6 @@
 /* fuzz_json: libFuzzer harness for the request-body scanner (src/json.c), which reads every
- * client body. Not built by CMake; from the repo root:
- *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude src/json.c \
- *       test/fuzz/fuzz_json.c -lcjson -o /tmp/fuzz_json
- *   mkdir -p /tmp/fuzz_json_corpus && /tmp/fuzz_json -max_total_time=60 /tmp/fuzz_json_corpus
+ * client body. Built by CMake with -DLLMUX_FUZZ=ON (make build-fuzz); run with `make fuzz`
+ * or test/fuzz/run.sh; seeds in corpus/json/.
  *
  * Besides memory errors it checks: json_valid agrees with cJSON on inputs cJSON reads strictly
  * (cJSON accepts a few things RFC 8259 does not, such as leading zeros, so only "valid for us"

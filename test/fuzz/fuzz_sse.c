@@ -1,8 +1,6 @@
-/* fuzz_sse: libFuzzer harness for the SSE decoder. Not built by CMake; from the repo root:
- *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
- *       src/sse.c src/buf.c test/fuzz/fuzz_sse.c -o /tmp/fuzz_sse
- *   mkdir -p /tmp/fuzz_sse_corpus && /tmp/fuzz_sse -max_total_time=60 /tmp/fuzz_sse_corpus
+/* fuzz_sse: libFuzzer harness for the SSE decoder (src/sse.c). Built by CMake with
+ * -DLLMUX_FUZZ=ON (make build-fuzz); run with `make fuzz` or test/fuzz/run.sh; seeds in
+ * corpus/sse/.
  *
  * Besides memory errors it checks a differential property: the same bytes fed at once and fed
  * in pieces of fuzzer-chosen sizes give the same events, the same return value, the same
