@@ -83,6 +83,8 @@ struct client {
     uint64_t value_seq;    /* the call that delivered the open header value's last piece */
     int value_at_end;      /* that piece ended where its call's bytes ended */
     int version_seen;      /* the request line's HTTP version was read */
+    int is_head;           /* the request being read is a HEAD (known once its URL starts) */
+    int head_done;         /* its head was read whole */
     const char *reject_why; /* a parser callback's reason for a 400 */
     size_t body_held;  /* bytes of this unfinished body counted in srv->body_bytes */
     size_t lingered;   /* bytes dropped while lingering */
@@ -626,6 +628,8 @@ static void client_reject(struct client *cl, int status, const char *message)
     cl->state = CL_HANDLING;
     memset(&cl->req, 0, sizeof(cl->req));
     cl->req.client = cl;
+    /* even a refusal of a HEAD has no body (known once its head was read whole) */
+    cl->req.request.head_only = cl->is_head && cl->head_done;
     cl->req.keep_alive = 0;
     cl->linger = !cl->refused;
     server_respond_error(&cl->req, status,
@@ -659,6 +663,8 @@ static int on_message_begin(llhttp_t *p)
     cl->reject_status = 0;
     cl->value_seq = 0;
     cl->version_seen = 0;
+    cl->is_head = 0;
+    cl->head_done = 0;
     cl->in_trailers = 0;
     return 0;
 }
@@ -666,6 +672,8 @@ static int on_message_begin(llhttp_t *p)
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct client *cl = parser_client(p);
+    if (cl->url_len == 0) /* the method is known from here on */
+        cl->is_head = p->method == HTTP_HEAD;
     cl->url_len += len;
     if (cl->url_len > cl->srv->opts.max_url_bytes) {
         cl->reject_status = 414;
@@ -684,18 +692,6 @@ static int on_version_complete(llhttp_t *p)
 {
     parser_client(p)->version_seen = 1;
     return 0;
-}
-
-/* A request line without a version is HTTP/0.9, which llhttp takes and llmux does not. */
-static int on_url_complete(llhttp_t *p)
-{
-    struct client *cl = parser_client(p);
-    if (p->http_major == 0 && p->http_minor == 9) {
-        cl->reject_status = 400;
-        cl->reject_why = "malformed HTTP request: HTTP/0.9 is not supported";
-        return HPE_USER;
-    }
-    return on_piece_complete(p);
 }
 
 /* Header bytes are counted against the limit; too many headers is the same refusal. */
@@ -794,6 +790,8 @@ static int client_view(struct client *cl)
 static const char *head_problem(struct client *cl)
 {
     const struct server_request *q = &cl->req.request;
+    if (cl->parser.http_major == 0) /* a request line without a version, which llhttp takes */
+        return "malformed HTTP request: HTTP/0.9 is not supported";
     if (q->url[0] != '/' && !(q->url[0] == '*' && q->url_len == 1))
         return "malformed HTTP request: the request target must be a path (llmux is not a "
                "forward proxy)";
@@ -816,6 +814,7 @@ static int on_headers_complete(llhttp_t *p)
     struct client *cl = parser_client(p);
     struct server *srv = cl->srv;
     size_t max = srv->opts.max_body_bytes;
+    cl->head_done = 1;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > max) {
         cl->reject_status = 413;
         return HPE_USER;
@@ -1069,7 +1068,7 @@ int server_listen(uv_loop_t *loop, const char *host, uint16_t port, const struct
     llhttp_settings_init(&parser_settings);
     parser_settings.on_message_begin = on_message_begin;
     parser_settings.on_url = on_url;
-    parser_settings.on_url_complete = on_url_complete;
+    parser_settings.on_url_complete = on_piece_complete;
     parser_settings.on_version_complete = on_version_complete;
     parser_settings.on_header_field = on_header_field;
     parser_settings.on_header_field_complete = on_header_field_complete;

@@ -367,10 +367,12 @@ static int on_r_headers_complete(llhttp_t *p)
 {
     struct upstream *u = parser_upstream(p);
     int status = llhttp_get_status_code(p);
-    if (status < 200) { /* 1xx: informational; the final head starts afresh */
+    if (status < 100) /* no such status: a response we cannot frame */
+        return HPE_USER;
+    if (status < 200) { /* 1xx: informational, without a body; the final head starts afresh */
         buf_reset(&u->head);
         headers_reset(&u->headers, &u->head);
-        return 0;
+        return 1;
     }
     struct http_header hs[HEADERS_MAX];
     size_t n = headers_view(&u->headers, hs);

@@ -21,11 +21,9 @@
  *     status 100..599, exactly one framing header (content-length, or transfer-encoding:
  *     chunked) and one connection header, keep-alive or close; a JSON body parses, and an
  *     error status carries {"error":{"message":...}};
- *   - responses answer the requests in order, and with LLMUX_FUZZ_STRICT=1 in the environment a
- *     response to HEAD has no body (the input is parsed on the side with llhttp to know the
- *     methods). Off by default: today llmux answers HEAD with a body (a 405 or 404 JSON
- *     error), which a keep-alive client reads as the start of the next response; the
- *     reproducer is regressions/request/head-answer-has-body. Turn it on once that is fixed;
+ *   - responses answer the requests in order, and a response to HEAD has no body (the input
+ *     is parsed on the side with llhttp to know the methods; regression:
+ *     regressions/request/head-answer-has-body);
  *   - nothing follows a "connection: close" response, and the server closes after it;
  *   - a response is never cut short; the connection always ends (no hang: each input must
  *     finish within 5 s of wall time) and the server has no connection left afterwards.
@@ -86,7 +84,7 @@ struct client {
 };
 
 static llhttp_settings_t resp_settings, req_settings;
-static int check_head; /* LLMUX_FUZZ_STRICT=1: a response to HEAD must have no body */
+static const int check_head = 1; /* a response to HEAD has no body */
 
 /* ---- the response parser's callbacks ---- */
 
@@ -385,7 +383,6 @@ static void start_gateway(int i, uint16_t dead_port)
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     signal(SIGPIPE, SIG_IGN);
-    check_head = getenv("LLMUX_FUZZ_STRICT") && strcmp(getenv("LLMUX_FUZZ_STRICT"), "1") == 0;
     unsetenv("FUZZ_UNSET_KEY");
     uv_loop_init(&loop);
     struct sockaddr_in sa;

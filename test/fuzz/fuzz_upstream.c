@@ -24,13 +24,9 @@
  *   - on_head runs at most once, with a final status (200..999) and NUL-terminated header
  *     names and values of the announced lengths; on_done runs exactly once (unless
  *     cancelled) and nothing runs after it or after upstream_cancel();
- *   - with LLMUX_FUZZ_STRICT=1 in the environment, two checks for open bugs of src/upstream.c
- *     (off by default so the fuzzer can go on; turn them on once fixed):
- *     no body before the head: today a status below 100 ("HTTP/1.1 000 OK") is taken for a
- *     1xx, so its body reaches on_body with no on_head before it (the exchange drops such
- *     bytes; regressions/upstream/status-below-100-body-without-head); and the final head
- *     carries only its own headers: today the headers of an interim (1xx) head are not reset
- *     and reach on_head with the final ones (regressions/upstream/interim-headers-leak);
+ *   - no body before the head (a status below 100 is malformed, not a 1xx; regression:
+ *     regressions/upstream/status-below-100-body-without-head), and the final head carries
+ *     only its own headers, not an interim (1xx) head's (regressions/upstream/interim-headers-leak);
  *   - a success (status 0) had a head, and its body is exactly the bytes a content-length
  *     announced, when one did (not chunked, not 204/304);
  *   - every chunk an adapter emits is a JSON object or [DONE] (fuzz_checks.h), decode_body
@@ -63,7 +59,7 @@ static struct pool *pool;
 static struct origin *origin;
 static uv_tcp_t listener;
 static struct input *current; /* the input being run; the fake provider's one connection */
-static int strict; /* LLMUX_FUZZ_STRICT=1: checks for the known open bugs too */
+static const int strict = 1; /* the checks for bugs once open (1xx heads, status < 100) */
 
 static const char request[] = "POST /v1/chat/completions HTTP/1.1\r\n"
                               "host: 127.0.0.1\r\n"
@@ -304,7 +300,6 @@ static void on_connection(uv_stream_t *l, int status)
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     signal(SIGPIPE, SIG_IGN);
-    strict = getenv("LLMUX_FUZZ_STRICT") && strcmp(getenv("LLMUX_FUZZ_STRICT"), "1") == 0;
     uv_loop_init(&loop);
     if (dns_create(&loop, &dns) != 0 || pool_create(&loop, dns, 1, 60000, &pool) != 0)
         abort();
