@@ -26,7 +26,8 @@
  * Lifetime: exchange_start() allocates; the exchange is freed in the close callback of its
  * last timer, after exchange_end(). The server_req is borrowed until the response ends or the
  * client goes away (on_client_abort); `req` is NULL afterwards. An attempt owns its upstream
- * while `up` is set; on_up_done or upstream_cancel() ends that.
+ * while `up` is set; on_up_done or the upstream's cancel ends that. The upstream is reached only
+ * through gw->upstream (struct upstream_ops), so test/test_exchange.c can drive it.
  */
 #include "exchange_int.h"
 
@@ -278,7 +279,7 @@ static void client_write(struct exchange *ex, const uv_buf_t *iov, unsigned n)
     struct attempt *w = ex->winner;
     if (ex->req && w && w->up && !w->read_paused && server_req_queued(ex->req) > HIGH_WATER) {
         w->read_paused = 1;
-        upstream_read_stop(w->up);
+        ex->gw->upstream->read_stop(w->up);
     }
 }
 
@@ -386,7 +387,7 @@ static int feed_leave(struct attempt *a)
 static void attempt_reset(struct attempt *a)
 {
     if (a->up) {
-        upstream_cancel(a->up);
+        a->ex->gw->upstream->cancel(a->up);
         a->up = NULL;
     }
     uv_timer_stop(&a->phase);
@@ -992,7 +993,8 @@ static int attempt_start(struct exchange *ex, struct attempt *a, const struct pl
             a->probe = health_begin(ex->gw->health, health_id(a), a->t_start);
             a->health_open = 1;
         }
-        rc = upstream_start(ex->gw->pool, o, a->ureq.iov, a->ureq.n, &up_cbs, a, &a->up);
+        rc = ex->gw->upstream->start(ex->gw->pool, o, a->ureq.iov, a->ureq.n, &up_cbs, a,
+                                     &a->up);
         if (rc == 0)
             return 0;
         a->up = NULL;
@@ -1200,7 +1202,7 @@ static void on_client_drain(void *data, struct server_req *req)
     if (w && w->read_paused && w->up) {
         w->read_paused = 0;
         arm_phase(w, ex->plan.timeouts.idle_ms);
-        upstream_read_start(w->up);
+        ex->gw->upstream->read_start(w->up);
     }
 }
 

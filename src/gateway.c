@@ -20,6 +20,7 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
     memset(gw, 0, sizeof(*gw));
     gw->loop = loop;
     gw->cfg = config_ref(cfg);
+    gw->upstream = &upstream_real;
     gw->id_seed = ((uint64_t)time(NULL) << 20) ^ ((uint64_t)getpid() << 40) ^ uv_hrtime();
     gw->origins = calloc(cfg->n_providers + 1, sizeof(*gw->origins));
     gw->tls = calloc(cfg->n_providers + 1, sizeof(*gw->tls));

@@ -647,3 +647,9 @@ void upstream_read_start(struct upstream *u)
         conn_read_start(u->uc->conn);
 }
 
+const struct upstream_ops upstream_real = {
+    .start = upstream_start,
+    .cancel = upstream_cancel,
+    .read_stop = upstream_read_stop,
+    .read_start = upstream_read_start,
+};

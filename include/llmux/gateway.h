@@ -15,6 +15,7 @@
 struct dns;
 struct health;
 struct pool;
+struct upstream_ops;
 struct origin;
 struct server;
 struct tls_ctx;
@@ -31,6 +32,7 @@ struct gateway {
     struct config *cfg;
     struct dns *dns;
     struct pool *pool;
+    const struct upstream_ops *upstream; /* upstream_real (a test's stand-in in unit tests) */
     struct server *server;
     struct origin **origins;      /* per provider index, NULL when disabled */
     struct tls_ctx **tls;         /* per provider index, NULL for http:// */

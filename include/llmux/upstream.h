@@ -74,4 +74,16 @@ void upstream_cancel(struct upstream *u);
 void upstream_read_stop(struct upstream *u);
 void upstream_read_start(struct upstream *u);
 
+/* The upstream as the exchange sees it: the functions above behind one table, so a unit test
+ * can stand in for the network and drive an exchange's callbacks in any order
+ * (test/test_exchange.c). Production uses upstream_real. */
+struct upstream_ops {
+    int (*start)(struct pool *p, struct origin *o, const uv_buf_t *bufs, unsigned nbufs,
+                 const struct upstream_cbs *cbs, void *data, struct upstream **out);
+    void (*cancel)(struct upstream *u);
+    void (*read_stop)(struct upstream *u);
+    void (*read_start)(struct upstream *u);
+};
+extern const struct upstream_ops upstream_real;
+
 #endif
