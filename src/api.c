@@ -418,6 +418,9 @@ static void status(struct gateway *gw, struct server_req *req)
                (unsigned long long)gw->stats.failovers, (unsigned long long)ps->connects,
                (unsigned long long)ps->reuses);
     health_status_json(gw->health, uv_now(gw->loop), &b);
+    buf_printf(&b, ",\"trim\":{\"count\":%llu,\"last_us\":%llu,\"max_us\":%llu}",
+               (unsigned long long)gw->stats.trims, (unsigned long long)gw->stats.trim_us_last,
+               (unsigned long long)gw->stats.trim_us_max);
     buf_append_str(&b, ",\"overhead_us\":");
     hist_json(&gw->stats.overhead_us, &b);
     buf_append_str(&b, "}");
@@ -466,6 +469,8 @@ void api_request_id(void *data, char out[33])
 void api_on_head(void *data, struct server_req *req)
 {
     struct gateway *gw = data;
+    if (gw->cfg->n_keys == 0) /* no gateway keys: nothing to refuse from the head */
+        return;
     int path_known;
     const struct route *found = find_route(server_req_request(req), &path_known);
     if (found && strcmp(found->path, "/healthz") != 0 && !authorized(gw->cfg, req)) {

@@ -119,13 +119,26 @@ void gateway_log(void *data, const char *line, size_t n)
 static void on_trim(uv_timer_t *t)
 {
     struct gateway *gw = container_of(t, struct gateway, trim_timer);
-    if (gw->stats.exchanges_active == 0)
-        malloc_trim(0);
+    if (gw->stats.exchanges_active != 0)
+        return; /* busy again: the next quiet moment re-arms */
+    uint64_t quiet_for = uv_now(gw->loop) - gw->quiet_since;
+    if (quiet_for < 1000) { /* requests came and went meanwhile: wait out the second */
+        uv_timer_start(&gw->trim_timer, on_trim, 1000 - quiet_for, 0);
+        return;
+    }
+    uint64_t t0 = uv_hrtime();
+    malloc_trim(0);
+    gw->stats.trim_us_last = (uv_hrtime() - t0) / 1000;
+    if (gw->stats.trim_us_last > gw->stats.trim_us_max)
+        gw->stats.trim_us_max = gw->stats.trim_us_last;
+    gw->stats.trims++;
 }
 
 void gateway_quiet(struct gateway *gw)
 {
-    if (gw->trim_timer_on)
+    /* one timestamp per request; the timer is armed only when it is not already running */
+    gw->quiet_since = uv_now(gw->loop);
+    if (gw->trim_timer_on && !uv_is_active((uv_handle_t *)&gw->trim_timer))
         uv_timer_start(&gw->trim_timer, on_trim, 1000, 0);
 }
 

@@ -375,7 +375,19 @@ static int client_write(struct client *cl, const uv_buf_t *bufs, unsigned n)
  * become spaces, so no value, whatever its source, can end the line and forge a header. */
 static int append_field_value(struct buf *b, const char *v, size_t n)
 {
+    /* 8 bytes at a time: a word with no byte below 0x20 and none equal to 0x7f is clean (the
+     * usual case); the first word that may hold one is looked at byte by byte */
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
     size_t clean = 0;
+    while (clean + 8 <= n) {
+        uint64_t x;
+        memcpy(&x, v + clean, 8);
+        uint64_t low = (x - ones * 0x20) & ~x & highs;   /* some byte < 0x20 */
+        uint64_t del = ((x ^ (ones * 0x7f)) - ones) & ~(x ^ (ones * 0x7f)) & highs; /* = 0x7f */
+        if (low | del)
+            break;
+        clean += 8;
+    }
     while (clean < n && ((unsigned char)v[clean] >= 0x20 || v[clean] == '\t') && v[clean] != 0x7f)
         clean++;
     int rc = buf_append(b, v, clean);
@@ -752,7 +764,8 @@ static int on_header_value_complete(llhttp_t *p)
     return header_piece(cl, 0, headers_value_complete(&cl->headers));
 }
 
-/* The request view for the handler, without the body (on_head) or with it (dispatch). */
+/* The request view, built once when the head is complete (on_head sees it without a body;
+ * client_dispatch adds the body). */
 static int client_view(struct client *cl)
 {
     struct server_req *r = &cl->req;
@@ -774,7 +787,7 @@ static int client_view(struct client *cl)
     r->request.n_headers = n;
     r->request.body = "";
     r->http10 = cl->parser.http_major == 1 && cl->parser.http_minor == 0;
-    const char *origin = server_req_header(r, "origin");
+    const char *origin = cl->srv->opts.n_cors_origins ? server_req_header(r, "origin") : NULL;
     for (size_t i = 0; origin && i < cl->srv->opts.n_cors_origins; i++) {
         const char *o = cl->srv->opts.cors_origins[i];
         if (strcmp(o, "*") == 0 || strcasecmp(o, origin) == 0) {
@@ -797,8 +810,9 @@ static const char *head_problem(struct client *cl)
                "forward proxy)";
     int hosts = 0, te = 0;
     for (size_t i = 0; i < q->n_headers; i++) {
-        hosts += strcasecmp(q->headers[i].name, "host") == 0;
-        te += strcasecmp(q->headers[i].name, "transfer-encoding") == 0;
+        const struct http_header *h = &q->headers[i];
+        hosts += h->name_len == 4 && strcasecmp(h->name, "host") == 0;
+        te += h->name_len == 17 && strcasecmp(h->name, "transfer-encoding") == 0;
     }
     if (te && cl->req.http10) /* RFC 9112 6.1: the framing is faulty */
         return "malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request";
@@ -841,7 +855,7 @@ static int on_headers_complete(llhttp_t *p)
     cl->in_trailers = 1; /* header callbacks from here on are trailers */
     client_arm(cl, srv->opts.body_timeout_ms);
     int has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
-    const char *expect = server_req_header(&cl->req, "expect");
+    const char *expect = has_body && !cl->req.http10 ? server_req_header(&cl->req, "expect") : NULL;
     if (expect && strcasecmp(expect, "100-continue") == 0 && has_body && !cl->req.http10) {
         uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
         client_write(cl, &b, 1);
@@ -883,11 +897,17 @@ static void client_dispatch(struct client *cl)
     /* The body buffer holds one extra NUL so handlers may treat it as a string. */
     size_t body_len = buf_size(&cl->body);
     cl->body.max = 0;
-    if (buf_append(&cl->body, "", 1) || client_view(cl) != 0) {
+    if (buf_append(&cl->body, "", 1)) {
         client_close(cl, 0);
         return;
     }
     cl->body.max = srv->opts.max_body_bytes;
+    /* the view built when the head completed still holds: the head does not change after it
+     * (trailers are not kept) */
+    r->client = cl;
+    r->started = r->chunked = r->raw = 0;
+    r->on_abort = NULL;
+    r->on_drain = NULL;
     r->request.body = buf_head(&cl->body);
     r->request.body_len = body_len;
     r->keep_alive = llhttp_should_keep_alive(&cl->parser);

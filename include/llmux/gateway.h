@@ -24,6 +24,9 @@ struct gateway_stats {
     uint64_t requests;
     uint64_t exchanges_active;
     uint64_t failovers; /* attempts after the first */
+    uint64_t trims;         /* malloc_trim calls (after a quiet second) */
+    uint64_t trim_us_last;  /* how long the last one took (off the request path) */
+    uint64_t trim_us_max;
     struct hist overhead_us; /* llmux's own time per request: see exchange_int.h busy_ns */
 };
 
@@ -46,6 +49,7 @@ struct gateway {
     uint64_t id_seed;
     uv_timer_t trim_timer; /* hands freed memory back after a quiet second (gateway_quiet) */
     int trim_timer_on;
+    uint64_t quiet_since; /* when the last request ended with none left in flight */
 };
 
 /* Set up everything for cfg (takes a reference) except the server. Returns 0 or a negative
