@@ -84,7 +84,6 @@ struct client {
     int value_at_end;      /* that piece ended where its call's bytes ended */
     int version_seen;      /* the request line's HTTP version was read */
     int is_head;           /* the request being read is a HEAD (known once its URL starts) */
-    int head_done;         /* its head was read whole */
     const char *reject_why; /* a parser callback's reason for a 400 */
     size_t body_held;  /* bytes of this unfinished body counted in srv->body_bytes */
     size_t lingered;   /* bytes dropped while lingering */
@@ -640,8 +639,7 @@ static void client_reject(struct client *cl, int status, const char *message)
     cl->state = CL_HANDLING;
     memset(&cl->req, 0, sizeof(cl->req));
     cl->req.client = cl;
-    /* even a refusal of a HEAD has no body (known once its head was read whole) */
-    cl->req.request.head_only = cl->is_head && cl->head_done;
+    cl->req.request.head_only = cl->is_head;
     cl->req.keep_alive = 0;
     cl->linger = !cl->refused;
     server_respond_error(&cl->req, status,
@@ -676,7 +674,6 @@ static int on_message_begin(llhttp_t *p)
     cl->value_seq = 0;
     cl->version_seen = 0;
     cl->is_head = 0;
-    cl->head_done = 0;
     cl->in_trailers = 0;
     return 0;
 }
@@ -684,8 +681,6 @@ static int on_message_begin(llhttp_t *p)
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct client *cl = parser_client(p);
-    if (cl->url_len == 0) /* the method is known from here on */
-        cl->is_head = p->method == HTTP_HEAD;
     cl->url_len += len;
     if (cl->url_len > cl->srv->opts.max_url_bytes) {
         cl->reject_status = 414;
@@ -698,6 +693,14 @@ static int on_piece_complete(llhttp_t *p)
 {
     struct client *cl = parser_client(p);
     return buf_append(&cl->head, "", 1) ? HPE_USER : 0;
+}
+
+/* Known from here on: even a refusal of a HEAD request gets no body, since its client reads
+ * none whatever the answer says. */
+static int on_method_complete(llhttp_t *p)
+{
+    parser_client(p)->is_head = p->method == HTTP_HEAD;
+    return 0;
 }
 
 static int on_version_complete(llhttp_t *p)
@@ -828,7 +831,6 @@ static int on_headers_complete(llhttp_t *p)
     struct client *cl = parser_client(p);
     struct server *srv = cl->srv;
     size_t max = srv->opts.max_body_bytes;
-    cl->head_done = 1;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > max) {
         cl->reject_status = 413;
         return HPE_USER;
@@ -1089,6 +1091,7 @@ int server_listen(uv_loop_t *loop, const char *host, uint16_t port, const struct
     parser_settings.on_message_begin = on_message_begin;
     parser_settings.on_url = on_url;
     parser_settings.on_url_complete = on_piece_complete;
+    parser_settings.on_method_complete = on_method_complete;
     parser_settings.on_version_complete = on_version_complete;
     parser_settings.on_header_field = on_header_field;
     parser_settings.on_header_field_complete = on_header_field_complete;

@@ -197,9 +197,9 @@ static int on_r_complete(llhttp_t *p)
 
 /* ---- the side parse of the input: which requests, in which order ---- */
 
-/* A request counts once its head is whole: a client that sent a HEAD reads no body in the
- * answer, even when the answer refuses the request before its body (e.g. a bad Host). */
-static int on_q_headers_complete(llhttp_t *p)
+/* A request counts once its method is read: a client that sent a HEAD reads no body in the
+ * answer, even when the answer refuses the request (a bad Host, a malformed line...). */
+static int on_q_method_complete(llhttp_t *p)
 {
     struct client *c = p->data;
     if (c->n_reqs < MAX_REQS)
@@ -398,7 +398,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     resp_settings.on_body = on_r_body;
     resp_settings.on_message_complete = on_r_complete;
     llhttp_settings_init(&req_settings);
-    req_settings.on_headers_complete = on_q_headers_complete;
+    req_settings.on_method_complete = on_q_method_complete;
     return 0;
 }
 
