@@ -289,14 +289,29 @@ static const char *two_deployments =
     "\"h\":{\"deployments\":[{\"provider\":\"a\",\"model\":\"x\"},{\"provider\":\"b\",\"model\":\"y\"}],"
     "\"hedge_after_ms\":1,\"max_attempts\":3}}}";
 
+/* A gateway on two_deployments and a stream request for `model`, once `attempts` upstream
+ * attempts have started. */
+static void begin(struct client *c, const char *model, int attempts)
+{
+    start(two_deployments);
+    char body[256];
+    snprintf(body, sizeof(body), STREAM_REQ("%s"), model);
+    client_send(c, body);
+    CHECK(spin(has_fakes, &attempts));
+}
+
+static void end(struct client *c)
+{
+    client_close(c, 0);
+    stop();
+    client_free(c);
+}
+
 /* [DONE], then the connection resets before the chunked terminator: the answer was whole. */
 static void test_end_marker_then_reset(void)
 {
-    start(two_deployments);
     struct client c;
-    client_send(&c, STREAM_REQ("m"));
-    int one = 1;
-    CHECK(spin(has_fakes, &one));
+    begin(&c, "m", 1);
     struct fake *f = fakes[0];
     fake_head(f, 200, "text/event-stream");
     fake_body(f, CHUNK("hello") FINISH "data: [DONE]\n\n");
@@ -311,20 +326,15 @@ static void test_end_marker_then_reset(void)
     CHECK(strstr(st, "\"failures\":0") != NULL); /* the deployment is not marked failed */
     CHECK(strstr(st, "\"failures\":1") == NULL);
     free(st);
-    client_close(&c, 0);
-    stop();
-    client_free(&c);
+    end(&c);
 }
 
 /* [DONE], then the upstream stalls: the client is done at once; the attempt ends after the
  * drain wait, and the connection is dropped (not pooled). */
 static void test_end_marker_then_stall(void)
 {
-    start(two_deployments);
     struct client c;
-    client_send(&c, STREAM_REQ("m"));
-    int one = 1;
-    CHECK(spin(has_fakes, &one));
+    begin(&c, "m", 1);
     struct fake *f = fakes[0];
     fake_head(f, 200, "text/event-stream");
     fake_body(f, CHUNK("hi") "data: [DONE]\n\n");
@@ -332,19 +342,14 @@ static void test_end_marker_then_stall(void)
     CHECK(spin(fake_cancelled, f)); /* after the drain wait: no callback comes after this */
     CHECK(spin(log_has, "\"outcome\":\"ok\""));
     CHECK_INT(n_fakes, 1);
-    client_close(&c, 0);
-    stop();
-    client_free(&c);
+    end(&c);
 }
 
 /* The client goes away mid-stream: the upstream is cancelled, the log says so. */
 static void test_client_gone_mid_stream(void)
 {
-    start(two_deployments);
     struct client c;
-    client_send(&c, STREAM_REQ("m"));
-    int one = 1;
-    CHECK(spin(has_fakes, &one));
+    begin(&c, "m", 1);
     struct fake *f = fakes[0];
     fake_head(f, 200, "text/event-stream");
     fake_body(f, CHUNK("one"));
@@ -365,11 +370,8 @@ static void test_client_gone_mid_stream(void)
 /* A hedge that fails while the primary still runs: the primary answers. */
 static void test_hedge_fails_primary_answers(void)
 {
-    start(two_deployments);
     struct client c;
-    client_send(&c, STREAM_REQ("h"));
-    int two = 2;
-    CHECK(spin(has_fakes, &two)); /* the hedge started after 1 ms */
+    begin(&c, "h", 2); /* the hedge started after 1 ms */
     struct fake *primary = fakes[0], *hedge = fakes[1];
     fake_head(hedge, 503, "application/json");
     fake_body(hedge, "{\"error\":{\"message\":\"busy\",\"type\":\"server_error\"}}");
@@ -385,20 +387,16 @@ static void test_hedge_fails_primary_answers(void)
     CHECK(strstr(buf_head(&c.in), "from-primary") != NULL);
     CHECK(strstr(buf_head(&c.in), "x-llmux-hedged: lost") != NULL);
     CHECK(spin(log_has, "\"outcome\":\"ok\""));
-    client_close(&c, 0);
-    stop();
-    client_free(&c);
+    end(&c);
 }
 
 /* Both attempts fail (the hedge last, while the primary's slot is idle): the plan is tried
  * again after a backoff, and the third attempt answers. */
 static void test_hedge_fails_then_backoff_retry(void)
 {
-    start(two_deployments);
     struct client c;
-    client_send(&c, STREAM_REQ("h"));
-    int two = 2, three = 3;
-    CHECK(spin(has_fakes, &two));
+    begin(&c, "h", 2);
+    int three = 3;
     fake_head(fakes[0], 500, "application/json");
     fake_end(fakes[0], 0);
     fake_head(fakes[1], 502, "application/json");
@@ -413,20 +411,16 @@ static void test_hedge_fails_then_backoff_retry(void)
     CHECK(strstr(buf_head(&c.in), "x-llmux-attempts: 3") != NULL);
     CHECK(spin(log_has, "\"outcome\":\"ok\""));
     CHECK_INT(n_fakes, 3);
-    client_close(&c, 0);
-    stop();
-    client_free(&c);
+    end(&c);
 }
 
 /* A stream that breaks after content continues on the next deployment (continue mode), and
  * the request the continuation sends carries the delivered text. */
 static void test_reset_after_content_continues(void)
 {
-    start(two_deployments);
     struct client c;
-    client_send(&c, STREAM_REQ("m"));
-    int one = 1, two = 2;
-    CHECK(spin(has_fakes, &one));
+    begin(&c, "m", 1);
+    int two = 2;
     fake_head(fakes[0], 200, "text/event-stream");
     fake_body(fakes[0], CHUNK("first part"));
     CHECK(wait_text(&c, "first part"));
@@ -441,9 +435,7 @@ static void test_reset_after_content_continues(void)
     buf_append(&c.in, "", 1);
     CHECK(strstr(buf_head(&c.in), "\"continued\":true") != NULL);
     CHECK(spin(log_has, "\"outcome\":\"ok\""));
-    client_close(&c, 0);
-    stop();
-    client_free(&c);
+    end(&c);
 }
 
 int main(void)
