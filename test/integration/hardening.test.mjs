@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import {
   startMock, startLlmux, runLlmux, writeConfig, provider, post, chat, expectError, readSse,
   chunks, chunksText, mockText, waitFor, headersText, openRaw, tcpState, parseResponses,
@@ -235,6 +236,62 @@ test('1xx interim answers do not count against the final answer\'s headers; long
     assert.equal(res.status, 200);
     assert.equal(chunksText(await readSse(res)), 'hello');
     assert.equal(up.lastAuth, `Bearer ${longKey}`, 'a 600-byte key is sent whole');
+  } finally {
+    await l.stop();
+    up.close();
+  }
+});
+
+// An upstream that answers a request's head at once (400, keep-alive) without reading its body,
+// then stops reading that connection; any later connection gets a normal answer.
+function earlyAnswerUpstream() {
+  const seen = { connections: 0, requests: 0 };
+  const server = net.createServer((sock) => {
+    const n = ++seen.connections;
+    let buf = '';
+    sock.on('data', (d) => {
+      buf += d.toString('latin1');
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      seen.requests++;
+      if (n === 1) { // answer from the head, then read nothing more
+        const body = '{"error":{"message":"too big for me","type":"invalid_request_error","code":null}}';
+        sock.write(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+        sock.pause();
+        return;
+      }
+      const len = Number(/content-length: (\d+)/i.exec(buf.slice(0, end))?.[1] ?? 0);
+      if (buf.length < end + 4 + len) return;
+      buf = buf.slice(end + 4 + len);
+      const body = JSON.stringify({ id: 'x', object: 'chat.completion', created: 1, model: 'x',
+        choices: [{ index: 0, message: { role: 'assistant', content: 'fresh' }, finish_reason: 'stop' }],
+        usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } });
+      sock.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+    });
+    sock.on('error', () => {});
+  });
+  server.seen = seen;
+  return new Promise((r) => server.listen(0, '127.0.0.1', () => r(server)));
+}
+
+test('a connection whose request was not all sent never goes back to the pool', async () => {
+  const up = await earlyAnswerUpstream();
+  const l = await startLlmux({
+    timeouts_ms: { first_byte: 3000 },
+    limits: { max_body_bytes: 32 << 20 },
+    providers: { early: provider(`http://127.0.0.1:${up.address().port}/v1`) },
+    models: { e: { deployments: [{ provider: 'early', model: 'x' }], max_attempts: 1 } },
+  });
+  try {
+    // 16 MB: more than the socket buffers take, so part of it is still queued in llmux when
+    // the 400 has arrived whole
+    let res = await post(l.base, '/v1/chat/completions', chat('e', { pad: 'x'.repeat(16 << 20) }));
+    await expectError(res, 400);
+    res = await post(l.base, '/v1/chat/completions', chat('e'));
+    const body = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(body.choices[0].message.content, 'fresh');
+    assert.equal(up.seen.connections, 2, 'the second request went out on a new connection');
   } finally {
     await l.stop();
     up.close();
