@@ -432,12 +432,15 @@ static int parse_listen(struct ctx *x, const cJSON *root, struct config *c)
         return rc;
     if (!s)
         s = "127.0.0.1:8080";
+    const char *env = getenv("LLMUX_LISTEN"); /* a container sets its own address */
+    if (env && env[0])
+        s = env;
     const char *host;
     size_t host_len;
     long port;
     if (split_host_port(s, strlen(s), &host, &host_len, &port) || port < 0) {
         path_key(x, "listen");
-        return fail(x, "expected \"host:port\"");
+        return fail(x, "expected \"host:port\"%s", env && env[0] ? " (from LLMUX_LISTEN)" : "");
     }
     c->listen_host = strndup(host, host_len);
     if (!c->listen_host)

@@ -1,8 +1,14 @@
-/* llmux: command line, start-up report and signal handling around one worker's loop. */
+/* llmux: command line (run, -t, --healthcheck), start-up report and signal handling around
+ * one worker's loop. */
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "llmux/api.h"
@@ -19,11 +25,114 @@ static int stopping;
 
 #define DRAIN_MS 10000 /* in-flight requests get this long after SIGTERM */
 
+#define DEFAULT_CONFIG "/etc/llmux/llmux.json"
+#define HEALTHCHECK_MS 2000
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: llmux -c FILE      run the gateway with config FILE\n"
-               "       llmux -t -c FILE   check config FILE and exit (0: valid, 1: invalid)\n"
-               "       llmux --version\n");
+    fprintf(f, "usage: llmux [-c FILE]           run the gateway (FILE: $LLMUX_CONFIG, else "
+               DEFAULT_CONFIG ")\n"
+               "       llmux -t [-c FILE]        check the config and exit (0: valid, 1: invalid)\n"
+               "       llmux --healthcheck [URL] [-c FILE]\n"
+               "                                 exit 0 when URL (default: /healthz on the config's\n"
+               "                                 listen address) answers 200 within 2 s, else 1\n"
+               "       llmux --version\n"
+               "LLMUX_LISTEN=HOST:PORT overrides the config's \"listen\".\n");
+}
+
+/* Milliseconds left before `deadline` (a CLOCK_MONOTONIC time in ms), at least 0. */
+static int ms_left(uint64_t deadline)
+{
+    uint64_t now = uv_hrtime() / 1000000;
+    return now >= deadline ? 0 : (int)(deadline - now);
+}
+
+/* GET url (http://HOST:PORT/PATH) and say whether it answered 200 within HEALTHCHECK_MS: for a
+ * container's HEALTHCHECK, with no shell or curl in the image. Blocking: nothing else runs. */
+static int healthcheck(const char *url)
+{
+    char host[256], path[512] = "/", port[8] = "80";
+    const char *rest = strncmp(url, "http://", 7) == 0 ? url + 7 : NULL;
+    if (!rest) {
+        fprintf(stderr, "llmux: --healthcheck takes an http:// URL\n");
+        return 1;
+    }
+    size_t auth = strcspn(rest, "/");
+    if (rest[auth])
+        snprintf(path, sizeof(path), "%s", rest + auth);
+    const char *hp = rest, *colon;
+    size_t hl = auth;
+    if (rest[0] == '[') { /* [v6]:port */
+        const char *close = memchr(rest, ']', auth);
+        if (!close)
+            return 1;
+        hp = rest + 1;
+        hl = (size_t)(close - hp);
+        colon = close + 1 < rest + auth && close[1] == ':' ? close + 1 : NULL;
+    } else {
+        colon = memchr(rest, ':', auth);
+        if (colon)
+            hl = (size_t)(colon - rest);
+    }
+    if (hl == 0 || hl >= sizeof(host))
+        return 1;
+    memcpy(host, hp, hl);
+    host[hl] = 0;
+    if (colon)
+        snprintf(port, sizeof(port), "%.*s", (int)(rest + auth - colon - 1), colon + 1);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+    if (getaddrinfo(host, port, &hints, &ai) != 0) {
+        fprintf(stderr, "llmux: --healthcheck: cannot resolve %s\n", host);
+        return 1;
+    }
+    uint64_t deadline = uv_hrtime() / 1000000 + HEALTHCHECK_MS;
+    int ok = 0;
+    for (struct addrinfo *a = ai; a && !ok && ms_left(deadline) > 0; a = a->ai_next) {
+        int fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        int err = 0;
+        socklen_t elen = sizeof(err);
+        if ((connect(fd, a->ai_addr, a->ai_addrlen) == 0 || errno == EINPROGRESS) &&
+            poll(&pf, 1, ms_left(deadline)) == 1 &&
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 && err == 0) {
+            char req[1024], resp[64];
+            int n = snprintf(req, sizeof(req),
+                             "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path,
+                             host);
+            size_t got = 0;
+            if (send(fd, req, (size_t)n, MSG_NOSIGNAL) == n) {
+                pf.events = POLLIN;
+                while (got < 12 && poll(&pf, 1, ms_left(deadline)) == 1) {
+                    ssize_t r = recv(fd, resp + got, sizeof(resp) - 1 - got, 0);
+                    if (r <= 0)
+                        break;
+                    got += (size_t)r;
+                }
+            }
+            resp[got] = 0;
+            ok = got >= 12 && strncmp(resp, "HTTP/1.", 7) == 0 && strncmp(resp + 8, " 200", 4) == 0;
+        }
+        close(fd);
+    }
+    freeaddrinfo(ai);
+    if (!ok)
+        fprintf(stderr, "llmux: %s did not answer 200 within %d ms\n", url, HEALTHCHECK_MS);
+    return ok ? 0 : 1;
+}
+
+/* The default health URL: /healthz on the listen address (a wildcard means this host). */
+static void default_health_url(const struct config *cfg, char *out, size_t size)
+{
+    const char *h = cfg->listen_host;
+    if (strcmp(h, "0.0.0.0") == 0)
+        h = "127.0.0.1";
+    else if (strcmp(h, "::") == 0)
+        h = "::1";
+    int v6 = strchr(h, ':') != NULL;
+    snprintf(out, size, "http://%s%s%s:%u/healthz", v6 ? "[" : "", h, v6 ? "]" : "",
+             cfg->listen_port);
 }
 
 /* Every client connection is gone: close the rest so the loop ends. */
@@ -80,11 +189,15 @@ static void report_providers(const struct config *cfg)
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL;
-    int test_only = 0;
+    const char *path = NULL, *health_url = NULL;
+    int test_only = 0, health = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
             path = argv[++i];
+        } else if (strcmp(argv[i], "--healthcheck") == 0) {
+            health = 1;
+            if (i + 1 < argc && argv[i + 1][0] != '-')
+                health_url = argv[++i];
         } else if (strcmp(argv[i], "-t") == 0) {
             test_only = 1;
         } else if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0) {
@@ -99,15 +212,22 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!path) {
-        usage(stderr);
-        return 2;
-    }
+    if (health && health_url)
+        return healthcheck(health_url);
+    if (!path)
+        path = getenv("LLMUX_CONFIG") && getenv("LLMUX_CONFIG")[0] ? getenv("LLMUX_CONFIG")
+                                                                   : DEFAULT_CONFIG;
     struct config *cfg;
     char err[512];
     if (config_load_file(path, &cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "llmux: %s\n", err);
         return 1;
+    }
+    if (health) {
+        char url[320];
+        default_health_url(cfg, url, sizeof(url));
+        config_unref(cfg);
+        return healthcheck(url);
     }
     if (test_only) {
         printf("llmux: %s: configuration is valid\n", path);
