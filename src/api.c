@@ -41,18 +41,11 @@ static void respond_json(struct server_req *req, int status, const char *body, s
 static void api_error(struct server_req *req, const char *rid, int status, const char *type,
                       const char *code, const char *param, const char *message)
 {
-    struct buf b;
-    buf_init(&b, 0);
-    server_format_error_param(&b, type, code, param, message);
-    struct http_header h[3] = {
-        {"content-type", 12, "application/json", 16},
+    const struct http_header h[2] = {
         {"x-request-id", 12, rid, strlen(rid)},
+        {"x-should-retry", 14, "false", 5},
     };
-    size_t n = 2;
-    if (status != 500)
-        h[n++] = (struct http_header){"x-should-retry", 14, "false", 5};
-    server_respond(req, status, h, n, buf_head(&b), buf_size(&b));
-    buf_free(&b);
+    server_respond_error_with(req, status, type, code, param, message, h, status != 500 ? 2 : 1);
 }
 
 static void list_models(struct gateway *gw, struct server_req *req)

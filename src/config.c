@@ -375,19 +375,7 @@ static const char *split_host_port(const char *s, size_t n, const char **host, s
     return NULL;
 }
 
-/* The parts of a base_url, pointing into it. */
-struct url_parts {
-    int tls;
-    const char *host;
-    size_t host_len;
-    uint16_t port;
-    const char *path; /* without trailing slashes */
-    size_t path_len;
-};
-
-/* Split "http[s]://host[:port][/path]". Returns NULL, or what is wrong (never quoting the URL,
- * which could hold a secret someone pasted). */
-static const char *url_split(const char *url, struct url_parts *u)
+const char *url_split(const char *url, struct url_parts *u)
 {
     const char *rest;
     if (strncasecmp(url, "https://", 8) == 0) {

@@ -29,6 +29,7 @@
 
 #define READ_SIZE (64 * 1024)
 #define OWNED_SLICE (256 * 1024) /* conn_write_owned: pages handed back per slice written */
+#define OWNED_MIN (4 * 1024)     /* below this, copying the unsent rest is cheaper */
 #define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -214,29 +215,34 @@ static void on_write_done(uv_write_t *req, int status)
  * large answer holds only what it has not read yet, as with a copy, without the copy. */
 static int queue_owned(struct conn *c, char *owned, size_t from, size_t to)
 {
-    size_t n = (to - from + OWNED_SLICE - 1) / OWNED_SLICE;
-    for (size_t i = 0; i < n; i++) {
-        size_t at = from + i * OWNED_SLICE;
+    struct write_req *last = NULL; /* writes complete in order: the last one frees the block */
+    int rc = 0;
+    for (size_t at = from; at < to && !rc; at += OWNED_SLICE) {
         size_t len = to - at < OWNED_SLICE ? to - at : OWNED_SLICE;
         struct write_req *w = malloc(sizeof(*w));
-        if (!w)
-            return i ? UV_ENOMEM : (free(owned), UV_ENOMEM); /* earlier slices free it */
+        if (!w) {
+            rc = UV_ENOMEM;
+            break;
+        }
         w->c = c;
         w->len = len;
-        w->owned = i + 1 == n ? owned : NULL; /* the last slice frees the block */
+        w->owned = NULL;
         w->slice = owned + at;
         uv_buf_t b = uv_buf_init(owned + at, (unsigned)len);
-        int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write_done);
+        rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write_done);
         if (rc) {
             free(w);
-            if (i == 0)
-                free(owned);
-            return rc;
+            break;
         }
         c->queued += len;
         c->accepted += len;
+        last = w;
     }
-    return 0;
+    if (last)
+        last->owned = owned;
+    else
+        free(owned);
+    return rc;
 }
 
 static int raw_write(struct conn *c, const uv_buf_t *bufs, unsigned n);
@@ -244,7 +250,7 @@ static int raw_write(struct conn *c, const uv_buf_t *bufs, unsigned n);
 int conn_write_owned(struct conn *c, const uv_buf_t *bufs, unsigned nbufs, char *owned)
 {
     const uv_buf_t *last = &bufs[nbufs - 1];
-    if (c->closing || c->tls || c->queued > 0 || last->len < 4096 || nbufs > 8) {
+    if (c->closing || c->tls || c->queued > 0 || last->len < OWNED_MIN || nbufs > 8) {
         /* encrypted (copied into records anyway), behind other writes, or small: as usual */
         int rc = conn_write(c, bufs, nbufs);
         free(owned);

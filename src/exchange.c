@@ -164,10 +164,6 @@ static void on_phase_timeout(uv_timer_t *t)
         start_next(a->ex, a, 0);
         return;
     }
-    if (a->at == AT_DRAINING) { /* the answer is whole; the connection is not worth more */
-        exchange_end(a->ex);
-        return;
-    }
     char detail[96];
     if (a->at == AT_CONNECTING)
         snprintf(detail, sizeof(detail), "connect timeout after %u ms", to->connect_ms);
@@ -646,8 +642,6 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
     }
     if (ci->kind == CHUNK_CONTENT)
         a->content_chunks++;
-    if (a->at == AT_DRAINING)
-        return 1; /* nothing counts after the end marker */
     if (ci->usage.known)
         take_usage(ex, &ci->usage);
     if (ex->plan.continue_on_failure && ci->kind == CHUNK_CONTENT) {

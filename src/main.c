@@ -47,41 +47,14 @@ static int ms_left(uint64_t deadline)
     return now >= deadline ? 0 : (int)(deadline - now);
 }
 
-/* GET url (http://HOST:PORT/PATH) and say whether it answered 200 within HEALTHCHECK_MS: for a
+/* GET path on host:port and say whether it answered 200 within HEALTHCHECK_MS: for a
  * container's HEALTHCHECK, with no shell or curl in the image. Blocking: nothing else runs. */
-static int healthcheck(const char *url)
+static int healthcheck(const char *host, uint16_t port, const char *path)
 {
-    char host[256], path[512] = "/", port[8] = "80";
-    const char *rest = strncmp(url, "http://", 7) == 0 ? url + 7 : NULL;
-    if (!rest) {
-        fprintf(stderr, "llmux: --healthcheck takes an http:// URL\n");
-        return 1;
-    }
-    size_t auth = strcspn(rest, "/");
-    if (rest[auth])
-        snprintf(path, sizeof(path), "%s", rest + auth);
-    const char *hp = rest, *colon;
-    size_t hl = auth;
-    if (rest[0] == '[') { /* [v6]:port */
-        const char *close = memchr(rest, ']', auth);
-        if (!close)
-            return 1;
-        hp = rest + 1;
-        hl = (size_t)(close - hp);
-        colon = close + 1 < rest + auth && close[1] == ':' ? close + 1 : NULL;
-    } else {
-        colon = memchr(rest, ':', auth);
-        if (colon)
-            hl = (size_t)(colon - rest);
-    }
-    if (hl == 0 || hl >= sizeof(host))
-        return 1;
-    memcpy(host, hp, hl);
-    host[hl] = 0;
-    if (colon)
-        snprintf(port, sizeof(port), "%.*s", (int)(rest + auth - colon - 1), colon + 1);
+    char service[8];
+    snprintf(service, sizeof(service), "%u", port);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
-    if (getaddrinfo(host, port, &hints, &ai) != 0) {
+    if (getaddrinfo(host, service, &hints, &ai) != 0) {
         fprintf(stderr, "llmux: --healthcheck: cannot resolve %s\n", host);
         return 1;
     }
@@ -102,7 +75,7 @@ static int healthcheck(const char *url)
                              "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path,
                              host);
             size_t got = 0;
-            if (send(fd, req, (size_t)n, MSG_NOSIGNAL) == n) {
+            if (n > 0 && (size_t)n < sizeof(req) && send(fd, req, (size_t)n, MSG_NOSIGNAL) == n) {
                 pf.events = POLLIN;
                 while (got < 12 && poll(&pf, 1, ms_left(deadline)) == 1) {
                     ssize_t r = recv(fd, resp + got, sizeof(resp) - 1 - got, 0);
@@ -118,21 +91,24 @@ static int healthcheck(const char *url)
     }
     freeaddrinfo(ai);
     if (!ok)
-        fprintf(stderr, "llmux: %s did not answer 200 within %d ms\n", url, HEALTHCHECK_MS);
+        fprintf(stderr, "llmux: http://%s:%u%s did not answer 200 within %d ms\n", host, port, path,
+                HEALTHCHECK_MS);
     return ok ? 0 : 1;
 }
 
-/* The default health URL: /healthz on the listen address (a wildcard means this host). */
-static void default_health_url(const struct config *cfg, char *out, size_t size)
+/* --healthcheck URL: an http:// URL, split as a base_url is. */
+static int healthcheck_url(const char *url)
 {
-    const char *h = cfg->listen_host;
-    if (strcmp(h, "0.0.0.0") == 0)
-        h = "127.0.0.1";
-    else if (strcmp(h, "::") == 0)
-        h = "::1";
-    int v6 = strchr(h, ':') != NULL;
-    snprintf(out, size, "http://%s%s%s:%u/healthz", v6 ? "[" : "", h, v6 ? "]" : "",
-             cfg->listen_port);
+    struct url_parts u;
+    const char *problem = url_split(url, &u);
+    if (problem || u.tls) {
+        fprintf(stderr, "llmux: --healthcheck URL: %s\n", problem ? problem : "must be http://");
+        return 1;
+    }
+    char host[256], path[512];
+    snprintf(host, sizeof(host), "%.*s", (int)u.host_len, u.host);
+    snprintf(path, sizeof(path), "%.*s", (int)u.path_len, u.path);
+    return healthcheck(host, u.port, path[0] ? path : "/");
 }
 
 /* Every client connection is gone: close the rest so the loop ends. */
@@ -213,7 +189,7 @@ int main(int argc, char **argv)
         }
     }
     if (health && health_url)
-        return healthcheck(health_url);
+        return healthcheck_url(health_url);
     if (!path)
         path = getenv("LLMUX_CONFIG") && getenv("LLMUX_CONFIG")[0] ? getenv("LLMUX_CONFIG")
                                                                    : DEFAULT_CONFIG;
@@ -223,11 +199,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "llmux: %s\n", err);
         return 1;
     }
-    if (health) {
-        char url[320];
-        default_health_url(cfg, url, sizeof(url));
+    if (health) { /* /healthz on the listen address; a wildcard one is this host */
+        char host[256];
+        snprintf(host, sizeof(host), "%s",
+                 strcmp(cfg->listen_host, "0.0.0.0") == 0 ? "127.0.0.1"
+                 : strcmp(cfg->listen_host, "::") == 0    ? "::1"
+                                                          : cfg->listen_host);
+        uint16_t port = cfg->listen_port;
         config_unref(cfg);
-        return healthcheck(url);
+        return healthcheck(host, port, "/healthz");
     }
     if (test_only) {
         printf("llmux: %s: configuration is valid\n", path);

@@ -83,7 +83,7 @@ struct client {
     uint64_t value_seq;    /* the call that delivered the open header value's last piece */
     int value_at_end;      /* that piece ended where its call's bytes ended */
     int version_seen;      /* the request line's HTTP version was read */
-    int is_head;           /* the request being read is a HEAD (known once its URL starts) */
+    int is_head;           /* the request being read is a HEAD (known once its method is) */
     const char *reject_why; /* a parser callback's reason for a 400 */
     size_t body_held;  /* bytes of this unfinished body counted in srv->body_bytes */
     size_t lingered;   /* bytes dropped while lingering */
@@ -169,8 +169,9 @@ static int append_member(struct buf *out, const char *name, const char *value)
     return rc;
 }
 
-int server_format_error_param(struct buf *out, const char *type, const char *code,
-                              const char *param, const char *message)
+/* The error body with OpenAI's `param` (the request member at fault; NULL: null). */
+static int format_error(struct buf *out, const char *type, const char *code, const char *param,
+                        const char *message)
 {
     int rc = buf_append_str(out, "{\"error\":{\"message\":\"");
     if (!rc)
@@ -190,7 +191,7 @@ int server_format_error_param(struct buf *out, const char *type, const char *cod
 
 int server_format_error(struct buf *out, const char *type, const char *code, const char *message)
 {
-    return server_format_error_param(out, type, code, NULL, message);
+    return format_error(out, type, code, NULL, message);
 }
 
 static void server_free(struct server *srv)
@@ -244,8 +245,10 @@ static void on_send_timer(uv_timer_t *t)
     client_close(cl, 1);
 }
 
+/* Arm the state timer; whatever it was for before (a "parse soon" too) is replaced. */
 static void client_arm(struct client *cl, uint32_t ms)
 {
+    cl->process_soon = 0;
     uv_timer_start(&cl->timer, on_timer, ms, 0);
 }
 
@@ -492,8 +495,8 @@ static void req_finish(struct server_req *r)
     cl->state = CL_IDLE;
     if (buf_size(&cl->pending) > 0) {
         if (!cl->dispatching && conn_queued(cl->conn) <= OUT_CAP) {
-            cl->process_soon = 1; /* parse pipelined input outside this call chain */
             client_arm(cl, 0);
+            cl->process_soon = 1; /* parse pipelined input outside this call chain */
         } /* else: client_process() goes on, or on_client_drain() restarts it */
     } else {
         client_arm(cl, cl->srv->opts.keepalive_timeout_ms);
@@ -517,23 +520,35 @@ int server_respond(struct server_req *r, int status, const struct http_header *h
     return server_respond_owned(r, status, hdrs, n, NULL, body, len);
 }
 
-int server_respond_error(struct server_req *r, int status, const char *type, const char *code,
-                         const char *message)
+int server_respond_error_with(struct server_req *r, int status, const char *type,
+                              const char *code, const char *param, const char *message,
+                              const struct http_header *extra, size_t n_extra)
 {
     struct buf b;
     buf_init(&b, 0);
-    server_format_error(&b, type, code, message);
-    struct http_header h[2] = {{"content-type", 12, "application/json", 16}};
+    format_error(&b, type, code, param, message);
+    struct http_header h[SERVER_ERROR_EXTRA + 2] = {{"content-type", 12, "application/json", 16}};
     size_t n = 1;
+    int has_id = 0;
+    for (size_t i = 0; i < n_extra && i < SERVER_ERROR_EXTRA; i++) {
+        h[n++] = extra[i];
+        has_id |= strcasecmp(extra[i].name, "x-request-id") == 0;
+    }
     char rid[33];
     struct server *srv = r->client->srv;
-    if (srv->opts.request_id) {
+    if (!has_id && srv->opts.request_id) {
         srv->opts.request_id(srv->data, rid);
         h[n++] = (struct http_header){"x-request-id", 12, rid, strlen(rid)};
     }
     int rc = server_respond(r, status, h, n, buf_head(&b), buf_size(&b));
     buf_free(&b);
     return rc;
+}
+
+int server_respond_error(struct server_req *r, int status, const char *type, const char *code,
+                         const char *message)
+{
+    return server_respond_error_with(r, status, type, code, NULL, message, NULL, 0);
 }
 
 int server_stream_start(struct server_req *r, int status, const struct http_header *hdrs, size_t n)
@@ -781,7 +796,7 @@ static int client_view(struct client *cl)
     r->client = cl;
     const char *h = cl->head.data;
     r->request.method = llhttp_method_name((llhttp_method_t)cl->parser.method);
-    r->request.head_only = cl->parser.method == HTTP_HEAD;
+    r->request.head_only = cl->is_head;
     r->request.url = h;
     r->request.url_len = cl->url_len;
     const char *q = memchr(h, '?', cl->url_len);
@@ -858,7 +873,7 @@ static int on_headers_complete(llhttp_t *p)
     client_arm(cl, srv->opts.body_timeout_ms);
     int has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
     const char *expect = has_body && !cl->req.http10 ? server_req_header(&cl->req, "expect") : NULL;
-    if (expect && strcasecmp(expect, "100-continue") == 0 && has_body && !cl->req.http10) {
+    if (expect && strcasecmp(expect, "100-continue") == 0) {
         uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
         client_write(cl, &b, 1);
     }
@@ -907,9 +922,6 @@ static void client_dispatch(struct client *cl)
     /* the view built when the head completed still holds: the head does not change after it
      * (trailers are not kept) */
     r->client = cl;
-    r->started = r->chunked = r->raw = 0;
-    r->on_abort = NULL;
-    r->on_drain = NULL;
     r->request.body = buf_head(&cl->body);
     r->request.body_len = body_len;
     r->keep_alive = llhttp_should_keep_alive(&cl->parser);

@@ -133,6 +133,19 @@ void config_unref(struct config *c);
 const struct model *config_find_model(const struct config *c, const char *name, size_t len);
 const struct provider *config_find_provider(const struct config *c, const char *name, size_t len);
 
+/* The parts of an http(s) URL, pointing into it. */
+struct url_parts {
+    int tls;
+    const char *host; /* without the brackets of an IPv6 literal */
+    size_t host_len;
+    uint16_t port;    /* the scheme's default when absent */
+    const char *path; /* without trailing slashes */
+    size_t path_len;
+};
+/* Split "http[s]://host[:port][/path]" (what a base_url may be). Returns NULL, or what is
+ * wrong (never quoting the URL, which could hold a secret someone pasted). */
+const char *url_split(const char *url, struct url_parts *u);
+
 /* Name of a kind ("openai"). */
 const char *provider_kind_name(enum provider_kind k);
 

@@ -122,16 +122,19 @@ int server_respond(struct server_req *r, int status, const struct http_header *h
  * free() once written): a large answer to a slow client is queued without a second copy. */
 int server_respond_owned(struct server_req *r, int status, const struct http_header *hdrs,
                          size_t n, char *owned, const char *body, size_t len);
-/* An error in OpenAI's shape {"error":{"message","type","code"}}, with
- * content-type application/json. code may be NULL (JSON null). */
+/* An error in OpenAI's shape {"error":{"message","type","param","code"}}, with content-type
+ * application/json and x-request-id (from the request_id hook). code may be NULL (null). */
 int server_respond_error(struct server_req *r, int status, const char *type, const char *code,
                          const char *message);
+/* The same with OpenAI's `param` (NULL: null) and up to SERVER_ERROR_EXTRA more headers; an
+ * x-request-id comes from the request_id hook unless `extra` has one. */
+#define SERVER_ERROR_EXTRA 4
+int server_respond_error_with(struct server_req *r, int status, const char *type,
+                              const char *code, const char *param, const char *message,
+                              const struct http_header *extra, size_t n_extra);
 /* Helper for the body above; appends to out. */
 struct buf;
 int server_format_error(struct buf *out, const char *type, const char *code, const char *message);
-/* The same with OpenAI's `param` (the request member at fault; NULL: JSON null). */
-int server_format_error_param(struct buf *out, const char *type, const char *code,
-                              const char *param, const char *message);
 
 /* A chunked response: start with status and headers, then write pieces (each call is one
  * chunk, flushed at once), then end. Buffers are copied when not written at once. An HTTP/1.0
