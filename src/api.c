@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "llmux/buf.h"
 #include "llmux/exchange.h"
@@ -404,8 +405,12 @@ static void status(struct gateway *gw, struct server_req *req)
     struct buf b;
     buf_init(&b, 0);
     buf_printf(&b,
-               "{\"requests\":%llu,\"active\":%llu,\"failovers\":%llu,"
+               "{\"worker\":%d,\"worker_pid\":%ld,\"config_generation\":%llu,"
+               "\"config_loaded_at\":%lld,\"draining\":%s,"
+               "\"requests\":%llu,\"active\":%llu,\"failovers\":%llu,"
                "\"upstream_connects\":%llu,\"upstream_reuses\":%llu,\"health\":",
+               gw->worker, (long)getpid(), (unsigned long long)gw->rt->generation,
+               (long long)gw->rt->loaded_at, gw->draining ? "true" : "false",
                (unsigned long long)gw->stats.requests,
                (unsigned long long)gw->stats.exchanges_active,
                (unsigned long long)gw->stats.failovers, (unsigned long long)ps->connects,
@@ -520,8 +525,11 @@ void api_handle(void *data, struct server_req *req)
         }
         return;
     }
-    if (strcmp(found->path, "/healthz") == 0) {
-        respond_json(req, 200, "{\"status\":\"ok\"}", 15);
+    if (strcmp(found->path, "/healthz") == 0) { /* draining: traffic should go elsewhere */
+        if (gw->draining)
+            respond_json(req, 503, "{\"status\":\"draining\"}", 21);
+        else
+            respond_json(req, 200, "{\"status\":\"ok\"}", 15);
         return;
     }
     if (!authorized(gw->rt->cfg, req)) {

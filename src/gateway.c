@@ -2,6 +2,7 @@
 #include "llmux/gateway.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,11 +145,37 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
     return gateway_load(gw, cfg, err, errlen);
 }
 
+/* Waiting lines go out in write()s of whole lines, each at most PIPE_BUF bytes (unless one
+ * line is longer): such a write is never interleaved with another process's on a pipe or an
+ * O_APPEND file, so the workers' lines never mix. */
 static void log_flush(struct gateway *gw)
 {
-    if (gw->access_log && buf_size(&gw->log_buf)) {
-        fwrite(buf_head(&gw->log_buf), 1, buf_size(&gw->log_buf), gw->access_log);
+    const char *p = buf_head(&gw->log_buf);
+    size_t left = buf_size(&gw->log_buf);
+    int fd = gw->access_log ? fileno(gw->access_log) : -1;
+    if (left && fd < 0 && gw->access_log) { /* a memory stream (tests) */
+        fwrite(p, 1, left, gw->access_log);
         fflush(gw->access_log);
+        left = 0;
+    }
+    while (left && fd >= 0) {
+        size_t n = left;
+        if (n > PIPE_BUF) { /* up to the last line end that fits, or one whole long line */
+            n = PIPE_BUF;
+            while (n > 0 && p[n - 1] != '\n')
+                n--;
+            if (n == 0) {
+                const char *nl = memchr(p, '\n', left);
+                n = nl ? (size_t)(nl - p) + 1 : left;
+            }
+        }
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break; /* a log that cannot be written loses its lines, never the requests */
+        p += w;
+        left -= (size_t)w;
     }
     buf_reset(&gw->log_buf);
 }

@@ -100,6 +100,11 @@ static double sort_key(const struct plan_entry *e, int strategy, const struct he
 
 static uint64_t rng_state;
 
+void router_seed(uint64_t seed)
+{
+    rng_state = seed ? seed : 0x9e3779b97f4a7c15ULL;
+}
+
 static double rng_unit(void)
 {
     if (!rng_state)

@@ -68,6 +68,8 @@ struct gateway {
     uv_timer_t trim_timer; /* hands freed memory back after a quiet second (gateway_quiet) */
     int trim_timer_on;
     uint64_t quiet_since; /* when the last request ended with none left in flight */
+    int draining; /* SIGTERM came: /healthz answers 503 */
+    int worker;   /* index among the supervisor's workers (0 when there is one process) */
 };
 
 /* Set up everything for cfg (takes a reference) except the server. Returns 0 or a negative
