@@ -8,7 +8,7 @@ FUZZ_OUT   ?= $(FUZZ_BUILD)/findings
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CONFIG     ?= conf/llmux.json
 
-.PHONY: all deps test-deps bench-deps build build-test build-fuzz run test fuzz bench soak clean
+.PHONY: all deps test-deps bench-deps build build-test build-fuzz run test fuzz bench bench-workers soak clean
 
 all: build
 
@@ -79,6 +79,10 @@ fuzz: build-fuzz
 # Writes bench/results/<date>.md and <date>-latency.png; about 6 minutes.
 bench: bench-deps build
 	@node bench/run.mjs
+
+# Requests/s and CPU per request with "workers": 1 and 2 (bench/workers.mjs, ~1 minute).
+bench-workers: bench-deps build
+	@node bench/workers.mjs
 
 # The soak (bench/README.md, "Soak"): a Release llmux in front of four mockllm upstreams under a
 # mixed load with failures, aborts, resets and stalls for SOAK_SECONDS (default 180); every answer
