@@ -617,7 +617,8 @@ static int get_price(struct ctx *x, const cJSON *obj, const char *key, double *o
         return 0;
     size_t old = path_key(x, key);
     if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0) || it->valuedouble > 1e9)
-        return fail(x, "must be a non-negative number ($ per million tokens)");
+        return fail(x, "must be a non-negative number (%s)",
+                    strcmp(key, "request") == 0 ? "$ per request" : "$ per million tokens");
     path_pop(x, old);
     *out = it->valuedouble;
     return 0;
@@ -629,18 +630,21 @@ static const struct num_field deployment_fields[] = {
     {NULL, 0, 0, 0},
 };
 
-/* One deployment of a model: {"provider": NAME, "model": ID, "price": {"input", "output"},
+/* One deployment of a model: {"provider": NAME, "model": ID, "price": {"input", "output",
+ * "cache_read", "cache_write", "request"},
  * "context_window", "weight"}; the path names it. */
 static int parse_deployment(struct ctx *x, const cJSON *obj, struct config *c,
                             struct deployment *d)
 {
     static const char *const keys[] = {"provider", "model", "price", "context_window", "weight"};
-    static const char *const price_keys[] = {"input", "output"};
+    static const char *const price_keys[] = {"input", "output", "cache_read", "cache_write",
+                                             "request"};
     if (!cJSON_IsObject(obj))
         return fail(x, "must be an object");
     const char *prov, *model;
     const cJSON *price;
-    d->price_in = d->price_out = -1;
+    d->price_in = d->price_out = d->price_cache_read = d->price_cache_write = -1;
+    d->price_request = 0;
     d->weight = 1;
     int rc = check_keys(x, obj, keys, 5);
     if (rc == 0)
@@ -653,7 +657,7 @@ static int parse_deployment(struct ctx *x, const cJSON *obj, struct config *c,
         rc = get_object(x, obj, "price", &price);
     if (rc == 0 && price) {
         size_t old = path_key(x, "price");
-        rc = check_keys(x, price, price_keys, 2);
+        rc = check_keys(x, price, price_keys, 5);
         if (rc == 0 && !cJSON_GetObjectItemCaseSensitive(price, "input"))
             rc = fail(x, "needs \"input\" and \"output\" ($ per million tokens)");
         if (rc == 0 && !cJSON_GetObjectItemCaseSensitive(price, "output"))
@@ -662,6 +666,12 @@ static int parse_deployment(struct ctx *x, const cJSON *obj, struct config *c,
             rc = get_price(x, price, "input", &d->price_in);
         if (rc == 0)
             rc = get_price(x, price, "output", &d->price_out);
+        if (rc == 0)
+            rc = get_price(x, price, "cache_read", &d->price_cache_read);
+        if (rc == 0)
+            rc = get_price(x, price, "cache_write", &d->price_cache_write);
+        if (rc == 0)
+            rc = get_price(x, price, "request", &d->price_request);
         if (rc == 0)
             path_pop(x, old);
     }

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define EWMA_ALPHA 0.2
 
@@ -176,8 +177,12 @@ void health_success(struct health *h, size_t id, uint64_t now, const struct heal
     }
     if (s->latency_ms)
         ewma(&d->latency_ms, (double)s->latency_ms);
-    if (s->output_tokens > 1 && s->stream_ms > 0)
-        ewma(&d->tps, (double)s->output_tokens * 1000.0 / (double)s->stream_ms);
+    double tps = s->output_tokens > 1 && s->stream_ms > 0
+                     ? (double)s->output_tokens * 1000.0 / (double)s->stream_ms
+                     : 0;
+    if (tps > 0)
+        ewma(&d->tps, tps);
+    window_add(&d->win, (int64_t)time(NULL), 0, (double)s->ttft_ms, tps);
 }
 
 void health_failure(struct health *h, size_t id, uint64_t now, uint64_t retry_after_ms,
@@ -188,6 +193,7 @@ void health_failure(struct health *h, size_t id, uint64_t now, uint64_t retry_af
         d->inflight--;
     d->failures++;
     d->consecutive_failures++;
+    window_add(&d->win, (int64_t)time(NULL), 1, 0, 0);
     record_outcome(h, d, 1);
     snprintf(d->last_error, sizeof(d->last_error), "%s", why ? why : "");
     if (retry_after_ms) {
@@ -280,6 +286,14 @@ int health_retry_allowed(struct health *h, uint64_t now)
     return 1;
 }
 
+const char *health_state(const struct dep_health *d, uint64_t now)
+{
+    return now < d->cooldown_until                        ? "cooldown"
+           : d->ejected_until && now < d->ejected_until   ? "ejected"
+           : d->ejected_until                             ? "half_open"
+                                                          : "healthy";
+}
+
 int health_status_json(const struct health *h, uint64_t now, struct buf *out)
 {
     int rc = buf_printf(out,
@@ -289,10 +303,7 @@ int health_status_json(const struct health *h, uint64_t now, struct buf *out)
                         h->sh->hedges, h->sh->hedges_won, h->sh->continuations, h->sh->budget_refusals);
     for (size_t i = 0; !rc && i < h->n; i++) {
         const struct dep_health *d = h->deps[i];
-        const char *state = now < d->cooldown_until                         ? "cooldown"
-                            : d->ejected_until && now < d->ejected_until    ? "ejected"
-                            : d->ejected_until                              ? "half_open"
-                                                                            : "healthy";
+        const char *state = health_state(d, now);
         rc = buf_printf(out, "%s{\"provider\":\"", i ? "," : "");
         if (!rc)
             rc = buf_append_json_str(out, d->provider, strlen(d->provider));

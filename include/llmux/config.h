@@ -49,6 +49,10 @@ struct deployment {
     struct provider *provider; /* borrowed from config.providers */
     char *model;               /* upstream model id */
     double price_in, price_out; /* $ per million input / output tokens; < 0: unknown */
+    double price_cache_read;    /* $ per million prompt tokens read from the provider's cache;
+                                   < 0: unknown (billed as input) */
+    double price_cache_write;   /* $ per million prompt tokens written to it; < 0: as input */
+    double price_request;       /* $ per request (0: none) */
     uint32_t context_window;    /* tokens; 0: unknown */
     uint32_t weight;            /* "balance" share, default 1 */
     size_t health_id; /* index of its health record: deployments naming the same provider and

@@ -25,6 +25,7 @@
 
 #include "llmux/buf.h"
 #include "llmux/config.h"
+#include "llmux/window.h"
 
 #define HEALTH_TTFT_SAMPLES 64
 
@@ -51,6 +52,7 @@ struct dep_health {
     int probing;            /* the half-open probe is in flight */
     uint64_t cooldown_until; /* Retry-After */
     char last_error[120];
+    struct window win; /* outcomes, TTFT and tokens/s over the last 30 min and day */
 };
 
 /* What one worker knows across configs: the retry budget, the event log and the counters. */
@@ -108,6 +110,10 @@ uint32_t health_p95_ttft(const struct health *h, size_t id);
  * health_retry_allowed first (which counts it when it answers 1). */
 void health_note_request(struct health *h, uint64_t now);
 int health_retry_allowed(struct health *h, uint64_t now);
+
+/* "healthy", "ejected", "half_open" (its ejection is over: the next request probes) or
+ * "cooldown" (a Retry-After). */
+const char *health_state(const struct dep_health *d, uint64_t now);
 
 /* The status document (GET /v1/status): per deployment its numbers and state. */
 int health_status_json(const struct health *h, uint64_t now, struct buf *out);
