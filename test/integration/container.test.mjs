@@ -10,7 +10,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  LLMUX_BIN, post, chat, sseData, chunksText, mockText, waitFor, writeConfig, closedPort,
+  LLMUX_BIN, CERTS, post, chat, sseData, chunksText, mockText, waitFor, writeConfig, closedPort,
 } from './lib.mjs';
 
 const SRC = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -19,6 +19,7 @@ const IMAGE = `localhost/${ID}:test`;
 const NET = ID;
 const MOCK = `${ID}-mock`;
 const GW = `${ID}-llmux`;
+const TLS_MOCK = `${ID}-tls-mock`;
 const PROJECT = `${ID}-compose`;
 const LABEL = `llmux-it=${process.pid}`;
 const MB = 1000 * 1000;
@@ -55,11 +56,15 @@ before(async () => {
     IMAGE, 'mockllm', '--listen', '0.0.0.0:9101', '--quiet']);
   const cfg = writeConfig({
     listen: '0.0.0.0:8080',
-    providers: { m: { kind: 'openai', base_url: 'http://mock:9101/v1' } },
+    providers: {
+      m: { kind: 'openai', base_url: 'http://mock:9101/v1' },
+      // a TLS mock in llmux's own network namespace, verified against the test CA
+      t: { kind: 'openai', base_url: 'https://localhost:9443/v1', ca_file: '/certs/ca.pem' },
+    },
     models: { demo: { deployments: [{ provider: 'm', model: 'demo-upstream' }] } },
   });
   await podman(['run', '-d', '--name', GW, '--label', LABEL, '--net', NET, '-p', '127.0.0.1::8080',
-    '-v', `${cfg}:/etc/llmux/llmux.json:ro`, IMAGE]);
+    '-v', `${cfg}:/etc/llmux/llmux.json:ro`, '-v', `${CERTS}:/certs:ro`, IMAGE]);
   const port = (await podman(['port', GW, '8080'])).stdout.trim().split(':').pop();
   base = `http://127.0.0.1:${port}`;
   await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => null))?.status === 200,
@@ -86,8 +91,16 @@ test('the image: under 8 MB, a numeric non-root user, port 8080, HEALTHCHECK llm
   assert.ok('8080/tcp' in config.ExposedPorts);
   // kept because the image is built --format docker (OCI images have no HEALTHCHECK)
   assert.deepEqual((await inspect('image', IMAGE, '.HealthCheck')).Test, ['CMD', '/usr/local/bin/llmux', '--healthcheck']);
-  // FROM scratch: the two programs and nothing to run a shell with
-  assert.notEqual((await podman(['run', '--rm', '--no-healthcheck', IMAGE, 'sh', '-c', 'true'], { check: false })).code, 0);
+  // FROM scratch: the two programs, the CA bundle and the config, nothing else (no shell)
+  const root = (await podman(['image', 'mount', IMAGE])).stdout.trim();
+  try {
+    const files = (await run('find', [root, '-type', 'f'])).stdout.split('\n').filter(Boolean)
+      .map((f) => f.slice(root.length)).sort();
+    assert.deepEqual(files, ['/etc/llmux/llmux.json', '/etc/ssl/certs/ca-certificates.crt',
+      '/usr/local/bin/llmux', '/usr/local/bin/mockllm']);
+  } finally {
+    await podman(['image', 'unmount', IMAGE], { check: false });
+  }
   // /etc/llmux/llmux.json, read without -c, is valid
   const r = await podman(['run', '--rm', '--no-healthcheck', IMAGE, 'llmux', '-t']);
   assert.match(r.stdout, /\/etc\/llmux\/llmux\.json: configuration is valid/);
@@ -109,6 +122,18 @@ test('a chat request goes through the llmux container to mockllm in another cont
   const d = sseData(await res.text());
   assert.equal(chunksText(d), mockText(5));
   assert.equal(d.at(-1), '[DONE]');
+});
+
+test('an https upstream: the static mbedTLS verifies the mock\'s certificate against ca_file', { skip }, async () => {
+  // root in this container only: the test key is readable by its owner alone
+  await podman(['run', '-d', '--name', TLS_MOCK, '--label', LABEL, '--net', `container:${GW}`, '--user', '0',
+    '--no-healthcheck', '-v', `${CERTS}:/certs:ro`, IMAGE, 'mockllm', '--listen', '127.0.0.1:9443', '--quiet',
+    '--tls-cert', '/certs/localhost.pem', '--tls-key', '/certs/localhost.key']);
+  await waitFor(async () => (await podman(['logs', TLS_MOCK])).stdout.includes('mockllm listening on'),
+    { timeout: 10000, what: 'the TLS mock to listen' });
+  const res = await post(base, '/v1/chat/completions', chat('t/x?tokens=3'));
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).choices[0].message.content, mockText(3));
 });
 
 test('podman healthcheck run: the gateway is healthy; a container with no gateway on 8080 is not', { skip }, async () => {
