@@ -406,11 +406,11 @@ static void status(struct gateway *gw, struct server_req *req)
     buf_init(&b, 0);
     buf_printf(&b,
                "{\"worker\":%d,\"worker_pid\":%ld,\"config_generation\":%llu,"
-               "\"config_loaded_at\":%lld,\"draining\":%s,"
+               "\"config_loaded_at\":%lld,\"configs_in_use\":%llu,\"draining\":%s,"
                "\"requests\":%llu,\"active\":%llu,\"failovers\":%llu,"
                "\"upstream_connects\":%llu,\"upstream_reuses\":%llu,\"health\":",
                gw->worker, (long)getpid(), (unsigned long long)gw->rt->generation,
-               (long long)gw->rt->loaded_at, gw->draining ? "true" : "false",
+               (long long)gw->rt->loaded_at, (unsigned long long)gw->runtimes, gw->draining ? "true" : "false",
                (unsigned long long)gw->stats.requests,
                (unsigned long long)gw->stats.exchanges_active,
                (unsigned long long)gw->stats.failovers, (unsigned long long)ps->connects,

@@ -79,6 +79,7 @@ void runtime_unref(struct runtime *rt)
     health_free(rt->health);
     free(rt->origins);
     config_unref(rt->cfg);
+    (*rt->live)--;
     free(rt);
 }
 
@@ -90,6 +91,8 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
         return UV_ENOMEM;
     }
     rt->refs = 1;
+    rt->live = &gw->runtimes;
+    gw->runtimes++;
     rt->cfg = config_ref(cfg);
     rt->generation = gw->rt ? gw->rt->generation + 1 : 1;
     rt->loaded_at = (int64_t)time(NULL);

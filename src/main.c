@@ -298,8 +298,10 @@ static void print_listening(const char *host, uint16_t port)
 
 /* One worker: the gateway on its own loop until it has drained. worker < 0: the only process
  * (prints the listening line); else a supervisor's worker, which shares the port
- * (SO_REUSEPORT) and writes one byte to ready_fd (when >= 0) once it listens. Takes cfg. */
-static int run_worker(struct config *cfg, const char *host, uint16_t port, int worker, int ready_fd)
+ * (SO_REUSEPORT), writes one byte to ready_fd (when >= 0) once it listens, and sets the
+ * signal mask to *mask once its handlers are in place. Takes cfg. */
+static int run_worker(struct config *cfg, const char *host, uint16_t port, int worker, int ready_fd,
+                      const sigset_t *mask)
 {
     char err[512];
     signal(SIGPIPE, SIG_IGN);
@@ -319,6 +321,16 @@ static int run_worker(struct config *cfg, const char *host, uint16_t port, int w
         }
     }
     gateway_open_log(&gw, gw.access_log ? gw.access_log : stderr);
+    /* the handlers are in place before anyone learns that llmux listens */
+    uv_timer_init(loop, &drain_timer);
+    uv_signal_init(loop, &sig_int);
+    uv_signal_init(loop, &sig_term);
+    uv_signal_init(loop, &sig_hup);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+    uv_signal_start(&sig_hup, on_signal, SIGHUP);
+    if (mask) /* a worker: signals that came meanwhile are delivered now */
+        sigprocmask(SIG_SETMASK, mask, NULL);
     struct server_opts so;
     server_opts_of(cfg, worker >= 0, &so);
     int rc = server_listen(loop, host, port, &so, api_handle, &gw, &gw.server);
@@ -334,13 +346,6 @@ static int run_worker(struct config *cfg, const char *host, uint16_t port, int w
         }
         close(ready_fd);
     }
-    uv_timer_init(loop, &drain_timer);
-    uv_signal_init(loop, &sig_int);
-    uv_signal_init(loop, &sig_term);
-    uv_signal_init(loop, &sig_hup);
-    uv_signal_start(&sig_int, on_signal, SIGINT);
-    uv_signal_start(&sig_term, on_signal, SIGTERM);
-    uv_signal_start(&sig_hup, on_signal, SIGHUP);
     config_unref(cfg);
 
     uv_run(loop, UV_RUN_DEFAULT);
@@ -387,10 +392,9 @@ static pid_t start_worker(struct config *cfg, const char *host, uint16_t port, i
         prctl(PR_SET_PDEATHSIG, SIGTERM); /* a worker never outlives its supervisor */
         if (getppid() != parent)
             _exit(1);
-        sigprocmask(SIG_SETMASK, old_mask, NULL);
         if (fds[0] >= 0)
             close(fds[0]);
-        exit(run_worker(config_ref(cfg), host, port, i, fds[1]));
+        exit(run_worker(config_ref(cfg), host, port, i, fds[1], old_mask));
     }
     if (fds[1] >= 0)
         close(fds[1]);
@@ -619,5 +623,5 @@ int main(int argc, char **argv)
     report_providers(cfg);
     if (cfg->workers > 1)
         return supervise(cfg);
-    return run_worker(cfg, cfg->listen_host, cfg->listen_port, -1, -1);
+    return run_worker(cfg, cfg->listen_host, cfg->listen_port, -1, -1, NULL);
 }

@@ -45,6 +45,7 @@ struct runtime {
     struct origin **origins;  /* per provider index, NULL when disabled */
     uint64_t generation;      /* 1 for the config loaded at start, +1 per reload */
     int64_t loaded_at;        /* unix seconds */
+    uint64_t *live;           /* the gateway's count of runtimes not freed yet */
 };
 
 struct tls_entry; /* a TLS context and the CA file it was built from (gateway.c) */
@@ -52,6 +53,7 @@ struct tls_entry; /* a TLS context and the CA file it was built from (gateway.c)
 struct gateway {
     uv_loop_t *loop;
     struct runtime *rt; /* the current one: what a new request starts on */
+    uint64_t runtimes;  /* alive: the current one and older ones held by requests in flight */
     struct dns *dns;
     struct pool *pool;
     const struct upstream_ops *upstream; /* upstream_real (a test's stand-in in unit tests) */
