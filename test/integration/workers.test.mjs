@@ -22,7 +22,7 @@ async function bothWorkers(llmux, pred = () => true, what = 'both workers to ans
     const s = await status(llmux);
     if (pred(s)) seen.set(s.worker, s);
     return seen.size === 2;
-  }, { what, timeout: 10000, every: 1 });
+  }, { what, timeout: 30000, every: 1 });
   return seen;
 }
 
@@ -51,7 +51,7 @@ test('two workers share the port; a killed worker is replaced; SIGHUP reloads bo
 
     // SIGKILL one worker: the supervisor logs it and starts another; requests keep working.
     process.kill(pids[0], 'SIGKILL');
-    await waitFor(() => llmux.stderr().includes('"msg":"worker died"'), { what: 'the supervisor to notice' });
+    await waitFor(() => llmux.stderr().includes('"msg":"worker died"'), { what: 'the supervisor to notice', timeout: 15000 });
     const died = JSON.parse(llmux.stderr().split('\n').find((l) => l.includes('"msg":"worker died"')));
     assert.equal(died.pid, pids[0]);
     assert.equal(died.signal, 9);
@@ -80,16 +80,16 @@ test('two workers share the port; a killed worker is replaced; SIGHUP reloads bo
     // Streams in flight on both workers, then SIGTERM: all finish, the supervisor exits 0.
     const streams = [];
     await waitFor(async () => {
-      const res = await post(llmux.base, '/v1/chat/completions', chat('m/x?tokens=10&tps=10', { stream: true }), { connection: 'close' });
+      const res = await post(llmux.base, '/v1/chat/completions', chat('m/x?tokens=40&tps=10', { stream: true }), { connection: 'close' });
       assert.equal(res.status, 200);
       streams.push(res.text());
       const s = await bothWorkers(llmux);
       return [...s.values()].every((x) => x.active > 0);
-    }, { what: 'a stream in flight on each worker', timeout: 10000 });
+    }, { what: 'a stream in flight on each worker', timeout: 30000 });
     llmux.proc.kill('SIGTERM');
     for (const text of await Promise.all(streams)) {
       const datas = sseData(text);
-      assert.equal(chunksText(datas), mockText(10));
+      assert.equal(chunksText(datas), mockText(40));
       assert.equal(datas.at(-1), '[DONE]');
     }
     await new Promise((r) => (llmux.proc.exitCode !== null ? r() : llmux.proc.once('exit', r)));
