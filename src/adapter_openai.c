@@ -97,10 +97,9 @@ static int encode_continuation(const struct canon_request *req, struct upstream_
     return rc;
 }
 
-/* Head then body, for both kinds: path and auth header differ. */
-static int encode_with(const struct provider *p, const char *path, const char *auth_fmt,
-                       const char *model, size_t model_len, const struct canon_request *req,
-                       struct upstream_request *out)
+int adapter_encode_spliced(const struct provider *p, const char *path, const char *auth_fmt,
+                           const char *extra_lines, const char *model, size_t model_len,
+                           const struct canon_request *req, struct upstream_request *out)
 {
     memset(out, 0, sizeof(*out));
     buf_init(&out->head, 0);
@@ -122,7 +121,9 @@ static int encode_with(const struct provider *p, const char *path, const char *a
     struct buf extra; /* the key's header, sized from the key */
     buf_init(&extra, 0);
     if (!rc)
-        rc = p->api_key ? buf_printf(&extra, auth_fmt, p->api_key) : buf_append(&extra, "", 1);
+        rc = p->api_key ? buf_printf(&extra, auth_fmt, p->api_key) : 0;
+    if (!rc && (extra_lines[0] || !p->api_key)) /* printf keeps the text NUL-terminated */
+        rc = buf_printf(&extra, "%s", extra_lines);
     if (!rc)
         rc = adapter_write_head(&out->head, p, path, req, buf_head(&extra), body_len);
     if (extra.data)
@@ -141,7 +142,8 @@ static int openai_encode(const struct provider *p, const char *model, size_t mod
 {
     char path[512];
     snprintf(path, sizeof(path), "%s%s", p->base_path, endpoint_path(req->endpoint));
-    return encode_with(p, path, "authorization: Bearer %s\r\n", model, model_len, req, out);
+    return adapter_encode_spliced(p, path, "authorization: Bearer %s\r\n", "", model, model_len,
+                                  req, out);
 }
 
 static int azure_encode(const struct provider *p, const char *model, size_t model_len,
@@ -163,7 +165,8 @@ static int azure_encode(const struct provider *p, const char *model, size_t mode
     if (!rc)
         rc = buf_append(&path, "", 1);
     if (!rc)
-        rc = encode_with(p, buf_head(&path), "api-key: %s\r\n", model, model_len, req, out);
+        rc = adapter_encode_spliced(p, buf_head(&path), "api-key: %s\r\n", "", model, model_len,
+                                    req, out);
     buf_free(&path);
     return rc;
 }
