@@ -120,10 +120,10 @@ int adapter_encode_spliced(const struct provider *p, const char *path, const cha
     }
     struct buf extra; /* the key's header, sized from the key */
     buf_init(&extra, 0);
-    if (!rc)
-        rc = p->api_key ? buf_printf(&extra, auth_fmt, p->api_key) : 0;
-    if (!rc && (extra_lines[0] || !p->api_key)) /* printf keeps the text NUL-terminated */
-        rc = buf_printf(&extra, "%s", extra_lines);
+    if (!rc && p->api_key)
+        rc = buf_printf(&extra, auth_fmt, p->api_key);
+    if (!rc) /* with its NUL: the header lines are one string */
+        rc = buf_append(&extra, extra_lines, strlen(extra_lines) + 1);
     if (!rc)
         rc = adapter_write_head(&out->head, p, path, req, buf_head(&extra), body_len);
     if (extra.data)
