@@ -274,32 +274,38 @@ static void openai_stream_close(struct adapter_stream *s)
 {
 }
 
+int adapter_body_usage(const char *body, size_t len, cJSON **usage)
+{
+    size_t pos = 0;
+    struct json_member m, found = {0};
+    int rc;
+    *usage = NULL;
+    while ((rc = json_member_next(body, len, &pos, &m)) == 0) {
+        if (!found.key && m.key_len == 5 && memcmp(m.key, "usage", 5) == 0)
+            found = m;
+    }
+    if (rc != 1 || !json_object_rest_empty(body, len, pos))
+        return LLMUX_EPROTO;
+    if (found.key)
+        *usage = cJSON_ParseWithLength(body + found.vstart, found.vend - found.vstart);
+    return 0;
+}
+
 static int openai_decode_body(const struct canon_request *req, const char *model,
                               const char *body, size_t len, struct buf *out, struct usage *u)
 {
     /* One pass validates the answer and finds `usage`; only that small object is parsed (the
      * body goes to the client as it came). */
     memset(u, 0, sizeof(*u));
-    size_t pos = 0;
-    struct json_member m, usage = {0};
-    int rc;
-    while ((rc = json_member_next(body, len, &pos, &m)) == 0) {
-        if (!usage.key && m.key_len == 5 && memcmp(m.key, "usage", 5) == 0)
-            usage = m;
-    }
-    if (rc != 1 || !json_object_rest_empty(body, len, pos))
+    cJSON *value;
+    if (adapter_body_usage(body, len, &value) != 0)
         return LLMUX_EPROTO;
-    if (usage.key) {
-        cJSON *root = cJSON_CreateObject();
-        cJSON *value = cJSON_ParseWithLength(body + usage.vstart, usage.vend - usage.vstart);
-        if (root && value) {
-            cJSON_AddItemToObject(root, "usage", value);
-            value = NULL;
-            adapter_openai_usage(root, u);
-        }
-        cJSON_Delete(value);
-        cJSON_Delete(root);
+    cJSON *root = value ? cJSON_CreateObject() : NULL;
+    if (root) {
+        cJSON_AddItemToObject(root, "usage", value);
+        adapter_openai_usage(root, u);
     }
+    cJSON_Delete(root ? root : value);
     return 0;
 }
 

@@ -182,6 +182,11 @@ void adapter_iov_body(struct upstream_request *out);
 int adapter_encode_spliced(const struct provider *p, const char *path, const char *auth_fmt,
                            const char *extra_lines, const char *model, size_t model_len,
                            const struct canon_request *req, struct upstream_request *out);
+/* One pass over a whole response body: 0 when it is a valid JSON object, with its top-level
+ * `usage` member parsed into *usage (NULL when absent; caller frees with cJSON_Delete), else
+ * LLMUX_EPROTO. */
+struct cJSON;
+int adapter_body_usage(const char *body, size_t len, struct cJSON **usage);
 /* Usage from OpenAI's usage object. Returns 1 when present. */
 int adapter_openai_usage(const void *root_cjson, struct usage *u);
 

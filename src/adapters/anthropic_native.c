@@ -201,20 +201,11 @@ static int native_decode_body(const struct canon_request *req, const char *model
                               const char *body, size_t len, struct buf *out, struct usage *u)
 {
     memset(u, 0, sizeof(*u));
-    size_t pos = 0;
-    struct json_member m, usage = {0};
-    int rc;
-    while ((rc = json_member_next(body, len, &pos, &m)) == 0) {
-        if (!usage.key && m.key_len == 5 && memcmp(m.key, "usage", 5) == 0)
-            usage = m;
-    }
-    if (rc != 1 || !json_object_rest_empty(body, len, pos))
+    cJSON *us;
+    if (adapter_body_usage(body, len, &us) != 0)
         return LLMUX_EPROTO;
-    if (usage.key) {
-        cJSON *us = cJSON_ParseWithLength(body + usage.vstart, usage.vend - usage.vstart);
-        adapter_anthropic_usage(us, u);
-        cJSON_Delete(us);
-    }
+    adapter_anthropic_usage(us, u);
+    cJSON_Delete(us);
     return 0;
 }
 
