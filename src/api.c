@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "llmux/buf.h"
 #include "llmux/codec.h"
@@ -81,7 +82,7 @@ static void api_error(struct server_req *req, const char *rid, int status, const
 
 static void list_models(struct gateway *gw, struct server_req *req)
 {
-    const struct config *cfg = gw->cfg;
+    const struct config *cfg = gw->rt->cfg;
     struct buf b;
     buf_init(&b, 0);
     buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
@@ -493,7 +494,7 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
 
     struct plan plan;
     char err[512];
-    int rc = router_plan(gw->cfg, gw->health, uv_now(gw->loop), model->valuestring,
+    int rc = router_plan(gw->rt->cfg, gw->rt->health, uv_now(gw->loop), model->valuestring,
                          strlen(model->valuestring), &prefs, &plan, err, sizeof(err));
     if (rc == 0 && count_tokens && count_tokens_plan(req, rid, &plan)) {
         cJSON_Delete(model);
@@ -546,13 +547,17 @@ static void status(struct gateway *gw, struct server_req *req)
     struct buf b;
     buf_init(&b, 0);
     buf_printf(&b,
-               "{\"requests\":%llu,\"active\":%llu,\"failovers\":%llu,"
+               "{\"worker\":%d,\"worker_pid\":%ld,\"config_generation\":%llu,"
+               "\"config_loaded_at\":%lld,\"configs_in_use\":%llu,\"draining\":%s,"
+               "\"requests\":%llu,\"active\":%llu,\"failovers\":%llu,"
                "\"upstream_connects\":%llu,\"upstream_reuses\":%llu,\"health\":",
+               gw->worker, (long)getpid(), (unsigned long long)gw->rt->generation,
+               (long long)gw->rt->loaded_at, (unsigned long long)gw->runtimes, gw->draining ? "true" : "false",
                (unsigned long long)gw->stats.requests,
                (unsigned long long)gw->stats.exchanges_active,
                (unsigned long long)gw->stats.failovers, (unsigned long long)ps->connects,
                (unsigned long long)ps->reuses);
-    health_status_json(gw->health, uv_now(gw->loop), &b);
+    health_status_json(gw->rt->health, uv_now(gw->loop), &b);
     buf_printf(&b, ",\"trim\":{\"count\":%llu,\"last_us\":%llu,\"max_us\":%llu}",
                (unsigned long long)gw->stats.trims, (unsigned long long)gw->stats.trim_us_last,
                (unsigned long long)gw->stats.trim_us_max);
@@ -604,11 +609,11 @@ void api_request_id(void *data, char out[33])
 void api_on_head(void *data, struct server_req *req)
 {
     struct gateway *gw = data;
-    if (gw->cfg->n_keys == 0) /* no gateway keys: nothing to refuse from the head */
+    if (gw->rt->cfg->n_keys == 0) /* no gateway keys: nothing to refuse from the head */
         return;
     int path_known;
     const struct route *found = find_route(server_req_request(req), &path_known);
-    if (found && strcmp(found->path, "/healthz") != 0 && !authorized(gw->cfg, req)) {
+    if (found && strcmp(found->path, "/healthz") != 0 && !authorized(gw->rt->cfg, req)) {
         char rid[80];
         request_id(gw, req, rid);
         unauthorized(req, rid);
@@ -645,7 +650,7 @@ void api_handle(void *data, struct server_req *req)
     request_id(gw, req, rid);
     int path_known;
     const struct route *found = find_route(r, &path_known);
-    if (!found && path_known && gw->cfg->n_cors_origins && strcmp(r->method, "OPTIONS") == 0) {
+    if (!found && path_known && gw->rt->cfg->n_cors_origins && strcmp(r->method, "OPTIONS") == 0) {
         preflight(req, rid);
         return;
     }
@@ -662,11 +667,14 @@ void api_handle(void *data, struct server_req *req)
         }
         return;
     }
-    if (strcmp(found->path, "/healthz") == 0) {
-        respond_json(req, 200, "{\"status\":\"ok\"}", 15);
+    if (strcmp(found->path, "/healthz") == 0) { /* draining: traffic should go elsewhere */
+        if (gw->draining)
+            respond_json(req, 503, "{\"status\":\"draining\"}", 21);
+        else
+            respond_json(req, 200, "{\"status\":\"ok\"}", 15);
         return;
     }
-    if (!authorized(gw->cfg, req)) {
+    if (!authorized(gw->rt->cfg, req)) {
         unauthorized(req, rid);
         return;
     }

@@ -87,6 +87,12 @@ static const struct num_field pool_fields[] = {
     {NULL, 0, 0, 0},
 };
 
+static const struct num_field shutdown_fields[] = {
+    {"drain_ms", offsetof(struct config, drain_ms), 0, 0},
+    {"unready_ms", offsetof(struct config, unready_ms), 0, 0},
+    {NULL, 0, 0, 0},
+};
+
 static const struct num_field health_fields[] = {
     {"failure_threshold", offsetof(struct health_config, failure_threshold), 0, 1},
     {"error_rate_percent", offsetof(struct health_config, error_rate_percent), 0, 1},
@@ -434,6 +440,26 @@ static int parse_listen(struct ctx *x, const cJSON *root, struct config *c)
     if (!c->listen_host)
         return oom(x);
     c->listen_port = (uint16_t)port;
+    return 0;
+}
+
+/* "workers": a count, or "auto" for one per online core. */
+static int parse_workers(struct ctx *x, const cJSON *root, struct config *c)
+{
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(root, "workers");
+    if (!w)
+        return 0;
+    size_t old = path_key(x, "workers");
+    if (cJSON_IsString(w) && strcmp(w->valuestring, "auto") == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = n < 1 ? 1 : n > CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS : (uint32_t)n;
+    } else if (cJSON_IsNumber(w) && w->valuedouble >= 1 && w->valuedouble <= CONFIG_MAX_WORKERS &&
+               w->valuedouble == (double)(int)w->valuedouble) {
+        c->workers = (uint32_t)w->valuedouble;
+    } else {
+        return fail(x, "expected a whole number from 1 to %d, or \"auto\"", CONFIG_MAX_WORKERS);
+    }
+    path_pop(x, old);
     return 0;
 }
 
@@ -871,12 +897,16 @@ static int parse_root(struct ctx *x, const cJSON *root, struct config *c)
 {
     static const char *const keys[] = {"listen",     "timeouts_ms", "limits", "pool",
                                        "health",     "access_log",  "providers", "models",
-                                       "keys",       "cors"};
+                                       "keys",       "cors",        "workers",   "shutdown"};
     if (!cJSON_IsObject(root))
         return fail(x, "must be an object");
-    int rc = check_keys(x, root, keys, 10);
+    int rc = check_keys(x, root, keys, sizeof(keys) / sizeof(keys[0]));
     if (rc == 0)
         rc = parse_listen(x, root, c);
+    if (rc == 0)
+        rc = parse_workers(x, root, c);
+    if (rc == 0)
+        rc = parse_section(x, root, "shutdown", shutdown_fields, c);
     if (rc == 0)
         rc = parse_section(x, root, "timeouts_ms", timeout_fields, &c->timeouts);
     if (rc == 0)
@@ -998,6 +1028,8 @@ int config_parse(const char *json, size_t len, struct config **out, char *err, s
     c->max_body_buffer_bytes = 256u << 20;
     c->pool_max_idle = 32;
     c->pool_idle_timeout_ms = 60000;
+    c->workers = 1;
+    c->drain_ms = 10000;
     c->health = (struct health_config){
         .failure_threshold = 5,
         .error_rate_percent = 50,

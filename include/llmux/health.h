@@ -28,8 +28,13 @@
 
 #define HEALTH_TTFT_SAMPLES 64
 
+/* One deployment's record, keyed by identity (provider name + upstream model), shared by the
+ * health tables of every runtime that has the deployment: a reload keeps what is known about
+ * it, and an exchange started on the old config feeds the same record. */
 struct dep_health {
-    const struct deployment *dep; /* the first config deployment with this id (names) */
+    int refs;       /* health tables holding it */
+    char *provider; /* identity (owned copies: a record outlives the config it came from) */
+    char *model;
     double ttft_ms;               /* EWMA; 0 until measured */
     double latency_ms;            /* EWMA of whole successful attempts */
     double tps;                   /* EWMA of output tokens per second (streams with usage) */
@@ -48,10 +53,8 @@ struct dep_health {
     char last_error[120];
 };
 
-struct health {
-    struct health_config cfg;
-    struct dep_health *deps;
-    size_t n;
+/* What one worker knows across configs: the retry budget, the event log and the counters. */
+struct health_shared {
     /* ejection and recovery events (JSON lines) go to log(log_ctx, line, len); may be NULL */
     void (*log)(void *ctx, const char *line, size_t n);
     void *log_ctx;
@@ -62,9 +65,21 @@ struct health {
     uint64_t hedges, hedges_won, continuations, budget_refusals;
 };
 
-/* For every distinct deployment of cfg. Returns NULL when out of memory. */
-struct health *health_create(const struct config *cfg,
-                             void (*log)(void *ctx, const char *line, size_t n), void *log_ctx);
+/* The health table of one config: deps[health_id] for each of its distinct deployments. */
+struct health {
+    struct health_config cfg;
+    struct health_shared *sh;
+    struct dep_health **deps;
+    const struct deployment **dep; /* the config's first deployment with each id */
+    size_t n;
+    int own_sh; /* sh was allocated by health_create */
+};
+
+/* The table for every distinct deployment of cfg. Records of `prev` (may be NULL) with the
+ * same identity are shared, not copied. sh: the worker's shared part (NULL: the table gets
+ * its own, for tests). Returns NULL when out of memory. */
+struct health *health_create(const struct config *cfg, struct health_shared *sh,
+                             const struct health *prev);
 void health_free(struct health *h);
 
 /* Whether the deployment may take a request now: not ejected, not cooling down, or its
