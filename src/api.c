@@ -12,6 +12,8 @@
 
 #include "llmux/buf.h"
 #include "llmux/catalog.h"
+#include "llmux/codec.h"
+#include "llmux/errors.h"
 #include "llmux/exchange.h"
 #include "llmux/health.h"
 #include "llmux/json.h"
@@ -21,11 +23,16 @@
 struct route {
     const char *path; /* ends in '/': a prefix (the rest is an id) */
     const char *method;
-    int endpoint; /* enum api_endpoint, or -1 for the gateway's own answers */
+    int endpoint; /* enum api_endpoint, a ROUTE_* below, or -1 for the gateway's own answers */
 };
+
+/* The client APIs with a codec (include/llmux/codec.h): canonical endpoint API_CHAT. */
+enum { ROUTE_MESSAGES = 16, ROUTE_COUNT_TOKENS };
 
 static const struct route routes[] = {
     {"/v1/chat/completions", "POST", API_CHAT},
+    {"/v1/messages", "POST", ROUTE_MESSAGES},
+    {"/v1/messages/count_tokens", "POST", ROUTE_COUNT_TOKENS},
     {"/v1/completions", "POST", API_COMPLETIONS},
     {"/v1/embeddings", "POST", API_EMBEDDINGS},
     {"/v1/models", "GET", -1},
@@ -40,17 +47,41 @@ static void respond_json(struct server_req *req, int status, const char *body, s
     server_respond(req, status, ct, 1, body, len);
 }
 
-/* llmux's own refusals: OpenAI's error shape with `param`, the request id (the SDKs read it
- * as error.request_id), and x-should-retry: false where retrying cannot help (llmux already
- * tried every deployment it could, or the request itself is at fault). */
+static const struct route *find_route(const struct server_request *r, int *path_known);
+
+/* The codec of a route's client API; NULL for the OpenAI endpoints. */
+static const struct client_codec *route_codec(const struct route *rt)
+{
+    return rt && (rt->endpoint == ROUTE_MESSAGES || rt->endpoint == ROUTE_COUNT_TOKENS)
+               ? &codec_messages
+               : NULL;
+}
+
+/* llmux's own refusals: OpenAI's error shape with `param` (or the shape of the route's client
+ * API), the request id (the SDKs read it as error.request_id), and x-should-retry: false where
+ * retrying cannot help (llmux already tried every deployment it could, or the request itself is
+ * at fault). */
 static void api_error(struct server_req *req, const char *rid, int status, const char *type,
                       const char *code, const char *param, const char *message)
 {
-    const struct http_header h[2] = {
+    const struct http_header h[3] = {
         {"x-request-id", 12, rid, strlen(rid)},
         {"x-should-retry", 14, "false", 5},
+        {"content-type", 12, "application/json", 16},
     };
-    server_respond_error_with(req, status, type, code, param, message, h, status != 500 ? 2 : 1);
+    int known;
+    const struct client_codec *codec = route_codec(find_route(server_req_request(req), &known));
+    if (!codec) {
+        server_respond_error_with(req, status, type, code, param, message, h,
+                                  status != 500 ? 2 : 1);
+        return;
+    }
+    struct buf b;
+    buf_init(&b, 0);
+    codec->error(status, message, NULL, 0, &b);
+    const struct http_header hs[3] = {h[0], status != 500 ? h[1] : h[2], h[2]};
+    server_respond(req, status, hs, status != 500 ? 3 : 2, buf_head(&b), buf_size(&b));
+    buf_free(&b);
 }
 
 static void list_models(struct gateway *gw, struct server_req *req)
@@ -130,9 +161,11 @@ static int authorized(const struct config *cfg, struct server_req *req)
     if (cfg->n_keys == 0)
         return 1;
     const char *auth = server_req_header(req, "authorization");
-    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
+    const char *key = server_req_header(req, "x-api-key"); /* Anthropic's clients */
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
+        key = auth + 7;
+    if (!key)
         return 0;
-    const char *key = auth + 7;
     size_t len = strlen(key);
     int ok = 0;
     for (size_t i = 0; i < cfg->n_keys; i++)
@@ -318,10 +351,101 @@ static int strip_prefs(const char *b, size_t n, struct canon_request *creq)
     return 0;
 }
 
+/* A Messages request (codec_messages) made ready for the exchange. creq->body is the client's
+ * body (without llmux's own members); it becomes creq->native, and creq->body its canonical
+ * translation when a deployment of another kind (or a continuation) may need it: NULL with
+ * creq->why when only anthropic providers can carry it. One block (creq->owned) holds what the
+ * exchange keeps: the translation, the client's body when it was re-encoded, the anthropic-*
+ * header lines to forward, and the reason. Returns 0, UV_EINVAL with `why` for the client's
+ * 400, or UV_ENOMEM. */
+static int messages_canon(struct server_req *req, struct canon_request *creq,
+                          const struct plan *plan, int count_tokens, char *why, size_t why_size)
+{
+    int need = plan->continue_on_failure && !count_tokens;
+    for (size_t i = 0; i < plan->n && !count_tokens; i++)
+        need |= plan->entries[i].provider->kind != PROVIDER_ANTHROPIC;
+    struct buf own;
+    buf_init(&own, 0);
+    int rc = 0, untranslatable = 0;
+    why[0] = 0;
+    if (need) {
+        rc = codec_messages_request(creq->body, creq->body_len, &own, why, why_size);
+        untranslatable = rc == LLMUX_EKIND;
+        if (untranslatable) {
+            buf_reset(&own);
+            rc = 0;
+        }
+    }
+    size_t canon_len = buf_size(&own), native_at = 0, headers_at, why_at;
+    if (!rc)
+        rc = buf_append(&own, "", 1);
+    if (!rc && creq->owned) { /* re-encoded without llmux's members: kept here */
+        native_at = buf_size(&own);
+        rc = buf_append(&own, creq->body, creq->body_len + 1);
+    }
+    headers_at = buf_size(&own);
+    const char *version = server_req_header(req, "anthropic-version");
+    const char *beta = server_req_header(req, "anthropic-beta");
+    if (!rc && version)
+        rc = buf_printf(&own, "anthropic-version: %s\r\n", version);
+    if (!rc && beta)
+        rc = buf_printf(&own, "anthropic-beta: %s\r\n", beta);
+    if (!rc)
+        rc = buf_append(&own, "", 1);
+    why_at = buf_size(&own);
+    if (!rc)
+        rc = buf_append(&own, why, strlen(why) + 1);
+    size_t len;
+    char *block = rc ? NULL : buf_steal(&own, &len);
+    buf_free(&own);
+    if (!block)
+        return rc == UV_EINVAL ? UV_EINVAL : UV_ENOMEM;
+    creq->native = native_at ? block + native_at : creq->body;
+    creq->native_len = creq->body_len;
+    free(creq->owned);
+    creq->owned = block;
+    creq->body = need && !untranslatable ? block : NULL;
+    creq->body_len = canon_len;
+    creq->native_headers = block + headers_at;
+    creq->why = block + why_at;
+    creq->native_path = count_tokens ? "/messages/count_tokens" : "/messages";
+    creq->want_text = plan->continue_on_failure;
+    creq->include_usage = creq->stream; /* the translation asks for the stream's usage */
+    if (json_top_key(creq->native, creq->native_len, "model", &creq->native_model_start,
+                     &creq->native_model_end) != 0)
+        return UV_EINVAL;
+    return 0;
+}
+
+/* count_tokens goes to the anthropic deployments of the plan only (it has no translation).
+ * Without any, the answer is an estimate (see the README). Returns 1 when answered here. */
+static int count_tokens_plan(struct server_req *req, const char *rid, struct plan *plan)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < plan->n; i++) {
+        if (plan->entries[i].provider->kind == PROVIDER_ANTHROPIC)
+            plan->entries[n++] = plan->entries[i];
+    }
+    plan->n = n;
+    if (plan->max_attempts > n)
+        plan->max_attempts = (uint32_t)n;
+    if (n > 0)
+        return 0;
+    const struct server_request *r = server_req_request(req);
+    char body[64];
+    int len = snprintf(body, sizeof(body), "{\"input_tokens\":%ld}",
+                       codec_messages_estimate_tokens(r->body, r->body_len));
+    const struct http_header h[2] = {{"content-type", 12, "application/json", 16},
+                                     {"x-request-id", 12, rid, strlen(rid)}};
+    server_respond(req, 200, h, 2, body, (size_t)len);
+    return 1;
+}
+
 /* Validation, routing and the exchange. The body is checked and read without building a tree:
- * a long conversation is forwarded as it came, with only its model value replaced. */
+ * a long conversation is forwarded as it came, with only its model value replaced. A client
+ * API with a codec (Messages) is validated the same way, then translated (messages_canon). */
 static void handle_inference(struct gateway *gw, struct server_req *req, enum api_endpoint ep,
-                             const char *rid)
+                             const struct client_codec *codec, int count_tokens, const char *rid)
 {
     uint64_t t_recv = uv_hrtime();
     const struct server_request *r = server_req_request(req);
@@ -402,8 +526,9 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     creq.endpoint = ep;
     creq.body = r->body;
     creq.body_len = r->body_len;
-    creq.stream = ep != API_EMBEDDINGS && stream;
+    creq.stream = ep != API_EMBEDDINGS && stream && !count_tokens;
     creq.include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
+    creq.codec = codec;
     cJSON_Delete(so);
 
     creq.request_id = rid;
@@ -413,11 +538,28 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     char err[512];
     int rc = router_plan(gw->rt->cfg, gw->rt->health, uv_now(gw->loop), model->valuestring,
                          strlen(model->valuestring), &prefs, &plan, err, sizeof(err));
+    if (rc == 0 && count_tokens && count_tokens_plan(req, rid, &plan)) {
+        cJSON_Delete(model);
+        cJSON_Delete(prefs_root);
+        return;
+    }
     if (rc == 0 && (v.has_models || v.has_provider)) /* llmux's own members stay here */
         rc = strip_prefs(r->body, r->body_len, &creq);
-    if (rc == 0 &&
+    if (rc == 0 && codec) {
+        rc = messages_canon(req, &creq, &plan, count_tokens, msg, sizeof(msg));
+        if (rc == UV_EINVAL) {
+            free(creq.owned);
+            cJSON_Delete(model);
+            cJSON_Delete(prefs_root);
+            bad_request(req, rid, NULL, msg[0] ? msg : "the request could not be read");
+            return;
+        }
+    }
+    if (rc == 0 && creq.body &&
         json_top_key(creq.body, creq.body_len, "model", &creq.model_start, &creq.model_end) != 0)
         rc = UV_EINVAL;
+    if (rc != 0)
+        free(creq.owned);
     if (rc == 0) {
         gw->stats.requests++;
         rc = exchange_start(gw, req, &creq, client_model, &plan);
@@ -501,7 +643,7 @@ static void request_id(struct gateway *gw, struct server_req *req, char rid[80])
 static void unauthorized(struct server_req *req, const char *rid)
 {
     api_error(req, rid, 401, "invalid_request_error", "invalid_api_key", NULL,
-              "Missing or invalid gateway key: send Authorization: Bearer <key>");
+              "Missing or invalid gateway key: send Authorization: Bearer <key> (or x-api-key)");
 }
 
 void api_request_id(void *data, char out[33])
@@ -593,5 +735,7 @@ void api_handle(void *data, struct server_req *req)
         list_models(gw, req);
         return;
     }
-    handle_inference(gw, req, (enum api_endpoint)found->endpoint, rid);
+    const struct client_codec *codec = route_codec(found);
+    handle_inference(gw, req, codec ? API_CHAT : (enum api_endpoint)found->endpoint, codec,
+                     found->endpoint == ROUTE_COUNT_TOKENS, rid);
 }

@@ -8,6 +8,7 @@
 
 #include "llmux/adapter.h"
 #include "llmux/buf.h"
+#include "llmux/codec.h"
 #include "llmux/exchange.h"
 #include "llmux/sse.h"
 
@@ -76,6 +77,7 @@ struct attempt {
     uint64_t retry_after_ms;
     int read_paused;
     int continuation; /* its events continue the committed stream */
+    int native;       /* passes the client's own API through (creq.codec->native) */
     uint64_t t_start, t_sent, t_first;
     long content_chunks;
     struct usage usage;
@@ -105,6 +107,8 @@ struct exchange {
     struct buf delivered; /* content text relayed (for a continuation) */
     struct buf tool_held; /* tool-call chunks held until the call is complete (continue mode) */
     int no_continue;      /* delivered something a continuation cannot follow */
+    struct codec_stream *cs; /* the client's stream for a client codec (creq.codec); owned */
+    struct buf cbuf;         /* a codec's output, reused per event */
     struct attempt_record *rec; /* rec_inline, or a malloc'd array past two attempts */
     struct attempt_record rec_inline[2];
     size_t n_rec;

@@ -47,7 +47,7 @@ void exchange_log(struct exchange *ex)
     buf_append_str(&b, "{\"request_id\":\"");
     buf_append_str(&b, ex->request_id); /* plain characters only (api checks client ids) */
     buf_append_str(&b, "\",\"endpoint\":\"");
-    buf_append_str(&b, ep[ex->creq.endpoint]);
+    buf_append_str(&b, ex->creq.codec ? ex->creq.codec->name : ep[ex->creq.endpoint]);
     buf_append_str(&b, "\",\"model\":");
     log_json_str(&b, ex->client_model, strlen(ex->client_model));
     const struct plan_entry *e = ex->winner ? ex->winner->entry : NULL;
