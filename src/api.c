@@ -17,6 +17,7 @@
 #include "llmux/exchange.h"
 #include "llmux/health.h"
 #include "llmux/json.h"
+#include "llmux/metrics.h"
 #include "llmux/router.h"
 #include "llmux/upstream.h"
 
@@ -39,6 +40,7 @@ static const struct route routes[] = {
     {"/v1/models/", "GET", -1}, /* {id}, {id}/endpoints */
     {"/v1/status", "GET", -1},
     {"/healthz", "GET", -1},
+    {"/metrics", "GET", -1},
 };
 
 static void respond_json(struct server_req *req, int status, const char *body, size_t len)
@@ -721,6 +723,16 @@ void api_handle(void *data, struct server_req *req)
     }
     if (!authorized(gw->rt->cfg, req)) {
         unauthorized(req, rid);
+        return;
+    }
+    if (found->endpoint < 0 && strcmp(found->path, "/metrics") == 0) {
+        static const struct http_header ct[] = {
+            {"content-type", 12, "text/plain; version=0.0.4; charset=utf-8", 40}};
+        struct buf b;
+        buf_init(&b, 0);
+        metrics_render(gw, &b);
+        server_respond(req, 200, ct, 1, buf_head(&b), buf_size(&b));
+        buf_free(&b);
         return;
     }
     if (found->endpoint < 0 && strcmp(found->path, "/v1/status") == 0) {

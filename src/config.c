@@ -783,9 +783,11 @@ static int parse_model(struct ctx *x, const cJSON *obj, struct config *c, struct
 static void assign_health_ids(struct config *c)
 {
     c->n_health = 0;
+    c->n_routes = 0;
     for (size_t i = 0; i < c->n_models; i++) {
         for (size_t j = 0; j < c->models[i].n_deployments; j++) {
             struct deployment *d = &c->models[i].deployments[j];
+            d->route_id = c->n_routes++;
             d->health_id = c->n_health;
             for (size_t k = 0; k <= i && d->health_id == c->n_health; k++) {
                 for (size_t l = 0; l < c->models[k].n_deployments; l++) {

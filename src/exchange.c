@@ -687,6 +687,8 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
     }
     if (ci->kind == CHUNK_CONTENT)
         a->content_chunks++;
+    if (ci->kind == CHUNK_CONTENT && (ci->text || ci->tool_call))
+        ex->output_chunks++;
     if (ci->usage.known)
         take_usage(ex, &ci->usage);
     if (ex->plan.continue_on_failure && ci->kind == CHUNK_CONTENT) {
@@ -1306,6 +1308,7 @@ static void exchange_end(struct exchange *ex)
     busy_leave(ex);
     hist_add(&ex->gw->stats.overhead_us, ex->busy_ns / 1000);
     exchange_log(ex);
+    exchange_metrics(ex);
     buf_free(&ex->delivered);
     buf_free(&ex->tool_held);
     buf_free(&ex->cbuf);

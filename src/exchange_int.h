@@ -127,9 +127,14 @@ struct exchange {
     const char *outcome; /* "ok", "error", "client_closed", "truncated" */
     char end_reason[200];
     int hedged, hedge_won, continued;
+    long output_chunks; /* stream chunks with output (text or a tool call) sent to the client */
 };
 
 /* The access-log line (src/exchange_log.c). */
 void exchange_log(struct exchange *ex);
+/* The finished request into the metrics registry (src/exchange_log.c). */
+void exchange_metrics(struct exchange *ex);
+/* What usage u costs at deployment d's prices, in $1e-12 (0: unpriced or unknown). */
+uint64_t exchange_cost_pico(const struct deployment *d, const struct usage *u);
 
 #endif

@@ -1,5 +1,6 @@
 /* exchange_log: the one JSON access-log line per request (see src/exchange_int.h). */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -112,13 +113,68 @@ void exchange_log(struct exchange *ex)
         log_num(&b, "cached_tokens", u->cached_tokens);
         buf_append(&b, "}", 1);
         const struct deployment *d = e ? e->deployment : NULL;
-        if (d && d->price_in >= 0)
-            buf_printf(&b, ",\"cost_usd\":%.8f",
-                       ((double)u->prompt_tokens * d->price_in +
-                        (double)u->completion_tokens * d->price_out) /
-                           1e6);
+        if (d && d->price_in >= 0) {
+            uint64_t c = exchange_cost_pico(d, u);
+            buf_printf(&b, ",\"cost_usd\":%" PRIu64 ".%012" PRIu64, c / 1000000000000u,
+                       c % 1000000000000u);
+        }
     }
     buf_append_str(&b, "}\n");
     gateway_log(ex->gw, buf_head(&b), buf_size(&b));
     buf_free(&b);
+}
+
+/* $1e-12 for `tokens` at `per_million` $ per million tokens (prices are kept to 1e-6 $/M). */
+static uint64_t pico(long tokens, double per_million)
+{
+    return tokens > 0 && per_million > 0 ? (uint64_t)tokens * (uint64_t)llround(per_million * 1e6)
+                                         : 0;
+}
+
+/* The cost of `u` at deployment d's prices in $1e-12, 0 when it has none: cached prompt
+ * tokens at cache_read (else input), the rest of the prompt at input, output (reasoning
+ * included) at output, plus the per-request price. */
+uint64_t exchange_cost_pico(const struct deployment *d, const struct usage *u)
+{
+    if (!d || d->price_in < 0 || !u->known)
+        return 0;
+    long cached = u->cached_tokens > 0 && u->cached_tokens <= u->prompt_tokens ? u->cached_tokens : 0;
+    return pico(u->prompt_tokens - cached, d->price_in) +
+           pico(cached, d->price_cache_read >= 0 ? d->price_cache_read : d->price_in) +
+           pico(u->completion_tokens, d->price_out) + pico(1000000, d->price_request);
+}
+
+void exchange_metrics(struct exchange *ex)
+{
+    struct runtime *rt = ex->rt;
+    struct met_request q = {
+        .endpoint = ex->creq.codec ? 3 : (int)ex->creq.endpoint,
+        .status = ex->status,
+        .input_tokens = ex->usage.known ? ex->usage.prompt_tokens : -1,
+        .output_tokens = ex->usage.known ? ex->usage.completion_tokens : -1,
+        .hedge_won = ex->hedge_won,
+        .continuations = ex->continued,
+    };
+    uint64_t now = uv_now(ex->gw->loop);
+    q.seconds = ex->creq.t_recv_ns ? (double)(uv_hrtime() - ex->creq.t_recv_ns) / 1e9
+                                   : (double)(now - ex->t_start) / 1e3;
+    for (size_t i = 0; i < ex->n_rec; i++) {
+        q.hedges += ex->rec[i].hedge != 0;
+        q.fallbacks += i > 0 && !ex->rec[i].hedge && !ex->rec[i].continuation;
+    }
+    const struct plan_entry *e = ex->winner && ex->status < 400 ? ex->winner->entry : NULL;
+    struct route_metrics *r = e && e->deployment ? rt->routes[e->deployment->route_id] : NULL;
+    if (r && ex->creq.stream && ex->t_first_byte) {
+        q.ttfc = (double)(ex->t_first_byte - ex->t_start) / 1e3;
+        long chunks = ex->output_chunks;
+        if (chunks > 1) {
+            q.tpoc_count = (uint64_t)(chunks - 1);
+            q.tpoc = (double)(now - ex->t_first_byte) / 1e3 / (double)(chunks - 1);
+        }
+    }
+    if (r)
+        q.cost_pico = exchange_cost_pico(e->deployment, &ex->usage);
+    struct alias_metrics *a =
+        ex->plan.alias ? rt->aliases[(size_t)(ex->plan.alias - rt->cfg->models)] : NULL;
+    metrics_request(a, r, &q);
 }

@@ -78,6 +78,8 @@ void runtime_unref(struct runtime *rt)
         return;
     health_free(rt->health);
     free(rt->origins);
+    free(rt->aliases);
+    free(rt->routes);
     config_unref(rt->cfg);
     (*rt->live)--;
     free(rt);
@@ -98,7 +100,8 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
     rt->loaded_at = (int64_t)time(NULL);
     rt->origins = calloc(cfg->n_providers + 1, sizeof(*rt->origins));
     rt->health = health_create(cfg, &gw->health, gw->rt ? gw->rt->health : NULL);
-    if (!rt->origins || !rt->health) {
+    if (!rt->origins || !rt->health ||
+        metrics_attach(&gw->metrics, cfg, &rt->aliases, &rt->routes) != 0) {
         runtime_unref(rt);
         snprintf(err, errlen, "out of memory");
         return UV_ENOMEM;
@@ -270,6 +273,7 @@ void gateway_free(struct gateway *gw)
         free(t);
     }
     buf_free(&gw->log_buf);
+    metrics_free(&gw->metrics);
     memset(gw, 0, sizeof(*gw));
 }
 

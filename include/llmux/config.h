@@ -57,6 +57,7 @@ struct deployment {
     uint32_t weight;            /* "balance" share, default 1 */
     size_t health_id; /* index of its health record: deployments naming the same provider and
                          upstream model share one (config.n_health of them) */
+    size_t route_id;  /* its index among every alias's deployments (config.n_routes) */
 };
 
 enum strategy {
@@ -127,6 +128,7 @@ struct config {
                                    balancer stops sending first (0) */
     struct health_config health;
     size_t n_health; /* distinct deployments (provider, upstream model) */
+    size_t n_routes; /* deployments of all aliases */
     int refs;
 };
 

@@ -19,6 +19,7 @@
 #include "llmux/config.h"
 #include "llmux/health.h"
 #include "llmux/hist.h"
+#include "llmux/metrics.h"
 
 struct dns;
 struct health;
@@ -43,6 +44,8 @@ struct runtime {
     struct config *cfg;
     struct health *health;    /* deps[deployment->health_id] */
     struct origin **origins;  /* per provider index, NULL when disabled */
+    struct alias_metrics **aliases; /* per model index (the gateway's registry) */
+    struct route_metrics **routes;  /* per deployment route_id */
     uint64_t generation;      /* 1 for the config loaded at start, +1 per reload */
     int64_t loaded_at;        /* unix seconds */
     uint64_t *live;           /* the gateway's count of runtimes not freed yet */
@@ -65,6 +68,7 @@ struct gateway {
     uv_timer_t log_timer;
     int log_timer_on;
     struct health_shared health; /* the retry budget and counters, across reloads */
+    struct metrics metrics;      /* counters and histograms by alias and route */
     struct gateway_stats stats;
     uint64_t id_seed;
     uv_timer_t trim_timer; /* hands freed memory back after a quiet second (gateway_quiet) */
