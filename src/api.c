@@ -269,8 +269,8 @@ static const char *read_prefs(const cJSON *root, struct route_prefs *p)
 
 /* The members of a request body llmux looks at, as byte spans (found in one pass). */
 struct body_view {
-    struct json_member model, main, stream, stream_options, models, provider;
-    int has_model, has_main, has_stream, has_stream_options, has_models, has_provider;
+    struct json_member model, main, stream, stream_options, models, provider, usage;
+    int has_model, has_main, has_stream, has_stream_options, has_models, has_provider, has_usage;
 };
 
 static int key_is(const struct json_member *m, const char *k)
@@ -302,6 +302,7 @@ static int view_body(const char *b, size_t n, const char *main_key, struct body_
             {"stream_options", &v->stream_options, &v->has_stream_options},
             {"models", &v->models, &v->has_models},
             {"provider", &v->provider, &v->has_provider},
+            {"usage", &v->usage, &v->has_usage},
         };
         for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
             if (key_is(&m, wanted[i].key)) {
@@ -322,9 +323,10 @@ static cJSON *parse_member(const char *b, const struct json_member *m)
     return cJSON_ParseWithLength(b + m->vstart, m->vend - m->vstart);
 }
 
-/* The body without `models` and `provider`, into creq->owned: the other members copied as
- * they are. */
-static int strip_prefs(const char *b, size_t n, struct canon_request *creq)
+/* The body without llmux's own members (`models`, `provider`, OpenRouter's `usage`), into
+ * creq->owned: the other members copied as they are; with ask_usage, stream_options asking
+ * the upstream for the usage chunk is added. */
+static int strip_prefs(const char *b, size_t n, int ask_usage, struct canon_request *creq)
 {
     struct buf out;
     buf_init(&out, 0);
@@ -333,7 +335,7 @@ static int strip_prefs(const char *b, size_t n, struct canon_request *creq)
     int first = 1;
     struct json_member m;
     while (!rc && json_member_next(b, n, &pos, &m) == 0) {
-        if (key_is(&m, "models") || key_is(&m, "provider"))
+        if (key_is(&m, "models") || key_is(&m, "provider") || key_is(&m, "usage"))
             continue;
         if (!first)
             rc = buf_append(&out, ",", 1);
@@ -341,6 +343,9 @@ static int strip_prefs(const char *b, size_t n, struct canon_request *creq)
             rc = buf_append(&out, b + m.start, m.vend - m.start);
         first = 0;
     }
+    if (!rc && ask_usage)
+        rc = buf_append_str(&out, first ? "\"stream_options\":{\"include_usage\":true}"
+                                        : ",\"stream_options\":{\"include_usage\":true}");
     if (!rc)
         rc = buf_append(&out, "}", 1);
     size_t len;
@@ -532,6 +537,15 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     creq.include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
     creq.codec = codec;
     cJSON_Delete(so);
+    /* OpenRouter's "usage": {"include": true}: the usage chunk (with the cost) for a stream */
+    int ask_usage = 0;
+    if (v.has_usage && !codec) {
+        cJSON *u = parse_member(r->body, &v.usage);
+        int include = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(u, "include"));
+        cJSON_Delete(u);
+        ask_usage = include && creq.stream && !v.has_stream_options;
+        creq.include_usage |= include && creq.stream;
+    }
 
     creq.request_id = rid;
     creq.t_recv_ns = t_recv;
@@ -545,8 +559,8 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
         cJSON_Delete(prefs_root);
         return;
     }
-    if (rc == 0 && (v.has_models || v.has_provider)) /* llmux's own members stay here */
-        rc = strip_prefs(r->body, r->body_len, &creq);
+    if (rc == 0 && (v.has_models || v.has_provider || (v.has_usage && !codec)))
+        rc = strip_prefs(r->body, r->body_len, ask_usage, &creq); /* llmux's own stay here */
     if (rc == 0 && codec) {
         rc = messages_canon(req, &creq, &plan, count_tokens, msg, sizeof(msg));
         if (rc == UV_EINVAL) {

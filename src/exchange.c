@@ -560,6 +560,18 @@ static void set_member(cJSON *obj, const char *key, cJSON *item)
         cJSON_AddItemToObject(obj, key, item);
 }
 
+/* A chunk to the client, its usage (if any) with the request's cost. */
+static void write_costed(struct exchange *ex, const char *chunk, size_t len,
+                         const struct chunk_info *ci)
+{
+    if (ci->usage.known && exchange_cost_splice(ex, chunk, len, &ex->cbuf)) {
+        client_write_event(ex, buf_head(&ex->cbuf), buf_size(&ex->cbuf));
+        buf_reset(&ex->cbuf);
+        return;
+    }
+    client_write_event(ex, chunk, len);
+}
+
 /* A continuation's chunk in the committed stream's identity (same id, created and model),
  * its usage grown by what the broken attempts consumed, marked as continued. */
 static int write_continued(struct exchange *ex, const char *data, size_t len,
@@ -590,7 +602,7 @@ static int write_continued(struct exchange *ex, const char *data, size_t len,
     cJSON_Delete(root);
     if (!text)
         return UV_ENOMEM;
-    client_write_event(ex, text, strlen(text));
+    write_costed(ex, text, strlen(text), ci);
     free(text);
     return 0;
 }
@@ -601,6 +613,7 @@ static int write_continued(struct exchange *ex, const char *data, size_t len,
 static void take_usage(struct exchange *ex, const struct usage *u)
 {
     ex->usage = *u;
+    ex->served_usage = *u;
     if (!ex->continued)
         return;
     struct usage spent = ex->spent;
@@ -719,7 +732,7 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
             return 1;
         }
     } else {
-        client_write_event(ex, chunk, len);
+        write_costed(ex, chunk, len, ci);
     }
 relayed:
     if (!ex->req) {
@@ -881,6 +894,7 @@ static void on_up_done_(void *data, int status, const char *detail)
             return;
         }
         ex->usage = a->usage;
+        ex->served_usage = a->usage;
         ex->t_first_byte = now_ms(ex);
         a->t_first = ex->t_first_byte;
         set_winner(ex, a);
@@ -889,10 +903,16 @@ static void on_up_done_(void *data, int status, const char *detail)
         attempt_health(a, 1, &s, NULL);
         /* the answer's bytes are handed to the client connection, not copied: a large answer
          * to a slow client is held once */
+        struct buf *answer = buf_size(&out) ? &out : &a->body;
+        struct buf costed;
+        buf_init(&costed, 0);
+        if (exchange_cost_splice(ex, buf_head(answer), buf_size(answer), &costed))
+            answer = &costed;
         size_t off, len;
-        char *mem = buf_release(buf_size(&out) ? &out : &a->body, &off, &len);
+        char *mem = buf_release(answer, &off, &len);
         respond_json(ex, a->status, mem, mem ? mem + off : "", len, 0, NULL);
         buf_free(&out);
+        buf_free(&costed);
         ex->outcome = "ok";
         exchange_end(ex);
         return;
@@ -1128,6 +1148,7 @@ static int continue_stream(struct exchange *ex, struct attempt *a)
         return 0;
     if (!health_retry_allowed(ex->rt->health, now_ms(ex)))
         return 0;
+    struct usage est = {.completion_tokens = a->content_chunks, .known = 1};
     if (a->usage.known) {
         usage_add(&ex->spent, &a->usage);
     } else {
@@ -1135,6 +1156,8 @@ static int continue_stream(struct exchange *ex, struct attempt *a)
         ex->spent.total_tokens += a->content_chunks;
         ex->spent_prompt_unknown = 1;
     }
+    /* its cost: what it reported, else one token per content chunk (its prompt unknown) */
+    ex->spent_pico += exchange_cost_pico(a->entry->deployment, a->usage.known ? &a->usage : &est);
     buf_reset(&ex->tool_held); /* a half-streamed tool call restarts whole */
     attempt_reset(a);
     ex->continued++;

@@ -103,6 +103,8 @@ struct exchange {
     long long created;
     struct usage usage; /* what the client is told / the log reports */
     struct usage spent; /* consumed by attempts that broke after commit */
+    uint64_t spent_pico; /* what they cost, $1e-12, at their deployments' prices */
+    struct usage served_usage; /* what the serving attempt reported */
     int spent_prompt_unknown;
     struct buf delivered; /* content text relayed (for a continuation) */
     struct buf tool_held; /* tool-call chunks held until the call is complete (continue mode) */
@@ -136,5 +138,12 @@ void exchange_log(struct exchange *ex);
 void exchange_metrics(struct exchange *ex);
 /* What usage u costs at deployment d's prices, in $1e-12 (0: unpriced or unknown). */
 uint64_t exchange_cost_pico(const struct deployment *d, const struct usage *u);
+/* The request's cost so far: the serving attempt's and that of broken attempts before it, in
+ * $1e-12. Returns 0 when the serving deployment has no price or its usage is unknown. */
+int exchange_cost(const struct exchange *ex, uint64_t *served, uint64_t *spent);
+/* json (an answer or a usage chunk) with "cost" and "cost_details" added to its top-level
+ * "usage" object, into out. Returns 1, or 0 (out untouched) when there is no price, no usage
+ * or no usage object. */
+int exchange_cost_splice(const struct exchange *ex, const char *json, size_t len, struct buf *out);
 
 #endif

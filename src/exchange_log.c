@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "exchange_int.h"
+#include "llmux/json.h"
 
 static void log_json_str(struct buf *b, const char *s, size_t n)
 {
@@ -35,6 +36,19 @@ static void log_bool(struct buf *b, const char *key, int v)
     buf_append(b, ",\"", 2);
     buf_append_str(b, key);
     buf_append_str(b, v ? "\":true" : "\":false");
+}
+
+/* $1e-12 as a JSON number in dollars, exact ("0.00111"). */
+static void put_dollars(struct buf *b, uint64_t pico)
+{
+    char s[48];
+    int n = snprintf(s, sizeof(s), "%" PRIu64 ".%012" PRIu64, pico / 1000000000000u,
+                     pico % 1000000000000u);
+    while (n > 1 && s[n - 1] == '0')
+        n--;
+    if (s[n - 1] == '.')
+        n--;
+    buf_append(b, s, (size_t)n);
 }
 
 void exchange_log(struct exchange *ex)
@@ -112,11 +126,10 @@ void exchange_log(struct exchange *ex)
         log_num(&b, "total_tokens", u->total_tokens);
         log_num(&b, "cached_tokens", u->cached_tokens);
         buf_append(&b, "}", 1);
-        const struct deployment *d = e ? e->deployment : NULL;
-        if (d && d->price_in >= 0) {
-            uint64_t c = exchange_cost_pico(d, u);
-            buf_printf(&b, ",\"cost_usd\":%" PRIu64 ".%012" PRIu64, c / 1000000000000u,
-                       c % 1000000000000u);
+        uint64_t served, spent;
+        if (exchange_cost(ex, &served, &spent)) {
+            buf_append_str(&b, ",\"cost_usd\":");
+            put_dollars(&b, served + spent);
         }
     }
     buf_append_str(&b, "}\n");
@@ -142,6 +155,39 @@ uint64_t exchange_cost_pico(const struct deployment *d, const struct usage *u)
     return pico(u->prompt_tokens - cached, d->price_in) +
            pico(cached, d->price_cache_read >= 0 ? d->price_cache_read : d->price_in) +
            pico(u->completion_tokens, d->price_out) + pico(1000000, d->price_request);
+}
+
+int exchange_cost(const struct exchange *ex, uint64_t *served, uint64_t *spent)
+{
+    const struct plan_entry *e = ex->winner ? ex->winner->entry : NULL;
+    const struct deployment *d = e ? e->deployment : NULL;
+    if (!d || d->price_in < 0 || !ex->served_usage.known)
+        return 0;
+    *served = exchange_cost_pico(d, &ex->served_usage);
+    *spent = ex->spent_pico;
+    return 1;
+}
+
+int exchange_cost_splice(const struct exchange *ex, const char *json, size_t len, struct buf *out)
+{
+    uint64_t served, spent;
+    size_t s, e;
+    if (!exchange_cost(ex, &served, &spent) || json_top_key(json, len, "usage", &s, &e) != 0 ||
+        e - s < 2 || json[s] != '{' || json[e - 1] != '}')
+        return 0;
+    int empty = 1;
+    for (size_t i = s + 1; i < e - 1 && empty; i++)
+        empty = json[i] == ' ' || json[i] == '\n' || json[i] == '\r' || json[i] == '\t';
+    buf_reset(out);
+    buf_append(out, json, e - 1);
+    buf_append_str(out, empty ? "\"cost\":" : ",\"cost\":");
+    put_dollars(out, served + spent);
+    buf_append_str(out, ",\"cost_details\":{\"upstream_inference_cost\":");
+    put_dollars(out, served);
+    buf_append_str(out, ",\"failed_attempts_cost\":");
+    put_dollars(out, spent);
+    buf_append_str(out, "}");
+    return buf_append(out, json + e - 1, len - (e - 1)) == 0;
 }
 
 void exchange_metrics(struct exchange *ex)
@@ -172,8 +218,9 @@ void exchange_metrics(struct exchange *ex)
             q.tpoc = (double)(now - ex->t_first_byte) / 1e3 / (double)(chunks - 1);
         }
     }
-    if (r)
-        q.cost_pico = exchange_cost_pico(e->deployment, &ex->usage);
+    uint64_t served, spent;
+    if (r && exchange_cost(ex, &served, &spent))
+        q.cost_pico = served + spent;
     struct alias_metrics *a =
         ex->plan.alias ? rt->aliases[(size_t)(ex->plan.alias - rt->cfg->models)] : NULL;
     metrics_request(a, r, &q);
