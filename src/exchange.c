@@ -200,12 +200,31 @@ static void tried_header(struct exchange *ex, char *tried, size_t cap)
             *c = '?';
 }
 
+/* Server-Timing (ms, to the microsecond): `overhead` is llmux's own time so far; once an
+ * attempt answered, `ttfb` is request received -> its first byte, and for a whole answer
+ * `upstream` is its request written -> last byte. */
+static void server_timing(struct exchange *ex, char *out, size_t size)
+{
+    uint64_t now = uv_hrtime();
+    uint64_t own = ex->busy_ns + (ex->busy_t0 ? now - ex->busy_t0 : 0);
+    int n = snprintf(out, size, "overhead;dur=%.3f", (double)own / 1e6);
+    const struct attempt *a = ex->winner;
+    if (a && a->head_ns && ex->creq.t_recv_ns && n > 0 && (size_t)n < size)
+        n += snprintf(out + n, size - (size_t)n, ", ttfb;dur=%.3f",
+                      (double)(a->head_ns - ex->creq.t_recv_ns) / 1e6);
+    if (a && a->sent_ns && !ex->creq.stream && n > 0 && (size_t)n < size)
+        snprintf(out + n, size - (size_t)n, ", upstream;dur=%.3f",
+                 (double)(now - a->sent_ns) / 1e6);
+}
+
 /* Headers every answer carries: request id, attempts, and which deployment served. The
  * values point into ex and into `tried`, which must live until the head is written. */
 static size_t common_headers(struct exchange *ex, struct http_header *h, char *attempts,
                              size_t attempts_size, char *tried, size_t tried_size)
 {
     size_t n = 0;
+    server_timing(ex, ex->timing, sizeof(ex->timing));
+    h[n++] = (struct http_header){"server-timing", 13, ex->timing, strlen(ex->timing)};
     h[n++] = (struct http_header){"x-request-id", 12, ex->request_id, strlen(ex->request_id)};
     snprintf(attempts, attempts_size, "%zu", ex->n_rec);
     h[n++] = (struct http_header){"x-llmux-attempts", 16, attempts, strlen(attempts)};
@@ -419,6 +438,7 @@ static void attempt_reset(struct attempt *a)
     a->read_paused = 0;
     a->continuation = 0;
     a->content_chunks = 0;
+    a->sent_ns = a->head_ns = 0;
     a->health_open = 0;
     a->probe = 0;
     memset(&a->usage, 0, sizeof(a->usage));
@@ -445,6 +465,7 @@ static void on_up_sent(void *data)
 {
     struct attempt *a = data;
     a->t_sent = now_ms(a->ex);
+    a->sent_ns = uv_hrtime();
     set_at(a, AT_WAITING_HEAD);
     arm_phase(a, a->ex->plan.timeouts.first_byte_ms);
 }
@@ -461,6 +482,7 @@ static void on_up_head_(void *data, int status, const struct http_header *h, siz
     struct attempt *a = data;
     struct exchange *ex = a->ex;
     a->status = status;
+    a->head_ns = uv_hrtime();
     record(a)->status = status;
     for (size_t i = 0; i < n; i++) {
         if (strcasecmp(h[i].name, "content-type") == 0)

@@ -79,6 +79,7 @@ struct attempt {
     int continuation; /* its events continue the committed stream */
     int native;       /* passes the client's own API through (creq.codec->native) */
     uint64_t t_start, t_sent, t_first;
+    uint64_t sent_ns, head_ns; /* uv_hrtime() of the request written, of the response head */
     long content_chunks;
     struct usage usage;
     uv_timer_t phase; /* connect, then first byte, then idle; backoff delay */
@@ -130,6 +131,7 @@ struct exchange {
     char end_reason[200];
     int hedged, hedge_won, continued;
     long output_chunks; /* stream chunks with output (text or a tool call) sent to the client */
+    char timing[96];    /* the Server-Timing value, until the head is written */
 };
 
 /* The access-log line (src/exchange_log.c). */
