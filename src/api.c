@@ -41,6 +41,7 @@ static const struct route routes[] = {
     {"/v1/status", "GET", -1},
     {"/healthz", "GET", -1},
     {"/metrics", "GET", -1},
+    {"/v1/generation", "GET", -1},
 };
 
 static void respond_json(struct server_req *req, int status, const char *body, size_t len)
@@ -116,6 +117,44 @@ static long url_decode(const char *src, size_t len, char *dst, size_t size)
     }
     dst[n] = 0;
     return (long)n;
+}
+
+/* GET /v1/generation?id=<request id>: the record of a finished request (OpenRouter's shape,
+ * {"data": {...}}), from this worker's ring. */
+static void generation(struct gateway *gw, struct server_req *req, const char *rid)
+{
+    const struct server_request *r = server_req_request(req);
+    const char *q = r->url + r->path_len, *end = r->url + strlen(r->url);
+    char id[80] = "";
+    while (q < end) {
+        q++; /* '?' or '&' */
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        if (stop - q > 3 && memcmp(q, "id=", 3) == 0 &&
+            url_decode(q + 3, (size_t)(stop - q - 3), id, sizeof(id)) < 0)
+            id[0] = 0;
+        q = stop;
+    }
+    if (!id[0]) {
+        api_error(req, rid, 400, "invalid_request_error", NULL, "id",
+                  "the generation id is missing: GET /v1/generation?id=<x-request-id>");
+        return;
+    }
+    const struct generation *g = gateway_find_generation(gw, id);
+    if (!g) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "Generation %s not found (this worker keeps the last %zu)", id,
+                 gw->gens.keep);
+        api_error(req, rid, 404, "invalid_request_error", "generation_not_found", "id", msg);
+        return;
+    }
+    struct buf b;
+    buf_init(&b, g->len + 16);
+    buf_append_str(&b, "{\"data\":");
+    buf_append(&b, g->json, g->len);
+    buf_append_str(&b, "}");
+    respond_json(req, 200, buf_head(&b), buf_size(&b));
+    buf_free(&b);
 }
 
 /* GET /v1/models/{id} (the SDKs' models.retrieve) and /v1/models/{id}/endpoints; an id may
@@ -737,6 +776,10 @@ void api_handle(void *data, struct server_req *req)
     }
     if (!authorized(gw->rt->cfg, req)) {
         unauthorized(req, rid);
+        return;
+    }
+    if (found->endpoint < 0 && strcmp(found->path, "/v1/generation") == 0) {
+        generation(gw, req, rid);
         return;
     }
     if (found->endpoint < 0 && strcmp(found->path, "/metrics") == 0) {

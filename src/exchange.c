@@ -724,6 +724,8 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
         a->content_chunks++;
     if (ci->kind == CHUNK_CONTENT && (ci->text || ci->tool_call))
         ex->output_chunks++;
+    if (ci->finish && !ex->finish_reason[0])
+        exchange_sniff_finish(ex, chunk, len);
     if (ci->usage.known)
         take_usage(ex, &ci->usage);
     if (ex->plan.continue_on_failure && ci->kind == CHUNK_CONTENT) {
@@ -926,6 +928,7 @@ static void on_up_done_(void *data, int status, const char *detail)
         /* the answer's bytes are handed to the client connection, not copied: a large answer
          * to a slow client is held once */
         struct buf *answer = buf_size(&out) ? &out : &a->body;
+        exchange_sniff_finish(ex, buf_head(answer), buf_size(answer));
         struct buf costed;
         buf_init(&costed, 0);
         if (exchange_cost_splice(ex, buf_head(answer), buf_size(answer), &costed))
@@ -1179,7 +1182,9 @@ static int continue_stream(struct exchange *ex, struct attempt *a)
         ex->spent_prompt_unknown = 1;
     }
     /* its cost: what it reported, else one token per content chunk (its prompt unknown) */
-    ex->spent_pico += exchange_cost_pico(a->entry->deployment, a->usage.known ? &a->usage : &est);
+    record(a)->cost_pico =
+        exchange_cost_pico(a->entry->deployment, a->usage.known ? &a->usage : &est);
+    ex->spent_pico += record(a)->cost_pico;
     buf_reset(&ex->tool_held); /* a half-streamed tool call restarts whole */
     attempt_reset(a);
     ex->continued++;
@@ -1354,6 +1359,7 @@ static void exchange_end(struct exchange *ex)
     hist_add(&ex->gw->stats.overhead_us, ex->busy_ns / 1000);
     exchange_log(ex);
     exchange_metrics(ex);
+    exchange_generation(ex);
     buf_free(&ex->delivered);
     buf_free(&ex->tool_held);
     buf_free(&ex->cbuf);

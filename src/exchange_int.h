@@ -48,6 +48,8 @@ struct attempt_record {
     int served;       /* this attempt answered the client */
     int untranslatable; /* the adapter could not encode the request (its fault, not the
                            deployment's): all of them so -> 400, not 502 */
+    uint64_t cost_pico; /* what it consumed, $1e-12 (a broken one: set when continued) */
+    int priced;         /* its deployment has a price */
 };
 
 /* One try at one deployment over one upstream connection. Two slots per exchange (primary and
@@ -132,10 +134,16 @@ struct exchange {
     int hedged, hedge_won, continued;
     long output_chunks; /* stream chunks with output (text or a tool call) sent to the client */
     char timing[96];    /* the Server-Timing value, until the head is written */
+    char finish_reason[24]; /* of the answer (the provider's words), "" when unknown */
 };
 
 /* The access-log line (src/exchange_log.c). */
 void exchange_log(struct exchange *ex);
+/* The finished request's record for GET /v1/generation (src/exchange_log.c). */
+void exchange_generation(struct exchange *ex);
+/* The answer's finish reason into ex->finish_reason, found in a chunk or body (OpenAI's
+ * "finish_reason", Anthropic's "stop_reason"). */
+void exchange_sniff_finish(struct exchange *ex, const char *json, size_t len);
 /* The finished request into the metrics registry (src/exchange_log.c). */
 void exchange_metrics(struct exchange *ex);
 /* What usage u costs at deployment d's prices, in $1e-12 (0: unpriced or unknown). */

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "exchange_int.h"
 #include "llmux/json.h"
@@ -224,4 +225,125 @@ void exchange_metrics(struct exchange *ex)
     struct alias_metrics *a =
         ex->plan.alias ? rt->aliases[(size_t)(ex->plan.alias - rt->cfg->models)] : NULL;
     metrics_request(a, r, &q);
+}
+
+void exchange_sniff_finish(struct exchange *ex, const char *json, size_t len)
+{
+    static const char *const keys[] = {"\"finish_reason\"", "\"stop_reason\""};
+    for (size_t k = 0; k < 2 && !ex->finish_reason[0]; k++) {
+        const char *p = memmem(json, len, keys[k], strlen(keys[k]));
+        if (!p)
+            continue;
+        const char *end = json + len;
+        p += strlen(keys[k]);
+        while (p < end && (*p == ' ' || *p == ':' || *p == '\n' || *p == '\r' || *p == '\t'))
+            p++;
+        if (p >= end || *p != '"') /* null: not yet */
+            continue;
+        size_t n = 0;
+        for (p++; p < end && *p != '"' && *p != '\\' && n + 1 < sizeof(ex->finish_reason); p++)
+            ex->finish_reason[n++] = (unsigned char)*p >= 0x20 ? *p : '?';
+        ex->finish_reason[n] = 0;
+    }
+}
+
+/* ,"key":<$ or null> */
+static void put_cost(struct buf *b, const char *key, int priced, uint64_t pico)
+{
+    buf_append_str(b, ",\"");
+    buf_append_str(b, key);
+    buf_append_str(b, "\":");
+    if (priced)
+        put_dollars(b, pico);
+    else
+        buf_append_str(b, "null");
+}
+
+/* OpenRouter's generation record (GET /v1/generation?id=), kept in the gateway's ring. */
+void exchange_generation(struct exchange *ex)
+{
+    if (!ex->gw->gens.keep)
+        return;
+    static const char *const ep[] = {"chat", "completions", "embeddings"};
+    uint64_t now = uv_now(ex->gw->loop);
+    struct buf b;
+    buf_init(&b, 0);
+    buf_append_str(&b, "{\"id\":\"");
+    buf_append_str(&b, ex->request_id);
+    buf_append_str(&b, "\",\"model\":");
+    log_json_str(&b, ex->client_model, strlen(ex->client_model));
+    buf_append_str(&b, ",\"endpoint\":\"");
+    buf_append_str(&b, ex->creq.codec ? ex->creq.codec->name : ep[ex->creq.endpoint]);
+    const struct plan_entry *e = ex->winner && ex->status < 400 ? ex->winner->entry : NULL;
+    buf_append_str(&b, "\",\"provider_name\":");
+    if (e)
+        log_json_str(&b, e->provider->name, strlen(e->provider->name));
+    else
+        buf_append_str(&b, "null");
+    buf_append_str(&b, ",\"upstream_model\":");
+    if (e)
+        log_json_str(&b, e->model, e->model_len);
+    else
+        buf_append_str(&b, "null");
+    log_bool(&b, "streamed", ex->creq.stream);
+    time_t created = (time_t)ex->created;
+    struct tm tm;
+    char when[32];
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&created, &tm));
+    buf_append_str(&b, ",\"created_at\":\"");
+    buf_append_str(&b, when);
+    buf_append_str(&b, "\"");
+    log_num(&b, "status", ex->status);
+    if (ex->t_first_byte && e) {
+        log_num(&b, "latency", (long long)(ex->t_first_byte - ex->t_start));
+        log_num(&b, "generation_time", (long long)(now - ex->t_first_byte));
+    } else {
+        buf_append_str(&b, ",\"latency\":null,\"generation_time\":null");
+    }
+    log_num(&b, "duration", (long long)(now - ex->t_start));
+    const struct usage *u = &ex->usage;
+    if (u->known) {
+        log_num(&b, "tokens_prompt", u->prompt_tokens);
+        log_num(&b, "tokens_completion", u->completion_tokens);
+        log_num(&b, "tokens_cached", u->cached_tokens);
+    } else {
+        buf_append_str(&b, ",\"tokens_prompt\":null,\"tokens_completion\":null,\"tokens_cached\":null");
+    }
+    buf_append_str(&b, ",\"finish_reason\":");
+    if (ex->finish_reason[0])
+        log_json_str(&b, ex->finish_reason, strlen(ex->finish_reason));
+    else
+        buf_append_str(&b, "null");
+    uint64_t served = 0, spent = 0;
+    int priced = exchange_cost(ex, &served, &spent);
+    put_cost(&b, "total_cost", priced, served + spent);
+    buf_append_str(&b, ",\"provider_responses\":[");
+    for (size_t i = 0; i < ex->n_rec; i++) {
+        const struct attempt_record *r = &ex->rec[i];
+        buf_append_str(&b, i ? ",{\"provider_name\":" : "{\"provider_name\":");
+        log_json_str(&b, r->provider->name, strlen(r->provider->name));
+        buf_append_str(&b, ",\"model\":");
+        log_json_str(&b, r->model, r->model_len);
+        if (r->status)
+            log_num(&b, "status", r->status);
+        else
+            buf_append_str(&b, ",\"status\":null");
+        buf_append_str(&b, ",\"error\":");
+        if (r->reason[0] && !r->served)
+            log_json_str(&b, r->reason, strlen(r->reason));
+        else
+            buf_append_str(&b, "null");
+        log_num(&b, "latency", (long long)r->ms);
+        log_bool(&b, "is_hedge", r->hedge);
+        log_bool(&b, "is_continuation", r->continuation);
+        log_bool(&b, "served", r->served);
+        put_cost(&b, "cost", r->served ? priced : r->cost_pico > 0, r->served ? served : r->cost_pico);
+        buf_append(&b, "}", 1);
+    }
+    buf_append_str(&b, "]}");
+    size_t len;
+    char *json = buf_steal(&b, &len);
+    buf_free(&b);
+    if (json)
+        gateway_keep_generation(ex->gw, ex->request_id, json, len);
 }
