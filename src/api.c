@@ -42,6 +42,7 @@ static const struct route routes[] = {
     {"/healthz", "GET", -1},
     {"/metrics", "GET", -1},
     {"/v1/generation", "GET", -1},
+    {"/v1/generations", "GET", -1},
 };
 
 static void respond_json(struct server_req *req, int status, const char *body, size_t len)
@@ -153,6 +154,35 @@ static void generation(struct gateway *gw, struct server_req *req, const char *r
     buf_append_str(&b, "{\"data\":");
     buf_append(&b, g->json, g->len);
     buf_append_str(&b, "}");
+    respond_json(req, 200, buf_head(&b), buf_size(&b));
+    buf_free(&b);
+}
+
+/* GET /v1/generations?limit=N[&failed=1]: the newest records (at most 100), newest first;
+ * failed=1: only requests with an attempt that failed (an error somewhere in the trail). */
+static void generations(struct gateway *gw, struct server_req *req)
+{
+    const struct server_request *r = server_req_request(req);
+    const char *q = r->url + r->path_len;
+    const char *lim = strstr(q, "limit=");
+    long limit = lim ? strtol(lim + 6, NULL, 10) : 20;
+    int failed = strstr(q, "failed=1") || strstr(q, "failed=true");
+    if (limit < 1 || limit > 100)
+        limit = limit < 1 ? 1 : 100;
+    const struct generations *g = &gw->gens;
+    struct buf b;
+    buf_init(&b, 0);
+    buf_append_str(&b, "{\"data\":[");
+    long n = 0;
+    for (size_t k = 1; k <= g->n && n < limit; k++) {
+        const struct generation *s = &g->ring[(g->next + g->keep - k) % g->keep];
+        if (failed && !memmem(s->json, s->len, "\"error\":\"", 9))
+            continue;
+        if (n++)
+            buf_append_str(&b, ",");
+        buf_append(&b, s->json, s->len);
+    }
+    buf_append_str(&b, "]}");
     respond_json(req, 200, buf_head(&b), buf_size(&b));
     buf_free(&b);
 }
@@ -776,6 +806,10 @@ void api_handle(void *data, struct server_req *req)
     }
     if (!authorized(gw->rt->cfg, req)) {
         unauthorized(req, rid);
+        return;
+    }
+    if (found->endpoint < 0 && strcmp(found->path, "/v1/generations") == 0) {
+        generations(gw, req);
         return;
     }
     if (found->endpoint < 0 && strcmp(found->path, "/v1/generation") == 0) {

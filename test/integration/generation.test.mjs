@@ -85,6 +85,13 @@ test('a continued stream: the continuation is flagged', async () => {
   assert.ok(data.latency >= 0 && data.generation_time >= 0);
 });
 
+test('/v1/generations lists the newest records, failed=1 those with a failed attempt', async () => {
+  const all = await (await fetch(`${llmux.base}/v1/generations?limit=2`, { headers: H })).json();
+  assert.deepEqual(all.data.map((d) => d.id), ['gen-cont', 'gen-hedge']);
+  const failed = await (await fetch(`${llmux.base}/v1/generations?failed=1`, { headers: H })).json();
+  assert.deepEqual(failed.data.map((d) => d.id), ['gen-cont', 'gen-hedge', 'gen-failover']);
+});
+
 test('unknown and missing ids, the key, the ring bound', async () => {
   await expectError(await get('nope'), 404, 'generation_not_found');
   await expectError(await fetch(`${llmux.base}/v1/generation`, { headers: H }), 400);
