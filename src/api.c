@@ -20,6 +20,7 @@
 #include "llmux/metrics.h"
 #include "llmux/router.h"
 #include "llmux/upstream.h"
+#include "ui_page.h" /* generated from src/ui.html by src/ui.cmake */
 
 struct route {
     const char *path; /* ends in '/': a prefix (the rest is an id) */
@@ -43,6 +44,7 @@ static const struct route routes[] = {
     {"/metrics", "GET", -1},
     {"/v1/generation", "GET", -1},
     {"/v1/generations", "GET", -1},
+    {"/ui", "GET", -1},
 };
 
 static void respond_json(struct server_req *req, int status, const char *body, size_t len)
@@ -52,6 +54,26 @@ static void respond_json(struct server_req *req, int status, const char *body, s
 }
 
 static const struct route *find_route(const struct server_request *r, int *path_known);
+
+/* The routes served without a gateway key: the health check and the dashboard page (which
+ * asks for a key and sends it with its own requests). */
+static int keyless(const struct route *rt)
+{
+    return strcmp(rt->path, "/healthz") == 0 || strcmp(rt->path, "/ui") == 0;
+}
+
+/* The dashboard: one page, its script and style inline and allowed by their hashes alone. */
+static void dashboard(struct server_req *req)
+{
+    static const struct http_header h[] = {
+        {"content-type", 12, "text/html; charset=utf-8", 24},
+        {"cache-control", 13, "no-cache", 8},
+        {"content-security-policy", 23, UI_CSP, sizeof(UI_CSP) - 1},
+        {"x-content-type-options", 22, "nosniff", 7},
+        {"referrer-policy", 15, "no-referrer", 11},
+    };
+    server_respond(req, 200, h, sizeof(h) / sizeof(h[0]), ui_page, sizeof(ui_page));
+}
 
 /* The codec of a route's client API; NULL for the OpenAI endpoints. */
 static const struct client_codec *route_codec(const struct route *rt)
@@ -743,7 +765,7 @@ void api_on_head(void *data, struct server_req *req)
         return;
     int path_known;
     const struct route *found = find_route(server_req_request(req), &path_known);
-    if (found && strcmp(found->path, "/healthz") != 0 && !authorized(gw->rt->cfg, req)) {
+    if (found && !keyless(found) && !authorized(gw->rt->cfg, req)) {
         char rid[80];
         request_id(gw, req, rid);
         unauthorized(req, rid);
@@ -802,6 +824,10 @@ void api_handle(void *data, struct server_req *req)
             respond_json(req, 503, "{\"status\":\"draining\"}", 21);
         else
             respond_json(req, 200, "{\"status\":\"ok\"}", 15);
+        return;
+    }
+    if (strcmp(found->path, "/ui") == 0) {
+        dashboard(req);
         return;
     }
     if (!authorized(gw->rt->cfg, req)) {
