@@ -200,21 +200,40 @@ static void tried_header(struct exchange *ex, char *tried, size_t cap)
             *c = '?';
 }
 
+/* name then ns as milliseconds with three decimals; returns the end. */
+static char *put_ms(char *p, const char *name, uint64_t ns)
+{
+    uint64_t us = ns / 1000;
+    while (*name)
+        *p++ = *name++;
+    char digits[24];
+    int n = 0;
+    uint64_t ms = us / 1000;
+    do
+        digits[n++] = (char)('0' + ms % 10);
+    while ((ms /= 10) && n < 20);
+    while (n)
+        *p++ = digits[--n];
+    *p++ = '.';
+    *p++ = (char)('0' + us / 100 % 10);
+    *p++ = (char)('0' + us / 10 % 10);
+    *p++ = (char)('0' + us % 10);
+    return p;
+}
+
 /* Server-Timing (ms, to the microsecond): `overhead` is llmux's own time so far; once an
  * attempt answered, `ttfb` is request received -> its first byte, and for a whole answer
  * `upstream` is its request written -> last byte. */
-static void server_timing(struct exchange *ex, char *out, size_t size)
+static void server_timing(struct exchange *ex, char *out)
 {
     uint64_t now = uv_hrtime();
-    uint64_t own = ex->busy_ns + (ex->busy_t0 ? now - ex->busy_t0 : 0);
-    int n = snprintf(out, size, "overhead;dur=%.3f", (double)own / 1e6);
+    char *p = put_ms(out, "overhead;dur=", ex->busy_ns + (ex->busy_t0 ? now - ex->busy_t0 : 0));
     const struct attempt *a = ex->winner;
-    if (a && a->head_ns && ex->creq.t_recv_ns && n > 0 && (size_t)n < size)
-        n += snprintf(out + n, size - (size_t)n, ", ttfb;dur=%.3f",
-                      (double)(a->head_ns - ex->creq.t_recv_ns) / 1e6);
-    if (a && a->sent_ns && !ex->creq.stream && n > 0 && (size_t)n < size)
-        snprintf(out + n, size - (size_t)n, ", upstream;dur=%.3f",
-                 (double)(now - a->sent_ns) / 1e6);
+    if (a && a->head_ns && ex->creq.t_recv_ns)
+        p = put_ms(p, ", ttfb;dur=", a->head_ns - ex->creq.t_recv_ns);
+    if (a && a->sent_ns && !ex->creq.stream)
+        p = put_ms(p, ", upstream;dur=", now - a->sent_ns);
+    *p = 0;
 }
 
 /* Headers every answer carries: request id, attempts, and which deployment served. The
@@ -223,7 +242,7 @@ static size_t common_headers(struct exchange *ex, struct http_header *h, char *a
                              size_t attempts_size, char *tried, size_t tried_size)
 {
     size_t n = 0;
-    server_timing(ex, ex->timing, sizeof(ex->timing));
+    server_timing(ex, ex->timing);
     h[n++] = (struct http_header){"server-timing", 13, ex->timing, strlen(ex->timing)};
     h[n++] = (struct http_header){"x-request-id", 12, ex->request_id, strlen(ex->request_id)};
     snprintf(attempts, attempts_size, "%zu", ex->n_rec);
@@ -241,6 +260,8 @@ static size_t common_headers(struct exchange *ex, struct http_header *h, char *a
         tried_header(ex, tried, tried_size);
         h[n++] = (struct http_header){"x-llmux-tried", 13, tried, strlen(tried)};
     }
+    if (ex->adm.rpm || ex->adm.tpm) /* the key's limits, as OpenAI writes them */
+        n += limits_headers(&ex->adm, 0, h + n, ex->rl_space);
     return n;
 }
 
@@ -249,7 +270,7 @@ static size_t common_headers(struct exchange *ex, struct http_header *h, char *a
 static void respond_json(struct exchange *ex, int status, char *owned, const char *body,
                          size_t len, int error, const char *retry_after)
 {
-    struct http_header h[12];
+    struct http_header h[20];
     char attempts[16], tried[512];
     ex->status = status;
     size_t n = common_headers(ex, h, attempts, sizeof(attempts), tried, sizeof(tried));
@@ -321,7 +342,7 @@ static void client_write_event(struct exchange *ex, const char *data, size_t len
 /* The head of a stream response (at commit, or earlier for keep-alive pings). */
 static void send_stream_head(struct exchange *ex)
 {
-    struct http_header h[12];
+    struct http_header h[20];
     char attempts[16], tried[512];
     ex->status = 200;
     size_t n = common_headers(ex, h, attempts, sizeof(attempts), tried, sizeof(tried));
@@ -1357,6 +1378,7 @@ static void exchange_end(struct exchange *ex)
         gateway_quiet(ex->gw);
     busy_leave(ex);
     hist_add(&ex->gw->stats.overhead_us, ex->busy_ns / 1000);
+    exchange_settle(ex);
     exchange_log(ex);
     exchange_metrics(ex);
     exchange_generation(ex);
@@ -1403,13 +1425,16 @@ static void init_timer(struct exchange *ex, uv_timer_t *t)
 }
 
 int exchange_start(struct gateway *gw, struct server_req *req, const struct canon_request *creq,
-                   const char *client_model, const struct plan *plan)
+                   const char *client_model, const struct plan *plan,
+                   const struct admission *adm)
 {
     struct exchange *ex = calloc(1, sizeof(*ex));
     if (!ex)
         return UV_ENOMEM; /* creq->owned stays the caller's then */
     ex->gw = gw;
     ex->rt = runtime_ref(gw->rt);
+    if (adm)
+        ex->adm = *adm;
     ex->req = req;
     ex->creq = *creq;
     snprintf(ex->request_id, sizeof(ex->request_id), "%s", creq->request_id);

@@ -17,8 +17,10 @@
 
 #include "llmux/buf.h"
 #include "llmux/config.h"
+#include "llmux/generation.h"
 #include "llmux/health.h"
 #include "llmux/hist.h"
+#include "llmux/limits.h"
 #include "llmux/metrics.h"
 
 struct dns;
@@ -46,6 +48,7 @@ struct runtime {
     struct origin **origins;  /* per provider index, NULL when disabled */
     struct alias_metrics **aliases; /* per model index (the gateway's registry) */
     struct route_metrics **routes;  /* per deployment route_id */
+    struct limit_slot **key_slots;  /* per key index: its limits and spend */
     uint64_t generation;      /* 1 for the config loaded at start, +1 per reload */
     int64_t loaded_at;        /* unix seconds */
     uint64_t *live;           /* the gateway's count of runtimes not freed yet */
@@ -53,16 +56,6 @@ struct runtime {
 
 struct tls_entry; /* a TLS context and the CA file it was built from (gateway.c) */
 
-/* The records of finished requests (GET /v1/generation): a ring of the last `keep`. */
-struct generation {
-    char id[80]; /* the request id */
-    char *json;  /* the record, a JSON object (owned) */
-    size_t len;
-};
-struct generations {
-    struct generation *ring;
-    size_t keep, next, n;
-};
 
 struct gateway {
     uv_loop_t *loop;
@@ -80,7 +73,9 @@ struct gateway {
     int log_timer_on;
     struct health_shared health; /* the retry budget and counters, across reloads */
     struct metrics metrics;      /* counters and histograms by alias and route */
-    struct generations gens;
+    struct generations gens; /* finished requests' records (GET /v1/generation) */
+    struct limits *limits;   /* per-key limits and spend, shared by the workers */
+    int own_limits;          /* made by gateway_init (no supervisor shared one) */
     struct gateway_stats stats;
     uint64_t id_seed;
     uv_timer_t trim_timer; /* hands freed memory back after a quiet second (gateway_quiet) */
@@ -93,6 +88,9 @@ struct gateway {
 /* Set up everything for cfg (takes a reference) except the server. Returns 0 or a negative
  * code with a message in err. */
 int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *err, size_t errlen);
+/* The limits table every gateway of this process (and its forks) uses; set before forking
+ * workers. Without it, gateway_init makes its own. */
+void gateway_share_limits(struct limits *l);
 /* Log lines (access log, health events) go to f, buffered: written when 32 KiB wait or 100 ms
  * after the first waiting line, so a request costs no write() of its own. */
 void gateway_open_log(struct gateway *gw, FILE *f);
@@ -114,10 +112,6 @@ struct origin *runtime_origin(const struct runtime *rt, const struct provider *p
 /* No request is in flight any more: if none starts for a second, freed memory is handed back
  * to the system (malloc_trim), off the request path. */
 void gateway_quiet(struct gateway *gw);
-/* Keep a finished request's record (json is taken; the oldest goes when `keep` are held). */
-void gateway_keep_generation(struct gateway *gw, const char *id, char *json, size_t len);
-/* The record of request `id`, or NULL. */
-const struct generation *gateway_find_generation(const struct gateway *gw, const char *id);
 /* A fresh request id (32 hex characters) into out[33]. */
 void gateway_request_id(struct gateway *gw, char out[33]);
 
