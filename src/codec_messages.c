@@ -703,8 +703,15 @@ static int messages_stream_error(struct codec_stream *s, int status, const char 
     return rc;
 }
 
+static const char *const forwarded[] = {"anthropic-version", "anthropic-beta", NULL};
+
 const struct client_codec codec_messages = {
     .name = "messages",
+    .metrics_endpoint = 3,
+    .main_key = "messages",
+    .request = codec_messages_request,
+    .native_path = "/messages",
+    .forward_headers = forwarded, /* anthropic-version first: the native adapter looks there */
     .native_kind = PROVIDER_ANTHROPIC,
     .native = &adapter_anthropic_native,
     .ping = "event: ping\ndata: {\"type\": \"ping\"}\n\n",

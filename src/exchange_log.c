@@ -148,7 +148,7 @@ void exchange_metrics(struct exchange *ex)
 {
     struct runtime *rt = ex->rt;
     struct met_request q = {
-        .endpoint = ex->creq.codec ? 3 : (int)ex->creq.endpoint,
+        .endpoint = ex->creq.codec ? ex->creq.codec->metrics_endpoint : (int)ex->creq.endpoint,
         .status = ex->status,
         .input_tokens = ex->usage.known ? ex->usage.prompt_tokens : -1,
         .output_tokens = ex->usage.known ? ex->usage.completion_tokens : -1,

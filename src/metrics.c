@@ -24,7 +24,7 @@ static const double chunk_le[MET_CHUNK_BOUNDS] = {0.01, 0.025, 0.05, 0.075, 0.1,
 static const int statuses[MET_STATUSES - 1] = {200, 400, 401, 403, 404, 408, 413, 422,
                                                429, 499, 500, 502, 503, 504, 529};
 static const char *const endpoints[MET_ENDPOINTS] = {"chat", "completions", "embeddings",
-                                                     "messages"};
+                                                     "messages", "responses"};
 
 static void observe(struct met_hist *h, const double *le, size_t n, double v, uint64_t count)
 {

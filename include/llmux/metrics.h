@@ -19,7 +19,7 @@
 #define MET_SECONDS_BOUNDS 14 /* 0.01 .. 81.92 s, doubling */
 #define MET_TOKEN_BOUNDS 14   /* 1 .. 67108864 tokens, x4 */
 #define MET_CHUNK_BOUNDS 13   /* 0.01 .. 2.5 s */
-#define MET_ENDPOINTS 4       /* chat, completions, embeddings, messages */
+#define MET_ENDPOINTS 5       /* chat, completions, embeddings, messages, responses */
 #define MET_STATUSES 16       /* the statuses below, the last one "other" */
 
 struct met_hist {
