@@ -48,12 +48,6 @@
 
 /* ---- request ---- */
 
-static int fail(char *why, size_t size, int rc, const char *fmt, const char *arg)
-{
-    snprintf(why, size, fmt, arg);
-    return rc;
-}
-
 static const char *str_of(const cJSON *o, const char *key)
 {
     return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
@@ -71,7 +65,7 @@ static int add_part(const cJSON *p, cJSON *parts, char *why, size_t size)
     const char *text = str_of(p, is(type, "refusal") ? "refusal" : "text");
     if (is(type, "input_text") || is(type, "output_text") || is(type, "refusal")) {
         if (!text)
-            return fail(why, size, UV_EINVAL, "input: a %s part needs its text", type);
+            return codec_fail(why, size, UV_EINVAL, "input: a %s part needs its text", type);
         cJSON *part = cJSON_CreateObject();
         cJSON_AddStringToObject(part, "type", "text");
         cJSON_AddStringToObject(part, "text", text);
@@ -81,7 +75,7 @@ static int add_part(const cJSON *p, cJSON *parts, char *why, size_t size)
     if (is(type, "input_image")) {
         const char *url = str_of(p, "image_url"), *detail = str_of(p, "detail");
         if (!url)
-            return fail(why, size, UV_EINVAL,
+            return codec_fail(why, size, UV_EINVAL,
                         "input: an input_image needs an image_url (a file_id needs OpenAI's "
                         "file storage)%s", "");
         cJSON *part = cJSON_CreateObject();
@@ -94,8 +88,8 @@ static int add_part(const cJSON *p, cJSON *parts, char *why, size_t size)
         return 0;
     }
     if (!type)
-        return fail(why, size, UV_EINVAL, "input: every content part needs a type%s", "");
-    return fail(why, size, LLMUX_EKIND, "input: content parts of type \"%.40s\" cannot be "
+        return codec_fail(why, size, UV_EINVAL, "input: every content part needs a type%s", "");
+    return codec_fail(why, size, LLMUX_EKIND, "input: content parts of type \"%.40s\" cannot be "
                                         "translated for this provider", type);
 }
 
@@ -106,7 +100,7 @@ static cJSON *item_content(const cJSON *content, int *rc, char *why, size_t size
     if (cJSON_IsString(content))
         return cJSON_CreateString(content->valuestring);
     if (!cJSON_IsArray(content)) {
-        *rc = fail(why, size, UV_EINVAL, "input: a message's content must be a string or an "
+        *rc = codec_fail(why, size, UV_EINVAL, "input: a message's content must be a string or an "
                                          "array of parts%s", "");
         return NULL;
     }
@@ -148,13 +142,13 @@ static int tool_output(const cJSON *output, struct buf *text, char *why, size_t 
     if (cJSON_IsString(output))
         return buf_append_str(text, output->valuestring);
     if (!cJSON_IsArray(output))
-        return fail(why, size, UV_EINVAL, "input: a function_call_output needs an output%s", "");
+        return codec_fail(why, size, UV_EINVAL, "input: a function_call_output needs an output%s", "");
     const cJSON *p;
     cJSON_ArrayForEach(p, output)
     {
         const char *type = str_of(p, "type"), *t = str_of(p, "text");
         if (!is(type, "input_text") || !t)
-            return fail(why, size, LLMUX_EKIND, "input: function_call_output parts of type "
+            return codec_fail(why, size, LLMUX_EKIND, "input: function_call_output parts of type "
                                                 "\"%.40s\" cannot be translated for this "
                                                 "provider", type ? type : "?");
         if (buf_size(text))
@@ -177,7 +171,7 @@ static int add_call(const cJSON *item, cJSON *messages, char *why, size_t size)
     const char *call_id = str_of(item, "call_id"), *name = str_of(item, "name");
     const char *args = str_of(item, "arguments");
     if (!call_id || !name || !args)
-        return fail(why, size, UV_EINVAL, "input: a function_call needs a call_id, a name and "
+        return codec_fail(why, size, UV_EINVAL, "input: a function_call needs a call_id, a name and "
                                           "arguments%s", "");
     cJSON *last = cJSON_GetArrayItem(messages, cJSON_GetArraySize(messages) - 1);
     if (!is(str_of(last, "role"), "assistant")) {
@@ -197,11 +191,11 @@ static int add_item(const cJSON *item, cJSON *messages, char *why, size_t size)
 {
     const char *type = str_of(item, "type"), *role = str_of(item, "role");
     if (!cJSON_IsObject(item))
-        return fail(why, size, UV_EINVAL, "input: must be a string or an array of items%s", "");
+        return codec_fail(why, size, UV_EINVAL, "input: must be a string or an array of items%s", "");
     if (!type || is(type, "message")) {
         int assistant = is(role, "assistant");
         if (!assistant && !is(role, "user") && !is(role, "system") && !is(role, "developer"))
-            return fail(why, size, UV_EINVAL, "input: a message's role must be user, assistant, "
+            return codec_fail(why, size, UV_EINVAL, "input: a message's role must be user, assistant, "
                                               "system or developer%s", "");
         int rc = 0;
         cJSON *content = item_content(cJSON_GetObjectItemCaseSensitive(item, "content"), &rc,
@@ -218,7 +212,7 @@ static int add_item(const cJSON *item, cJSON *messages, char *why, size_t size)
     if (is(type, "function_call_output")) {
         const char *call_id = str_of(item, "call_id");
         if (!call_id)
-            return fail(why, size, UV_EINVAL, "input: a function_call_output needs a call_id%s",
+            return codec_fail(why, size, UV_EINVAL, "input: a function_call_output needs a call_id%s",
                         "");
         struct buf text;
         buf_init(&text, 0);
@@ -235,11 +229,11 @@ static int add_item(const cJSON *item, cJSON *messages, char *why, size_t size)
     if (is(type, "reasoning"))
         return 0; /* only OpenAI can read its reasoning (encrypted or not) back */
     if (is(type, "item_reference"))
-        return fail(why, size, UV_EINVAL,
+        return codec_fail(why, size, UV_EINVAL,
                     "input: item_reference needs stored responses, and llmux is stateless: "
                     "send every item in full (Vercel AI SDK: providerOptions.openai.store = "
                     "false)%s", "");
-    return fail(why, size, LLMUX_EKIND, "input: items of type \"%.40s\" cannot be translated "
+    return codec_fail(why, size, LLMUX_EKIND, "input: items of type \"%.40s\" cannot be translated "
                                         "for this provider", type);
 }
 
@@ -247,18 +241,18 @@ static int add_tools(const cJSON *in, cJSON *o, char *why, size_t size)
 {
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(in, "tools"), *t;
     if (tools && !cJSON_IsArray(tools) && !cJSON_IsNull(tools))
-        return fail(why, size, UV_EINVAL, "tools: must be an array%s", "");
+        return codec_fail(why, size, UV_EINVAL, "tools: must be an array%s", "");
     int n = cJSON_GetArraySize(tools);
     cJSON *out = n > 0 ? cJSON_AddArrayToObject(o, "tools") : NULL;
     cJSON_ArrayForEach(t, tools)
     {
         const char *type = str_of(t, "type"), *name = str_of(t, "name");
         if (!is(type, "function"))
-            return fail(why, size, LLMUX_EKIND,
+            return codec_fail(why, size, LLMUX_EKIND,
                         "tools: tools of type \"%.40s\" run in OpenAI's service and cannot be "
                         "translated (function tools can)", type ? type : "?");
         if (!name)
-            return fail(why, size, UV_EINVAL, "tools: a function tool needs a name%s", "");
+            return codec_fail(why, size, UV_EINVAL, "tools: a function tool needs a name%s", "");
         cJSON *f = cJSON_CreateObject();
         cJSON_AddStringToObject(f, "type", "function");
         cJSON *fn = cJSON_AddObjectToObject(f, "function");
@@ -281,7 +275,7 @@ static int add_tools(const cJSON *in, cJSON *o, char *why, size_t size)
         cJSON_AddStringToObject(cJSON_AddObjectToObject(c, "function"), "name",
                                 str_of(choice, "name"));
     } else if (ct) {
-        return fail(why, size, LLMUX_EKIND, "tool_choice: a choice of type \"%.40s\" cannot be "
+        return codec_fail(why, size, LLMUX_EKIND, "tool_choice: a choice of type \"%.40s\" cannot be "
                                             "translated for this provider", ct);
     }
     const cJSON *parallel = cJSON_GetObjectItemCaseSensitive(in, "parallel_tool_calls");
@@ -312,7 +306,7 @@ static int add_format(const cJSON *in, cJSON *o, char *why, size_t size)
         }
     } else {
         cJSON_Delete(rf);
-        return fail(why, size, UV_EINVAL, "text.format: the type must be text, json_object or "
+        return codec_fail(why, size, UV_EINVAL, "text.format: the type must be text, json_object or "
                                           "json_schema (with a name)%s", "");
     }
     cJSON_AddItemToObject(o, "response_format", rf);
@@ -332,18 +326,18 @@ static int build(const cJSON *in, cJSON *o, char *why, size_t size)
     for (size_t i = 0; i < 3; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(in, stateful[i]);
         if (v && !cJSON_IsNull(v))
-            return fail(why, size, UV_EINVAL,
+            return codec_fail(why, size, UV_EINVAL,
                         "%s: llmux keeps no responses, conversations or prompts (it is "
                         "stateless): send the whole conversation in `input` (with store: false)",
                         stateful[i]);
     }
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(in, "background")))
-        return fail(why, size, UV_EINVAL, "background: llmux answers in the foreground only "
+        return codec_fail(why, size, UV_EINVAL, "background: llmux answers in the foreground only "
                                           "(it keeps no responses to poll)%s", "");
     const char *model = str_of(in, "model");
     const cJSON *input = cJSON_GetObjectItemCaseSensitive(in, "input");
     if (!model || !(cJSON_IsString(input) || cJSON_IsArray(input)))
-        return fail(why, size, UV_EINVAL, "input: must be a string or an array of items%s", "");
+        return codec_fail(why, size, UV_EINVAL, "input: must be a string or an array of items%s", "");
     cJSON_AddStringToObject(o, "model", model);
     cJSON *messages = cJSON_AddArrayToObject(o, "messages");
     const cJSON *instructions = cJSON_GetObjectItemCaseSensitive(in, "instructions");
@@ -372,27 +366,13 @@ static int build(const cJSON *in, cJSON *o, char *why, size_t size)
     copy_member(in, "user", o, "user");
     copy_member(cJSON_GetObjectItemCaseSensitive(in, "reasoning"), "effort", o,
                 "reasoning_effort");
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(in, "stream"))) {
-        cJSON_AddTrueToObject(o, "stream");
-        cJSON_AddTrueToObject(cJSON_AddObjectToObject(o, "stream_options"), "include_usage");
-    }
     return 0;
 }
 
 int codec_responses_request(const char *body, size_t len, struct buf *out, char *why,
                             size_t why_size)
 {
-    why[0] = 0;
-    cJSON *in = cJSON_ParseWithLength(body, len);
-    cJSON *o = cJSON_CreateObject();
-    int rc = !cJSON_IsObject(in) || !o ? UV_EINVAL : build(in, o, why, why_size);
-    char *text = rc ? NULL : cJSON_PrintUnformatted(o);
-    if (!rc)
-        rc = text ? buf_append_str(out, text) : UV_ENOMEM;
-    free(text);
-    cJSON_Delete(in);
-    cJSON_Delete(o);
-    return rc;
+    return codec_translate(body, len, build, out, why, why_size);
 }
 
 /* ---- answers: the pieces shared by the body and the stream ---- */
@@ -516,13 +496,10 @@ static long reasoning_tokens(const cJSON *root)
 
 static int responses_body(const char *body, size_t len, struct buf *out)
 {
-    cJSON *root = cJSON_ParseWithLength(body, len);
-    const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
-    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(choice, "message");
-    if (!cJSON_IsObject(msg)) {
-        cJSON_Delete(root);
+    cJSON *root;
+    const cJSON *choice, *msg;
+    if (codec_parse_completion(body, len, &root, &choice, &msg) != 0)
         return LLMUX_EPROTO;
-    }
     const char *incomplete = incomplete_reason(str_of(choice, "finish_reason"));
     const char *status = incomplete ? "incomplete" : "completed";
     struct buf items;
@@ -560,20 +537,12 @@ static int responses_body(const char *body, size_t len, struct buf *out)
 
 /* ---- answers: a stream ---- */
 
-/* `event: TYPE\ndata: {"type":"TYPE","sequence_number":N` ... closed by event_close. */
+/* `event: TYPE\ndata: {"type":"TYPE","sequence_number":N` ... closed by codec_event_close. */
 static void event_open(struct codec_stream *s, struct buf *out, const char *type)
 {
-    buf_append_str(out, "event: ");
-    buf_append_str(out, type);
-    buf_append_str(out, "\ndata: {\"type\":\"");
-    buf_append_str(out, type);
-    buf_append_str(out, "\",\"sequence_number\":");
+    codec_event_open(out, type);
+    buf_append_str(out, ",\"sequence_number\":");
     buf_append_uint(out, (unsigned long long)s->seq++);
-}
-
-static void event_close(struct buf *out)
-{
-    buf_append_str(out, "}\n\n");
 }
 
 /* `,"item_id":"..","output_index":N` (and `,"content_index":0` for a message's part). */
@@ -595,7 +564,7 @@ static void lifecycle(struct codec_stream *s, struct buf *out, const char *type,
     buf_append_str(out, ",\"response\":");
     response_object(out, s->id, s->created, s->model, status, incomplete, code, message,
                     buf_head(&s->items), buf_size(&s->items), u, s->reasoning_tokens);
-    event_close(out);
+    codec_event_close(out);
 }
 
 static void stream_start(struct codec_stream *s, const cJSON *root, struct buf *out)
@@ -627,18 +596,18 @@ static int item_close(struct codec_stream *s, struct buf *out)
         buf_append_str(out, ",\"text\":");
         json_str(out, text, len);
         buf_append_str(out, ",\"logprobs\":[]");
-        event_close(out);
+        codec_event_close(out);
         event_open(s, out, "response.content_part.done");
         item_ref(s, out, 1);
         buf_append_str(out, ",\"part\":");
         text_part(out, text, len);
-        event_close(out);
+        codec_event_close(out);
     } else {
         event_open(s, out, "response.function_call_arguments.done");
         item_ref(s, out, 0);
         buf_append_str(out, ",\"arguments\":");
         json_str(out, text, len);
-        event_close(out);
+        codec_event_close(out);
     }
     event_open(s, out, "response.output_item.done");
     buf_append_str(out, ",\"output_index\":");
@@ -652,7 +621,7 @@ static int item_close(struct codec_stream *s, struct buf *out)
     int rc = buf_size(&s->items) ? buf_append(&s->items, ",", 1) : 0;
     if (!rc)
         rc = buf_append(&s->items, buf_head(out) + item_at, buf_size(out) - item_at);
-    event_close(out);
+    codec_event_close(out);
     s->block = -1;
     buf_reset(&s->text);
     return rc;
@@ -673,13 +642,13 @@ static int item_open(struct codec_stream *s, int kind, struct buf *out)
         message_item(out, s->item, "in_progress", 0, NULL, 0);
     else
         call_item(out, s->item, "in_progress", "", 0, s->call_id, s->name);
-    event_close(out);
+    codec_event_close(out);
     if (kind == 0) {
         event_open(s, out, "response.content_part.added");
         item_ref(s, out, 1);
         buf_append_str(out, ",\"part\":");
         text_part(out, "", 0);
-        event_close(out);
+        codec_event_close(out);
     }
     return rc;
 }
@@ -692,7 +661,7 @@ static int on_text(struct codec_stream *s, const char *text, struct buf *out)
     buf_append_str(out, ",\"delta\":");
     json_str(out, text, strlen(text));
     buf_append_str(out, ",\"logprobs\":[]");
-    event_close(out);
+    codec_event_close(out);
     return rc ? rc : buf_append_str(&s->text, text);
 }
 
@@ -718,7 +687,7 @@ static int on_tool_call(struct codec_stream *s, const cJSON *tc, struct buf *out
         item_ref(s, out, 0);
         buf_append_str(out, ",\"delta\":");
         json_str(out, args, strlen(args));
-        event_close(out);
+        codec_event_close(out);
         rc = buf_append_str(&s->text, args);
     }
     return rc;
@@ -728,11 +697,9 @@ static int responses_stream_chunk(struct codec_stream *s, const char *data, size
                                   const struct chunk_info *ci, const struct usage *total,
                                   struct buf *out)
 {
-    cJSON *root = ci->kind == CHUNK_DONE ? NULL : cJSON_ParseWithLength(data, len);
-    if (ci->kind != CHUNK_DONE && !cJSON_IsObject(root)) {
-        cJSON_Delete(root);
+    cJSON *root;
+    if (codec_parse_chunk(data, len, ci, &root) != 0)
         return LLMUX_EPROTO;
-    }
     if (!s->started)
         stream_start(s, root, out);
     int rc = 0;

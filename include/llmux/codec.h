@@ -108,6 +108,30 @@ int codec_messages_request(const char *body, size_t len, struct buf *out, char *
 int codec_responses_request(const char *body, size_t len, struct buf *out, char *why,
                             size_t why_size);
 
+/* Helpers shared by the codecs (src/codec_common.c). */
+
+struct cJSON;
+/* Builds the canonical chat body o from the client's body in; the codec_request contract. */
+typedef int (*codec_build_fn)(const struct cJSON *in, struct cJSON *o, char *why,
+                              size_t why_size);
+/* why = fmt with arg; returns rc. */
+int codec_fail(char *why, size_t size, int rc, const char *fmt, const char *arg);
+/* A client's body as a canonical chat body appended to out: parsed (not an object: UV_EINVAL),
+ * built, then `stream` with stream_options.include_usage when the client streams, printed. */
+int codec_translate(const char *body, size_t len, codec_build_fn build, struct buf *out,
+                    char *why, size_t why_size);
+/* A canonical chunk parsed into *root (NULL for [DONE]; caller frees with cJSON_Delete), or
+ * LLMUX_EPROTO when it is not a JSON object. */
+int codec_parse_chunk(const char *data, size_t len, const struct chunk_info *ci,
+                      struct cJSON **root);
+/* A chat.completion parsed: *root (caller frees with cJSON_Delete), its first choice and that
+ * choice's message; LLMUX_EPROTO (nothing to free) when there is no message. */
+int codec_parse_completion(const char *body, size_t len, struct cJSON **root,
+                           const struct cJSON **choice, const struct cJSON **msg);
+/* `event: TYPE\ndata: {"type":"TYPE"` (the caller adds members), and the event's end `}\n\n`. */
+void codec_event_open(struct buf *out, const char *type);
+void codec_event_close(struct buf *out);
+
 /* An estimate of a Messages request's input tokens (count_tokens without an anthropic
  * deployment): see the README. */
 long codec_messages_estimate_tokens(const char *body, size_t len);
