@@ -42,6 +42,8 @@ static const struct route routes[] = {
     {"/v1/status", "GET", -1},
     {"/healthz", "GET", -1},
     {"/metrics", "GET", -1},
+    {"/v1/generation", "GET", -1},
+    {"/v1/generations", "GET", -1},
 };
 
 static void respond_json(struct server_req *req, int status, const char *body, size_t len)
@@ -119,6 +121,72 @@ static long url_decode(const char *src, size_t len, char *dst, size_t size)
     }
     dst[n] = 0;
     return (long)n;
+}
+
+/* GET /v1/generation?id=<request id>: the record of a finished request (OpenRouter's shape,
+ * {"data": {...}}), from this worker's ring. */
+static void generation(struct gateway *gw, struct server_req *req, const char *rid)
+{
+    const struct server_request *r = server_req_request(req);
+    const char *q = r->url + r->path_len, *end = r->url + strlen(r->url);
+    char id[80] = "";
+    while (q < end) {
+        q++; /* '?' or '&' */
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        if (stop - q > 3 && memcmp(q, "id=", 3) == 0 &&
+            url_decode(q + 3, (size_t)(stop - q - 3), id, sizeof(id)) < 0)
+            id[0] = 0;
+        q = stop;
+    }
+    if (!id[0]) {
+        api_error(req, rid, 400, "invalid_request_error", NULL, "id",
+                  "the generation id is missing: GET /v1/generation?id=<x-request-id>");
+        return;
+    }
+    const struct gen_rec *g = generations_find(&gw->gens, id);
+    if (!g) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "Generation %s not found (this worker keeps the last %zu)", id,
+                 gw->gens.keep);
+        api_error(req, rid, 404, "invalid_request_error", "generation_not_found", "id", msg);
+        return;
+    }
+    struct buf b;
+    buf_init(&b, 0);
+    buf_append_str(&b, "{\"data\":");
+    generation_json(g, &b);
+    buf_append_str(&b, "}");
+    respond_json(req, 200, buf_head(&b), buf_size(&b));
+    buf_free(&b);
+}
+
+/* GET /v1/generations?limit=N[&failed=1]: the newest records (at most 100), newest first;
+ * failed=1: only requests with an attempt that failed (an error somewhere in the trail). */
+static void generations(struct gateway *gw, struct server_req *req)
+{
+    const struct server_request *r = server_req_request(req);
+    const char *q = r->url + r->path_len;
+    const char *lim = strstr(q, "limit=");
+    long limit = lim ? strtol(lim + 6, NULL, 10) : 20;
+    int failed = strstr(q, "failed=1") || strstr(q, "failed=true");
+    if (limit < 1 || limit > 100)
+        limit = limit < 1 ? 1 : 100;
+    struct buf b;
+    buf_init(&b, 0);
+    buf_append_str(&b, "{\"data\":[");
+    long n = 0;
+    const struct gen_rec *g;
+    for (size_t k = 0; n < limit && (g = generations_nth(&gw->gens, k)); k++) {
+        if (failed && !generation_failed(g))
+            continue;
+        if (n++)
+            buf_append_str(&b, ",");
+        generation_json(g, &b);
+    }
+    buf_append_str(&b, "]}");
+    respond_json(req, 200, buf_head(&b), buf_size(&b));
+    buf_free(&b);
 }
 
 /* GET /v1/models/{id} (the SDKs' models.retrieve) and /v1/models/{id}/endpoints; an id may
@@ -272,8 +340,8 @@ static const char *read_prefs(const cJSON *root, struct route_prefs *p)
 
 /* The members of a request body llmux looks at, as byte spans (found in one pass). */
 struct body_view {
-    struct json_member model, main, stream, stream_options, models, provider;
-    int has_model, has_main, has_stream, has_stream_options, has_models, has_provider;
+    struct json_member model, main, stream, stream_options, models, provider, usage;
+    int has_model, has_main, has_stream, has_stream_options, has_models, has_provider, has_usage;
 };
 
 static int key_is(const struct json_member *m, const char *k)
@@ -305,6 +373,7 @@ static int view_body(const char *b, size_t n, const char *main_key, struct body_
             {"stream_options", &v->stream_options, &v->has_stream_options},
             {"models", &v->models, &v->has_models},
             {"provider", &v->provider, &v->has_provider},
+            {"usage", &v->usage, &v->has_usage},
         };
         for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
             if (key_is(&m, wanted[i].key)) {
@@ -325,9 +394,10 @@ static cJSON *parse_member(const char *b, const struct json_member *m)
     return cJSON_ParseWithLength(b + m->vstart, m->vend - m->vstart);
 }
 
-/* The body without `models` and `provider`, into creq->owned: the other members copied as
- * they are. */
-static int strip_prefs(const char *b, size_t n, struct canon_request *creq)
+/* The body without llmux's own members (`models`, `provider`, OpenRouter's `usage`), into
+ * creq->owned: the other members copied as they are; with ask_usage, stream_options asking
+ * the upstream for the usage chunk is added. */
+static int strip_prefs(const char *b, size_t n, int ask_usage, struct canon_request *creq)
 {
     struct buf out;
     buf_init(&out, 0);
@@ -336,7 +406,7 @@ static int strip_prefs(const char *b, size_t n, struct canon_request *creq)
     int first = 1;
     struct json_member m;
     while (!rc && json_member_next(b, n, &pos, &m) == 0) {
-        if (key_is(&m, "models") || key_is(&m, "provider"))
+        if (key_is(&m, "models") || key_is(&m, "provider") || key_is(&m, "usage"))
             continue;
         if (!first)
             rc = buf_append(&out, ",", 1);
@@ -344,6 +414,9 @@ static int strip_prefs(const char *b, size_t n, struct canon_request *creq)
             rc = buf_append(&out, b + m.start, m.vend - m.start);
         first = 0;
     }
+    if (!rc && ask_usage)
+        rc = buf_append_str(&out, first ? "\"stream_options\":{\"include_usage\":true}"
+                                        : ",\"stream_options\":{\"include_usage\":true}");
     if (!rc)
         rc = buf_append(&out, "}", 1);
     size_t len;
@@ -540,6 +613,15 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     creq.include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
     creq.codec = codec;
     cJSON_Delete(so);
+    /* OpenRouter's "usage": {"include": true}: the usage chunk (with the cost) for a stream */
+    int ask_usage = 0;
+    if (v.has_usage && !codec) {
+        cJSON *u = parse_member(r->body, &v.usage);
+        int include = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(u, "include"));
+        cJSON_Delete(u);
+        ask_usage = include && creq.stream && !v.has_stream_options;
+        creq.include_usage |= include && creq.stream;
+    }
 
     creq.request_id = rid;
     creq.t_recv_ns = t_recv;
@@ -553,8 +635,8 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
         cJSON_Delete(prefs_root);
         return;
     }
-    if (rc == 0 && (v.has_models || v.has_provider)) /* llmux's own members stay here */
-        rc = strip_prefs(r->body, r->body_len, &creq);
+    if (rc == 0 && (v.has_models || v.has_provider || (v.has_usage && !codec)))
+        rc = strip_prefs(r->body, r->body_len, ask_usage, &creq); /* llmux's own stay here */
     if (rc == 0 && codec) {
         rc = codec_canon(req, codec, &creq, &plan, count_tokens, msg, sizeof(msg));
         if (rc == UV_EINVAL) {
@@ -731,6 +813,14 @@ void api_handle(void *data, struct server_req *req)
     }
     if (!authorized(gw->rt->cfg, req)) {
         unauthorized(req, rid);
+        return;
+    }
+    if (found->endpoint < 0 && strcmp(found->path, "/v1/generations") == 0) {
+        generations(gw, req);
+        return;
+    }
+    if (found->endpoint < 0 && strcmp(found->path, "/v1/generation") == 0) {
+        generation(gw, req, rid);
         return;
     }
     if (found->endpoint < 0 && strcmp(found->path, "/metrics") == 0) {

@@ -200,12 +200,50 @@ static void tried_header(struct exchange *ex, char *tried, size_t cap)
             *c = '?';
 }
 
+/* name then ns as milliseconds with three decimals; returns the end. */
+static char *put_ms(char *p, const char *name, uint64_t ns)
+{
+    uint64_t us = ns / 1000;
+    while (*name)
+        *p++ = *name++;
+    char digits[24];
+    int n = 0;
+    uint64_t ms = us / 1000;
+    do
+        digits[n++] = (char)('0' + ms % 10);
+    while ((ms /= 10) && n < 20);
+    while (n)
+        *p++ = digits[--n];
+    *p++ = '.';
+    *p++ = (char)('0' + us / 100 % 10);
+    *p++ = (char)('0' + us / 10 % 10);
+    *p++ = (char)('0' + us % 10);
+    return p;
+}
+
+/* Server-Timing (ms, to the microsecond): `overhead` is llmux's own time so far; once an
+ * attempt answered, `ttfb` is request received -> its first byte, and for a whole answer
+ * `upstream` is its request written -> last byte. */
+static void server_timing(struct exchange *ex, char *out)
+{
+    uint64_t now = uv_hrtime();
+    char *p = put_ms(out, "overhead;dur=", ex->busy_ns + (ex->busy_t0 ? now - ex->busy_t0 : 0));
+    const struct attempt *a = ex->winner;
+    if (a && a->head_ns && ex->creq.t_recv_ns)
+        p = put_ms(p, ", ttfb;dur=", a->head_ns - ex->creq.t_recv_ns);
+    if (a && a->sent_ns && !ex->creq.stream)
+        p = put_ms(p, ", upstream;dur=", now - a->sent_ns);
+    *p = 0;
+}
+
 /* Headers every answer carries: request id, attempts, and which deployment served. The
  * values point into ex and into `tried`, which must live until the head is written. */
 static size_t common_headers(struct exchange *ex, struct http_header *h, char *attempts,
                              size_t attempts_size, char *tried, size_t tried_size)
 {
     size_t n = 0;
+    server_timing(ex, ex->timing);
+    h[n++] = (struct http_header){"server-timing", 13, ex->timing, strlen(ex->timing)};
     h[n++] = (struct http_header){"x-request-id", 12, ex->request_id, strlen(ex->request_id)};
     snprintf(attempts, attempts_size, "%zu", ex->n_rec);
     h[n++] = (struct http_header){"x-llmux-attempts", 16, attempts, strlen(attempts)};
@@ -419,6 +457,7 @@ static void attempt_reset(struct attempt *a)
     a->read_paused = 0;
     a->continuation = 0;
     a->content_chunks = 0;
+    a->sent_ns = a->head_ns = 0;
     a->health_open = 0;
     a->probe = 0;
     memset(&a->usage, 0, sizeof(a->usage));
@@ -445,6 +484,7 @@ static void on_up_sent(void *data)
 {
     struct attempt *a = data;
     a->t_sent = now_ms(a->ex);
+    a->sent_ns = uv_hrtime();
     set_at(a, AT_WAITING_HEAD);
     arm_phase(a, a->ex->plan.timeouts.first_byte_ms);
 }
@@ -461,6 +501,7 @@ static void on_up_head_(void *data, int status, const struct http_header *h, siz
     struct attempt *a = data;
     struct exchange *ex = a->ex;
     a->status = status;
+    a->head_ns = uv_hrtime();
     record(a)->status = status;
     for (size_t i = 0; i < n; i++) {
         if (strcasecmp(h[i].name, "content-type") == 0)
@@ -560,6 +601,18 @@ static void set_member(cJSON *obj, const char *key, cJSON *item)
         cJSON_AddItemToObject(obj, key, item);
 }
 
+/* A chunk to the client, its usage (if any) with the request's cost. */
+static void write_costed(struct exchange *ex, const char *chunk, size_t len,
+                         const struct chunk_info *ci)
+{
+    if (ci->usage.known && exchange_cost_splice(ex, chunk, len, &ex->cbuf)) {
+        client_write_event(ex, buf_head(&ex->cbuf), buf_size(&ex->cbuf));
+        buf_reset(&ex->cbuf);
+        return;
+    }
+    client_write_event(ex, chunk, len);
+}
+
 /* A continuation's chunk in the committed stream's identity (same id, created and model),
  * its usage grown by what the broken attempts consumed, marked as continued. */
 static int write_continued(struct exchange *ex, const char *data, size_t len,
@@ -590,7 +643,7 @@ static int write_continued(struct exchange *ex, const char *data, size_t len,
     cJSON_Delete(root);
     if (!text)
         return UV_ENOMEM;
-    client_write_event(ex, text, strlen(text));
+    write_costed(ex, text, strlen(text), ci);
     free(text);
     return 0;
 }
@@ -601,6 +654,7 @@ static int write_continued(struct exchange *ex, const char *data, size_t len,
 static void take_usage(struct exchange *ex, const struct usage *u)
 {
     ex->usage = *u;
+    ex->served_usage = *u;
     if (!ex->continued)
         return;
     struct usage spent = ex->spent;
@@ -689,6 +743,8 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
         a->content_chunks++;
     if (ci->kind == CHUNK_CONTENT && (ci->text || ci->tool_call))
         ex->output_chunks++;
+    if (ci->finish && !ex->finish_reason[0])
+        exchange_sniff_finish(ex, chunk, len);
     if (ci->usage.known)
         take_usage(ex, &ci->usage);
     if (ex->plan.continue_on_failure && ci->kind == CHUNK_CONTENT) {
@@ -719,7 +775,7 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
             return 1;
         }
     } else {
-        client_write_event(ex, chunk, len);
+        write_costed(ex, chunk, len, ci);
     }
 relayed:
     if (!ex->req) {
@@ -881,6 +937,7 @@ static void on_up_done_(void *data, int status, const char *detail)
             return;
         }
         ex->usage = a->usage;
+        ex->served_usage = a->usage;
         ex->t_first_byte = now_ms(ex);
         a->t_first = ex->t_first_byte;
         set_winner(ex, a);
@@ -889,10 +946,17 @@ static void on_up_done_(void *data, int status, const char *detail)
         attempt_health(a, 1, &s, NULL);
         /* the answer's bytes are handed to the client connection, not copied: a large answer
          * to a slow client is held once */
+        struct buf *answer = buf_size(&out) ? &out : &a->body;
+        exchange_sniff_finish(ex, buf_head(answer), buf_size(answer));
+        struct buf costed;
+        buf_init(&costed, 0);
+        if (exchange_cost_splice(ex, buf_head(answer), buf_size(answer), &costed))
+            answer = &costed;
         size_t off, len;
-        char *mem = buf_release(buf_size(&out) ? &out : &a->body, &off, &len);
+        char *mem = buf_release(answer, &off, &len);
         respond_json(ex, a->status, mem, mem ? mem + off : "", len, 0, NULL);
         buf_free(&out);
+        buf_free(&costed);
         ex->outcome = "ok";
         exchange_end(ex);
         return;
@@ -1128,6 +1192,7 @@ static int continue_stream(struct exchange *ex, struct attempt *a)
         return 0;
     if (!health_retry_allowed(ex->rt->health, now_ms(ex)))
         return 0;
+    struct usage est = {.completion_tokens = a->content_chunks, .known = 1};
     if (a->usage.known) {
         usage_add(&ex->spent, &a->usage);
     } else {
@@ -1135,6 +1200,10 @@ static int continue_stream(struct exchange *ex, struct attempt *a)
         ex->spent.total_tokens += a->content_chunks;
         ex->spent_prompt_unknown = 1;
     }
+    /* its cost: what it reported, else one token per content chunk (its prompt unknown) */
+    record(a)->cost_pico =
+        exchange_cost_pico(a->entry->deployment, a->usage.known ? &a->usage : &est);
+    ex->spent_pico += record(a)->cost_pico;
     buf_reset(&ex->tool_held); /* a half-streamed tool call restarts whole */
     attempt_reset(a);
     ex->continued++;
@@ -1311,6 +1380,7 @@ static void exchange_end(struct exchange *ex)
     hist_add(&ex->gw->stats.overhead_us, ex->busy_ns / 1000);
     exchange_log(ex);
     exchange_metrics(ex);
+    exchange_generation(ex);
     buf_free(&ex->delivered);
     buf_free(&ex->tool_held);
     buf_free(&ex->cbuf);

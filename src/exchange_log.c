@@ -1,10 +1,12 @@
 /* exchange_log: the one JSON access-log line per request (see src/exchange_int.h). */
 #include <inttypes.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "exchange_int.h"
+#include "llmux/json.h"
 
 static void log_json_str(struct buf *b, const char *s, size_t n)
 {
@@ -35,6 +37,19 @@ static void log_bool(struct buf *b, const char *key, int v)
     buf_append(b, ",\"", 2);
     buf_append_str(b, key);
     buf_append_str(b, v ? "\":true" : "\":false");
+}
+
+/* $1e-12 as a JSON number in dollars, exact ("0.00111"). */
+static void put_dollars(struct buf *b, uint64_t pico)
+{
+    char s[48];
+    int n = snprintf(s, sizeof(s), "%" PRIu64 ".%012" PRIu64, pico / 1000000000000u,
+                     pico % 1000000000000u);
+    while (n > 1 && s[n - 1] == '0')
+        n--;
+    if (s[n - 1] == '.')
+        n--;
+    buf_append(b, s, (size_t)n);
 }
 
 void exchange_log(struct exchange *ex)
@@ -112,11 +127,10 @@ void exchange_log(struct exchange *ex)
         log_num(&b, "total_tokens", u->total_tokens);
         log_num(&b, "cached_tokens", u->cached_tokens);
         buf_append(&b, "}", 1);
-        const struct deployment *d = e ? e->deployment : NULL;
-        if (d && d->price_in >= 0) {
-            uint64_t c = exchange_cost_pico(d, u);
-            buf_printf(&b, ",\"cost_usd\":%" PRIu64 ".%012" PRIu64, c / 1000000000000u,
-                       c % 1000000000000u);
+        uint64_t served, spent;
+        if (exchange_cost(ex, &served, &spent)) {
+            buf_append_str(&b, ",\"cost_usd\":");
+            put_dollars(&b, served + spent);
         }
     }
     buf_append_str(&b, "}\n");
@@ -142,6 +156,39 @@ uint64_t exchange_cost_pico(const struct deployment *d, const struct usage *u)
     return pico(u->prompt_tokens - cached, d->price_in) +
            pico(cached, d->price_cache_read >= 0 ? d->price_cache_read : d->price_in) +
            pico(u->completion_tokens, d->price_out) + pico(1000000, d->price_request);
+}
+
+int exchange_cost(const struct exchange *ex, uint64_t *served, uint64_t *spent)
+{
+    const struct plan_entry *e = ex->winner ? ex->winner->entry : NULL;
+    const struct deployment *d = e ? e->deployment : NULL;
+    if (!d || d->price_in < 0 || !ex->served_usage.known)
+        return 0;
+    *served = exchange_cost_pico(d, &ex->served_usage);
+    *spent = ex->spent_pico;
+    return 1;
+}
+
+int exchange_cost_splice(const struct exchange *ex, const char *json, size_t len, struct buf *out)
+{
+    uint64_t served, spent;
+    size_t s, e;
+    if (!exchange_cost(ex, &served, &spent) || json_top_key(json, len, "usage", &s, &e) != 0 ||
+        e - s < 2 || json[s] != '{' || json[e - 1] != '}')
+        return 0;
+    int empty = 1;
+    for (size_t i = s + 1; i < e - 1 && empty; i++)
+        empty = json[i] == ' ' || json[i] == '\n' || json[i] == '\r' || json[i] == '\t';
+    buf_reset(out);
+    buf_append(out, json, e - 1);
+    buf_append_str(out, empty ? "\"cost\":" : ",\"cost\":");
+    put_dollars(out, served + spent);
+    buf_append_str(out, ",\"cost_details\":{\"upstream_inference_cost\":");
+    put_dollars(out, served);
+    buf_append_str(out, ",\"failed_attempts_cost\":");
+    put_dollars(out, spent);
+    buf_append_str(out, "}");
+    return buf_append(out, json + e - 1, len - (e - 1)) == 0;
 }
 
 void exchange_metrics(struct exchange *ex)
@@ -172,9 +219,101 @@ void exchange_metrics(struct exchange *ex)
             q.tpoc = (double)(now - ex->t_first_byte) / 1e3 / (double)(chunks - 1);
         }
     }
-    if (r)
-        q.cost_pico = exchange_cost_pico(e->deployment, &ex->usage);
+    uint64_t served, spent;
+    if (r && exchange_cost(ex, &served, &spent))
+        q.cost_pico = served + spent;
     struct alias_metrics *a =
         ex->plan.alias ? rt->aliases[(size_t)(ex->plan.alias - rt->cfg->models)] : NULL;
     metrics_request(a, r, &q);
+}
+
+void exchange_sniff_finish(struct exchange *ex, const char *json, size_t len)
+{
+    static const char *const keys[] = {"\"finish_reason\"", "\"stop_reason\""};
+    for (size_t k = 0; k < 2 && !ex->finish_reason[0]; k++) {
+        const char *p = memmem(json, len, keys[k], strlen(keys[k]));
+        if (!p)
+            continue;
+        const char *end = json + len;
+        p += strlen(keys[k]);
+        while (p < end && (*p == ' ' || *p == ':' || *p == '\n' || *p == '\r' || *p == '\t'))
+            p++;
+        if (p >= end || *p != '"') /* null: not yet */
+            continue;
+        size_t n = 0;
+        for (p++; p < end && *p != '"' && *p != '\\' && n + 1 < sizeof(ex->finish_reason); p++)
+            ex->finish_reason[n++] = (unsigned char)*p >= 0x20 ? *p : '?';
+        ex->finish_reason[n] = 0;
+    }
+}
+
+/* Room for a string in a record's tail: its copy, or NULL for NULL. */
+static const char *keep_str(char **tail, const char *s, size_t n)
+{
+    if (!s)
+        return NULL;
+    char *d = *tail;
+    memcpy(d, s, n);
+    d[n] = 0;
+    *tail += n + 1;
+    return d;
+}
+
+/* OpenRouter's generation record (GET /v1/generation?id=): one allocation holding the fields,
+ * the attempts and their strings; formatted only when asked for. */
+void exchange_generation(struct exchange *ex)
+{
+    struct gateway *gw = ex->gw;
+    if (!gw->gens.keep)
+        return;
+    static const char *const ep[] = {"chat", "completions", "embeddings"};
+    const struct plan_entry *e = ex->winner && ex->status < 400 ? ex->winner->entry : NULL;
+    size_t alias = strlen(ex->client_model), fin = strlen(ex->finish_reason);
+    size_t strings = alias + 1 + (fin ? fin + 1 : 0) +
+                     (e ? strlen(e->provider->name) + 1 + e->model_len + 1 : 0);
+    for (size_t i = 0; i < ex->n_rec; i++)
+        strings += strlen(ex->rec[i].provider->name) + 1 + ex->rec[i].model_len + 1 +
+                   strlen(ex->rec[i].reason) + 1;
+    size_t head = sizeof(struct gen_rec) + ex->n_rec * sizeof(struct gen_attempt);
+    struct gen_rec *r = malloc(head + strings);
+    if (!r)
+        return;
+    char *tail = (char *)r + head;
+    uint64_t now = uv_now(gw->loop), served = 0, spent = 0;
+    memcpy(r->id, ex->request_id, sizeof(r->id));
+    r->alias = keep_str(&tail, ex->client_model, alias);
+    r->endpoint = ex->creq.codec ? ex->creq.codec->name : ep[ex->creq.endpoint];
+    r->provider = e ? keep_str(&tail, e->provider->name, strlen(e->provider->name)) : NULL;
+    r->upstream_model = e ? keep_str(&tail, e->model, e->model_len) : NULL;
+    r->finish = fin ? keep_str(&tail, ex->finish_reason, fin) : NULL;
+    r->created = ex->created;
+    r->status = ex->status;
+    r->streamed = ex->creq.stream;
+    r->latency_ms = e && ex->t_first_byte ? (long)(ex->t_first_byte - ex->t_start) : -1;
+    r->generation_ms = e && ex->t_first_byte ? (long)(now - ex->t_first_byte) : -1;
+    r->duration_ms = (long)(now - ex->t_start);
+    r->usage_known = ex->usage.known;
+    r->prompt = ex->usage.prompt_tokens;
+    r->completion = ex->usage.completion_tokens;
+    r->cached = ex->usage.cached_tokens;
+    r->priced = exchange_cost(ex, &served, &spent);
+    r->total_pico = served + spent;
+    r->n_attempts = ex->n_rec;
+    for (size_t i = 0; i < ex->n_rec; i++) {
+        const struct attempt_record *a = &ex->rec[i];
+        struct gen_attempt *g = &r->attempts[i];
+        g->provider = keep_str(&tail, a->provider->name, strlen(a->provider->name));
+        g->model = keep_str(&tail, a->model, a->model_len);
+        g->error = keep_str(&tail, a->reason, strlen(a->reason));
+        if (a->served || !a->reason[0])
+            g->error = NULL;
+        g->status = a->status;
+        g->ms = a->ms;
+        g->hedge = a->hedge;
+        g->continuation = a->continuation;
+        g->served = a->served;
+        g->priced = a->served ? r->priced : a->cost_pico > 0;
+        g->cost_pico = a->served ? served : a->cost_pico;
+    }
+    generations_add(&gw->gens, r);
 }

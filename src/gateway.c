@@ -135,6 +135,10 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
     gw->id_seed = ((uint64_t)time(NULL) << 20) ^ ((uint64_t)getpid() << 40) ^ uv_hrtime();
     gw->health.log = gateway_log;
     gw->health.log_ctx = gw;
+    if (generations_init(&gw->gens, cfg->generations_keep) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return UV_ENOMEM;
+    }
     uv_timer_init(loop, &gw->trim_timer);
     uv_unref((uv_handle_t *)&gw->trim_timer); /* never keeps the loop alive */
     gw->trim_timer_on = 1;
@@ -274,6 +278,7 @@ void gateway_free(struct gateway *gw)
     }
     buf_free(&gw->log_buf);
     metrics_free(&gw->metrics);
+    generations_free(&gw->gens);
     memset(gw, 0, sizeof(*gw));
 }
 

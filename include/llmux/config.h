@@ -121,6 +121,8 @@ struct config {
     uint32_t pool_idle_timeout_ms; /* "pool.idle_timeout_ms", default 60000 */
     char *access_log;           /* path, NULL: stderr */
     uint32_t workers;           /* "workers": processes (1; "auto": one per core) */
+    size_t generations_keep;    /* "generations.keep": finished requests' records kept for
+                                   GET /v1/generation (10000; 0: none) */
     uint32_t drain_ms;          /* "shutdown.drain_ms": requests in flight get this long
                                    after SIGTERM (10000) */
     uint32_t unready_ms;        /* "shutdown.unready_ms": after SIGTERM, keep listening and

@@ -17,6 +17,7 @@
 
 #include "llmux/buf.h"
 #include "llmux/config.h"
+#include "llmux/generation.h"
 #include "llmux/health.h"
 #include "llmux/hist.h"
 #include "llmux/metrics.h"
@@ -53,6 +54,7 @@ struct runtime {
 
 struct tls_entry; /* a TLS context and the CA file it was built from (gateway.c) */
 
+
 struct gateway {
     uv_loop_t *loop;
     struct runtime *rt; /* the current one: what a new request starts on */
@@ -69,6 +71,7 @@ struct gateway {
     int log_timer_on;
     struct health_shared health; /* the retry budget and counters, across reloads */
     struct metrics metrics;      /* counters and histograms by alias and route */
+    struct generations gens; /* finished requests' records (GET /v1/generation) */
     struct gateway_stats stats;
     uint64_t id_seed;
     uv_timer_t trim_timer; /* hands freed memory back after a quiet second (gateway_quiet) */

@@ -61,7 +61,7 @@ static int parse_script(const char *text, size_t len, struct script *s, char *er
         /* clang-format off */
         KEY(delay) KEY(ttft) KEY(tokens) KEY(tps) KEY(status) KEY(retry_after) KEY(fail_every)
         KEY(reset_after) KEY(stall_after) KEY(chunk_bytes) KEY(context_window) KEY(error_after)
-        KEY(prefill) KEY(stamp) KEY(thought_signature) KEY(echo_key) KEY(thinking)
+        KEY(prefill) KEY(stamp) KEY(thought_signature) KEY(echo_key) KEY(thinking) KEY(cached)
         TEXT_KEY(malformed)
         TEXT_KEY(tool) TEXT_KEY(error_type) TEXT_KEY(after_done)
 #undef KEY
