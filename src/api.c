@@ -643,7 +643,13 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
             free(creq.owned);
             cJSON_Delete(model);
             cJSON_Delete(prefs_root);
-            bad_request(req, rid, NULL, msg[0] ? msg : "the request could not be read");
+            /* a codec's reason starts with the member at fault ("input: ..."): its param */
+            char param[48] = "";
+            size_t n = strcspn(msg, ": ");
+            if (msg[n] == ':' && n < sizeof(param))
+                snprintf(param, sizeof(param), "%.*s", (int)n, msg);
+            bad_request(req, rid, param[0] ? param : NULL,
+                        msg[0] ? msg : "the request could not be read");
             return;
         }
     }

@@ -288,6 +288,7 @@ test('errors come in OpenAI\'s shape', async () => {
   await assert.rejects(client.responses.create({ model: 'gpt', input: 'hi', previous_response_id: 'resp_1' }), (e) => {
     assert.ok(e instanceof OpenAI.BadRequestError, e.constructor.name);
     assert.match(e.message, /previous_response_id: llmux keeps no responses.*stateless/);
+    assert.equal(e.param, 'previous_response_id');
     return true;
   });
   await assert.rejects(client.responses.create({ model: 'gpt', input: 'hi', tools: [{ type: 'web_search' }] }), (e) => {
