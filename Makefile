@@ -3,7 +3,7 @@ BUILD      ?= build
 TEST_BUILD ?= build-test
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= request upstream config sse json adapters
+FUZZ_TARGETS ?= request upstream config sse json adapters codecs
 FUZZ_OUT   ?= $(FUZZ_BUILD)/findings
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CONFIG     ?= conf/llmux.json
@@ -24,7 +24,7 @@ test-deps:
 	@sh deps/install.sh test
 	@if [ ! -f test/node/node_modules/.package-lock.json ] || \
 	    [ test/node/package-lock.json -nt test/node/node_modules/.package-lock.json ]; then \
-	    echo "installing the npm test clients (openai, @anthropic-ai/sdk, @google/genai) into test/node"; \
+	    echo "installing the npm test clients (openai, @anthropic-ai/sdk, @google/genai, ai, @ai-sdk/openai) into test/node"; \
 	    cd test/node && for try in 1 2 3 4; do \
 	        npm ci --no-audit --no-fund --loglevel=error --fetch-retries=5 && break; \
 	        [ $$try = 4 ] && exit 1; echo "npm ci failed (network?): trying again"; sleep $$((try * 5)); \
