@@ -2,9 +2,19 @@
  * include/llmux/conn.h for the contract.
  *
  * struct conn embeds its uv_tcp_t and, for TLS, its mbedtls_ssl_context. Reads go from the
- * socket into `rx` (ciphertext, consumed by the BIO recv callback) and out as plaintext through
- * on_read. Writes go through uv_try_write first; what the kernel does not take is copied into a
- * uv_write request (so callers never keep buffers alive). `queued` counts bytes in flight.
+ * socket to mbedTLS (the BIO recv callback reads the shared read buffer in place; only a partial
+ * record left at the end of a read is copied into `rx`) and out as plaintext through on_read.
+ * Writes go through uv_try_write first; what the kernel does not take is copied into a uv_write
+ * request (so callers never keep buffers alive). `queued` counts bytes in flight.
+ *
+ * One write system call per flush: a TLS conn_write() gathers its pieces (a request's head and
+ * the body pieces around the spliced model) into one record, and every record one call makes
+ * (a handshake flight, a large body) is corked and handed to the kernel in one write when the
+ * call ends. A connection with batching on (the server's clients) holds what it is given while
+ * a read callback runs and writes it when the callback returns, so the SSE events decoded from
+ * one upstream read leave in one write. The three buffers this takes are process-wide (a
+ * flush always completes within the call or read callback that starts it), so a connection
+ * holds none of them between calls.
  *
  * Invariant: the conn is freed only in the uv_close callback of its tcp handle, after on_close.
  */
@@ -30,6 +40,9 @@
 #define READ_SIZE (64 * 1024)
 #define OWNED_SLICE (256 * 1024) /* conn_write_owned: pages handed back per slice written */
 #define OWNED_MIN (4 * 1024)     /* below this, copying the unsent rest is cheaper */
+#define STAGE_SIZE 16384         /* plaintext of one full TLS record */
+#define CORK_SIZE (64 * 1024)    /* ciphertext handed to the kernel in one write */
+#define BATCH_SIZE (16 * 1024)   /* output a batching connection holds during a read callback */
 #define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -59,8 +72,12 @@ struct conn {
     int resumed;
     char host[256];
     struct buf rx;  /* TLS: ciphertext received and not yet consumed by mbedTLS */
+    const char *in; /* TLS, during a read callback: the read's ciphertext not consumed yet */
+    size_t in_len;
     size_t queued;
     uint64_t accepted; /* bytes ever handed to raw_write (ciphertext for TLS) */
+    uint64_t socket_writes; /* raw_write calls that reached the socket */
+    int batching;    /* conn_set_batching(): output waits for the end of a read callback */
     int closing;
     int reading;     /* on_read delivery wanted */
     int eof_sent;
@@ -72,6 +89,26 @@ struct conn {
  * and callbacks of one loop never nest, so nothing points into it afterwards. Per-connection
  * buffers would cost 64 KiB for each of the two sockets of every stream. */
 static char read_buf[READ_SIZE];
+
+/* Plaintext of one TLS conn_write(), encrypted as one record before the call returns. */
+static char tls_stage[STAGE_SIZE];
+
+/* Ciphertext of the records one call makes (cork_begin .. cork_end), written at once. */
+static struct {
+    struct conn *c;
+    size_t len;
+    unsigned char data[CORK_SIZE];
+} cork;
+
+/* Output of the one batching connection written during the running read callbacks; written
+ * when the outermost returns (read_turns back to 0). Another connection written in the same
+ * callback writes at once. */
+static struct {
+    struct conn *c;
+    size_t len;
+    char data[BATCH_SIZE];
+} batch;
+static unsigned read_turns;
 
 struct write_req {
     uv_write_t req;
@@ -246,10 +283,18 @@ static int queue_owned(struct conn *c, char *owned, size_t from, size_t to)
 }
 
 static int raw_write(struct conn *c, const uv_buf_t *bufs, unsigned n);
+static int batch_flush(void);
 
 int conn_write_owned(struct conn *c, const uv_buf_t *bufs, unsigned nbufs, char *owned)
 {
     const uv_buf_t *last = &bufs[nbufs - 1];
+    if (!c->closing && batch.c == c) { /* what it holds goes first */
+        int rc = batch_flush();
+        if (rc) {
+            free(owned);
+            return rc;
+        }
+    }
     if (c->closing || c->tls || c->queued > 0 || last->len < OWNED_MIN || nbufs > 8) {
         /* encrypted (copied into records anyway), behind other writes, or small: as usual */
         int rc = conn_write(c, bufs, nbufs);
@@ -259,6 +304,7 @@ int conn_write_owned(struct conn *c, const uv_buf_t *bufs, unsigned nbufs, char 
     size_t total = 0;
     for (unsigned i = 0; i < nbufs; i++)
         total += bufs[i].len;
+    c->socket_writes++;
     int rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
     if (rc < 0 && rc != UV_EAGAIN) {
         raw_write(c, bufs, nbufs); /* queued to fail again: reported from the loop */
@@ -307,6 +353,7 @@ static int raw_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
     if (c->closing)
         return UV_EPIPE;
     c->accepted += total;
+    c->socket_writes++;
     int failed = 0;
     if (c->queued == 0) {
         int rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
@@ -348,49 +395,196 @@ static int raw_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
     return failed;
 }
 
+/* ---- TLS output: one record per call, one write per call ---- */
+
+static void cork_begin(struct conn *c)
+{
+    cork.c = c;
+    cork.len = 0;
+}
+
+static int cork_flush(void)
+{
+    uv_buf_t b = uv_buf_init((char *)cork.data, (unsigned)cork.len);
+    cork.len = 0;
+    return raw_write(cork.c, &b, 1);
+}
+
+static int cork_end(void)
+{
+    int rc = cork_flush();
+    cork.c = NULL;
+    return rc;
+}
+
+/* mbedTLS's output: records of a corked call wait in `cork`, others go out at once. */
 static int bio_send(void *ctx, const unsigned char *p, size_t n)
 {
     struct conn *c = ctx;
-    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
-    int rc = raw_write(c, &b, 1);
+    int rc = 0;
+    if (cork.c == c && cork.len + n > CORK_SIZE)
+        rc = cork_flush();
+    if (!rc && cork.c == c && n <= CORK_SIZE) {
+        memcpy(cork.data + cork.len, p, n);
+        cork.len += n;
+        return (int)n;
+    }
+    if (!rc) {
+        uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+        rc = raw_write(c, &b, 1);
+    }
     return rc ? MBEDTLS_ERR_NET_SEND_FAILED : (int)n;
 }
 
+/* mbedTLS's input: first what an earlier read left in `rx`, then the current read in place. */
 static int bio_recv(void *ctx, unsigned char *p, size_t n)
 {
     struct conn *c = ctx;
     size_t avail = buf_size(&c->rx);
-    if (avail == 0)
+    if (avail > 0) {
+        n = n < avail ? n : avail;
+        memcpy(p, buf_head(&c->rx), n);
+        buf_consume(&c->rx, n);
+        return (int)n;
+    }
+    if (c->in_len == 0)
         return MBEDTLS_ERR_SSL_WANT_READ;
-    if (n > avail)
-        n = avail;
-    memcpy(p, buf_head(&c->rx), n);
-    buf_consume(&c->rx, n);
+    n = n < c->in_len ? n : c->in_len;
+    memcpy(p, c->in, n);
+    c->in += n;
+    c->in_len -= n;
     return (int)n;
+}
+
+static int tls_encrypt(struct conn *c, const char *p, size_t n)
+{
+    while (n > 0) {
+        int rc = mbedtls_ssl_write(c->ssl, (const unsigned char *)p, n);
+        if (rc < 0)
+            return LLMUX_ETLS;
+        p += rc;
+        n -= (size_t)rc;
+    }
+    return 0;
+}
+
+/* The pieces are gathered into full records (whole records of a large piece are encrypted
+ * from the caller's memory, not copied) and the call's ciphertext goes out in one write. */
+static int tls_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
+{
+    size_t staged = 0;
+    int rc = 0;
+    cork_begin(c);
+    for (unsigned i = 0; i < n && !rc; i++) {
+        const char *p = bufs[i].base;
+        size_t len = bufs[i].len;
+        if (staged + len > STAGE_SIZE) {
+            size_t fill = STAGE_SIZE - staged;
+            memcpy(tls_stage + staged, p, fill);
+            p += fill;
+            len -= fill;
+            size_t whole = len - len % STAGE_SIZE;
+            rc = tls_encrypt(c, tls_stage, STAGE_SIZE);
+            if (!rc)
+                rc = tls_encrypt(c, p, whole);
+            p += whole;
+            len -= whole;
+            staged = 0;
+        }
+        memcpy(tls_stage + staged, p, len);
+        staged += len;
+    }
+    if (!rc && staged > 0)
+        rc = tls_encrypt(c, tls_stage, staged);
+    int wrc = cork_end();
+    return rc ? rc : wrc;
+}
+
+/* ---- batching: output held while read callbacks run ---- */
+
+/* Write what the batching connection holds; it stays the batch's owner until the turn ends. */
+static int batch_flush(void)
+{
+    struct conn *c = batch.c;
+    size_t len = batch.len;
+    batch.len = 0;
+    if (len == 0)
+        return 0;
+    if (c->tls) {
+        cork_begin(c);
+        int rc = tls_encrypt(c, batch.data, len);
+        int wrc = cork_end();
+        return rc ? rc : wrc;
+    }
+    uv_buf_t b = uv_buf_init(batch.data, (unsigned)len);
+    return raw_write(c, &b, 1);
+}
+
+static void turn_begin(void)
+{
+    read_turns++;
+}
+
+/* The outermost read callback returned: the batch goes out, from the loop (a failure is
+ * reported through on_eof, and an owner waiting for its output to leave hears on_drain). */
+static void turn_end(void)
+{
+    if (--read_turns > 0 || !batch.c)
+        return;
+    struct conn *c = batch.c;
+    int rc = batch_flush();
+    batch.c = NULL;
+    if (rc)
+        fail(c, rc);
+    else if (c->queued == 0 && c->cbs->on_drain)
+        c->cbs->on_drain(c);
+}
+
+/* Hold the pieces in the batch when they fit; 1 if they were taken. */
+static int batch_take(struct conn *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (!c->batching || read_turns == 0 || (batch.c && batch.c != c))
+        return 0;
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (batch.len + total > BATCH_SIZE)
+        return 0;
+    for (unsigned i = 0; i < n; i++) {
+        memcpy(batch.data + batch.len, bufs[i].base, bufs[i].len);
+        batch.len += bufs[i].len;
+    }
+    batch.c = c;
+    return 1;
+}
+
+void conn_set_batching(struct conn *c, int on)
+{
+    c->batching = on;
 }
 
 int conn_write(struct conn *c, const uv_buf_t *bufs, unsigned nbufs)
 {
     if (c->closing)
         return UV_EPIPE;
-    if (!c->tls)
-        return raw_write(c, bufs, nbufs);
-    for (unsigned i = 0; i < nbufs; i++) {
-        size_t off = 0;
-        while (off < bufs[i].len) {
-            int rc = mbedtls_ssl_write(c->ssl, (const unsigned char *)bufs[i].base + off,
-                                       bufs[i].len - off);
-            if (rc < 0)
-                return LLMUX_ETLS;
-            off += (size_t)rc;
-        }
+    if (c->batching && batch_take(c, bufs, nbufs))
+        return 0;
+    if (batch.c == c) { /* what it holds goes first */
+        int rc = batch_flush();
+        if (rc)
+            return rc;
     }
-    return 0;
+    return c->tls ? tls_write(c, bufs, nbufs) : raw_write(c, bufs, nbufs);
 }
 
 size_t conn_queued(const struct conn *c)
 {
-    return c->queued;
+    return c->queued + (batch.c == c ? batch.len : 0);
+}
+
+uint64_t conn_socket_writes(const struct conn *c)
+{
+    return c->socket_writes;
 }
 
 uint64_t conn_flushed(const struct conn *c)
@@ -406,7 +600,7 @@ static void fail(struct conn *c, int status)
         return;
     c->eof_sent = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (c->handshaking && c->cbs->on_connect) {
+    if (c->handshaking && !c->tls->server && c->cbs->on_connect) {
         c->handshaking = 0;
         c->cbs->on_connect(c, status);
         return;
@@ -438,7 +632,10 @@ static void handshake_failed(struct conn *c, int rc)
 static void tls_pump(struct conn *c)
 {
     if (c->handshaking) {
+        cork_begin(c); /* a flight of handshake messages goes out in one write */
         int rc = mbedtls_ssl_handshake(c->ssl);
+        if (cork_end() != 0 && (rc == 0 || rc == MBEDTLS_ERR_SSL_WANT_READ))
+            rc = MBEDTLS_ERR_NET_SEND_FAILED;
         if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
             return;
         if (rc) {
@@ -485,9 +682,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     *b = uv_buf_init(read_buf, sizeof(read_buf));
 }
 
-static void on_tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+static void tcp_read(struct conn *c, ssize_t n, const uv_buf_t *b)
 {
-    struct conn *c = container_of((uv_tcp_t *)s, struct conn, tcp);
     if (c->closing)
         return;
     if (n < 0) {
@@ -502,13 +698,27 @@ static void on_tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         c->cbs->on_read(c, b->base, (size_t)n);
         return;
     }
-    if (buf_append(&c->rx, b->base, (size_t)n) != 0) {
+    if (buf_size(&c->rx) == 0) { /* mbedTLS reads the read buffer in place */
+        c->in = b->base;
+        c->in_len = (size_t)n;
+    } else if (buf_append(&c->rx, b->base, (size_t)n) != 0) {
         fail(c, UV_ENOMEM);
         return;
     }
     tls_pump(c);
+    /* a partial record (or input held back by conn_read_stop) outlives the read buffer */
+    if (c->in_len > 0 && !c->closing && buf_append(&c->rx, c->in, c->in_len) != 0)
+        fail(c, UV_ENOMEM);
+    c->in_len = 0;
     if (buf_size(&c->rx) == 0) /* an idle stream holds no ciphertext buffer */
         buf_free(&c->rx);
+}
+
+static void on_tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    turn_begin();
+    tcp_read(container_of((uv_tcp_t *)s, struct conn, tcp), n, b);
+    turn_end();
 }
 
 static int start_reading(struct conn *c)
@@ -531,7 +741,7 @@ void conn_read_start(struct conn *c)
     start_reading(c);
     /* decrypted bytes may wait inside mbedTLS */
     if (c->tls && !c->handshaking &&
-        (mbedtls_ssl_get_bytes_avail(c->ssl) > 0 || buf_size(&c->rx) > 0))
+        (mbedtls_ssl_get_bytes_avail(c->ssl) > 0 || buf_size(&c->rx) > 0 || c->in_len > 0))
         tls_pump(c);
 }
 
@@ -662,6 +872,12 @@ void conn_close(struct conn *c, int reset)
 {
     if (c->closing)
         return;
+    if (batch.c == c) { /* what it holds goes out first (dropped by a reset) */
+        if (!reset)
+            batch_flush();
+        batch.len = 0;
+        batch.c = NULL;
+    }
     if (c->tls && !c->handshaking && !reset && !c->eof_sent)
         mbedtls_ssl_close_notify(c->ssl); /* best effort */
     c->closing = 1;
@@ -677,7 +893,7 @@ const char *conn_error(const struct conn *c)
 
 size_t conn_pending(const struct conn *c)
 {
-    size_t n = buf_size(&c->rx);
+    size_t n = buf_size(&c->rx) + c->in_len;
     if (c->ssl && !c->handshaking) {
         n += mbedtls_ssl_get_bytes_avail(c->ssl);
         /* a record mbedTLS has read in part (header or body) waits in its input buffer */

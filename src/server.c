@@ -1073,6 +1073,7 @@ static void on_connection(uv_stream_t *listener, int status)
         free(cl);
         return;
     }
+    conn_set_batching(cl->conn, 1); /* the events of one upstream read: one write */
     uv_timer_init(srv->loop, &cl->timer);
     uv_timer_init(srv->loop, &cl->send_timer);
     cl->handles = 3;

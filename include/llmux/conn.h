@@ -65,7 +65,8 @@ int conn_accept(uv_stream_t *server, struct tls_ctx *tls, const struct conn_cbs 
 
 void *conn_data(const struct conn *c);
 
-/* Write bytes (encrypted first when TLS). What the socket does not take at once is copied into
+/* Write bytes (encrypted first when TLS: the pieces become as few records as fit, all written
+ * in one system call). What the socket does not take at once is copied into
  * the conn's queue, so the caller's buffers are free on return. Returns 0 or a negative code
  * (the conn is then broken: on_eof follows or has been called). */
 int conn_write(struct conn *c, const uv_buf_t *bufs, unsigned nbufs);
@@ -73,6 +74,15 @@ int conn_write(struct conn *c, const uv_buf_t *bufs, unsigned nbufs);
  * free()): what the socket does not take at once is queued from `owned` itself instead of a
  * copy, so a big answer to a slow client is held once, not twice. */
 int conn_write_owned(struct conn *c, const uv_buf_t *bufs, unsigned nbufs, char *owned);
+/* Batching (off by default): while a read callback of any conn runs, what conn_write() is given
+ * waits (up to 16 KiB, copied) and goes out in one write when the callback returns, followed by
+ * on_drain if the kernel took it all. The server turns it on for its clients, so SSE events
+ * decoded from one upstream read leave in one write. Writes outside read callbacks, and larger
+ * ones, go out at once as usual (after what waits). */
+void conn_set_batching(struct conn *c, int on);
+/* Write system calls made so far (uv_try_write attempts, and queued writes when the socket
+ * was busy): a TLS conn_write() makes one however many pieces and records it has. */
+uint64_t conn_socket_writes(const struct conn *c);
 /* Bytes accepted by conn_write() not yet handed to the kernel (backpressure signal). */
 size_t conn_queued(const struct conn *c);
 /* Bytes handed to the kernel since the start (ciphertext for TLS), partial writes included:
