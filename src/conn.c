@@ -10,9 +10,9 @@
  * One write system call per flush: a TLS conn_write() gathers its pieces (a request's head and
  * the body pieces around the spliced model) into one record, and every record one call makes
  * (a handshake flight, a large body) is corked and handed to the kernel in one write when the
- * call ends. A connection with batching on (the server's clients) holds what it is given while
- * a read callback runs and writes it when the callback returns, so the SSE events decoded from
- * one upstream read leave in one write. The three buffers this takes are process-wide (a
+ * call ends. conn_write_batched() holds what it is given while a read callback runs and writes
+ * it when the callback returns, so the SSE events decoded from one upstream read leave in one
+ * write. The three buffers this takes are process-wide (a
  * flush always completes within the call or read callback that starts it), so a connection
  * holds none of them between calls.
  *
@@ -77,7 +77,6 @@ struct conn {
     size_t queued;
     uint64_t accepted; /* bytes ever handed to raw_write (ciphertext for TLS) */
     uint64_t socket_writes; /* raw_write calls that reached the socket */
-    int batching;    /* conn_set_batching(): output waits for the end of a read callback */
     int closing;
     int reading;     /* on_read delivery wanted */
     int eof_sent;
@@ -100,9 +99,9 @@ static struct {
     unsigned char data[CORK_SIZE];
 } cork;
 
-/* Output of the one batching connection written during the running read callbacks; written
- * when the outermost returns (read_turns back to 0). Another connection written in the same
- * callback writes at once. */
+/* conn_write_batched() output of one connection during the running read callbacks; written
+ * when the outermost returns (read_turns back to 0). Another connection given batched output
+ * in the same callback writes at once. */
 static struct {
     struct conn *c;
     size_t len;
@@ -543,7 +542,7 @@ static void turn_end(void)
 /* Hold the pieces in the batch when they fit; 1 if they were taken. */
 static int batch_take(struct conn *c, const uv_buf_t *bufs, unsigned n)
 {
-    if (!c->batching || read_turns == 0 || (batch.c && batch.c != c))
+    if (read_turns == 0 || (batch.c && batch.c != c))
         return 0;
     size_t total = 0;
     for (unsigned i = 0; i < n; i++)
@@ -558,17 +557,17 @@ static int batch_take(struct conn *c, const uv_buf_t *bufs, unsigned n)
     return 1;
 }
 
-void conn_set_batching(struct conn *c, int on)
+int conn_write_batched(struct conn *c, const uv_buf_t *bufs, unsigned nbufs)
 {
-    c->batching = on;
+    if (!c->closing && batch_take(c, bufs, nbufs))
+        return 0;
+    return conn_write(c, bufs, nbufs);
 }
 
 int conn_write(struct conn *c, const uv_buf_t *bufs, unsigned nbufs)
 {
     if (c->closing)
         return UV_EPIPE;
-    if (c->batching && batch_take(c, bufs, nbufs))
-        return 0;
     if (batch.c == c) { /* what it holds goes first */
         int rc = batch_flush();
         if (rc)

@@ -373,6 +373,16 @@ static int client_write(struct client *cl, const uv_buf_t *bufs, unsigned n)
     return rc;
 }
 
+/* A stream's head, events and end: what one upstream read brings leaves in one write. */
+static int client_write_batched(struct client *cl, const uv_buf_t *bufs, unsigned n)
+{
+    if (!cl->conn)
+        return UV_EPIPE;
+    int rc = conn_write_batched(cl->conn, bufs, n);
+    client_watch_send(cl);
+    return rc;
+}
+
 /* A header value as it may go on the wire: CR, LF, NUL and other control bytes (HTAB aside)
  * become spaces, so no value, whatever its source, can end the line and forge a header. */
 static int append_field_value(struct buf *b, const char *v, size_t n)
@@ -471,8 +481,10 @@ static int write_head(struct client *cl, int status, const struct http_header *h
             rc = conn_write_owned(cl->conn, ub, nb, owned);
             owned = NULL;
             client_watch_send(cl);
-        } else {
+        } else if (framing == FRAME_LENGTH) {
             rc = client_write(cl, ub, nb);
+        } else { /* a stream's head: its first events follow in the same write */
+            rc = client_write_batched(cl, ub, nb);
         }
     }
     free(owned);
@@ -569,7 +581,7 @@ int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbu
     if (r->request.head_only)
         return 0;
     if (r->raw)
-        return client_write(r->client, bufs, nbufs);
+        return client_write_batched(r->client, bufs, nbufs);
     uv_buf_t stack[18];
     uv_buf_t *iov = nbufs + 2 <= 18 ? stack : malloc((nbufs + 2) * sizeof(uv_buf_t));
     if (!iov)
@@ -588,7 +600,7 @@ int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbu
         hdr[17] = '\n';
         iov[0] = uv_buf_init((char *)h, (unsigned)hl + 2);
         iov[nbufs + 1] = uv_buf_init("\r\n", 2);
-        rc = client_write(r->client, iov, nbufs + 2);
+        rc = client_write_batched(r->client, iov, nbufs + 2);
     }
     if (iov != stack)
         free(iov);
@@ -598,7 +610,7 @@ int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbu
 int server_stream_end(struct server_req *r)
 {
     uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
-    int rc = r->chunked && !r->request.head_only ? client_write(r->client, &end, 1) : 0;
+    int rc = r->chunked && !r->request.head_only ? client_write_batched(r->client, &end, 1) : 0;
     req_finish(r);
     return rc;
 }
@@ -1073,7 +1085,6 @@ static void on_connection(uv_stream_t *listener, int status)
         free(cl);
         return;
     }
-    conn_set_batching(cl->conn, 1); /* the events of one upstream read: one write */
     uv_timer_init(srv->loop, &cl->timer);
     uv_timer_init(srv->loop, &cl->send_timer);
     cl->handles = 3;

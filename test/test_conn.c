@@ -19,8 +19,8 @@ static int port;
 
 /* ---- echo server ---- */
 
-/* echo_batching: the server's conns batch and echo each read as three conn_write() calls;
- * the counts below are the last server conn's. */
+/* echo_batching: the server echoes each read as three conn_write_batched() calls; the counts
+ * below are the last server conn's. */
 static int echo_batching;
 static uint64_t echo_reads, echo_handshake_writes, echo_writes;
 
@@ -40,7 +40,7 @@ static void echo_read(struct conn *c, const char *p, size_t n)
     for (size_t at = 0; at < n;) {
         size_t len = n - at < n / 3 + 1 ? n - at : n / 3 + 1;
         uv_buf_t b = uv_buf_init((char *)p + at, (unsigned)len);
-        conn_write(c, &b, 1);
+        conn_write_batched(c, &b, 1);
         at += len;
     }
 }
@@ -58,8 +58,7 @@ static void on_connection(uv_stream_t *s, int status)
 {
     struct conn *c;
     echo_reads = echo_handshake_writes = echo_writes = 0;
-    if (conn_accept(s, server_tls, &echo_cbs, NULL, &c) == 0)
-        conn_set_batching(c, echo_batching);
+    conn_accept(s, server_tls, &echo_cbs, NULL, &c);
 }
 
 /* ---- client ---- */

@@ -74,12 +74,12 @@ int conn_write(struct conn *c, const uv_buf_t *bufs, unsigned nbufs);
  * free()): what the socket does not take at once is queued from `owned` itself instead of a
  * copy, so a big answer to a slow client is held once, not twice. */
 int conn_write_owned(struct conn *c, const uv_buf_t *bufs, unsigned nbufs, char *owned);
-/* Batching (off by default): while a read callback of any conn runs, what conn_write() is given
- * waits (up to 16 KiB, copied) and goes out in one write when the callback returns, followed by
- * on_drain if the kernel took it all. The server turns it on for its clients, so SSE events
- * decoded from one upstream read leave in one write. Writes outside read callbacks, and larger
- * ones, go out at once as usual (after what waits). */
-void conn_set_batching(struct conn *c, int on);
+/* The same, for output that may wait a little: called while a read callback of any conn runs,
+ * the bytes (up to 16 KiB, copied) wait and leave in one write with the rest given during that
+ * callback, when it returns; on_drain follows if the kernel took it all. The server writes SSE
+ * events with it, so the events decoded from one upstream read leave in one write. Outside a
+ * read callback, or when they do not fit, it is conn_write() (after what waits). */
+int conn_write_batched(struct conn *c, const uv_buf_t *bufs, unsigned nbufs);
 /* Write system calls made so far (uv_try_write attempts, and queued writes when the socket
  * was busy): a TLS conn_write() makes one however many pieces and records it has. */
 uint64_t conn_socket_writes(const struct conn *c);
