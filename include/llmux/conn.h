@@ -31,6 +31,8 @@ int tls_ctx_client(const char *ca_file, struct tls_ctx **out, char *err, size_t 
 /* Server context presenting cert_file (PEM chain) with key_file. */
 int tls_ctx_server(const char *cert_file, const char *key_file, struct tls_ctx **out, char *err,
                    size_t errlen);
+/* Handshakes completed with this context, and how many of them resumed a session. */
+void tls_ctx_counts(const struct tls_ctx *t, uint64_t *handshakes, uint64_t *resumed);
 /* Frees the context. Every conn using it must be closed (on_close run) before. */
 void tls_ctx_free(struct tls_ctx *t);
 
