@@ -8,7 +8,7 @@ FUZZ_OUT   ?= $(FUZZ_BUILD)/findings
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CONFIG     ?= conf/llmux.json
 
-.PHONY: all deps test-deps bench-deps build build-test build-fuzz run test fuzz bench soak clean
+.PHONY: all deps test-deps bench-deps build build-test build-fuzz run test fuzz bench bench-tls soak clean
 
 all: build
 
@@ -79,6 +79,11 @@ fuzz: build-fuzz
 # Writes bench/results/<date>.md and <date>-latency.png; about 6 minutes.
 bench: bench-deps build
 	@node bench/run.mjs
+	@node bench/tls.mjs
+
+# The TLS-upstream section alone (bench/tls.mjs): writes bench/results/<date>-tls.md.
+bench-tls: bench-deps build
+	@node bench/tls.mjs
 
 # The soak (bench/README.md, "Soak"): a Release llmux in front of four mockllm upstreams under a
 # mixed load with failures, aborts, resets and stalls for SOAK_SECONDS (default 180); every answer

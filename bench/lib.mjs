@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const BUILD = resolve(ROOT, process.env.BUILD || 'build');
 export const BIN = {
-  llmux: join(BUILD, 'llmux'),
+  llmux: process.env.LLMUX_BIN ? resolve(process.env.LLMUX_BIN) : join(BUILD, 'llmux'), // another llmux: a before/after
   mock: join(BUILD, 'test', 'mockllm'),
   bench: join(BUILD, 'bench', 'llmux-bench'),
   portkey: join(ROOT, 'bench', 'node', 'node_modules', '@portkey-ai', 'gateway', 'build', 'start-server.js'),

@@ -27,6 +27,7 @@
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_cache.h>
+#include <mbedtls/ssl_internal.h> /* MBEDTLS_SSL_IN_BUFFER_LEN, MBEDTLS_SSL_OUT_BUFFER_LEN */
 #include <mbedtls/x509_crt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -673,6 +674,23 @@ static void handshake_failed(struct conn *c, int rc)
     fail(c, LLMUX_ETLS);
 }
 
+/* mbedTLS 2.28 as Debian builds it (no MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH) allocates two
+ * record buffers of ~16.7 KB per connection for its life, and the handshake (or calloc
+ * reusing freed heap) has written every page of them. A connection that then carries SSE
+ * events and requests of a few KB touches only the first page or two, so once the handshake
+ * is over and nothing waits in them, their other whole pages go back to the system (they read
+ * as zeros when a large record needs them again). The first bytes of each buffer hold the
+ * record sequence number, so the release starts past them. */
+static void release_record_buffers(struct conn *c)
+{
+    if (mbedtls_ssl_get_bytes_avail(c->ssl) > 0 || mbedtls_ssl_check_pending(c->ssl) != 0 ||
+        c->ssl->out_left > 0)
+        return;
+    enum { KEEP = 64 }; /* counter, header, explicit IV */
+    release_pages((char *)c->ssl->in_buf + KEEP, MBEDTLS_SSL_IN_BUFFER_LEN - KEEP);
+    release_pages((char *)c->ssl->out_buf + KEEP, MBEDTLS_SSL_OUT_BUFFER_LEN - KEEP);
+}
+
 /* Drive the handshake or decrypt what mbedTLS can, delivering plaintext while reading. */
 static void tls_pump(struct conn *c)
 {
@@ -689,6 +707,7 @@ static void tls_pump(struct conn *c)
         }
         c->handshaking = 0;
         c->tls->handshakes++;
+        release_record_buffers(c);
         if (!c->tls->server) {
             /* Resumed: the server accepted the session ID we offered. */
             const mbedtls_ssl_session *now = c->ssl->session;

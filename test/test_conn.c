@@ -246,6 +246,13 @@ int main(void)
     CHECK_INT(cl.mismatch, 0);
     CHECK_INT(cl.resumed, 1); /* the session of the first connection was resumed */
     free(cl.expect);
+    uint64_t handshakes, resumed;
+    tls_ctx_counts(good, &handshakes, &resumed);
+    CHECK_INT(handshakes, 2);
+    CHECK_INT(resumed, 1);
+    tls_ctx_counts(srv_tls, &handshakes, &resumed); /* the server's cache resumed it */
+    CHECK_INT(handshakes, 2);
+    CHECK_INT(resumed, 1);
 
     /* TLS server side batching: each echo (three writes) leaves as one write, and its
      * handshake flights as one write each (ServerHello to ServerHelloDone; change cipher
