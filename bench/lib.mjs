@@ -132,6 +132,24 @@ export const median = (xs) => {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
 export const rotate = (xs, k) => xs.map((_, i) => xs[(i + k) % xs.length]);
+
+// One request at a time through every system, `rounds` rounds interleaved (each round starts
+// one system later): { workload id: { system name: [one JSON per round] } }. A system's `pid`
+// (CPU and memory sampled) and `hdr` (extra load client arguments) are optional.
+export async function latencyRounds(systems, workloads, rounds) {
+  const lat = {};
+  for (const w of workloads) {
+    lat[w.id] = Object.fromEntries(systems.map((s) => [s.name, []]));
+    for (let r = 0; r < rounds; r++) {
+      log(`latency: ${w.title}, round ${r + 1}/${rounds}`);
+      for (const s of rotate(systems, r)) {
+        const args = ['-c', '1', '-w', '0.2', '-d', String(w.secs), ...(s.pid ? ['-p', String(s.pid)] : []), ...(s.hdr || []), ...w.args];
+        lat[w.id][s.name].push(await bench(s.url, args));
+      }
+    }
+  }
+  return lat;
+}
 export const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : '–');
 export const f0 = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '–');
 export const signed = (x) => (Number.isFinite(x) ? (x >= 0 ? '+' : '') + x.toFixed(1) : '–');

@@ -12,7 +12,7 @@ import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import {
   BIN, LOAD_CORE, PATH, PROXY_CORE, ROOT, bench, errorsOf, f0, f1, freePort, killAll, llmuxConfig,
-  loadavg, log, median, procStatus, rotate, signed, startNginx, startSpinners, start, started, stop,
+  latencyRounds, loadavg, log, median, procStatus, signed, startNginx, startSpinners, start, started, stop,
   tmp,
 } from './lib.mjs';
 
@@ -102,15 +102,7 @@ log('mockllm capacity');
 const mockMax = await bench(systems[0].url, ['-c', '32', '-w', '0.5', '-d', '2'], { core: PROXY_CORE });
 
 // ---- 2. latency, one request at a time, rounds interleaved ----
-const lat = {};
-for (const w of WORKLOADS) {
-  lat[w.id] = Object.fromEntries(systems.map((s) => [s.name, []]));
-  for (let r = 0; r < ROUNDS; r++) {
-    log(`latency: ${w.title}, round ${r + 1}/${ROUNDS}`);
-    for (const s of rotate(systems, r))
-      lat[w.id][s.name].push(await bench(s.url, ['-c', '1', '-w', '0.2', '-d', String(w.secs), '-p', String(s.pid), ...s.hdr, ...w.args]));
-  }
-}
+const lat = await latencyRounds(systems, WORKLOADS, ROUNDS);
 
 // Median over rounds of one number picked from each run.
 const med = (runs, pick) => median(runs.map(pick));

@@ -15,7 +15,7 @@ import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import {
   BIN, BUILD, LOAD_CORE, PATH, PROXY_CORE, ROOT, bench, children, errorsOf, f0, f1, freePort,
-  killAll, llmuxConfig, loadavg, log, median, procStatus, rotate, signed, sleep, start, startNginx,
+  killAll, latencyRounds, llmuxConfig, loadavg, log, median, procStatus, signed, sleep, start, startNginx,
   startSpinners, started, stop, tmp,
 } from './lib.mjs';
 
@@ -85,15 +85,7 @@ async function tlsStats() {
 }
 
 // ---- 1. latency and CPU, one request at a time, rounds interleaved ----
-const lat = {};
-for (const w of WORKLOADS) {
-  lat[w.id] = Object.fromEntries(systems.map((s) => [s.name, []]));
-  for (let r = 0; r < ROUNDS; r++) {
-    log(`latency: ${w.title}, round ${r + 1}/${ROUNDS}`);
-    for (const s of rotate(systems, r))
-      lat[w.id][s.name].push(await bench(s.url, ['-c', '1', '-w', '0.2', '-d', String(w.secs), ...(s.pid ? ['-p', String(s.pid)] : []), ...w.args]));
-  }
-}
+const lat = await latencyRounds(systems, WORKLOADS, ROUNDS);
 const med = (runs, pick) => median(runs.map(pick));
 const S = {};
 for (const w of WORKLOADS) {

@@ -125,7 +125,7 @@ struct write_req {
 /* Forward secret AEAD suites only (what every provider serves over TLS 1.2), fastest first as
  * measured with Debian's mbedTLS 2.28 on an AMD EPYC with AES-NI and PCLMUL: ChaCha20-Poly1305
  * 4.5-4.9 ns and 35 instructions per byte, AES-128-GCM 7.2-7.7 ns and 48 (mbedTLS's GCM goes
- * through its generic cipher layer 16 bytes at a time). bench/results/2026-12-01-tls.md. A
+ * through its generic cipher layer 16 bytes at a time). bench/results/2026-12-02-tls.md. A
  * server that honours the client's order (BoringSSL's equal-preference groups) picks the first. */
 static const int tls_suites[] = {
     MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,

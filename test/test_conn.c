@@ -22,7 +22,8 @@ static int port;
 /* echo_batching: the server echoes each read as three conn_write_batched() calls; the counts
  * below are the last server conn's. */
 static int echo_batching;
-static uint64_t echo_reads, echo_handshake_writes, echo_writes;
+static uint64_t echo_reads, echo_handshake_writes, echo_writes, echo_drains;
+static int echo_queued_wrong; /* batched bytes not counted by conn_queued() in the callback */
 
 static void echo_connect(struct conn *c, int status)
 {
@@ -43,6 +44,12 @@ static void echo_read(struct conn *c, const char *p, size_t n)
         conn_write_batched(c, &b, 1);
         at += len;
     }
+    echo_queued_wrong += conn_queued(c) != n; /* waiting, not lost: a server closing after */
+}                                              /* its answer waits for on_drain */
+
+static void echo_drain(struct conn *c)
+{
+    echo_drains++;
 }
 
 static void echo_eof(struct conn *c, int status)
@@ -52,12 +59,12 @@ static void echo_eof(struct conn *c, int status)
 }
 
 static const struct conn_cbs echo_cbs = {.on_connect = echo_connect, .on_read = echo_read,
-                                         .on_eof = echo_eof};
+                                         .on_eof = echo_eof, .on_drain = echo_drain};
 
 static void on_connection(uv_stream_t *s, int status)
 {
     struct conn *c;
-    echo_reads = echo_handshake_writes = echo_writes = 0;
+    echo_reads = echo_handshake_writes = echo_writes = echo_drains = 0;
     conn_accept(s, server_tls, &echo_cbs, NULL, &c);
 }
 
@@ -207,6 +214,8 @@ int main(void)
     CHECK_INT(cl.mismatch, 0);
     CHECK(echo_reads >= 1);
     CHECK_INT(echo_writes, echo_reads);
+    CHECK_INT(echo_queued_wrong, 0);
+    CHECK_INT(echo_drains, echo_reads); /* each batch left whole when its callback returned */
     free(cl.expect);
     echo_batching = 0;
 
