@@ -7,8 +7,13 @@ FUZZ_TARGETS ?= request upstream config sse json adapters
 FUZZ_OUT   ?= $(FUZZ_BUILD)/findings
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CONFIG     ?= conf/llmux.json
+IMAGE_BUILD ?= build-image
+VERSION    := $(shell grep -o 'llmux VERSION [0-9.]*' CMakeLists.txt | cut -d ' ' -f 3)
+IMAGE_TAGS ?= llmux:$(VERSION) llmux:latest
+# podman on these machines (rootful, cgroup v1, no systemd) needs the settings of this file
+export CONTAINERS_CONF ?= $(CURDIR)/test/containers.conf
 
-.PHONY: all deps test-deps bench-deps build build-test build-fuzz run test fuzz bench bench-tls soak clean
+.PHONY: all deps test-deps bench-deps build build-test build-fuzz run test fuzz bench bench-tls bench-workers soak image clean
 
 all: build
 
@@ -60,6 +65,29 @@ run: build
 	 trap 'kill $$(cat $(BUILD)/mock-healthy.pid) $$(cat $(BUILD)/mock-flaky.pid) 2>/dev/null' EXIT INT TERM; \
 	 $(BUILD)/llmux -c $(CONFIG)
 
+# The container image (README "Containers"): static llmux and mockllm (-DLLMUX_STATIC=ON, cJSON
+# from Debian's source package) in $(IMAGE_BUILD)/, then conf/Containerfile FROM scratch, tagged
+# $(IMAGE_TAGS). With podman (installed when missing); with docker only when podman is absent
+# and a docker daemon answers.
+image:
+	@sh deps/install.sh image
+	@src=$$(sh deps/cjson-source.sh $(IMAGE_BUILD)/cjson) && \
+	 cmake -S . -B $(IMAGE_BUILD) -DCMAKE_BUILD_TYPE=Release -DLLMUX_STATIC=ON \
+	     -DLLMUX_CJSON_SOURCE=$$src >/dev/null
+	@cmake --build $(IMAGE_BUILD) -j $(JOBS) --target llmux mockllm >$(IMAGE_BUILD)/build.log 2>&1 || \
+	    { cat $(IMAGE_BUILD)/build.log; exit 1; }
+	@rm -rf $(IMAGE_BUILD)/context && mkdir -p $(IMAGE_BUILD)/context && \
+	 cp $(IMAGE_BUILD)/llmux $(IMAGE_BUILD)/test/mockllm /etc/ssl/certs/ca-certificates.crt \
+	     $(IMAGE_BUILD)/context/ && cp conf/image.json $(IMAGE_BUILD)/context/llmux.json
+	@if command -v podman >/dev/null 2>&1; then \
+	     podman build -q --format docker $(IMAGE_TAGS:%=-t %) -f conf/Containerfile $(IMAGE_BUILD)/context; \
+	 elif docker info >/dev/null 2>&1; then \
+	     docker build -q $(IMAGE_TAGS:%=-t %) -f conf/Containerfile $(IMAGE_BUILD)/context; \
+	 else \
+	     echo "make image: neither podman nor a docker daemon" >&2; exit 1; \
+	 fi >/dev/null
+	@echo "built $(IMAGE_TAGS)"
+
 test: build-test build-fuzz
 	@cd $(TEST_BUILD) && ctest --output-on-failure -j 2 --timeout 300
 	@cd $(FUZZ_BUILD) && ctest --output-on-failure -j 2 --timeout 120
@@ -85,6 +113,10 @@ bench: bench-deps build
 bench-tls: bench-deps build
 	@node bench/tls.mjs
 
+# Requests/s and CPU per request with "workers": 1 and 2 (bench/workers.mjs, ~1 minute).
+bench-workers: bench-deps build
+	@node bench/workers.mjs
+
 # The soak (bench/README.md, "Soak"): a Release llmux in front of four mockllm upstreams under a
 # mixed load with failures, aborts, resets and stalls for SOAK_SECONDS (default 180); every answer
 # checked, RSS and descriptors sampled each second. Fails on a lost or wrong answer, growth, a
@@ -94,4 +126,4 @@ soak: build
 	@node bench/soak.mjs
 
 clean:
-	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD) $(IMAGE_BUILD)

@@ -38,6 +38,7 @@ const MAX_REQUESTS = num(process.env.SOAK_MAX_REQUESTS, 500000);
 const CONCURRENCY = num(process.env.SOAK_CONCURRENCY, 256);
 const PIN = process.env.SOAK_PIN !== '0';
 const RSS_MARGIN_KB = num(process.env.SOAK_RSS_MARGIN_KB, 1024);
+const FD_MARGIN = num(process.env.SOAK_FD_MARGIN, 16);
 const MAX_TIMEOUTS = num(process.env.SOAK_MAX_TIMEOUTS, 0.001); // a fraction of the requests
 const QUIET = process.env.SOAK_QUIET === '1';
 const DATE = new Date().toISOString().slice(0, 10);
@@ -662,8 +663,8 @@ const fds = { first: maxOf(firstW, 'fds'), last: maxOf(lastW, 'fds'), max: maxOf
 const rssLimit = Math.round(rss.first * 1.05) + RSS_MARGIN_KB;
 verdict(firstW.length > 0 && lastW.length > 0 && rss.last <= rssLimit,
   `RSS flat: max of the last ${WINDOW_S} s ${rss.last} KB <= ${rssLimit} KB (first ${WINDOW_S} s after ${WARMUP_S} s warm-up: ${rss.first} KB, +5 % + ${RSS_MARGIN_KB} KB)`);
-const fdLimit = Math.round(fds.first * 1.25) + 16;
-verdict(fds.last <= fdLimit, `descriptors flat: max of the last ${WINDOW_S} s ${fds.last} <= ${fdLimit} (first window ${fds.first}, +25 % + 16)`);
+const fdLimit = Math.round(fds.first * 1.25) + FD_MARGIN;
+verdict(fds.last <= fdLimit, `descriptors flat: max of the last ${WINDOW_S} s ${fds.last} <= ${fdLimit} (first window ${fds.first}, +25 % + ${FD_MARGIN})`);
 verdict(idle1 && idle1.fds === idle0.fds, `descriptors back to idle after the load: ${idle1?.fds} (before the load: ${idle0.fds})`);
 
 const abortsSent = perKind.filter((_, i) => KINDS[i].alias.startsWith('slow')).reduce((a, s) => a + s.sent, 0);

@@ -1,17 +1,55 @@
-# How llmux finds its five dependencies on Debian 12 (see README "Dependencies").
+# How llmux finds its five dependencies on Debian 12 (see README "Dependencies"). Each is an
+# INTERFACE target (dep_uv, dep_cjson, dep_cares, mbedtls_all) so the static build below can
+# swap what it links without the targets that use them knowing.
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(LIBUV REQUIRED IMPORTED_TARGET libuv)
 pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)
 pkg_check_modules(CARES REQUIRED IMPORTED_TARGET libcares)
 # mbedTLS ships neither a .pc file nor a CMake config on Debian 12.
 find_path(MBEDTLS_INCLUDE_DIR mbedtls/ssl.h)
-find_library(MBEDTLS_LIB mbedtls)
-find_library(MBEDX509_LIB mbedx509)
-find_library(MBEDCRYPTO_LIB mbedcrypto)
-if(NOT MBEDTLS_INCLUDE_DIR OR NOT MBEDTLS_LIB OR NOT MBEDX509_LIB OR NOT MBEDCRYPTO_LIB)
-    message(FATAL_ERROR "mbedTLS not found: install libmbedtls-dev (make deps)")
-endif()
+add_library(dep_uv INTERFACE)
+add_library(dep_cjson INTERFACE)
+add_library(dep_cares INTERFACE)
 add_library(mbedtls_all INTERFACE)
 target_include_directories(mbedtls_all INTERFACE ${MBEDTLS_INCLUDE_DIR})
-target_link_libraries(mbedtls_all INTERFACE ${MBEDTLS_LIB} ${MBEDX509_LIB} ${MBEDCRYPTO_LIB})
+if(NOT LLMUX_STATIC)
+    find_library(MBEDTLS_LIB mbedtls)
+    find_library(MBEDX509_LIB mbedx509)
+    find_library(MBEDCRYPTO_LIB mbedcrypto)
+    if(NOT MBEDTLS_INCLUDE_DIR OR NOT MBEDTLS_LIB OR NOT MBEDX509_LIB OR NOT MBEDCRYPTO_LIB)
+        message(FATAL_ERROR "mbedTLS not found: install libmbedtls-dev (make deps)")
+    endif()
+    target_link_libraries(dep_uv INTERFACE PkgConfig::LIBUV)
+    target_link_libraries(dep_cjson INTERFACE PkgConfig::CJSON)
+    target_link_libraries(dep_cares INTERFACE PkgConfig::CARES)
+    target_link_libraries(mbedtls_all INTERFACE ${MBEDTLS_LIB} ${MBEDX509_LIB} ${MBEDCRYPTO_LIB})
+else()
+    # One self-contained executable per program for the FROM-scratch image (make image): glibc,
+    # libuv, c-ares and mbedTLS from the static archives Debian ships, and cJSON, which has none,
+    # compiled from Debian's source package (deps/cjson-source.sh unpacks it). Name lookups stay
+    # with c-ares (reads /etc/resolv.conf and /etc/hosts itself); glibc's getaddrinfo, whose NSS
+    # modules a static program cannot load, serves only --healthcheck on a numeric address.
+    foreach(lib uv_a cares mbedtls mbedx509 mbedcrypto)
+        find_library(STATIC_${lib} NAMES lib${lib}.a)
+        if(NOT STATIC_${lib})
+            message(FATAL_ERROR "lib${lib}.a not found (libuv1-dev, libc-ares-dev, libmbedtls-dev)")
+        endif()
+    endforeach()
+    if(NOT EXISTS "${LLMUX_CJSON_SOURCE}/cJSON.c")
+        message(FATAL_ERROR "LLMUX_STATIC needs -DLLMUX_CJSON_SOURCE=DIR holding Debian's cJSON.c "
+                            "(sh deps/cjson-source.sh DIR prints it; make image does this)")
+    endif()
+    add_library(cjson_static STATIC ${LLMUX_CJSON_SOURCE}/cJSON.c)
+    set_target_properties(cjson_static PROPERTIES C_STANDARD 11 C_EXTENSIONS ON)
+    target_compile_options(cjson_static PRIVATE -w)
+    target_include_directories(dep_uv INTERFACE ${LIBUV_INCLUDE_DIRS})
+    target_link_libraries(dep_uv INTERFACE ${STATIC_uv_a} pthread dl rt)
+    target_include_directories(dep_cjson INTERFACE ${CJSON_INCLUDE_DIRS})
+    target_link_libraries(dep_cjson INTERFACE cjson_static)
+    target_include_directories(dep_cares INTERFACE ${CARES_INCLUDE_DIRS})
+    target_link_libraries(dep_cares INTERFACE ${STATIC_cares})
+    target_link_libraries(mbedtls_all INTERFACE ${STATIC_mbedtls} ${STATIC_mbedx509} ${STATIC_mbedcrypto})
+    add_link_options(-static -Wl,--gc-sections -s)
+    add_compile_options(-ffunction-sections -fdata-sections)
+endif()
 include(${CMAKE_CURRENT_LIST_DIR}/llhttp.cmake)

@@ -2,12 +2,16 @@
 #include "llmux/api.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "llmux/buf.h"
+#include "llmux/catalog.h"
 #include "llmux/exchange.h"
 #include "llmux/health.h"
 #include "llmux/json.h"
@@ -15,7 +19,7 @@
 #include "llmux/upstream.h"
 
 struct route {
-    const char *path;
+    const char *path; /* ends in '/': a prefix (the rest is an id) */
     const char *method;
     int endpoint; /* enum api_endpoint, or -1 for the gateway's own answers */
 };
@@ -25,6 +29,7 @@ static const struct route routes[] = {
     {"/v1/completions", "POST", API_COMPLETIONS},
     {"/v1/embeddings", "POST", API_EMBEDDINGS},
     {"/v1/models", "GET", -1},
+    {"/v1/models/", "GET", -1}, /* {id}, {id}/endpoints */
     {"/v1/status", "GET", -1},
     {"/healthz", "GET", -1},
 };
@@ -50,25 +55,63 @@ static void api_error(struct server_req *req, const char *rid, int status, const
 
 static void list_models(struct gateway *gw, struct server_req *req)
 {
-    const struct config *cfg = gw->cfg;
     struct buf b;
     buf_init(&b, 0);
-    buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
-    int first = 1;
-    for (size_t i = 0; i < cfg->n_models; i++) {
-        const struct model *m = &cfg->models[i];
-        int enabled = 0;
-        for (size_t j = 0; j < m->n_deployments; j++)
-            enabled |= m->deployments[j].provider->enabled;
-        if (!enabled)
-            continue;
-        buf_append_str(&b, first ? "{\"id\":\"" : ",{\"id\":\"");
-        buf_append_json_str(&b, m->name, strlen(m->name));
-        buf_append_str(&b, "\",\"object\":\"model\",\"created\":0,\"owned_by\":\"llmux\"}");
-        first = 0;
-    }
-    buf_append_str(&b, "]}");
+    catalog_list(gw->rt, &b);
     respond_json(req, 200, buf_head(&b), buf_size(&b));
+    buf_free(&b);
+}
+
+/* Percent-decode src[0..len) into dst (NUL-terminated). Returns the length, or -1 when it
+ * does not fit or holds a bad escape or a control character. */
+static long url_decode(const char *src, size_t len, char *dst, size_t size)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned c = (unsigned char)src[i];
+        if (c == '%') {
+            if (i + 2 >= len || !isxdigit((unsigned char)src[i + 1]) ||
+                !isxdigit((unsigned char)src[i + 2]))
+                return -1;
+            char hex[3] = {src[i + 1], src[i + 2], 0};
+            c = (unsigned)strtoul(hex, NULL, 16);
+            i += 2;
+        }
+        if (c < 0x20 || c == 0x7f || n + 1 >= size)
+            return -1;
+        dst[n++] = (char)c;
+    }
+    dst[n] = 0;
+    return (long)n;
+}
+
+/* GET /v1/models/{id} (the SDKs' models.retrieve) and /v1/models/{id}/endpoints; an id may
+ * hold '/' (sent as is or as %2F). */
+static void model_sub(struct gateway *gw, struct server_req *req, const char *rid)
+{
+    const struct server_request *r = server_req_request(req);
+    static const char prefix[] = "/v1/models/", suffix[] = "/endpoints";
+    const char *id = r->url + sizeof(prefix) - 1;
+    size_t len = r->path_len - (sizeof(prefix) - 1);
+    int endpoints = len > sizeof(suffix) - 1 &&
+                    memcmp(id + len - (sizeof(suffix) - 1), suffix, sizeof(suffix) - 1) == 0;
+    if (endpoints)
+        len -= sizeof(suffix) - 1;
+    char name[512];
+    long n = url_decode(id, len, name, sizeof(name));
+    struct buf b;
+    buf_init(&b, 0);
+    int rc = n <= 0 ? -1
+             : endpoints
+                 ? catalog_endpoints(gw->rt, name, (size_t)n, uv_now(gw->loop), (int64_t)time(NULL), &b)
+                 : catalog_model(gw->rt, name, (size_t)n, &b);
+    if (rc == 0) {
+        respond_json(req, 200, buf_head(&b), buf_size(&b));
+    } else {
+        char msg[600];
+        snprintf(msg, sizeof(msg), "The model '%s' does not exist", n > 0 ? name : "");
+        api_error(req, rid, 404, "invalid_request_error", "model_not_found", "model", msg);
+    }
     buf_free(&b);
 }
 
@@ -368,7 +411,7 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
 
     struct plan plan;
     char err[512];
-    int rc = router_plan(gw->cfg, gw->health, uv_now(gw->loop), model->valuestring,
+    int rc = router_plan(gw->rt->cfg, gw->rt->health, uv_now(gw->loop), model->valuestring,
                          strlen(model->valuestring), &prefs, &plan, err, sizeof(err));
     if (rc == 0 && (v.has_models || v.has_provider)) /* llmux's own members stay here */
         rc = strip_prefs(r->body, r->body_len, &creq);
@@ -404,13 +447,17 @@ static void status(struct gateway *gw, struct server_req *req)
     struct buf b;
     buf_init(&b, 0);
     buf_printf(&b,
-               "{\"requests\":%llu,\"active\":%llu,\"failovers\":%llu,"
+               "{\"worker\":%d,\"worker_pid\":%ld,\"config_generation\":%llu,"
+               "\"config_loaded_at\":%lld,\"configs_in_use\":%llu,\"draining\":%s,"
+               "\"requests\":%llu,\"active\":%llu,\"failovers\":%llu,"
                "\"upstream_connects\":%llu,\"upstream_reuses\":%llu,\"health\":",
+               gw->worker, (long)getpid(), (unsigned long long)gw->rt->generation,
+               (long long)gw->rt->loaded_at, (unsigned long long)gw->runtimes, gw->draining ? "true" : "false",
                (unsigned long long)gw->stats.requests,
                (unsigned long long)gw->stats.exchanges_active,
                (unsigned long long)gw->stats.failovers, (unsigned long long)ps->connects,
                (unsigned long long)ps->reuses);
-    health_status_json(gw->health, uv_now(gw->loop), &b);
+    health_status_json(gw->rt->health, uv_now(gw->loop), &b);
     buf_printf(&b, ",\"trim\":{\"count\":%llu,\"last_us\":%llu,\"max_us\":%llu}",
                (unsigned long long)gw->stats.trims, (unsigned long long)gw->stats.trim_us_last,
                (unsigned long long)gw->stats.trim_us_max);
@@ -429,7 +476,10 @@ static const struct route *find_route(const struct server_request *r, int *path_
     const struct route *found = NULL;
     *path_known = 0;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        if (strlen(routes[i].path) != r->path_len || memcmp(routes[i].path, r->url, r->path_len))
+        size_t n = strlen(routes[i].path);
+        int prefix = routes[i].path[n - 1] == '/';
+        if (prefix ? r->path_len <= n || memcmp(routes[i].path, r->url, n)
+                   : n != r->path_len || memcmp(routes[i].path, r->url, n))
             continue;
         *path_known = 1;
         if (strcmp(routes[i].method, method) == 0)
@@ -462,11 +512,11 @@ void api_request_id(void *data, char out[33])
 void api_on_head(void *data, struct server_req *req)
 {
     struct gateway *gw = data;
-    if (gw->cfg->n_keys == 0) /* no gateway keys: nothing to refuse from the head */
+    if (gw->rt->cfg->n_keys == 0) /* no gateway keys: nothing to refuse from the head */
         return;
     int path_known;
     const struct route *found = find_route(server_req_request(req), &path_known);
-    if (found && strcmp(found->path, "/healthz") != 0 && !authorized(gw->cfg, req)) {
+    if (found && strcmp(found->path, "/healthz") != 0 && !authorized(gw->rt->cfg, req)) {
         char rid[80];
         request_id(gw, req, rid);
         unauthorized(req, rid);
@@ -503,7 +553,7 @@ void api_handle(void *data, struct server_req *req)
     request_id(gw, req, rid);
     int path_known;
     const struct route *found = find_route(r, &path_known);
-    if (!found && path_known && gw->cfg->n_cors_origins && strcmp(r->method, "OPTIONS") == 0) {
+    if (!found && path_known && gw->rt->cfg->n_cors_origins && strcmp(r->method, "OPTIONS") == 0) {
         preflight(req, rid);
         return;
     }
@@ -520,16 +570,23 @@ void api_handle(void *data, struct server_req *req)
         }
         return;
     }
-    if (strcmp(found->path, "/healthz") == 0) {
-        respond_json(req, 200, "{\"status\":\"ok\"}", 15);
+    if (strcmp(found->path, "/healthz") == 0) { /* draining: traffic should go elsewhere */
+        if (gw->draining)
+            respond_json(req, 503, "{\"status\":\"draining\"}", 21);
+        else
+            respond_json(req, 200, "{\"status\":\"ok\"}", 15);
         return;
     }
-    if (!authorized(gw->cfg, req)) {
+    if (!authorized(gw->rt->cfg, req)) {
         unauthorized(req, rid);
         return;
     }
     if (found->endpoint < 0 && strcmp(found->path, "/v1/status") == 0) {
         status(gw, req);
+        return;
+    }
+    if (found->endpoint < 0 && strcmp(found->path, "/v1/models/") == 0) {
+        model_sub(gw, req, rid);
         return;
     }
     if (found->endpoint < 0) {

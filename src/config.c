@@ -87,6 +87,12 @@ static const struct num_field pool_fields[] = {
     {NULL, 0, 0, 0},
 };
 
+static const struct num_field shutdown_fields[] = {
+    {"drain_ms", offsetof(struct config, drain_ms), 0, 0},
+    {"unready_ms", offsetof(struct config, unready_ms), 0, 0},
+    {NULL, 0, 0, 0},
+};
+
 static const struct num_field health_fields[] = {
     {"failure_threshold", offsetof(struct health_config, failure_threshold), 0, 1},
     {"error_rate_percent", offsetof(struct health_config, error_rate_percent), 0, 1},
@@ -437,6 +443,26 @@ static int parse_listen(struct ctx *x, const cJSON *root, struct config *c)
     return 0;
 }
 
+/* "workers": a count, or "auto" for one per online core. */
+static int parse_workers(struct ctx *x, const cJSON *root, struct config *c)
+{
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(root, "workers");
+    if (!w)
+        return 0;
+    size_t old = path_key(x, "workers");
+    if (cJSON_IsString(w) && strcmp(w->valuestring, "auto") == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = n < 1 ? 1 : n > CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS : (uint32_t)n;
+    } else if (cJSON_IsNumber(w) && w->valuedouble >= 1 && w->valuedouble <= CONFIG_MAX_WORKERS &&
+               w->valuedouble == (double)(int)w->valuedouble) {
+        c->workers = (uint32_t)w->valuedouble;
+    } else {
+        return fail(x, "expected a whole number from 1 to %d, or \"auto\"", CONFIG_MAX_WORKERS);
+    }
+    path_pop(x, old);
+    return 0;
+}
+
 static int valid_env_name(const char *s)
 {
     if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_'))
@@ -591,7 +617,8 @@ static int get_price(struct ctx *x, const cJSON *obj, const char *key, double *o
         return 0;
     size_t old = path_key(x, key);
     if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0) || it->valuedouble > 1e9)
-        return fail(x, "must be a non-negative number ($ per million tokens)");
+        return fail(x, "must be a non-negative number (%s)",
+                    strcmp(key, "request") == 0 ? "$ per request" : "$ per million tokens");
     path_pop(x, old);
     *out = it->valuedouble;
     return 0;
@@ -603,18 +630,21 @@ static const struct num_field deployment_fields[] = {
     {NULL, 0, 0, 0},
 };
 
-/* One deployment of a model: {"provider": NAME, "model": ID, "price": {"input", "output"},
+/* One deployment of a model: {"provider": NAME, "model": ID, "price": {"input", "output",
+ * "cache_read", "cache_write", "request"},
  * "context_window", "weight"}; the path names it. */
 static int parse_deployment(struct ctx *x, const cJSON *obj, struct config *c,
                             struct deployment *d)
 {
     static const char *const keys[] = {"provider", "model", "price", "context_window", "weight"};
-    static const char *const price_keys[] = {"input", "output"};
+    static const char *const price_keys[] = {"input", "output", "cache_read", "cache_write",
+                                             "request"};
     if (!cJSON_IsObject(obj))
         return fail(x, "must be an object");
     const char *prov, *model;
     const cJSON *price;
-    d->price_in = d->price_out = -1;
+    d->price_in = d->price_out = d->price_cache_read = d->price_cache_write = -1;
+    d->price_request = 0;
     d->weight = 1;
     int rc = check_keys(x, obj, keys, 5);
     if (rc == 0)
@@ -627,7 +657,7 @@ static int parse_deployment(struct ctx *x, const cJSON *obj, struct config *c,
         rc = get_object(x, obj, "price", &price);
     if (rc == 0 && price) {
         size_t old = path_key(x, "price");
-        rc = check_keys(x, price, price_keys, 2);
+        rc = check_keys(x, price, price_keys, 5);
         if (rc == 0 && !cJSON_GetObjectItemCaseSensitive(price, "input"))
             rc = fail(x, "needs \"input\" and \"output\" ($ per million tokens)");
         if (rc == 0 && !cJSON_GetObjectItemCaseSensitive(price, "output"))
@@ -636,6 +666,12 @@ static int parse_deployment(struct ctx *x, const cJSON *obj, struct config *c,
             rc = get_price(x, price, "input", &d->price_in);
         if (rc == 0)
             rc = get_price(x, price, "output", &d->price_out);
+        if (rc == 0)
+            rc = get_price(x, price, "cache_read", &d->price_cache_read);
+        if (rc == 0)
+            rc = get_price(x, price, "cache_write", &d->price_cache_write);
+        if (rc == 0)
+            rc = get_price(x, price, "request", &d->price_request);
         if (rc == 0)
             path_pop(x, old);
     }
@@ -871,12 +907,16 @@ static int parse_root(struct ctx *x, const cJSON *root, struct config *c)
 {
     static const char *const keys[] = {"listen",     "timeouts_ms", "limits", "pool",
                                        "health",     "access_log",  "providers", "models",
-                                       "keys",       "cors"};
+                                       "keys",       "cors",        "workers",   "shutdown"};
     if (!cJSON_IsObject(root))
         return fail(x, "must be an object");
-    int rc = check_keys(x, root, keys, 10);
+    int rc = check_keys(x, root, keys, sizeof(keys) / sizeof(keys[0]));
     if (rc == 0)
         rc = parse_listen(x, root, c);
+    if (rc == 0)
+        rc = parse_workers(x, root, c);
+    if (rc == 0)
+        rc = parse_section(x, root, "shutdown", shutdown_fields, c);
     if (rc == 0)
         rc = parse_section(x, root, "timeouts_ms", timeout_fields, &c->timeouts);
     if (rc == 0)
@@ -998,6 +1038,8 @@ int config_parse(const char *json, size_t len, struct config **out, char *err, s
     c->max_body_buffer_bytes = 256u << 20;
     c->pool_max_idle = 32;
     c->pool_idle_timeout_ms = 60000;
+    c->workers = 1;
+    c->drain_ms = 10000;
     c->health = (struct health_config){
         .failure_threshold = 5,
         .error_rate_percent = 50,

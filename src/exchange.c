@@ -133,7 +133,7 @@ static size_t health_id(const struct attempt *a)
 
 static int tracked(const struct attempt *a)
 {
-    return a->entry && a->entry->deployment && a->ex->gw->health;
+    return a->entry && a->entry->deployment;
 }
 
 /* Each attempt reports at most one health outcome (success, failure or cancel). */
@@ -143,7 +143,7 @@ static void attempt_health(struct attempt *a, int outcome, const struct health_s
     if (!a->health_open || !tracked(a))
         return;
     a->health_open = 0;
-    struct health *h = a->ex->gw->health;
+    struct health *h = a->ex->rt->health;
     uint64_t now = uv_now(a->ex->gw->loop);
     if (outcome > 0)
         health_success(h, health_id(a), now, s);
@@ -489,8 +489,7 @@ static void set_winner(struct exchange *ex, struct attempt *a)
     uv_timer_stop(&ex->hedge);
     if (ex->hedged && record(a)->hedge) {
         ex->hedge_won = 1;
-        if (ex->gw->health)
-            ex->gw->health->hedges_won++;
+        ex->gw->health.hedges_won++;
     }
     attempt_cancel(other(a), "cancelled: the other attempt answered first");
 }
@@ -976,7 +975,7 @@ static int attempt_start(struct exchange *ex, struct attempt *a, const struct pl
     ex->attempts_made++;
     if (ex->n_rec > 1)
         ex->gw->stats.failovers++;
-    struct origin *o = gateway_origin(ex->gw, e->provider);
+    struct origin *o = runtime_origin(ex->rt, e->provider);
     int rc = !o ? UV_ENOTCONN : !a->ad ? LLMUX_EKIND : 0;
     if (!rc)
         rc = a->ad->encode(e->provider, e->model, e->model_len, &a->creq, &a->ureq);
@@ -984,7 +983,7 @@ static int attempt_start(struct exchange *ex, struct attempt *a, const struct pl
         set_at(a, AT_CONNECTING);
         arm_phase(a, ex->plan.timeouts.connect_ms);
         if (tracked(a)) {
-            a->probe = health_begin(ex->gw->health, health_id(a), a->t_start);
+            a->probe = health_begin(ex->rt->health, health_id(a), a->t_start);
             a->health_open = 1;
         }
         rc = ex->gw->upstream->start(ex->gw->pool, o, a->ureq.iov, a->ureq.n, &up_cbs, a,
@@ -1021,8 +1020,8 @@ static void start_next(struct exchange *ex, struct attempt *a, int hedge)
             uv_timer_start(&a->phase, on_phase_timeout, ms, 0);
             return;
         }
-        if (ex->attempts_made > 0 && ex->gw->health &&
-            !health_retry_allowed(ex->gw->health, now_ms(ex))) {
+        if (ex->attempts_made > 0 &&
+            !health_retry_allowed(ex->rt->health, now_ms(ex))) {
             if (hedge || other(a)->at != AT_IDLE)
                 return;
             respond_all_failed(ex, "retry budget exhausted");
@@ -1048,7 +1047,7 @@ static int continue_stream(struct exchange *ex, struct attempt *a)
         return 0;
     if (ex->next_entry >= ex->plan.n || ex->n_rec == EX_MAX_RECORDS)
         return 0;
-    if (ex->gw->health && !health_retry_allowed(ex->gw->health, now_ms(ex)))
+    if (!health_retry_allowed(ex->rt->health, now_ms(ex)))
         return 0;
     if (a->usage.known) {
         usage_add(&ex->spent, &a->usage);
@@ -1060,8 +1059,7 @@ static int continue_stream(struct exchange *ex, struct attempt *a)
     buf_reset(&ex->tool_held); /* a half-streamed tool call restarts whole */
     attempt_reset(a);
     ex->continued++;
-    if (ex->gw->health)
-        ex->gw->health->continuations++;
+    ex->gw->health.continuations++;
     while (ex->next_entry < ex->plan.n) {
         const struct plan_entry *e = &ex->plan.entries[ex->next_entry++];
         const struct adapter *ad = adapter_for(e->provider->kind);
@@ -1145,11 +1143,10 @@ static void on_hedge(uv_timer_t *t)
     if (!free_slot || ex->next_entry >= ex->plan.n ||
         ex->attempts_made >= ex->plan.max_attempts)
         return;
-    if (ex->gw->health && !health_retry_allowed(ex->gw->health, now_ms(ex)))
+    if (!health_retry_allowed(ex->rt->health, now_ms(ex)))
         return;
     ex->hedged = 1;
-    if (ex->gw->health)
-        ex->gw->health->hedges++;
+    ex->gw->health.hedges++;
     const struct plan_entry *e = &ex->plan.entries[ex->next_entry++];
     free_slot->creq = ex->creq;
     if (attempt_start(ex, free_slot, e, 1) != 0)
@@ -1211,7 +1208,7 @@ static void on_timer_closed(uv_handle_t *h)
     free(ex->names);
     if (ex->rec != ex->rec_inline)
         free(ex->rec);
-    config_unref(ex->cfg);
+    runtime_unref(ex->rt);
     free(ex);
 }
 
@@ -1279,7 +1276,7 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
     if (!ex)
         return UV_ENOMEM; /* creq->owned stays the caller's then */
     ex->gw = gw;
-    ex->cfg = config_ref(gw->cfg);
+    ex->rt = runtime_ref(gw->rt);
     ex->req = req;
     ex->creq = *creq;
     snprintf(ex->request_id, sizeof(ex->request_id), "%s", creq->request_id);
@@ -1290,7 +1287,7 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
     if (ex->plan.max_attempts == 0 || ex->plan.max_attempts > EX_MAX_RECORDS)
         ex->plan.max_attempts = ex->plan.max_attempts ? EX_MAX_RECORDS : (uint32_t)plan->n;
     if (keep_names(ex) != 0) {
-        config_unref(ex->cfg);
+        runtime_unref(ex->rt);
         free(ex);
         return UV_ENOMEM;
     }
@@ -1307,8 +1304,7 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
         init_timer(ex, &ex->at[i].phase);
     }
     gw->stats.exchanges_active++;
-    if (gw->health)
-        health_note_request(gw->health, ex->t_start);
+    health_note_request(ex->rt->health, ex->t_start);
     server_req_watch(req, on_client_abort, on_client_drain, ex);
     uv_timer_start(&ex->deadline, on_deadline, plan->timeouts.total_ms, 0);
     if (creq->stream && plan->timeouts.ping_ms)
@@ -1316,9 +1312,7 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
     uint32_t hedge_ms = plan->hedge_after_ms;
     if (hedge_ms == HEDGE_AUTO) {
         const struct plan_entry *e = &ex->plan.entries[0];
-        hedge_ms = e->deployment && gw->health
-                       ? health_p95_ttft(gw->health, e->deployment->health_id)
-                       : 0;
+        hedge_ms = e->deployment ? health_p95_ttft(ex->rt->health, e->deployment->health_id) : 0;
     }
     if (hedge_ms && ex->plan.n > 1)
         uv_timer_start(&ex->hedge, on_hedge, hedge_ms, 0);

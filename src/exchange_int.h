@@ -84,7 +84,7 @@ struct attempt {
 
 struct exchange {
     struct gateway *gw;
-    struct config *cfg;
+    struct runtime *rt; /* the config (and origins, health) this request runs on */
     struct server_req *req;
     struct canon_request creq;
     char request_id[80];

@@ -1,9 +1,12 @@
 /* gateway: one worker's runtime wiring. See include/llmux/gateway.h. */
 #include "llmux/gateway.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,24 +18,120 @@
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
+/* A TLS context and the CA file it was built from: a reload reuses it while the file is the
+ * same one, unchanged (ca_file NULL: the system bundle). */
+struct tls_entry {
+    char *ca_file;
+    struct stat st;
+    struct tls_ctx *ctx;
+    struct tls_entry *next;
+};
+
+static int same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+static struct tls_ctx *tls_for(struct gateway *gw, const struct provider *p, char *err,
+                               size_t errlen)
+{
+    struct stat st;
+    memset(&st, 0, sizeof(st));
+    if (p->ca_file && stat(p->ca_file, &st) != 0) {
+        snprintf(err, errlen, "provider %s: ca_file: %s", p->name, strerror(errno));
+        return NULL;
+    }
+    for (struct tls_entry *t = gw->tls; t; t = t->next)
+        if (p->ca_file ? t->ca_file && strcmp(t->ca_file, p->ca_file) == 0 && same_file(&t->st, &st)
+                       : !t->ca_file)
+            return t->ctx;
+    struct tls_entry *t = calloc(1, sizeof(*t));
+    if (!t || (p->ca_file && !(t->ca_file = strdup(p->ca_file)))) {
+        free(t);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    char msg[256];
+    if (tls_ctx_client(p->ca_file, &t->ctx, msg, sizeof(msg)) != 0) {
+        snprintf(err, errlen, "provider %s: %s%s", p->name, p->ca_file ? "" : "system CA bundle: ",
+                 msg);
+        free(t->ca_file);
+        free(t);
+        return NULL;
+    }
+    t->st = st;
+    t->next = gw->tls;
+    gw->tls = t;
+    return t->ctx;
+}
+
+struct runtime *runtime_ref(struct runtime *rt)
+{
+    rt->refs++;
+    return rt;
+}
+
+void runtime_unref(struct runtime *rt)
+{
+    if (!rt || --rt->refs > 0)
+        return;
+    health_free(rt->health);
+    free(rt->origins);
+    config_unref(rt->cfg);
+    (*rt->live)--;
+    free(rt);
+}
+
+int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errlen)
+{
+    struct runtime *rt = calloc(1, sizeof(*rt));
+    if (!rt) {
+        snprintf(err, errlen, "out of memory");
+        return UV_ENOMEM;
+    }
+    rt->refs = 1;
+    rt->live = &gw->runtimes;
+    gw->runtimes++;
+    rt->cfg = config_ref(cfg);
+    rt->generation = gw->rt ? gw->rt->generation + 1 : 1;
+    rt->loaded_at = (int64_t)time(NULL);
+    rt->origins = calloc(cfg->n_providers + 1, sizeof(*rt->origins));
+    rt->health = health_create(cfg, &gw->health, gw->rt ? gw->rt->health : NULL);
+    if (!rt->origins || !rt->health) {
+        runtime_unref(rt);
+        snprintf(err, errlen, "out of memory");
+        return UV_ENOMEM;
+    }
+    for (size_t i = 0; i < cfg->n_providers; i++) {
+        struct provider *p = &cfg->providers[i];
+        if (!p->enabled)
+            continue;
+        struct tls_ctx *t = p->tls ? tls_for(gw, p, err, errlen) : NULL;
+        if (p->tls && !t) {
+            runtime_unref(rt);
+            return LLMUX_ECONFIG;
+        }
+        rt->origins[i] = pool_origin(gw->pool, t, p->host, p->port);
+        if (!rt->origins[i]) {
+            runtime_unref(rt);
+            snprintf(err, errlen, "out of memory");
+            return UV_ENOMEM;
+        }
+    }
+    runtime_unref(gw->rt);
+    gw->rt = rt;
+    return 0;
+}
+
 int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *err, size_t errlen)
 {
     memset(gw, 0, sizeof(*gw));
     gw->loop = loop;
-    gw->cfg = config_ref(cfg);
     gw->upstream = &upstream_real;
     gw->id_seed = ((uint64_t)time(NULL) << 20) ^ ((uint64_t)getpid() << 40) ^ uv_hrtime();
-    gw->origins = calloc(cfg->n_providers + 1, sizeof(*gw->origins));
-    gw->tls = calloc(cfg->n_providers + 1, sizeof(*gw->tls));
-    if (!gw->origins || !gw->tls) {
-        snprintf(err, errlen, "out of memory");
-        return UV_ENOMEM;
-    }
-    gw->health = health_create(cfg, gateway_log, gw);
-    if (!gw->health) {
-        snprintf(err, errlen, "out of memory");
-        return UV_ENOMEM;
-    }
+    gw->health.log = gateway_log;
+    gw->health.log_ctx = gw;
     uv_timer_init(loop, &gw->trim_timer);
     uv_unref((uv_handle_t *)&gw->trim_timer); /* never keeps the loop alive */
     gw->trim_timer_on = 1;
@@ -46,42 +145,40 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
         snprintf(err, errlen, "cannot create the connection pool: %s", llmux_strerror(rc));
         return rc;
     }
-    for (size_t i = 0; i < cfg->n_providers; i++) {
-        struct provider *p = &cfg->providers[i];
-        if (!p->enabled)
-            continue;
-        if (p->tls && p->ca_file) {
-            char msg[256];
-            rc = tls_ctx_client(p->ca_file, &gw->tls[i], msg, sizeof(msg));
-            if (rc) {
-                snprintf(err, errlen, "provider %s: %s", p->name, msg);
-                return rc;
-            }
-        } else if (p->tls) {
-            if (!gw->system_tls) {
-                char msg[256];
-                rc = tls_ctx_client(NULL, &gw->system_tls, msg, sizeof(msg));
-                if (rc) {
-                    snprintf(err, errlen, "provider %s: system CA bundle: %s", p->name, msg);
-                    return rc;
-                }
-            }
-        }
-        struct tls_ctx *t = p->tls ? (gw->tls[i] ? gw->tls[i] : gw->system_tls) : NULL;
-        gw->origins[i] = pool_origin(gw->pool, t, p->host, p->port);
-        if (!gw->origins[i]) {
-            snprintf(err, errlen, "out of memory");
-            return UV_ENOMEM;
-        }
-    }
-    return 0;
+    return gateway_load(gw, cfg, err, errlen);
 }
 
+/* Waiting lines go out in write()s of whole lines, each at most PIPE_BUF bytes (unless one
+ * line is longer): such a write is never interleaved with another process's on a pipe or an
+ * O_APPEND file, so the workers' lines never mix. */
 static void log_flush(struct gateway *gw)
 {
-    if (gw->access_log && buf_size(&gw->log_buf)) {
-        fwrite(buf_head(&gw->log_buf), 1, buf_size(&gw->log_buf), gw->access_log);
+    const char *p = buf_head(&gw->log_buf);
+    size_t left = buf_size(&gw->log_buf);
+    int fd = gw->access_log ? fileno(gw->access_log) : -1;
+    if (left && fd < 0 && gw->access_log) { /* a memory stream (tests) */
+        fwrite(p, 1, left, gw->access_log);
         fflush(gw->access_log);
+        left = 0;
+    }
+    while (left && fd >= 0) {
+        size_t n = left;
+        if (n > PIPE_BUF) { /* up to the last line end that fits, or one whole long line */
+            n = PIPE_BUF;
+            while (n > 0 && p[n - 1] != '\n')
+                n--;
+            if (n == 0) {
+                const char *nl = memchr(p, '\n', left);
+                n = nl ? (size_t)(nl - p) + 1 : left;
+            }
+        }
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break; /* a log that cannot be written loses its lines, never the requests */
+        p += w;
+        left -= (size_t)w;
     }
     buf_reset(&gw->log_buf);
 }
@@ -164,24 +261,22 @@ void gateway_close(struct gateway *gw)
 /* TLS contexts are freed after the loop has closed every connection that used them. */
 void gateway_free(struct gateway *gw)
 {
-    for (size_t i = 0; gw->cfg && i < gw->cfg->n_providers; i++)
-        if (gw->tls[i])
-            tls_ctx_free(gw->tls[i]);
-    if (gw->system_tls)
-        tls_ctx_free(gw->system_tls);
+    runtime_unref(gw->rt);
+    while (gw->tls) {
+        struct tls_entry *t = gw->tls;
+        gw->tls = t->next;
+        tls_ctx_free(t->ctx);
+        free(t->ca_file);
+        free(t);
+    }
     buf_free(&gw->log_buf);
-    free(gw->tls);
-    free(gw->origins);
-    health_free(gw->health);
-    if (gw->cfg)
-        config_unref(gw->cfg);
     memset(gw, 0, sizeof(*gw));
 }
 
-struct origin *gateway_origin(struct gateway *gw, const struct provider *p)
+struct origin *runtime_origin(const struct runtime *rt, const struct provider *p)
 {
-    size_t i = (size_t)(p - gw->cfg->providers);
-    return i < gw->cfg->n_providers ? gw->origins[i] : NULL;
+    size_t i = (size_t)(p - rt->cfg->providers);
+    return i < rt->cfg->n_providers ? rt->origins[i] : NULL;
 }
 
 void gateway_request_id(struct gateway *gw, char out[33])

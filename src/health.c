@@ -4,11 +4,47 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define EWMA_ALPHA 0.2
 
-struct health *health_create(const struct config *cfg,
-                             void (*log)(void *ctx, const char *line, size_t n), void *log_ctx)
+static struct dep_health *dep_new(const struct deployment *d)
+{
+    struct dep_health *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->provider = strdup(d->provider->name);
+    r->model = strdup(d->model);
+    if (!r->provider || !r->model) {
+        free(r->provider);
+        free(r->model);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static void dep_unref(struct dep_health *r)
+{
+    if (!r || --r->refs > 0)
+        return;
+    free(r->provider);
+    free(r->model);
+    free(r);
+}
+
+/* prev's record for the identity of d, or NULL. */
+static struct dep_health *dep_find(const struct health *prev, const struct deployment *d)
+{
+    for (size_t i = 0; prev && i < prev->n; i++)
+        if (strcmp(prev->deps[i]->provider, d->provider->name) == 0 &&
+            strcmp(prev->deps[i]->model, d->model) == 0)
+            return prev->deps[i];
+    return NULL;
+}
+
+struct health *health_create(const struct config *cfg, struct health_shared *sh,
+                             const struct health *prev)
 {
     struct health *h = calloc(1, sizeof(*h));
     if (!h)
@@ -16,19 +52,28 @@ struct health *health_create(const struct config *cfg,
     h->cfg = cfg->health;
     if (h->cfg.window > 64)
         h->cfg.window = 64;
-    h->log = log;
-    h->log_ctx = log_ctx;
+    h->sh = sh ? sh : calloc(1, sizeof(*h->sh));
+    h->own_sh = !sh;
     h->n = cfg->n_health;
     h->deps = calloc(h->n ? h->n : 1, sizeof(*h->deps));
-    if (!h->deps) {
-        free(h);
+    h->dep = calloc(h->n ? h->n : 1, sizeof(*h->dep));
+    if (!h->sh || !h->deps || !h->dep) {
+        health_free(h);
         return NULL;
     }
     for (size_t i = 0; i < cfg->n_models; i++) {
         for (size_t j = 0; j < cfg->models[i].n_deployments; j++) {
             const struct deployment *d = &cfg->models[i].deployments[j];
-            if (!h->deps[d->health_id].dep)
-                h->deps[d->health_id].dep = d;
+            if (h->dep[d->health_id])
+                continue;
+            h->dep[d->health_id] = d;
+            struct dep_health *r = dep_find(prev, d);
+            h->deps[d->health_id] = r ? r : dep_new(d);
+            if (!h->deps[d->health_id]) {
+                health_free(h);
+                return NULL;
+            }
+            h->deps[d->health_id]->refs++;
         }
     }
     return h;
@@ -38,13 +83,18 @@ void health_free(struct health *h)
 {
     if (!h)
         return;
+    for (size_t i = 0; h->deps && i < h->n; i++)
+        dep_unref(h->deps[i]);
+    if (h->own_sh)
+        free(h->sh);
     free(h->deps);
+    free(h->dep);
     free(h);
 }
 
 int health_usable(const struct health *h, size_t id, uint64_t now)
 {
-    const struct dep_health *d = &h->deps[id];
+    const struct dep_health *d = h->deps[id];
     if (now < d->cooldown_until)
         return 0;
     if (!d->ejected_until)
@@ -54,7 +104,7 @@ int health_usable(const struct health *h, size_t id, uint64_t now)
 
 int health_begin(struct health *h, size_t id, uint64_t now)
 {
-    struct dep_health *d = &h->deps[id];
+    struct dep_health *d = h->deps[id];
     d->inflight++;
     d->requests++;
     if (d->ejected_until && now >= d->ejected_until && !d->probing) {
@@ -67,16 +117,16 @@ int health_begin(struct health *h, size_t id, uint64_t now)
 static void log_event(struct health *h, const struct dep_health *d, const char *event,
                       uint64_t for_ms, const char *why)
 {
-    if (!h->log)
+    if (!h->sh->log)
         return;
     struct buf b;
     buf_init(&b, 0);
     buf_append_str(&b, "{\"event\":\"");
     buf_append_str(&b, event);
     buf_append_str(&b, "\",\"provider\":\"");
-    buf_append_json_str(&b, d->dep->provider->name, strlen(d->dep->provider->name));
+    buf_append_json_str(&b, d->provider, strlen(d->provider));
     buf_append_str(&b, "\",\"model\":\"");
-    buf_append_json_str(&b, d->dep->model, strlen(d->dep->model));
+    buf_append_json_str(&b, d->model, strlen(d->model));
     buf_append_str(&b, "\"");
     if (for_ms)
         buf_printf(&b, ",\"for_ms\":%" PRIu64, for_ms);
@@ -86,7 +136,7 @@ static void log_event(struct health *h, const struct dep_health *d, const char *
         buf_append_str(&b, "\"");
     }
     buf_append_str(&b, "}\n");
-    h->log(h->log_ctx, buf_head(&b), buf_size(&b));
+    h->sh->log(h->sh->log_ctx, buf_head(&b), buf_size(&b));
     buf_free(&b);
 }
 
@@ -110,7 +160,7 @@ static void ewma(double *v, double sample)
 
 void health_success(struct health *h, size_t id, uint64_t now, const struct health_sample *s)
 {
-    struct dep_health *d = &h->deps[id];
+    struct dep_health *d = h->deps[id];
     if (d->inflight)
         d->inflight--;
     record_outcome(h, d, 0);
@@ -127,18 +177,23 @@ void health_success(struct health *h, size_t id, uint64_t now, const struct heal
     }
     if (s->latency_ms)
         ewma(&d->latency_ms, (double)s->latency_ms);
-    if (s->output_tokens > 1 && s->stream_ms > 0)
-        ewma(&d->tps, (double)s->output_tokens * 1000.0 / (double)s->stream_ms);
+    double tps = s->output_tokens > 1 && s->stream_ms > 0
+                     ? (double)s->output_tokens * 1000.0 / (double)s->stream_ms
+                     : 0;
+    if (tps > 0)
+        ewma(&d->tps, tps);
+    window_add(&d->win, (int64_t)time(NULL), 0, (double)s->ttft_ms, tps);
 }
 
 void health_failure(struct health *h, size_t id, uint64_t now, uint64_t retry_after_ms,
                     const char *why)
 {
-    struct dep_health *d = &h->deps[id];
+    struct dep_health *d = h->deps[id];
     if (d->inflight)
         d->inflight--;
     d->failures++;
     d->consecutive_failures++;
+    window_add(&d->win, (int64_t)time(NULL), 1, 0, 0);
     record_outcome(h, d, 1);
     snprintf(d->last_error, sizeof(d->last_error), "%s", why ? why : "");
     if (retry_after_ms) {
@@ -168,7 +223,7 @@ void health_failure(struct health *h, size_t id, uint64_t now, uint64_t retry_af
 
 void health_cancel(struct health *h, size_t id, int probe)
 {
-    struct dep_health *d = &h->deps[id];
+    struct dep_health *d = h->deps[id];
     if (d->inflight)
         d->inflight--;
     if (probe)
@@ -183,7 +238,7 @@ static int cmp_u32(const void *a, const void *b)
 
 uint32_t health_p95_ttft(const struct health *h, size_t id)
 {
-    const struct dep_health *d = &h->deps[id];
+    const struct dep_health *d = h->deps[id];
     uint32_t n = d->n_ttft < HEALTH_TTFT_SAMPLES ? d->n_ttft : HEALTH_TTFT_SAMPLES;
     if (n < 5)
         return 0;
@@ -194,7 +249,7 @@ uint32_t health_p95_ttft(const struct health *h, size_t id)
 }
 
 /* The bucket of second `sec`, cleared when it last held an older second. */
-static size_t bucket(struct health *h, uint64_t now)
+static size_t bucket(struct health_shared *h, uint64_t now)
 {
     uint64_t sec = now / 1000;
     size_t i = (size_t)(sec % 10);
@@ -208,26 +263,35 @@ static size_t bucket(struct health *h, uint64_t now)
 
 void health_note_request(struct health *h, uint64_t now)
 {
-    h->bucket_requests[bucket(h, now)]++;
+    h->sh->bucket_requests[bucket(h->sh, now)]++;
 }
 
 int health_retry_allowed(struct health *h, uint64_t now)
 {
-    size_t cur = bucket(h, now);
+    struct health_shared *sh = h->sh;
+    size_t cur = bucket(sh, now);
     uint64_t sec = now / 1000, requests = 0, retries = 0;
     for (size_t i = 0; i < 10; i++) {
-        if (h->bucket_sec[i] + 10 > sec) {
-            requests += h->bucket_requests[i];
-            retries += h->bucket_retries[i];
+        if (sh->bucket_sec[i] + 10 > sec) {
+            requests += sh->bucket_requests[i];
+            retries += sh->bucket_retries[i];
         }
     }
     if (retries >= 10ull * h->cfg.min_retries_per_s &&
         retries * 100 >= requests * (uint64_t)h->cfg.retry_budget_percent) {
-        h->budget_refusals++;
+        sh->budget_refusals++;
         return 0;
     }
-    h->bucket_retries[cur]++;
+    sh->bucket_retries[cur]++;
     return 1;
+}
+
+const char *health_state(const struct dep_health *d, uint64_t now)
+{
+    return now < d->cooldown_until                        ? "cooldown"
+           : d->ejected_until && now < d->ejected_until   ? "ejected"
+           : d->ejected_until                             ? "half_open"
+                                                          : "healthy";
 }
 
 int health_status_json(const struct health *h, uint64_t now, struct buf *out)
@@ -236,20 +300,17 @@ int health_status_json(const struct health *h, uint64_t now, struct buf *out)
                         "{\"hedges\":%" PRIu64 ",\"hedges_won\":%" PRIu64
                         ",\"continuations\":%" PRIu64 ",\"retry_budget_refusals\":%" PRIu64
                         ",\"deployments\":[",
-                        h->hedges, h->hedges_won, h->continuations, h->budget_refusals);
+                        h->sh->hedges, h->sh->hedges_won, h->sh->continuations, h->sh->budget_refusals);
     for (size_t i = 0; !rc && i < h->n; i++) {
-        const struct dep_health *d = &h->deps[i];
-        const char *state = now < d->cooldown_until                         ? "cooldown"
-                            : d->ejected_until && now < d->ejected_until    ? "ejected"
-                            : d->ejected_until                              ? "half_open"
-                                                                            : "healthy";
+        const struct dep_health *d = h->deps[i];
+        const char *state = health_state(d, now);
         rc = buf_printf(out, "%s{\"provider\":\"", i ? "," : "");
         if (!rc)
-            rc = buf_append_json_str(out, d->dep->provider->name, strlen(d->dep->provider->name));
+            rc = buf_append_json_str(out, d->provider, strlen(d->provider));
         if (!rc)
             rc = buf_append_str(out, "\",\"model\":\"");
         if (!rc)
-            rc = buf_append_json_str(out, d->dep->model, strlen(d->dep->model));
+            rc = buf_append_json_str(out, d->model, strlen(d->model));
         if (!rc)
             rc = buf_printf(out,
                             "\",\"state\":\"%s\",\"enabled\":%s,\"requests\":%" PRIu64
@@ -258,7 +319,7 @@ int health_status_json(const struct health *h, uint64_t now, struct buf *out)
                             ",\"ejections\":%" PRIu64 ",\"ejected_for_ms\":%" PRIu64
                             ",\"ttft_ms\":%.1f,\"ttft_p95_ms\":%u,\"latency_ms\":%.1f"
                             ",\"tokens_per_s\":%.1f,\"last_error\":\"",
-                            state, d->dep->provider->enabled ? "true" : "false", d->requests,
+                            state, h->dep[i]->provider->enabled ? "true" : "false", d->requests,
                             d->failures, d->inflight, d->consecutive_failures,
                             d->window_n ? (double)window_failures(h, d) / d->window_n : 0.0,
                             d->total_ejections,

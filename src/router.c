@@ -85,7 +85,7 @@ static int add_model(const struct config *cfg, const char *model, size_t len, st
 static double sort_key(const struct plan_entry *e, int strategy, const struct health *h)
 {
     const struct deployment *d = e->deployment;
-    const struct dep_health *dh = d && h ? &h->deps[d->health_id] : NULL;
+    const struct dep_health *dh = d && h ? h->deps[d->health_id] : NULL;
     switch (strategy) {
     case STRATEGY_PRICE:
         return d && d->price_in >= 0 ? d->price_in + d->price_out : 1e18;
@@ -99,6 +99,11 @@ static double sort_key(const struct plan_entry *e, int strategy, const struct he
 }
 
 static uint64_t rng_state;
+
+void router_seed(uint64_t seed)
+{
+    rng_state = seed ? seed : 0x9e3779b97f4a7c15ULL;
+}
 
 static double rng_unit(void)
 {
@@ -142,7 +147,7 @@ static void apply_strategy(struct plan *p, const unsigned char *groups, int stra
         if (strategy == STRATEGY_BALANCE) {
             double w = e->deployment ? e->deployment->weight : 1;
             if (h && e->deployment)
-                w /= 1.0 + h->deps[e->deployment->health_id].inflight;
+                w /= 1.0 + h->deps[e->deployment->health_id]->inflight;
             /* Efraimidis-Spirakis: sorting by -u^(1/w) draws a weighted order */
             double u = rng_unit();
             key[i] = -pow(u > 0 ? u : 1e-12, 1.0 / w);

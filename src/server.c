@@ -30,10 +30,12 @@
  */
 #include "llmux/server.h"
 
+#include <errno.h>
 #include <llhttp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "llmux/buf.h"
 #include "llmux/conn.h"
@@ -1105,6 +1107,32 @@ static void on_connection(uv_stream_t *listener, int status)
     }
 }
 
+void server_set_opts(struct server *srv, const struct server_opts *o)
+{
+    struct tls_ctx *tls = srv->opts.tls;
+    srv->opts = *o;
+    if (srv->listener_open)
+        srv->opts.tls = tls; /* a listener's TLS context is the one it started with */
+    if (!srv->opts.max_url_bytes)
+        srv->opts.max_url_bytes = 8 * 1024;
+    if (!srv->opts.max_header_bytes)
+        srv->opts.max_header_bytes = 16 * 1024;
+    if (!srv->opts.max_body_bytes)
+        srv->opts.max_body_bytes = 4 * 1024 * 1024;
+    if (!srv->opts.header_timeout_ms)
+        srv->opts.header_timeout_ms = 60000;
+    if (!srv->opts.body_timeout_ms)
+        srv->opts.body_timeout_ms = 60000;
+    if (!srv->opts.keepalive_timeout_ms)
+        srv->opts.keepalive_timeout_ms = 75000;
+    if (!srv->opts.send_timeout_ms)
+        srv->opts.send_timeout_ms = 60000;
+    if (!srv->opts.max_connections)
+        srv->opts.max_connections = 10000;
+    if (!srv->opts.max_body_buffer_bytes)
+        srv->opts.max_body_buffer_bytes = 256u << 20;
+}
+
 int server_listen(uv_loop_t *loop, const char *host, uint16_t port, const struct server_opts *o,
                   server_handler handler, void *data, struct server **out)
 {
@@ -1132,30 +1160,25 @@ int server_listen(uv_loop_t *loop, const char *host, uint16_t port, const struct
     if (!srv)
         return UV_ENOMEM;
     srv->loop = loop;
-    srv->opts = *o;
-    if (!srv->opts.max_url_bytes)
-        srv->opts.max_url_bytes = 8 * 1024;
-    if (!srv->opts.max_header_bytes)
-        srv->opts.max_header_bytes = 16 * 1024;
-    if (!srv->opts.max_body_bytes)
-        srv->opts.max_body_bytes = 4 * 1024 * 1024;
-    if (!srv->opts.header_timeout_ms)
-        srv->opts.header_timeout_ms = 60000;
-    if (!srv->opts.body_timeout_ms)
-        srv->opts.body_timeout_ms = 60000;
-    if (!srv->opts.keepalive_timeout_ms)
-        srv->opts.keepalive_timeout_ms = 75000;
-    if (!srv->opts.send_timeout_ms)
-        srv->opts.send_timeout_ms = 60000;
-    if (!srv->opts.max_connections)
-        srv->opts.max_connections = 10000;
-    if (!srv->opts.max_body_buffer_bytes)
-        srv->opts.max_body_buffer_bytes = 256u << 20;
+    server_set_opts(srv, o);
     srv->handler = handler;
     srv->data = data;
-    uv_tcp_init(loop, &srv->listener);
+    int rc = uv_tcp_init_ex(loop, &srv->listener, ss.ss_family);
+    if (rc) {
+        free(srv);
+        return rc;
+    }
     srv->listener_open = 1;
-    int rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0);
+    if (o->reuse_port) { /* workers share the port; the kernel spreads connections (libuv has
+                            no flag for it) */
+        uv_os_fd_t fd;
+        int one = 1;
+        if (uv_fileno((uv_handle_t *)&srv->listener, &fd) == 0 &&
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+            rc = uv_translate_sys_error(errno);
+    }
+    if (!rc)
+        rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0);
     if (!rc)
         rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
     if (rc) {

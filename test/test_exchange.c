@@ -266,7 +266,7 @@ static char *status_json(void)
 {
     struct buf b;
     buf_init(&b, 0);
-    health_status_json(gw.health, uv_now(&loop), &b);
+    health_status_json(gw.rt->health, uv_now(&loop), &b);
     buf_append(&b, "", 1);
     size_t len;
     return buf_steal(&b, &len);

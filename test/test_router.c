@@ -159,13 +159,13 @@ static void test_routing(void)
     health_begin(h, rb, 1100); /* the probe */
     CHECK(!health_usable(h, rb, 1100));
     health_failure(h, rb, 1100, 0, "still down");
-    CHECK_INT(h->deps[rb].ejected_until, 1100 + 2000); /* doubled */
+    CHECK_INT(h->deps[rb]->ejected_until, 1100 + 2000); /* doubled */
     CHECK(health_usable(h, rb, 3100));
     health_begin(h, rb, 3100);
     struct health_sample fine = {10, 20, 0, 0};
     health_success(h, rb, 3100, &fine);
-    CHECK_INT(h->deps[rb].ejected_until, 0);
-    CHECK_INT(h->deps[rb].ejections, 0);
+    CHECK_INT(h->deps[rb]->ejected_until, 0);
+    CHECK_INT(h->deps[rb]->ejections, 0);
 
     /* p95 of recent TTFTs (hedge_after_ms "auto"): none below 5 samples */
     size_t hp = cfg->models[4].deployments[0].health_id;
@@ -190,14 +190,14 @@ static void test_routing(void)
     health_begin(h, hr, 4000);
     health_failure(h, hr, 4000, 0, "flaky"); /* the 20th outcome: 10 of 20 failed */
     CHECK(!health_usable(h, hr, 4000));
-    CHECK_INT(h->deps[hr].ejections, 1);
+    CHECK_INT(h->deps[hr]->ejections, 1);
 
     /* Retry-After: unusable until then, without an ejection */
     health_begin(h, ha, 5000);
     health_failure(h, ha, 5000, 2000, "429");
     CHECK(!health_usable(h, ha, 6999));
     CHECK(health_usable(h, ha, 7000));
-    CHECK_INT(h->deps[ha].ejections, 0);
+    CHECK_INT(h->deps[ha]->ejections, 0);
 
     /* retry budget: min 10/s, then 20% of the requests of the last 10 s */
     for (int i = 0; i < 100; i++)

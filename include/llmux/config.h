@@ -49,6 +49,10 @@ struct deployment {
     struct provider *provider; /* borrowed from config.providers */
     char *model;               /* upstream model id */
     double price_in, price_out; /* $ per million input / output tokens; < 0: unknown */
+    double price_cache_read;    /* $ per million prompt tokens read from the provider's cache;
+                                   < 0: unknown (billed as input) */
+    double price_cache_write;   /* $ per million prompt tokens written to it; < 0: as input */
+    double price_request;       /* $ per request (0: none) */
     uint32_t context_window;    /* tokens; 0: unknown */
     uint32_t weight;            /* "balance" share, default 1 */
     size_t health_id; /* index of its health record: deployments naming the same provider and
@@ -89,6 +93,8 @@ struct health_config {
     uint32_t min_retries_per_s;    /* retries always allowed per second (10) */
 };
 
+#define CONFIG_MAX_WORKERS 64
+
 struct config {
     char *listen_host;
     uint16_t listen_port; /* 0: pick a free port (the chosen one is logged at start) */
@@ -113,6 +119,12 @@ struct config {
     size_t pool_max_idle;       /* "pool.max_idle_per_origin", default 32 */
     uint32_t pool_idle_timeout_ms; /* "pool.idle_timeout_ms", default 60000 */
     char *access_log;           /* path, NULL: stderr */
+    uint32_t workers;           /* "workers": processes (1; "auto": one per core) */
+    uint32_t drain_ms;          /* "shutdown.drain_ms": requests in flight get this long
+                                   after SIGTERM (10000) */
+    uint32_t unready_ms;        /* "shutdown.unready_ms": after SIGTERM, keep listening and
+                                   serving this long with /healthz answering 503, so a load
+                                   balancer stops sending first (0) */
     struct health_config health;
     size_t n_health; /* distinct deployments (provider, upstream model) */
     int refs;

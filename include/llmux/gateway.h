@@ -1,6 +1,13 @@
-/* gateway: the runtime of one worker, wiring the modules together: the loaded config, the
- * resolver, the upstream pool, each provider's origin and TLS context, the HTTP server and the
- * access log. Built by main, borrowed by api and exchange. */
+/* gateway: one worker, wiring the modules together: the resolver, the upstream pool, the TLS
+ * contexts, the HTTP server, the access log, and the current runtime (the loaded config and
+ * what is derived from it). Built by main, borrowed by api and exchange.
+ *
+ * A runtime is the refcounted unit a request runs on: the config, each provider's origin and
+ * the health table. An exchange holds the runtime it started with; a reload (SIGHUP) builds a
+ * new one and swaps gw->rt, so requests in flight finish on their config while new ones use
+ * the new. What outlives a runtime is keyed by identity, never by position in a config:
+ * origins by (TLS context, host, port) in the pool, TLS contexts by CA file (path and file
+ * identity), health records by (provider name, upstream model). */
 #ifndef LLMUX_GATEWAY_H
 #define LLMUX_GATEWAY_H
 
@@ -10,6 +17,7 @@
 
 #include "llmux/buf.h"
 #include "llmux/config.h"
+#include "llmux/health.h"
 #include "llmux/hist.h"
 
 struct dns;
@@ -30,26 +38,40 @@ struct gateway_stats {
     struct hist overhead_us; /* llmux's own time per request: see exchange_int.h busy_ns */
 };
 
+struct runtime {
+    int refs;
+    struct config *cfg;
+    struct health *health;    /* deps[deployment->health_id] */
+    struct origin **origins;  /* per provider index, NULL when disabled */
+    uint64_t generation;      /* 1 for the config loaded at start, +1 per reload */
+    int64_t loaded_at;        /* unix seconds */
+    uint64_t *live;           /* the gateway's count of runtimes not freed yet */
+};
+
+struct tls_entry; /* a TLS context and the CA file it was built from (gateway.c) */
+
 struct gateway {
     uv_loop_t *loop;
-    struct config *cfg;
+    struct runtime *rt; /* the current one: what a new request starts on */
+    uint64_t runtimes;  /* alive: the current one and older ones held by requests in flight */
     struct dns *dns;
     struct pool *pool;
     const struct upstream_ops *upstream; /* upstream_real (a test's stand-in in unit tests) */
     struct server *server;
-    struct origin **origins;      /* per provider index, NULL when disabled */
-    struct tls_ctx **tls;         /* per provider index, NULL for http:// */
-    struct tls_ctx *system_tls;   /* shared by providers without a ca_file */
+    struct tls_entry *tls; /* every TLS context built (kept until gateway_free: pooled
+                              connections use them) */
     FILE *access_log; /* also where health events (ejections, recoveries) go */
     struct buf log_buf;   /* log lines not written yet (written within 100 ms, or at 32 KiB) */
     uv_timer_t log_timer;
     int log_timer_on;
-    struct health *health;
+    struct health_shared health; /* the retry budget and counters, across reloads */
     struct gateway_stats stats;
     uint64_t id_seed;
     uv_timer_t trim_timer; /* hands freed memory back after a quiet second (gateway_quiet) */
     int trim_timer_on;
     uint64_t quiet_since; /* when the last request ended with none left in flight */
+    int draining; /* SIGTERM came: /healthz answers 503 */
+    int worker;   /* index among the supervisor's workers (0 when there is one process) */
 };
 
 /* Set up everything for cfg (takes a reference) except the server. Returns 0 or a negative
@@ -65,8 +87,14 @@ void gateway_log(void *gw, const char *line, size_t n);
 void gateway_close(struct gateway *gw);
 /* Free the rest once the loop has run to completion after gateway_close(). */
 void gateway_free(struct gateway *gw);
-/* The origin for a provider of gw->cfg (NULL when it has none). */
-struct origin *gateway_origin(struct gateway *gw, const struct provider *p);
+/* Build a runtime for cfg (takes a reference) and make it the current one: health records,
+ * origins and TLS contexts whose identity is unchanged carry over. Returns 0, or a negative
+ * code with a message in err (the current runtime stays). */
+int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errlen);
+struct runtime *runtime_ref(struct runtime *rt);
+void runtime_unref(struct runtime *rt);
+/* The origin for a provider of rt->cfg (NULL when it has none). */
+struct origin *runtime_origin(const struct runtime *rt, const struct provider *p);
 /* No request is in flight any more: if none starts for a second, freed memory is handed back
  * to the system (malloc_trim), off the request path. */
 void gateway_quiet(struct gateway *gw);

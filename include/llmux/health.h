@@ -25,11 +25,17 @@
 
 #include "llmux/buf.h"
 #include "llmux/config.h"
+#include "llmux/window.h"
 
 #define HEALTH_TTFT_SAMPLES 64
 
+/* One deployment's record, keyed by identity (provider name + upstream model), shared by the
+ * health tables of every runtime that has the deployment: a reload keeps what is known about
+ * it, and an exchange started on the old config feeds the same record. */
 struct dep_health {
-    const struct deployment *dep; /* the first config deployment with this id (names) */
+    int refs;       /* health tables holding it */
+    char *provider; /* identity (owned copies: a record outlives the config it came from) */
+    char *model;
     double ttft_ms;               /* EWMA; 0 until measured */
     double latency_ms;            /* EWMA of whole successful attempts */
     double tps;                   /* EWMA of output tokens per second (streams with usage) */
@@ -46,12 +52,11 @@ struct dep_health {
     int probing;            /* the half-open probe is in flight */
     uint64_t cooldown_until; /* Retry-After */
     char last_error[120];
+    struct window win; /* outcomes, TTFT and tokens/s over the last 30 min and day */
 };
 
-struct health {
-    struct health_config cfg;
-    struct dep_health *deps;
-    size_t n;
+/* What one worker knows across configs: the retry budget, the event log and the counters. */
+struct health_shared {
     /* ejection and recovery events (JSON lines) go to log(log_ctx, line, len); may be NULL */
     void (*log)(void *ctx, const char *line, size_t n);
     void *log_ctx;
@@ -62,9 +67,21 @@ struct health {
     uint64_t hedges, hedges_won, continuations, budget_refusals;
 };
 
-/* For every distinct deployment of cfg. Returns NULL when out of memory. */
-struct health *health_create(const struct config *cfg,
-                             void (*log)(void *ctx, const char *line, size_t n), void *log_ctx);
+/* The health table of one config: deps[health_id] for each of its distinct deployments. */
+struct health {
+    struct health_config cfg;
+    struct health_shared *sh;
+    struct dep_health **deps;
+    const struct deployment **dep; /* the config's first deployment with each id */
+    size_t n;
+    int own_sh; /* sh was allocated by health_create */
+};
+
+/* The table for every distinct deployment of cfg. Records of `prev` (may be NULL) with the
+ * same identity are shared, not copied. sh: the worker's shared part (NULL: the table gets
+ * its own, for tests). Returns NULL when out of memory. */
+struct health *health_create(const struct config *cfg, struct health_shared *sh,
+                             const struct health *prev);
 void health_free(struct health *h);
 
 /* Whether the deployment may take a request now: not ejected, not cooling down, or its
@@ -93,6 +110,10 @@ uint32_t health_p95_ttft(const struct health *h, size_t id);
  * health_retry_allowed first (which counts it when it answers 1). */
 void health_note_request(struct health *h, uint64_t now);
 int health_retry_allowed(struct health *h, uint64_t now);
+
+/* "healthy", "ejected", "half_open" (its ejection is over: the next request probes) or
+ * "cooldown" (a Retry-After). */
+const char *health_state(const struct dep_health *d, uint64_t now);
 
 /* The status document (GET /v1/status): per deployment its numbers and state. */
 int health_status_json(const struct health *h, uint64_t now, struct buf *out);

@@ -66,6 +66,8 @@ enum {
     ROUTER_EFILTERED = -3,    /* the request's preferences left no deployment: 400 */
 };
 
+/* Seed the "balance" strategy's random draws (each worker its own). */
+void router_seed(uint64_t seed);
 /* Build the plan for `model` (len bytes, not necessarily NUL-terminated). health may be NULL
  * (no health ordering). Returns 0 or a ROUTER_E* code with a client-safe explanation in err
  * (never a key). */

@@ -75,6 +75,7 @@ struct server_opts {
      * for the server's life. Preflights (OPTIONS) are the handler's. */
     char *const *cors_origins;
     size_t n_cors_origins;
+    int reuse_port; /* SO_REUSEPORT on the listener: several processes share the port */
 };
 
 struct server_stats {
@@ -93,6 +94,9 @@ typedef void (*server_handler)(void *data, struct server_req *req);
  * Returns 0 or a negative code. */
 int server_listen(uv_loop_t *loop, const char *host, uint16_t port, const struct server_opts *o,
                   server_handler handler, void *data, struct server **out);
+/* New options (a reload) for requests from now on; the listener and its TLS context stay.
+ * What the options borrow must live until the next call or the server's end. */
+void server_set_opts(struct server *s, const struct server_opts *o);
 /* The bound port (useful after port 0). */
 uint16_t server_port(const struct server *s);
 const struct server_stats *server_get_stats(const struct server *s);

@@ -22,6 +22,10 @@ test('soak smoke: 8 s of the mixed load, every answer right, nothing grows', { t
     env: {
       ...process.env, ASAN_OPTIONS: asan, SOAK_SECONDS: '8', SOAK_RATE: '300', SOAK_PIN: '0',
       SOAK_REPORT: '-', SOAK_QUIET: '1',
+      // 3 s windows: on a busy machine the number in flight (and with it RSS and descriptors)
+      // swings between them without any leak; the leak checks proper are "descriptors back to
+      // idle" and LeakSanitizer at exit. The full `make soak` keeps the strict margins.
+      SOAK_RSS_MARGIN_KB: '4096', SOAK_FD_MARGIN: '96',
     },
   });
   let out = '';

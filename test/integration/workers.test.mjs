@@ -1,0 +1,116 @@
+// "workers": 2: a supervisor forks two workers sharing the port (SO_REUSEPORT). Both serve,
+// a worker killed with SIGKILL is started again and requests keep succeeding, SIGHUP reloads
+// both, SIGTERM drains both (streams in flight finish), and the access log's lines never mix.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startMock, startLlmux, provider, post, chat, sseData, chunksText, mockText, waitFor } from './lib.mjs';
+
+// /v1/status on a fresh connection (so the kernel picks a worker for each).
+async function status(llmux) {
+  const res = await fetch(llmux.base + '/v1/status', { headers: { connection: 'close' } });
+  assert.equal(res.status, 200);
+  return res.json();
+}
+
+// Asks until both workers have answered; returns their status documents by index.
+async function bothWorkers(llmux, pred = () => true, what = 'both workers to answer') {
+  const seen = new Map();
+  await waitFor(async () => {
+    const s = await status(llmux);
+    if (pred(s)) seen.set(s.worker, s);
+    return seen.size === 2;
+  }, { what, timeout: 30000, every: 1 });
+  return seen;
+}
+
+function config(mock, dir, models) {
+  return { workers: 2, providers: { m: provider(mock.baseUrl) }, models, access_log: join(dir, 'access.log') };
+}
+
+test('two workers share the port; a killed worker is replaced; SIGHUP reloads both; SIGTERM drains both', async () => {
+  const mock = await startMock();
+  const dir = mkdtempSync(join(tmpdir(), 'llmux-workers-'));
+  const llmux = await startLlmux(config(mock, dir, { a: { deployments: [{ provider: 'm', model: 'x?tokens=5' }] } }));
+  try {
+    // Both serve, each with its own pid, neither is the supervisor.
+    let w = await bothWorkers(llmux);
+    const pids = [w.get(0).worker_pid, w.get(1).worker_pid];
+    assert.notEqual(pids[0], pids[1]);
+    assert.ok(!pids.includes(llmux.pid));
+
+    // Requests through both: every one succeeds, and each writes one whole access-log line.
+    const N = 40;
+    const results = await Promise.all(Array.from({ length: N }, async () => {
+      const res = await post(llmux.base, '/v1/chat/completions', chat('a'), { connection: 'close' });
+      return res.status === 200 && (await res.json()).choices[0].message.content === mockText(5);
+    }));
+    assert.equal(results.filter(Boolean).length, N);
+
+    // SIGKILL one worker: the supervisor logs it and starts another; requests keep working.
+    process.kill(pids[0], 'SIGKILL');
+    await waitFor(() => llmux.stderr().includes('"msg":"worker died"'), { what: 'the supervisor to notice', timeout: 15000 });
+    const died = JSON.parse(llmux.stderr().split('\n').find((l) => l.includes('"msg":"worker died"')));
+    assert.equal(died.pid, pids[0]);
+    assert.equal(died.signal, 9);
+    w = await bothWorkers(llmux, (s) => s.worker_pid !== pids[0], 'a replacement worker');
+    assert.notEqual(w.get(0).worker_pid, pids[0]);
+    assert.equal(w.get(1).worker_pid, pids[1], 'the other worker kept running');
+    for (let i = 0; i < 10; i++) {
+      const res = await post(llmux.base, '/v1/chat/completions', chat('a'), { connection: 'close' });
+      assert.equal(res.status, 200);
+      await res.json();
+    }
+
+    // SIGHUP: both workers load the new config (a new alias).
+    writeFileSync(llmux.configPath, JSON.stringify({
+      ...config(mock, dir, { a: { deployments: [{ provider: 'm', model: 'x' }] }, b: { deployments: [{ provider: 'm', model: 'y' }] } }),
+      listen: '127.0.0.1:0',
+    }));
+    llmux.proc.kill('SIGHUP');
+    await bothWorkers(llmux, (s) => s.config_generation === 2, 'both workers on generation 2');
+    for (let i = 0; i < 6; i++) {
+      const res = await post(llmux.base, '/v1/chat/completions', chat('b'), { connection: 'close' });
+      assert.equal(res.status, 200);
+      await res.json();
+    }
+
+    // Streams in flight on both workers, then SIGTERM: all finish, the supervisor exits 0.
+    const streams = [];
+    await waitFor(async () => {
+      const res = await post(llmux.base, '/v1/chat/completions', chat('m/x?tokens=40&tps=10', { stream: true }), { connection: 'close' });
+      assert.equal(res.status, 200);
+      streams.push(res.text());
+      const s = await bothWorkers(llmux);
+      return [...s.values()].every((x) => x.active > 0);
+    }, { what: 'a stream in flight on each worker', timeout: 30000 });
+    llmux.proc.kill('SIGTERM');
+    for (const text of await Promise.all(streams)) {
+      const datas = sseData(text);
+      assert.equal(chunksText(datas), mockText(40));
+      assert.equal(datas.at(-1), '[DONE]');
+    }
+    await new Promise((r) => (llmux.proc.exitCode !== null ? r() : llmux.proc.once('exit', r)));
+    assert.equal(llmux.proc.exitCode, 0);
+    assert.ok(llmux.stderr().includes('"msg":"supervisor stopped"'));
+
+    // Every line of the shared access log is one whole JSON object.
+    const lines = readFileSync(join(dir, 'access.log'), 'utf8').split('\n').filter((l) => l);
+    assert.ok(lines.length >= N + 16, `${lines.length} access-log lines`);
+    for (const l of lines) JSON.parse(l);
+  } finally {
+    await llmux.stop();
+    await mock.stop();
+  }
+});
+
+test('workers: an invalid value is refused with its JSON path', async () => {
+  const { runLlmux, writeConfig } = await import('./lib.mjs');
+  const r = runLlmux(['-t', '-c', writeConfig({ workers: 0, providers: { m: provider('http://127.0.0.1:1/v1') } })]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /\$\.workers: expected a whole number from 1 to 64, or "auto"/);
+  const ok = runLlmux(['-t', '-c', writeConfig({ workers: 'auto', providers: { m: provider('http://127.0.0.1:1/v1') } })]);
+  assert.equal(ok.status, 0, ok.stderr);
+});
