@@ -7,8 +7,9 @@
 // upstream connection: every request is a handshake); memory per TLS stream held open; and the
 // crypto costs behind llmux's cipher suite order (llmux-crypto-bench). Environment: BUILD,
 // BENCH_ROUNDS (5), BENCH_SPIN=0, BENCH_TLS_STREAMS (1,000 streams held open), LLMUX_BIN (another
-// llmux binary, e.g. a build of an earlier commit) and BENCH_OUT (the report's name instead of
-// <date>-tls.md).
+// llmux binary, e.g. a build of an earlier commit), LLMUX_BASE (a second llmux binary measured
+// beside the first in the same rounds, as "llmux-base": a before/after in one run) and BENCH_OUT
+// (the report's name instead of <date>-tls.md).
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
@@ -23,10 +24,13 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS || 5);
 const STREAMS = Number(process.env.BENCH_TLS_STREAMS || 1000);
 const MOCK_SCRIPT = 'tokens=16&tps=1000&stamp=1';
 const HELD = 'bench?tokens=20&tps=1'; // streams held open for the memory figure
+const BURST = 'bench?tokens=16&tps=0'; // a stream whose events come together (a few reads)
 const WORKLOADS = [
   { id: 'small', title: 'non-stream, 1 KB request body', args: ['-b', '1024'], secs: 1, strace: ['-n', '400'] },
   { id: 'stream', title: 'stream, 1 KB request body, 16 tokens 1 ms apart', args: ['-s', '-b', '1024'], secs: 1.5, strace: ['-n', '100'] },
 ];
+// system calls only: the events of one upstream read leave in one client write
+const BURST_W = { id: 'burst', title: 'stream, 1 KB request body, 16 tokens at once', args: ['-s', '-b', '1024'], strace: ['-n', '100'] };
 const loadStart = loadavg();
 
 for (const f of [BIN.llmux, BIN.mock, BIN.bench])
@@ -36,7 +40,7 @@ spawnSync('sh', [join(ROOT, 'test', 'gen-certs.sh'), certs], { stdio: 'ignore' }
 await startSpinners();
 
 const ports = {};
-for (const k of ['tls', 'plain', 'llmux', 'nginx', 'llmuxCold', 'nginxCold']) ports[k] = await freePort();
+for (const k of ['tls', 'plain', 'llmux', 'base', 'nginx', 'llmuxCold', 'nginxCold']) ports[k] = await freePort();
 const tlsArgs = ['--tls-cert', join(certs, 'localhost.pem'), '--tls-key', join(certs, 'localhost.key')];
 log(`HTTPS mockllm and a plain one (direct) on core ${LOAD_CORE} with the load client; proxies on core ${PROXY_CORE}`);
 const mockTls = await start('mock-tls', BIN.mock, ['--listen', `127.0.0.1:${ports.tls}`, '--quiet', '--script', MOCK_SCRIPT, ...tlsArgs],
@@ -45,14 +49,15 @@ await start('mock-plain', BIN.mock, ['--listen', `127.0.0.1:${ports.plain}`, '--
   { core: LOAD_CORE, port: ports.plain });
 
 // llmux: one openai provider on the HTTPS mock, verified against the test CA
-async function startLlmux(name, port, poolIdle) {
+async function startLlmux(name, port, poolIdle, bin = BIN.llmux) {
   const cfg = join(tmp, `${name}.json`);
   writeFileSync(cfg, JSON.stringify(llmuxConfig(port,
     { mock: { kind: 'openai', base_url: `https://localhost:${ports.tls}/v1`, ca_file: join(certs, 'ca.pem') } },
     { bench: { deployments: [{ provider: 'mock', model: 'bench' }] },
-      held: { deployments: [{ provider: 'mock', model: HELD }] } },
+      held: { deployments: [{ provider: 'mock', model: HELD }] },
+      burst: { deployments: [{ provider: 'mock', model: BURST }] } },
     { pool: { max_idle_per_origin: poolIdle }, timeouts_ms: { connect: 30000 } })));
-  return start(name, BIN.llmux, ['-c', cfg], { core: PROXY_CORE, port });
+  return start(name, bin, ['-c', cfg], { core: PROXY_CORE, port });
 }
 // nginx: the same, with upstream keep-alive (or none: every request a new TLS connection)
 const NGINX_SSL = `proxy_ssl_session_reuse on;
@@ -69,9 +74,13 @@ const nginx = await startNginxTls('nginx', ports.nginx, true);
 const url = (port) => `http://127.0.0.1:${port}${PATH}`;
 const systems = [
   { name: 'direct', url: url(ports.plain), pid: null },
-  { name: 'llmux', url: url(ports.llmux), pid: llmux.pid, model: 'held' },
-  { name: 'nginx', url: url(ports.nginx), pid: nginx.workerPid, model: HELD },
+  { name: 'llmux', url: url(ports.llmux), pid: llmux.pid, model: 'held', burst: 'burst' },
+  { name: 'nginx', url: url(ports.nginx), pid: nginx.workerPid, model: HELD, burst: BURST },
 ];
+if (process.env.LLMUX_BASE) {
+  const base = await startLlmux('llmux-base', ports.base, 256, process.env.LLMUX_BASE);
+  systems.splice(2, 0, { name: 'llmux-base', url: url(ports.base), pid: base.pid, model: 'held', burst: 'burst' });
+}
 for (const s of systems) {
   for (const extra of [[], ['-s']]) {
     const j = await bench(s.url, ['-n', '3', '--timeout', '10', ...extra]);
@@ -123,11 +132,11 @@ async function strace(pid, target, args) {
     epoll: per('epoll_wait'), total };
 }
 const sys = {};
-for (const w of WORKLOADS) {
+for (const w of [...WORKLOADS, BURST_W]) {
   sys[w.id] = {};
   for (const s of systems.slice(1)) {
     log(`system calls: ${s.name}, ${w.title}`);
-    sys[w.id][s.name] = await strace(s.pid, s.url, [...w.strace, ...w.args]);
+    sys[w.id][s.name] = await strace(s.pid, s.url, [...w.strace, ...w.args, ...(w === BURST_W ? ['-m', s.burst] : [])]);
   }
 }
 
@@ -189,7 +198,8 @@ md.push(`# llmux with a TLS upstream, ${date}`, '',
   `${version('nginx', ['-v']).replace('nginx version: ', '')} (OpenSSL; 1 worker, \`proxy_pass https://\`, upstream \`keepalive 256\`, ` +
   '`proxy_ssl_session_reuse on`, `proxy_ssl_verify on` against the test CA, TLS 1.2), both pinned to core ' +
   `${PROXY_CORE}, in front of the same HTTPS mockllm (\`--script '${MOCK_SCRIPT}'\`, test certificate: ECDSA P-256) on core ${LOAD_CORE} ` +
-  'with the load client. "direct" is the client on a plain mockllm: the baseline of the added latency.',
+  'with the load client. "direct" is the client on a plain mockllm: the baseline of the added latency.' +
+  (process.env.LLMUX_BASE ? ` "llmux-base" is \`${process.env.LLMUX_BASE}\`, measured in the same rounds.` : ''),
   `- Load average at the start ${loadStart}, at the end ${loadavg()}.`, '');
 
 for (const w of WORKLOADS) {
@@ -201,7 +211,7 @@ for (const w of WORKLOADS) {
     const x = S[w.id][s.name];
     const add = (k) => (s.name === 'direct' ? '' : signed(x[k] - d[k]));
     md.push(`| ${s.name} | ${f1(x.p50)} | ${f1(x.p99)} | ${add('p50')} | ${add('p99')} |${w.id === 'stream' ? ` ${f1(x.t50)} | ${f1(x.t99)} |` : ''} ` +
-      `${s.pid ? `${f1(x.cpu)} (${x.cpus.map(f1).join(', ')})` : ''} | ${s.name === 'llmux' ? ratio(x.cpu, S[w.id].nginx.cpu) : ''} | ${x.count.toLocaleString('en-US')} | ${x.errors} |`);
+      `${s.pid ? `${f1(x.cpu)} (${x.cpus.map(f1).join(', ')})` : ''} | ${s.name.startsWith('llmux') ? ratio(x.cpu, S[w.id].nginx.cpu) : ''} | ${x.count.toLocaleString('en-US')} | ${x.errors} |`);
   }
   md.push('', `System calls of the proxy per ${w.id === 'stream' ? 'stream' : 'request'} (strace -c -f on the proxy for ${w.strace[1]} sequential ` +
     `${w.id === 'stream' ? 'streams' : 'requests'} on one client connection; the upstream connection is pooled):`, '',
@@ -212,6 +222,15 @@ for (const w of WORKLOADS) {
   }
   md.push('');
 }
+
+md.push(`## ${BURST_W.title}: system calls`, '', 'The mock sends the 16 events as fast as it can, so the proxy reads several in one read: ' +
+  `per stream, over ${BURST_W.strace[1]} streams one at a time (strace -c -f on the proxy).`, '',
+  '| system | write | writev | read | epoll_wait | all |', '|---|--:|--:|--:|--:|--:|');
+for (const s of systems.slice(1)) {
+  const x = sys.burst[s.name];
+  md.push(`| ${s.name} | ${f1(x.write)} | ${f1(x.writev)} | ${f1(x.read)} | ${f1(x.epoll)} | ${f1(x.total)} |`);
+}
+md.push('');
 
 md.push('## New TLS connections', '',
   'A proxy that keeps no upstream connection (llmux `pool.max_idle_per_origin: 0`, nginx without `keepalive`), so every request ' +

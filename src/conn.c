@@ -12,9 +12,8 @@
  * (a handshake flight, a large body) is corked and handed to the kernel in one write when the
  * call ends. conn_write_batched() holds what it is given while a read callback runs and writes
  * it when the callback returns, so the SSE events decoded from one upstream read leave in one
- * write. The three buffers this takes are process-wide (a
- * flush always completes within the call or read callback that starts it), so a connection
- * holds none of them between calls.
+ * write. The three buffers this takes are process-wide (a flush always completes within the
+ * call or read callback that starts it), so a connection holds none of them between calls.
  *
  * Invariant: the conn is freed only in the uv_close callback of its tcp handle, after on_close.
  */
@@ -123,10 +122,11 @@ struct write_req {
 /* ---- TLS contexts ---- */
 
 /* Forward secret AEAD suites only (what every provider serves over TLS 1.2), fastest first as
- * measured with Debian's mbedTLS 2.28 on an AMD EPYC with AES-NI and PCLMUL: ChaCha20-Poly1305
- * 4.5-4.9 ns and 35 instructions per byte, AES-128-GCM 7.2-7.7 ns and 48 (mbedTLS's GCM goes
- * through its generic cipher layer 16 bytes at a time). bench/results/2026-12-02-tls.md. A
- * server that honours the client's order (BoringSSL's equal-preference groups) picks the first. */
+ * measured with Debian's mbedTLS 2.28 on an AMD EPYC with AES-NI and PCLMUL (llmux-crypto-bench,
+ * bench/results/2026-12-02-tls.md): ChaCha20-Poly1305 ~4 ns and 35 instructions per byte,
+ * AES-128-GCM ~7 ns and 48 (mbedTLS's GCM goes through its generic cipher layer 16 bytes at a
+ * time). A server that honours the client's order (BoringSSL's equal-preference groups) picks
+ * the first. */
 static const int tls_suites[] = {
     MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
     MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
@@ -136,8 +136,8 @@ static const int tls_suites[] = {
     MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
     0,
 };
-/* Key exchange groups, cheapest first: an ECDHE costs 2.4 ms of CPU on P-256 (mbedTLS's NIST
- * optimisation), 2.9 on X25519, 3.7 on P-384. */
+/* Key exchange groups, cheapest first: an ECDHE costs ~1.5-1.9 ms of CPU on P-256 (mbedTLS's
+ * NIST optimisation), 10-20 % more on X25519, 50-70 % more on P-384. */
 static const mbedtls_ecp_group_id tls_curves[] = {
     MBEDTLS_ECP_DP_SECP256R1,
     MBEDTLS_ECP_DP_CURVE25519,
