@@ -39,6 +39,9 @@ const CONCURRENCY = num(process.env.SOAK_CONCURRENCY, 256);
 const PIN = process.env.SOAK_PIN !== '0';
 const RSS_MARGIN_KB = num(process.env.SOAK_RSS_MARGIN_KB, 1024);
 const FD_MARGIN = num(process.env.SOAK_FD_MARGIN, 16);
+// SOAK_FLATNESS=0: RSS and descriptor flatness are reported, not judged (a run of seconds on a
+// busy machine has windows too short to tell growth from the number in flight)
+const FLATNESS = process.env.SOAK_FLATNESS !== '0';
 const MAX_TIMEOUTS = num(process.env.SOAK_MAX_TIMEOUTS, 0.001); // a fraction of the requests
 const QUIET = process.env.SOAK_QUIET === '1';
 const DATE = new Date().toISOString().slice(0, 10);
@@ -661,10 +664,10 @@ const maxOf = (arr, k) => Math.max(...arr.map((s) => s[k]));
 const rss = { first: maxOf(firstW, 'rss_kb'), last: maxOf(lastW, 'rss_kb'), max: maxOf(samples, 'rss_kb') };
 const fds = { first: maxOf(firstW, 'fds'), last: maxOf(lastW, 'fds'), max: maxOf(samples, 'fds') };
 const rssLimit = Math.round(rss.first * 1.05) + RSS_MARGIN_KB;
-verdict(firstW.length > 0 && lastW.length > 0 && rss.last <= rssLimit,
-  `RSS flat: max of the last ${WINDOW_S} s ${rss.last} KB <= ${rssLimit} KB (first ${WINDOW_S} s after ${WARMUP_S} s warm-up: ${rss.first} KB, +5 % + ${RSS_MARGIN_KB} KB)`);
+verdict(!FLATNESS || (firstW.length > 0 && lastW.length > 0 && rss.last <= rssLimit),
+  `${FLATNESS ? '' : '(reported only) '}RSS flat: max of the last ${WINDOW_S} s ${rss.last} KB <= ${rssLimit} KB (first ${WINDOW_S} s after ${WARMUP_S} s warm-up: ${rss.first} KB, +5 % + ${RSS_MARGIN_KB} KB)`);
 const fdLimit = Math.round(fds.first * 1.25) + FD_MARGIN;
-verdict(fds.last <= fdLimit, `descriptors flat: max of the last ${WINDOW_S} s ${fds.last} <= ${fdLimit} (first window ${fds.first}, +25 % + ${FD_MARGIN})`);
+verdict(!FLATNESS || fds.last <= fdLimit, `${FLATNESS ? '' : '(reported only) '}descriptors flat: max of the last ${WINDOW_S} s ${fds.last} <= ${fdLimit} (first window ${fds.first}, +25 % + ${FD_MARGIN})`);
 verdict(idle1 && idle1.fds === idle0.fds, `descriptors back to idle after the load: ${idle1?.fds} (before the load: ${idle0.fds})`);
 
 const abortsSent = perKind.filter((_, i) => KINDS[i].alias.startsWith('slow')).reduce((a, s) => a + s.sent, 0);

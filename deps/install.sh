@@ -3,7 +3,8 @@
 #   deps/install.sh build   - compiler, cmake, pkg-config and the five libraries
 #   deps/install.sh test    - the above plus openssl (test PKI), node/npm (integration tests),
 #                             clang with its runtimes (libFuzzer, ASan: the fuzz targets) and
-#                             the image set (the container tests)
+#                             the image set (the container tests) and prometheus (promtool
+#                             checks /metrics)
 #   deps/install.sh image   - the build set plus dpkg-dev (cJSON's source package) and podman
 #                             with podman-compose, runc, netavark and aardvark-dns (make image;
 #                             not podman when it is absent and a docker daemon answers)
@@ -20,7 +21,7 @@ if [ "${1:-build}" = image ]; then
     want="$want $podman_set"
 fi
 if [ "${1:-build}" = test ]; then
-    want="$want openssl curl clang libclang-rt-dev dpkg-dev $podman_set"
+    want="$want openssl curl clang libclang-rt-dev dpkg-dev prometheus $podman_set"
     command -v node >/dev/null 2>&1 || want="$want nodejs"
     command -v npm >/dev/null 2>&1 || want="$want npm"
 fi

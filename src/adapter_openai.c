@@ -97,10 +97,9 @@ static int encode_continuation(const struct canon_request *req, struct upstream_
     return rc;
 }
 
-/* Head then body, for both kinds: path and auth header differ. */
-static int encode_with(const struct provider *p, const char *path, const char *auth_fmt,
-                       const char *model, size_t model_len, const struct canon_request *req,
-                       struct upstream_request *out)
+int adapter_encode_spliced(const struct provider *p, const char *path, const char *auth_fmt,
+                           const char *extra_lines, const char *model, size_t model_len,
+                           const struct canon_request *req, struct upstream_request *out)
 {
     memset(out, 0, sizeof(*out));
     buf_init(&out->head, 0);
@@ -121,8 +120,10 @@ static int encode_with(const struct provider *p, const char *path, const char *a
     }
     struct buf extra; /* the key's header, sized from the key */
     buf_init(&extra, 0);
-    if (!rc)
-        rc = p->api_key ? buf_printf(&extra, auth_fmt, p->api_key) : buf_append(&extra, "", 1);
+    if (!rc && p->api_key)
+        rc = buf_printf(&extra, auth_fmt, p->api_key);
+    if (!rc) /* with its NUL: the header lines are one string */
+        rc = buf_append(&extra, extra_lines, strlen(extra_lines) + 1);
     if (!rc)
         rc = adapter_write_head(&out->head, p, path, req, buf_head(&extra), body_len);
     if (extra.data)
@@ -141,7 +142,8 @@ static int openai_encode(const struct provider *p, const char *model, size_t mod
 {
     char path[512];
     snprintf(path, sizeof(path), "%s%s", p->base_path, endpoint_path(req->endpoint));
-    return encode_with(p, path, "authorization: Bearer %s\r\n", model, model_len, req, out);
+    return adapter_encode_spliced(p, path, "authorization: Bearer %s\r\n", "", model, model_len,
+                                  req, out);
 }
 
 static int azure_encode(const struct provider *p, const char *model, size_t model_len,
@@ -163,7 +165,8 @@ static int azure_encode(const struct provider *p, const char *model, size_t mode
     if (!rc)
         rc = buf_append(&path, "", 1);
     if (!rc)
-        rc = encode_with(p, buf_head(&path), "api-key: %s\r\n", model, model_len, req, out);
+        rc = adapter_encode_spliced(p, buf_head(&path), "api-key: %s\r\n", "", model, model_len,
+                                    req, out);
     buf_free(&path);
     return rc;
 }
@@ -271,32 +274,38 @@ static void openai_stream_close(struct adapter_stream *s)
 {
 }
 
+int adapter_body_usage(const char *body, size_t len, cJSON **usage)
+{
+    size_t pos = 0;
+    struct json_member m, found = {0};
+    int rc;
+    *usage = NULL;
+    while ((rc = json_member_next(body, len, &pos, &m)) == 0) {
+        if (!found.key && m.key_len == 5 && memcmp(m.key, "usage", 5) == 0)
+            found = m;
+    }
+    if (rc != 1 || !json_object_rest_empty(body, len, pos))
+        return LLMUX_EPROTO;
+    if (found.key)
+        *usage = cJSON_ParseWithLength(body + found.vstart, found.vend - found.vstart);
+    return 0;
+}
+
 static int openai_decode_body(const struct canon_request *req, const char *model,
                               const char *body, size_t len, struct buf *out, struct usage *u)
 {
     /* One pass validates the answer and finds `usage`; only that small object is parsed (the
      * body goes to the client as it came). */
     memset(u, 0, sizeof(*u));
-    size_t pos = 0;
-    struct json_member m, usage = {0};
-    int rc;
-    while ((rc = json_member_next(body, len, &pos, &m)) == 0) {
-        if (!usage.key && m.key_len == 5 && memcmp(m.key, "usage", 5) == 0)
-            usage = m;
-    }
-    if (rc != 1 || !json_object_rest_empty(body, len, pos))
+    cJSON *value;
+    if (adapter_body_usage(body, len, &value) != 0)
         return LLMUX_EPROTO;
-    if (usage.key) {
-        cJSON *root = cJSON_CreateObject();
-        cJSON *value = cJSON_ParseWithLength(body + usage.vstart, usage.vend - usage.vstart);
-        if (root && value) {
-            cJSON_AddItemToObject(root, "usage", value);
-            value = NULL;
-            adapter_openai_usage(root, u);
-        }
-        cJSON_Delete(value);
-        cJSON_Delete(root);
+    cJSON *root = value ? cJSON_CreateObject() : NULL;
+    if (root) {
+        cJSON_AddItemToObject(root, "usage", value);
+        adapter_openai_usage(root, u);
     }
+    cJSON_Delete(root ? root : value);
     return 0;
 }
 

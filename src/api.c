@@ -12,26 +12,37 @@
 
 #include "llmux/buf.h"
 #include "llmux/catalog.h"
+#include "llmux/codec.h"
+#include "llmux/errors.h"
 #include "llmux/exchange.h"
 #include "llmux/health.h"
 #include "llmux/json.h"
+#include "llmux/metrics.h"
 #include "llmux/router.h"
 #include "llmux/upstream.h"
 
 struct route {
     const char *path; /* ends in '/': a prefix (the rest is an id) */
     const char *method;
-    int endpoint; /* enum api_endpoint, or -1 for the gateway's own answers */
+    int endpoint; /* enum api_endpoint, a ROUTE_* below, or -1 for the gateway's own answers */
 };
+
+/* The client APIs with a codec (include/llmux/codec.h): canonical endpoint API_CHAT. */
+enum { ROUTE_MESSAGES = 16, ROUTE_COUNT_TOKENS };
 
 static const struct route routes[] = {
     {"/v1/chat/completions", "POST", API_CHAT},
+    {"/v1/messages", "POST", ROUTE_MESSAGES},
+    {"/v1/messages/count_tokens", "POST", ROUTE_COUNT_TOKENS},
     {"/v1/completions", "POST", API_COMPLETIONS},
     {"/v1/embeddings", "POST", API_EMBEDDINGS},
     {"/v1/models", "GET", -1},
     {"/v1/models/", "GET", -1}, /* {id}, {id}/endpoints */
     {"/v1/status", "GET", -1},
     {"/healthz", "GET", -1},
+    {"/metrics", "GET", -1},
+    {"/v1/generation", "GET", -1},
+    {"/v1/generations", "GET", -1},
 };
 
 static void respond_json(struct server_req *req, int status, const char *body, size_t len)
@@ -40,17 +51,41 @@ static void respond_json(struct server_req *req, int status, const char *body, s
     server_respond(req, status, ct, 1, body, len);
 }
 
-/* llmux's own refusals: OpenAI's error shape with `param`, the request id (the SDKs read it
- * as error.request_id), and x-should-retry: false where retrying cannot help (llmux already
- * tried every deployment it could, or the request itself is at fault). */
+static const struct route *find_route(const struct server_request *r, int *path_known);
+
+/* The codec of a route's client API; NULL for the OpenAI endpoints. */
+static const struct client_codec *route_codec(const struct route *rt)
+{
+    return rt && (rt->endpoint == ROUTE_MESSAGES || rt->endpoint == ROUTE_COUNT_TOKENS)
+               ? &codec_messages
+               : NULL;
+}
+
+/* llmux's own refusals: OpenAI's error shape with `param` (or the shape of the route's client
+ * API), the request id (the SDKs read it as error.request_id), and x-should-retry: false where
+ * retrying cannot help (llmux already tried every deployment it could, or the request itself is
+ * at fault). */
 static void api_error(struct server_req *req, const char *rid, int status, const char *type,
                       const char *code, const char *param, const char *message)
 {
-    const struct http_header h[2] = {
+    const struct http_header h[3] = {
         {"x-request-id", 12, rid, strlen(rid)},
         {"x-should-retry", 14, "false", 5},
+        {"content-type", 12, "application/json", 16},
     };
-    server_respond_error_with(req, status, type, code, param, message, h, status != 500 ? 2 : 1);
+    int known;
+    const struct client_codec *codec = route_codec(find_route(server_req_request(req), &known));
+    if (!codec) {
+        server_respond_error_with(req, status, type, code, param, message, h,
+                                  status != 500 ? 2 : 1);
+        return;
+    }
+    struct buf b;
+    buf_init(&b, 0);
+    codec->error(status, message, NULL, 0, &b);
+    const struct http_header hs[3] = {h[0], status != 500 ? h[1] : h[2], h[2]};
+    server_respond(req, status, hs, status != 500 ? 3 : 2, buf_head(&b), buf_size(&b));
+    buf_free(&b);
 }
 
 static void list_models(struct gateway *gw, struct server_req *req)
@@ -83,6 +118,73 @@ static long url_decode(const char *src, size_t len, char *dst, size_t size)
     }
     dst[n] = 0;
     return (long)n;
+}
+
+/* GET /v1/generation?id=<request id>: the record of a finished request (OpenRouter's shape,
+ * {"data": {...}}), from this worker's ring. */
+static void generation(struct gateway *gw, struct server_req *req, const char *rid)
+{
+    const struct server_request *r = server_req_request(req);
+    const char *q = r->url + r->path_len, *end = r->url + strlen(r->url);
+    char id[80] = "";
+    while (q < end) {
+        q++; /* '?' or '&' */
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        if (stop - q > 3 && memcmp(q, "id=", 3) == 0 &&
+            url_decode(q + 3, (size_t)(stop - q - 3), id, sizeof(id)) < 0)
+            id[0] = 0;
+        q = stop;
+    }
+    if (!id[0]) {
+        api_error(req, rid, 400, "invalid_request_error", NULL, "id",
+                  "the generation id is missing: GET /v1/generation?id=<x-request-id>");
+        return;
+    }
+    const struct generation *g = gateway_find_generation(gw, id);
+    if (!g) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "Generation %s not found (this worker keeps the last %zu)", id,
+                 gw->gens.keep);
+        api_error(req, rid, 404, "invalid_request_error", "generation_not_found", "id", msg);
+        return;
+    }
+    struct buf b;
+    buf_init(&b, g->len + 16);
+    buf_append_str(&b, "{\"data\":");
+    buf_append(&b, g->json, g->len);
+    buf_append_str(&b, "}");
+    respond_json(req, 200, buf_head(&b), buf_size(&b));
+    buf_free(&b);
+}
+
+/* GET /v1/generations?limit=N[&failed=1]: the newest records (at most 100), newest first;
+ * failed=1: only requests with an attempt that failed (an error somewhere in the trail). */
+static void generations(struct gateway *gw, struct server_req *req)
+{
+    const struct server_request *r = server_req_request(req);
+    const char *q = r->url + r->path_len;
+    const char *lim = strstr(q, "limit=");
+    long limit = lim ? strtol(lim + 6, NULL, 10) : 20;
+    int failed = strstr(q, "failed=1") || strstr(q, "failed=true");
+    if (limit < 1 || limit > 100)
+        limit = limit < 1 ? 1 : 100;
+    const struct generations *g = &gw->gens;
+    struct buf b;
+    buf_init(&b, 0);
+    buf_append_str(&b, "{\"data\":[");
+    long n = 0;
+    for (size_t k = 1; k <= g->n && n < limit; k++) {
+        const struct generation *s = &g->ring[(g->next + g->keep - k) % g->keep];
+        if (failed && !memmem(s->json, s->len, "\"error\":\"", 9))
+            continue;
+        if (n++)
+            buf_append_str(&b, ",");
+        buf_append(&b, s->json, s->len);
+    }
+    buf_append_str(&b, "]}");
+    respond_json(req, 200, buf_head(&b), buf_size(&b));
+    buf_free(&b);
 }
 
 /* GET /v1/models/{id} (the SDKs' models.retrieve) and /v1/models/{id}/endpoints; an id may
@@ -130,9 +232,11 @@ static int authorized(const struct config *cfg, struct server_req *req)
     if (cfg->n_keys == 0)
         return 1;
     const char *auth = server_req_header(req, "authorization");
-    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
+    const char *key = server_req_header(req, "x-api-key"); /* Anthropic's clients */
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
+        key = auth + 7;
+    if (!key)
         return 0;
-    const char *key = auth + 7;
     size_t len = strlen(key);
     int ok = 0;
     for (size_t i = 0; i < cfg->n_keys; i++)
@@ -234,8 +338,8 @@ static const char *read_prefs(const cJSON *root, struct route_prefs *p)
 
 /* The members of a request body llmux looks at, as byte spans (found in one pass). */
 struct body_view {
-    struct json_member model, main, stream, stream_options, models, provider;
-    int has_model, has_main, has_stream, has_stream_options, has_models, has_provider;
+    struct json_member model, main, stream, stream_options, models, provider, usage;
+    int has_model, has_main, has_stream, has_stream_options, has_models, has_provider, has_usage;
 };
 
 static int key_is(const struct json_member *m, const char *k)
@@ -267,6 +371,7 @@ static int view_body(const char *b, size_t n, const char *main_key, struct body_
             {"stream_options", &v->stream_options, &v->has_stream_options},
             {"models", &v->models, &v->has_models},
             {"provider", &v->provider, &v->has_provider},
+            {"usage", &v->usage, &v->has_usage},
         };
         for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
             if (key_is(&m, wanted[i].key)) {
@@ -287,9 +392,10 @@ static cJSON *parse_member(const char *b, const struct json_member *m)
     return cJSON_ParseWithLength(b + m->vstart, m->vend - m->vstart);
 }
 
-/* The body without `models` and `provider`, into creq->owned: the other members copied as
- * they are. */
-static int strip_prefs(const char *b, size_t n, struct canon_request *creq)
+/* The body without llmux's own members (`models`, `provider`, OpenRouter's `usage`), into
+ * creq->owned: the other members copied as they are; with ask_usage, stream_options asking
+ * the upstream for the usage chunk is added. */
+static int strip_prefs(const char *b, size_t n, int ask_usage, struct canon_request *creq)
 {
     struct buf out;
     buf_init(&out, 0);
@@ -298,7 +404,7 @@ static int strip_prefs(const char *b, size_t n, struct canon_request *creq)
     int first = 1;
     struct json_member m;
     while (!rc && json_member_next(b, n, &pos, &m) == 0) {
-        if (key_is(&m, "models") || key_is(&m, "provider"))
+        if (key_is(&m, "models") || key_is(&m, "provider") || key_is(&m, "usage"))
             continue;
         if (!first)
             rc = buf_append(&out, ",", 1);
@@ -306,6 +412,9 @@ static int strip_prefs(const char *b, size_t n, struct canon_request *creq)
             rc = buf_append(&out, b + m.start, m.vend - m.start);
         first = 0;
     }
+    if (!rc && ask_usage)
+        rc = buf_append_str(&out, first ? "\"stream_options\":{\"include_usage\":true}"
+                                        : ",\"stream_options\":{\"include_usage\":true}");
     if (!rc)
         rc = buf_append(&out, "}", 1);
     size_t len;
@@ -318,10 +427,101 @@ static int strip_prefs(const char *b, size_t n, struct canon_request *creq)
     return 0;
 }
 
+/* A Messages request (codec_messages) made ready for the exchange. creq->body is the client's
+ * body (without llmux's own members); it becomes creq->native, and creq->body its canonical
+ * translation when a deployment of another kind (or a continuation) may need it: NULL with
+ * creq->why when only anthropic providers can carry it. One block (creq->owned) holds what the
+ * exchange keeps: the translation, the client's body when it was re-encoded, the anthropic-*
+ * header lines to forward, and the reason. Returns 0, UV_EINVAL with `why` for the client's
+ * 400, or UV_ENOMEM. */
+static int messages_canon(struct server_req *req, struct canon_request *creq,
+                          const struct plan *plan, int count_tokens, char *why, size_t why_size)
+{
+    int need = plan->continue_on_failure && !count_tokens;
+    for (size_t i = 0; i < plan->n && !count_tokens; i++)
+        need |= plan->entries[i].provider->kind != PROVIDER_ANTHROPIC;
+    struct buf own;
+    buf_init(&own, 0);
+    int rc = 0, untranslatable = 0;
+    why[0] = 0;
+    if (need) {
+        rc = codec_messages_request(creq->body, creq->body_len, &own, why, why_size);
+        untranslatable = rc == LLMUX_EKIND;
+        if (untranslatable) {
+            buf_reset(&own);
+            rc = 0;
+        }
+    }
+    size_t canon_len = buf_size(&own), native_at = 0, headers_at, why_at;
+    if (!rc)
+        rc = buf_append(&own, "", 1);
+    if (!rc && creq->owned) { /* re-encoded without llmux's members: kept here */
+        native_at = buf_size(&own);
+        rc = buf_append(&own, creq->body, creq->body_len + 1);
+    }
+    headers_at = buf_size(&own);
+    const char *version = server_req_header(req, "anthropic-version");
+    const char *beta = server_req_header(req, "anthropic-beta");
+    if (!rc && version)
+        rc = buf_printf(&own, "anthropic-version: %s\r\n", version);
+    if (!rc && beta)
+        rc = buf_printf(&own, "anthropic-beta: %s\r\n", beta);
+    if (!rc)
+        rc = buf_append(&own, "", 1);
+    why_at = buf_size(&own);
+    if (!rc)
+        rc = buf_append(&own, why, strlen(why) + 1);
+    size_t len;
+    char *block = rc ? NULL : buf_steal(&own, &len);
+    buf_free(&own);
+    if (!block)
+        return rc == UV_EINVAL ? UV_EINVAL : UV_ENOMEM;
+    creq->native = native_at ? block + native_at : creq->body;
+    creq->native_len = creq->body_len;
+    free(creq->owned);
+    creq->owned = block;
+    creq->body = need && !untranslatable ? block : NULL;
+    creq->body_len = canon_len;
+    creq->native_headers = block + headers_at;
+    creq->why = block + why_at;
+    creq->native_path = count_tokens ? "/messages/count_tokens" : "/messages";
+    creq->want_text = plan->continue_on_failure;
+    creq->include_usage = creq->stream; /* the translation asks for the stream's usage */
+    if (json_top_key(creq->native, creq->native_len, "model", &creq->native_model_start,
+                     &creq->native_model_end) != 0)
+        return UV_EINVAL;
+    return 0;
+}
+
+/* count_tokens goes to the anthropic deployments of the plan only (it has no translation).
+ * Without any, the answer is an estimate (see the README). Returns 1 when answered here. */
+static int count_tokens_plan(struct server_req *req, const char *rid, struct plan *plan)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < plan->n; i++) {
+        if (plan->entries[i].provider->kind == PROVIDER_ANTHROPIC)
+            plan->entries[n++] = plan->entries[i];
+    }
+    plan->n = n;
+    if (plan->max_attempts > n)
+        plan->max_attempts = (uint32_t)n;
+    if (n > 0)
+        return 0;
+    const struct server_request *r = server_req_request(req);
+    char body[64];
+    int len = snprintf(body, sizeof(body), "{\"input_tokens\":%ld}",
+                       codec_messages_estimate_tokens(r->body, r->body_len));
+    const struct http_header h[2] = {{"content-type", 12, "application/json", 16},
+                                     {"x-request-id", 12, rid, strlen(rid)}};
+    server_respond(req, 200, h, 2, body, (size_t)len);
+    return 1;
+}
+
 /* Validation, routing and the exchange. The body is checked and read without building a tree:
- * a long conversation is forwarded as it came, with only its model value replaced. */
+ * a long conversation is forwarded as it came, with only its model value replaced. A client
+ * API with a codec (Messages) is validated the same way, then translated (messages_canon). */
 static void handle_inference(struct gateway *gw, struct server_req *req, enum api_endpoint ep,
-                             const char *rid)
+                             const struct client_codec *codec, int count_tokens, const char *rid)
 {
     uint64_t t_recv = uv_hrtime();
     const struct server_request *r = server_req_request(req);
@@ -402,9 +602,19 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     creq.endpoint = ep;
     creq.body = r->body;
     creq.body_len = r->body_len;
-    creq.stream = ep != API_EMBEDDINGS && stream;
+    creq.stream = ep != API_EMBEDDINGS && stream && !count_tokens;
     creq.include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
+    creq.codec = codec;
     cJSON_Delete(so);
+    /* OpenRouter's "usage": {"include": true}: the usage chunk (with the cost) for a stream */
+    int ask_usage = 0;
+    if (v.has_usage && !codec) {
+        cJSON *u = parse_member(r->body, &v.usage);
+        int include = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(u, "include"));
+        cJSON_Delete(u);
+        ask_usage = include && creq.stream && !v.has_stream_options;
+        creq.include_usage |= include && creq.stream;
+    }
 
     creq.request_id = rid;
     creq.t_recv_ns = t_recv;
@@ -413,11 +623,28 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     char err[512];
     int rc = router_plan(gw->rt->cfg, gw->rt->health, uv_now(gw->loop), model->valuestring,
                          strlen(model->valuestring), &prefs, &plan, err, sizeof(err));
-    if (rc == 0 && (v.has_models || v.has_provider)) /* llmux's own members stay here */
-        rc = strip_prefs(r->body, r->body_len, &creq);
-    if (rc == 0 &&
+    if (rc == 0 && count_tokens && count_tokens_plan(req, rid, &plan)) {
+        cJSON_Delete(model);
+        cJSON_Delete(prefs_root);
+        return;
+    }
+    if (rc == 0 && (v.has_models || v.has_provider || (v.has_usage && !codec)))
+        rc = strip_prefs(r->body, r->body_len, ask_usage, &creq); /* llmux's own stay here */
+    if (rc == 0 && codec) {
+        rc = messages_canon(req, &creq, &plan, count_tokens, msg, sizeof(msg));
+        if (rc == UV_EINVAL) {
+            free(creq.owned);
+            cJSON_Delete(model);
+            cJSON_Delete(prefs_root);
+            bad_request(req, rid, NULL, msg[0] ? msg : "the request could not be read");
+            return;
+        }
+    }
+    if (rc == 0 && creq.body &&
         json_top_key(creq.body, creq.body_len, "model", &creq.model_start, &creq.model_end) != 0)
         rc = UV_EINVAL;
+    if (rc != 0)
+        free(creq.owned);
     if (rc == 0) {
         gw->stats.requests++;
         rc = exchange_start(gw, req, &creq, client_model, &plan);
@@ -501,7 +728,7 @@ static void request_id(struct gateway *gw, struct server_req *req, char rid[80])
 static void unauthorized(struct server_req *req, const char *rid)
 {
     api_error(req, rid, 401, "invalid_request_error", "invalid_api_key", NULL,
-              "Missing or invalid gateway key: send Authorization: Bearer <key>");
+              "Missing or invalid gateway key: send Authorization: Bearer <key> (or x-api-key)");
 }
 
 void api_request_id(void *data, char out[33])
@@ -581,6 +808,24 @@ void api_handle(void *data, struct server_req *req)
         unauthorized(req, rid);
         return;
     }
+    if (found->endpoint < 0 && strcmp(found->path, "/v1/generations") == 0) {
+        generations(gw, req);
+        return;
+    }
+    if (found->endpoint < 0 && strcmp(found->path, "/v1/generation") == 0) {
+        generation(gw, req, rid);
+        return;
+    }
+    if (found->endpoint < 0 && strcmp(found->path, "/metrics") == 0) {
+        static const struct http_header ct[] = {
+            {"content-type", 12, "text/plain; version=0.0.4; charset=utf-8", 40}};
+        struct buf b;
+        buf_init(&b, 0);
+        metrics_render(gw, &b);
+        server_respond(req, 200, ct, 1, buf_head(&b), buf_size(&b));
+        buf_free(&b);
+        return;
+    }
     if (found->endpoint < 0 && strcmp(found->path, "/v1/status") == 0) {
         status(gw, req);
         return;
@@ -593,5 +838,7 @@ void api_handle(void *data, struct server_req *req)
         list_models(gw, req);
         return;
     }
-    handle_inference(gw, req, (enum api_endpoint)found->endpoint, rid);
+    const struct client_codec *codec = route_codec(found);
+    handle_inference(gw, req, codec ? API_CHAT : (enum api_endpoint)found->endpoint, codec,
+                     found->endpoint == ROUTE_COUNT_TOKENS, rid);
 }

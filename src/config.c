@@ -87,6 +87,11 @@ static const struct num_field pool_fields[] = {
     {NULL, 0, 0, 0},
 };
 
+static const struct num_field generations_fields[] = {
+    {"keep", offsetof(struct config, generations_keep), 1, 0},
+    {NULL, 0, 0, 0},
+};
+
 static const struct num_field shutdown_fields[] = {
     {"drain_ms", offsetof(struct config, drain_ms), 0, 0},
     {"unready_ms", offsetof(struct config, unready_ms), 0, 0},
@@ -783,9 +788,11 @@ static int parse_model(struct ctx *x, const cJSON *obj, struct config *c, struct
 static void assign_health_ids(struct config *c)
 {
     c->n_health = 0;
+    c->n_routes = 0;
     for (size_t i = 0; i < c->n_models; i++) {
         for (size_t j = 0; j < c->models[i].n_deployments; j++) {
             struct deployment *d = &c->models[i].deployments[j];
+            d->route_id = c->n_routes++;
             d->health_id = c->n_health;
             for (size_t k = 0; k <= i && d->health_id == c->n_health; k++) {
                 for (size_t l = 0; l < c->models[k].n_deployments; l++) {
@@ -907,7 +914,8 @@ static int parse_root(struct ctx *x, const cJSON *root, struct config *c)
 {
     static const char *const keys[] = {"listen",     "timeouts_ms", "limits", "pool",
                                        "health",     "access_log",  "providers", "models",
-                                       "keys",       "cors",        "workers",   "shutdown"};
+                                       "keys",       "cors",        "workers",   "shutdown",
+                                       "generations"};
     if (!cJSON_IsObject(root))
         return fail(x, "must be an object");
     int rc = check_keys(x, root, keys, sizeof(keys) / sizeof(keys[0]));
@@ -917,6 +925,13 @@ static int parse_root(struct ctx *x, const cJSON *root, struct config *c)
         rc = parse_workers(x, root, c);
     if (rc == 0)
         rc = parse_section(x, root, "shutdown", shutdown_fields, c);
+    if (rc == 0)
+        rc = parse_section(x, root, "generations", generations_fields, c);
+    if (rc == 0 && c->generations_keep > 1000000) {
+        path_key(x, "generations");
+        path_key(x, "keep");
+        rc = fail(x, "at most 1000000");
+    }
     if (rc == 0)
         rc = parse_section(x, root, "timeouts_ms", timeout_fields, &c->timeouts);
     if (rc == 0)
@@ -1040,6 +1055,7 @@ int config_parse(const char *json, size_t len, struct config **out, char *err, s
     c->pool_idle_timeout_ms = 60000;
     c->workers = 1;
     c->drain_ms = 10000;
+    c->generations_keep = 10000;
     c->health = (struct health_config){
         .failure_threshold = 5,
         .error_rate_percent = 50,

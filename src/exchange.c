@@ -200,12 +200,31 @@ static void tried_header(struct exchange *ex, char *tried, size_t cap)
             *c = '?';
 }
 
+/* Server-Timing (ms, to the microsecond): `overhead` is llmux's own time so far; once an
+ * attempt answered, `ttfb` is request received -> its first byte, and for a whole answer
+ * `upstream` is its request written -> last byte. */
+static void server_timing(struct exchange *ex, char *out, size_t size)
+{
+    uint64_t now = uv_hrtime();
+    uint64_t own = ex->busy_ns + (ex->busy_t0 ? now - ex->busy_t0 : 0);
+    int n = snprintf(out, size, "overhead;dur=%.3f", (double)own / 1e6);
+    const struct attempt *a = ex->winner;
+    if (a && a->head_ns && ex->creq.t_recv_ns && n > 0 && (size_t)n < size)
+        n += snprintf(out + n, size - (size_t)n, ", ttfb;dur=%.3f",
+                      (double)(a->head_ns - ex->creq.t_recv_ns) / 1e6);
+    if (a && a->sent_ns && !ex->creq.stream && n > 0 && (size_t)n < size)
+        snprintf(out + n, size - (size_t)n, ", upstream;dur=%.3f",
+                 (double)(now - a->sent_ns) / 1e6);
+}
+
 /* Headers every answer carries: request id, attempts, and which deployment served. The
  * values point into ex and into `tried`, which must live until the head is written. */
 static size_t common_headers(struct exchange *ex, struct http_header *h, char *attempts,
                              size_t attempts_size, char *tried, size_t tried_size)
 {
     size_t n = 0;
+    server_timing(ex, ex->timing, sizeof(ex->timing));
+    h[n++] = (struct http_header){"server-timing", 13, ex->timing, strlen(ex->timing)};
     h[n++] = (struct http_header){"x-request-id", 12, ex->request_id, strlen(ex->request_id)};
     snprintf(attempts, attempts_size, "%zu", ex->n_rec);
     h[n++] = (struct http_header){"x-llmux-attempts", 16, attempts, strlen(attempts)};
@@ -245,7 +264,17 @@ static void respond_json(struct exchange *ex, int status, char *owned, const cha
     server_respond_owned(req, status, h, n, owned, body, len);
 }
 
-/* An error answer in OpenAI's shape, before commit. */
+/* llmux's own error body: OpenAI's shape, or the client codec's. */
+static void format_error(struct exchange *ex, int status, const char *type, const char *code,
+                         const char *message, struct buf *b)
+{
+    if (ex->creq.codec)
+        ex->creq.codec->error(status, message, NULL, 0, b);
+    else
+        server_format_error(b, type, code, message);
+}
+
+/* An error answer in the client API's shape, before commit. */
 static void respond_error(struct exchange *ex, int status, const char *type, const char *code,
                           const char *message)
 {
@@ -258,7 +287,7 @@ static void respond_error(struct exchange *ex, int status, const char *type, con
     }
     struct buf b;
     buf_init(&b, 0);
-    server_format_error(&b, type, code, message);
+    format_error(ex, status, type, code, message, &b);
     respond_json(ex, status, NULL, buf_head(&b), buf_size(&b), 1, NULL);
     buf_free(&b);
     snprintf(ex->end_reason, sizeof(ex->end_reason), "%.199s", message);
@@ -315,7 +344,8 @@ static void on_ping(uv_timer_t *t)
         ex->t_first_byte = now_ms(ex);
         send_stream_head(ex);
     }
-    uv_buf_t b = uv_buf_init(": ping\n\n", 8);
+    const char *ping = ex->creq.codec ? ex->creq.codec->ping : ": ping\n\n";
+    uv_buf_t b = uv_buf_init((char *)ping, (unsigned)strlen(ping));
     client_write(ex, &b, 1);
 }
 
@@ -348,7 +378,14 @@ static void end_stream_with_error(struct exchange *ex, int code, const char *mes
     buf_printf(&b, ",\"error\":{\"code\":%d,\"message\":\"", code);
     buf_append_json_str(&b, message, strlen(message));
     buf_append_str(&b, "\"}}");
-    client_write_event(ex, buf_head(&b), buf_size(&b));
+    if (ex->creq.codec) { /* the client API's own honest end instead */
+        buf_reset(&b);
+        ex->creq.codec->stream_error(ex->cs, code, message, &b);
+        uv_buf_t iov = uv_buf_init((char *)buf_head(&b), (unsigned)buf_size(&b));
+        client_write(ex, &iov, 1);
+    } else {
+        client_write_event(ex, buf_head(&b), buf_size(&b));
+    }
     buf_free(&b);
     if (ex->req) {
         struct server_req *req = ex->req;
@@ -401,6 +438,7 @@ static void attempt_reset(struct attempt *a)
     a->read_paused = 0;
     a->continuation = 0;
     a->content_chunks = 0;
+    a->sent_ns = a->head_ns = 0;
     a->health_open = 0;
     a->probe = 0;
     memset(&a->usage, 0, sizeof(a->usage));
@@ -427,6 +465,7 @@ static void on_up_sent(void *data)
 {
     struct attempt *a = data;
     a->t_sent = now_ms(a->ex);
+    a->sent_ns = uv_hrtime();
     set_at(a, AT_WAITING_HEAD);
     arm_phase(a, a->ex->plan.timeouts.first_byte_ms);
 }
@@ -443,6 +482,7 @@ static void on_up_head_(void *data, int status, const struct http_header *h, siz
     struct attempt *a = data;
     struct exchange *ex = a->ex;
     a->status = status;
+    a->head_ns = uv_hrtime();
     record(a)->status = status;
     for (size_t i = 0; i < n; i++) {
         if (strcasecmp(h[i].name, "content-type") == 0)
@@ -506,6 +546,8 @@ static void commit_stream(struct exchange *ex, struct attempt *a)
         send_stream_head(ex);
     if (buf_size(&a->held) > 0) {
         uv_buf_t b = uv_buf_init((char *)buf_head(&a->held), (unsigned)buf_size(&a->held));
+        if (a->native)
+            ex->creq.codec->observe(ex->cs, b.base, b.len);
         client_write(ex, &b, 1);
     }
     buf_free(&a->held);
@@ -540,6 +582,18 @@ static void set_member(cJSON *obj, const char *key, cJSON *item)
         cJSON_AddItemToObject(obj, key, item);
 }
 
+/* A chunk to the client, its usage (if any) with the request's cost. */
+static void write_costed(struct exchange *ex, const char *chunk, size_t len,
+                         const struct chunk_info *ci)
+{
+    if (ci->usage.known && exchange_cost_splice(ex, chunk, len, &ex->cbuf)) {
+        client_write_event(ex, buf_head(&ex->cbuf), buf_size(&ex->cbuf));
+        buf_reset(&ex->cbuf);
+        return;
+    }
+    client_write_event(ex, chunk, len);
+}
+
 /* A continuation's chunk in the committed stream's identity (same id, created and model),
  * its usage grown by what the broken attempts consumed, marked as continued. */
 static int write_continued(struct exchange *ex, const char *data, size_t len,
@@ -570,7 +624,7 @@ static int write_continued(struct exchange *ex, const char *data, size_t len,
     cJSON_Delete(root);
     if (!text)
         return UV_ENOMEM;
-    client_write_event(ex, text, strlen(text));
+    write_costed(ex, text, strlen(text), ci);
     free(text);
     return 0;
 }
@@ -581,6 +635,7 @@ static int write_continued(struct exchange *ex, const char *data, size_t len,
 static void take_usage(struct exchange *ex, const struct usage *u)
 {
     ex->usage = *u;
+    ex->served_usage = *u;
     if (!ex->continued)
         return;
     struct usage spent = ex->spent;
@@ -600,6 +655,27 @@ static void hold_event(struct buf *b, const char *data, size_t len)
     buf_append(b, "\n\n", 2);
 }
 
+/* A chunk to a client that has a codec: a passthrough event as it is, or a canonical chunk in
+ * the client API's events. Returns 0 or a negative code. */
+static int codec_write(struct exchange *ex, struct attempt *a, const char *chunk, size_t len,
+                       const struct chunk_info *ci)
+{
+    const struct client_codec *c = ex->creq.codec;
+    if (a->native) {
+        c->observe(ex->cs, chunk, len);
+        uv_buf_t b = uv_buf_init((char *)chunk, (unsigned)len);
+        client_write(ex, &b, 1);
+        return 0;
+    }
+    buf_reset(&ex->cbuf);
+    int rc = c->stream_chunk(ex->cs, chunk, len, ci, &ex->usage, &ex->cbuf);
+    if (!rc && buf_size(&ex->cbuf)) {
+        uv_buf_t b = uv_buf_init((char *)buf_head(&ex->cbuf), (unsigned)buf_size(&ex->cbuf));
+        client_write(ex, &b, 1);
+    }
+    return rc;
+}
+
 /* One OpenAI chunk decoded from the attempt's stream. Returns nonzero to stop decoding. */
 static int on_chunk(void *data, const char *chunk, size_t len, const struct chunk_info *ci)
 {
@@ -615,11 +691,16 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
     }
     if (ex->state == EX_ATTEMPTING) {
         if (ci->kind == CHUNK_PREAMBLE) {
+            if (ex->creq.codec && !a->native)
+                return 0; /* the codec opens the client's stream itself */
             if (buf_size(&a->held) + len + 8 > MAX_HELD) {
                 attempt_fail(a, FT_MALFORMED, "the provider sent too much before any content");
                 return 1;
             }
-            hold_event(&a->held, chunk, len);
+            if (a->native)
+                buf_append(&a->held, chunk, len);
+            else
+                hold_event(&a->held, chunk, len);
             return 0;
         }
         a->t_first = now_ms(ex);
@@ -641,12 +722,19 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
     }
     if (ci->kind == CHUNK_CONTENT)
         a->content_chunks++;
+    if (ci->kind == CHUNK_CONTENT && (ci->text || ci->tool_call))
+        ex->output_chunks++;
+    if (ci->finish && !ex->finish_reason[0])
+        exchange_sniff_finish(ex, chunk, len);
     if (ci->usage.known)
         take_usage(ex, &ci->usage);
     if (ex->plan.continue_on_failure && ci->kind == CHUNK_CONTENT) {
         if (ci->tool_call && !ci->text && !ci->finish) {
-            /* held until the call is complete, so a break restarts it whole */
-            if (buf_size(&ex->tool_held) + len + 8 > MAX_DELIVERED) {
+            /* held until the call is complete, so a break restarts it whole (a codec's client
+             * has it at once: no continuation after it) */
+            if (ex->creq.codec) {
+                ex->no_continue = 1;
+            } else if (buf_size(&ex->tool_held) + len + 8 > MAX_DELIVERED) {
                 flush_tool_held(ex);
             } else {
                 hold_event(&ex->tool_held, chunk, len);
@@ -657,13 +745,18 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
         if (ci->text && buf_append(&ex->delivered, ci->text, ci->text_len) != 0)
             ex->no_continue = 1;
     }
-    if (a->continuation && ci->kind == CHUNK_CONTENT) {
+    if (ex->creq.codec) {
+        if (codec_write(ex, a, chunk, len, ci) != 0) {
+            attempt_fail(a, FT_MALFORMED, "the provider sent an event that is not JSON");
+            return 1;
+        }
+    } else if (a->continuation && ci->kind == CHUNK_CONTENT) {
         if (write_continued(ex, chunk, len, ci) != 0) {
             attempt_fail(a, FT_MALFORMED, "the provider sent an event that is not JSON");
             return 1;
         }
     } else {
-        client_write_event(ex, chunk, len);
+        write_costed(ex, chunk, len, ci);
     }
 relayed:
     if (!ex->req) {
@@ -754,7 +847,15 @@ static void pass_through_error(struct exchange *ex, struct attempt *a)
     redact_str(ex->end_reason, a->entry->provider->api_key);
     struct buf *b = buf_size(&translated) ? &translated : &a->body;
     size_t len = redact((char *)buf_head(b), buf_size(b), a->entry->provider->api_key);
+    struct buf shaped; /* a codec's client gets the error in its API's shape */
+    buf_init(&shaped, 0);
+    if (ex->creq.codec && !a->native &&
+        ex->creq.codec->error(a->status, NULL, buf_head(b), len, &shaped) == 0) {
+        b = &shaped;
+        len = buf_size(&shaped);
+    }
     respond_json(ex, a->status, NULL, buf_head(b), len, 1, NULL);
+    buf_free(&shaped);
     buf_free(&translated);
 }
 
@@ -801,13 +902,23 @@ static void on_up_done_(void *data, int status, const char *detail)
     case AT_READING_BODY: {
         struct buf out;
         buf_init(&out, 0);
-        if (a->ad->decode_body(&a->creq, a->entry->model, buf_head(&a->body), buf_size(&a->body),
-                               &out, &a->usage) != 0) {
+        int rc = a->ad->decode_body(&a->creq, a->entry->model, buf_head(&a->body),
+                                    buf_size(&a->body), &out, &a->usage);
+        if (rc == 0 && ex->creq.codec && !a->native) { /* canonical -> the client's API */
+            struct buf *canon = buf_size(&out) ? &out : &a->body;
+            struct buf shaped;
+            buf_init(&shaped, 0);
+            rc = ex->creq.codec->body(buf_head(canon), buf_size(canon), &shaped);
+            buf_free(&out);
+            out = shaped;
+        }
+        if (rc != 0) {
             buf_free(&out);
             attempt_fail(a, FT_MALFORMED, "the provider's response is not valid");
             return;
         }
         ex->usage = a->usage;
+        ex->served_usage = a->usage;
         ex->t_first_byte = now_ms(ex);
         a->t_first = ex->t_first_byte;
         set_winner(ex, a);
@@ -816,10 +927,17 @@ static void on_up_done_(void *data, int status, const char *detail)
         attempt_health(a, 1, &s, NULL);
         /* the answer's bytes are handed to the client connection, not copied: a large answer
          * to a slow client is held once */
+        struct buf *answer = buf_size(&out) ? &out : &a->body;
+        exchange_sniff_finish(ex, buf_head(answer), buf_size(answer));
+        struct buf costed;
+        buf_init(&costed, 0);
+        if (exchange_cost_splice(ex, buf_head(answer), buf_size(answer), &costed))
+            answer = &costed;
         size_t off, len;
-        char *mem = buf_release(buf_size(&out) ? &out : &a->body, &off, &len);
+        char *mem = buf_release(answer, &off, &len);
         respond_json(ex, a->status, mem, mem ? mem + off : "", len, 0, NULL);
         buf_free(&out);
+        buf_free(&costed);
         ex->outcome = "ok";
         exchange_end(ex);
         return;
@@ -936,7 +1054,7 @@ static void respond_all_failed(struct exchange *ex, const char *why)
         snprintf(ra, sizeof(ra), "%llu", (unsigned long long)((retry_ms + 999) / 1000));
         struct buf b;
         buf_init(&b, 0);
-        server_format_error(&b, "rate_limit_error", "rate_limit_exceeded", msg);
+        format_error(ex, 429, "rate_limit_error", "rate_limit_exceeded", msg, &b);
         snprintf(ex->end_reason, sizeof(ex->end_reason), "%.199s", msg);
         respond_json(ex, 429, NULL, buf_head(&b), buf_size(&b), 1,
                      retry_ms == UINT64_MAX ? NULL : ra);
@@ -968,7 +1086,9 @@ static int attempt_start(struct exchange *ex, struct attempt *a, const struct pl
     r->continuation = a->continuation;
     a->rec = ex->n_rec++;
     a->entry = e;
-    a->ad = adapter_for(e->provider->kind);
+    const struct client_codec *codec = ex->creq.codec;
+    a->native = codec && codec->native_kind == (int)e->provider->kind && !a->continuation;
+    a->ad = a->native ? codec->native : adapter_for(e->provider->kind);
     a->t_start = now_ms(ex);
     a->t_sent = a->t_start;
     a->t_first = 0;
@@ -977,6 +1097,10 @@ static int attempt_start(struct exchange *ex, struct attempt *a, const struct pl
         ex->gw->stats.failovers++;
     struct origin *o = runtime_origin(ex->rt, e->provider);
     int rc = !o ? UV_ENOTCONN : !a->ad ? LLMUX_EKIND : 0;
+    if (!rc && !a->native && !a->creq.body) { /* a codec's request with no canonical form */
+        rc = LLMUX_EKIND;
+        snprintf(a->ureq.why, sizeof(a->ureq.why), "%s", a->creq.why ? a->creq.why : "");
+    }
     if (!rc)
         rc = a->ad->encode(e->provider, e->model, e->model_len, &a->creq, &a->ureq);
     if (!rc) {
@@ -1049,6 +1173,7 @@ static int continue_stream(struct exchange *ex, struct attempt *a)
         return 0;
     if (!health_retry_allowed(ex->rt->health, now_ms(ex)))
         return 0;
+    struct usage est = {.completion_tokens = a->content_chunks, .known = 1};
     if (a->usage.known) {
         usage_add(&ex->spent, &a->usage);
     } else {
@@ -1056,6 +1181,10 @@ static int continue_stream(struct exchange *ex, struct attempt *a)
         ex->spent.total_tokens += a->content_chunks;
         ex->spent_prompt_unknown = 1;
     }
+    /* its cost: what it reported, else one token per content chunk (its prompt unknown) */
+    record(a)->cost_pico =
+        exchange_cost_pico(a->entry->deployment, a->usage.known ? &a->usage : &est);
+    ex->spent_pico += record(a)->cost_pico;
     buf_reset(&ex->tool_held); /* a half-streamed tool call restarts whole */
     attempt_reset(a);
     ex->continued++;
@@ -1205,6 +1334,7 @@ static void on_timer_closed(uv_handle_t *h)
     if (--ex->handles > 0)
         return;
     free(ex->creq.owned);
+    free(ex->cs);
     free(ex->names);
     if (ex->rec != ex->rec_inline)
         free(ex->rec);
@@ -1228,8 +1358,11 @@ static void exchange_end(struct exchange *ex)
     busy_leave(ex);
     hist_add(&ex->gw->stats.overhead_us, ex->busy_ns / 1000);
     exchange_log(ex);
+    exchange_metrics(ex);
+    exchange_generation(ex);
     buf_free(&ex->delivered);
     buf_free(&ex->tool_held);
+    buf_free(&ex->cbuf);
     uv_close((uv_handle_t *)&ex->deadline, on_timer_closed);
     uv_close((uv_handle_t *)&ex->ping, on_timer_closed);
     uv_close((uv_handle_t *)&ex->hedge, on_timer_closed);
@@ -1286,8 +1419,14 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
     ex->rec = ex->rec_inline;
     if (ex->plan.max_attempts == 0 || ex->plan.max_attempts > EX_MAX_RECORDS)
         ex->plan.max_attempts = ex->plan.max_attempts ? EX_MAX_RECORDS : (uint32_t)plan->n;
+    if (creq->codec && !(ex->cs = calloc(1, sizeof(*ex->cs)))) {
+        runtime_unref(ex->rt);
+        free(ex);
+        return UV_ENOMEM;
+    }
     if (keep_names(ex) != 0) {
         runtime_unref(ex->rt);
+        free(ex->cs);
         free(ex);
         return UV_ENOMEM;
     }

@@ -8,6 +8,7 @@
 
 #include "llmux/adapter.h"
 #include "llmux/buf.h"
+#include "llmux/codec.h"
 #include "llmux/exchange.h"
 #include "llmux/sse.h"
 
@@ -47,6 +48,8 @@ struct attempt_record {
     int served;       /* this attempt answered the client */
     int untranslatable; /* the adapter could not encode the request (its fault, not the
                            deployment's): all of them so -> 400, not 502 */
+    uint64_t cost_pico; /* what it consumed, $1e-12 (a broken one: set when continued) */
+    int priced;         /* its deployment has a price */
 };
 
 /* One try at one deployment over one upstream connection. Two slots per exchange (primary and
@@ -76,7 +79,9 @@ struct attempt {
     uint64_t retry_after_ms;
     int read_paused;
     int continuation; /* its events continue the committed stream */
+    int native;       /* passes the client's own API through (creq.codec->native) */
     uint64_t t_start, t_sent, t_first;
+    uint64_t sent_ns, head_ns; /* uv_hrtime() of the request written, of the response head */
     long content_chunks;
     struct usage usage;
     uv_timer_t phase; /* connect, then first byte, then idle; backoff delay */
@@ -101,10 +106,14 @@ struct exchange {
     long long created;
     struct usage usage; /* what the client is told / the log reports */
     struct usage spent; /* consumed by attempts that broke after commit */
+    uint64_t spent_pico; /* what they cost, $1e-12, at their deployments' prices */
+    struct usage served_usage; /* what the serving attempt reported */
     int spent_prompt_unknown;
     struct buf delivered; /* content text relayed (for a continuation) */
     struct buf tool_held; /* tool-call chunks held until the call is complete (continue mode) */
     int no_continue;      /* delivered something a continuation cannot follow */
+    struct codec_stream *cs; /* the client's stream for a client codec (creq.codec); owned */
+    struct buf cbuf;         /* a codec's output, reused per event */
     struct attempt_record *rec; /* rec_inline, or a malloc'd array past two attempts */
     struct attempt_record rec_inline[2];
     size_t n_rec;
@@ -123,9 +132,28 @@ struct exchange {
     const char *outcome; /* "ok", "error", "client_closed", "truncated" */
     char end_reason[200];
     int hedged, hedge_won, continued;
+    long output_chunks; /* stream chunks with output (text or a tool call) sent to the client */
+    char timing[96];    /* the Server-Timing value, until the head is written */
+    char finish_reason[24]; /* of the answer (the provider's words), "" when unknown */
 };
 
 /* The access-log line (src/exchange_log.c). */
 void exchange_log(struct exchange *ex);
+/* The finished request's record for GET /v1/generation (src/exchange_log.c). */
+void exchange_generation(struct exchange *ex);
+/* The answer's finish reason into ex->finish_reason, found in a chunk or body (OpenAI's
+ * "finish_reason", Anthropic's "stop_reason"). */
+void exchange_sniff_finish(struct exchange *ex, const char *json, size_t len);
+/* The finished request into the metrics registry (src/exchange_log.c). */
+void exchange_metrics(struct exchange *ex);
+/* What usage u costs at deployment d's prices, in $1e-12 (0: unpriced or unknown). */
+uint64_t exchange_cost_pico(const struct deployment *d, const struct usage *u);
+/* The request's cost so far: the serving attempt's and that of broken attempts before it, in
+ * $1e-12. Returns 0 when the serving deployment has no price or its usage is unknown. */
+int exchange_cost(const struct exchange *ex, uint64_t *served, uint64_t *spent);
+/* json (an answer or a usage chunk) with "cost" and "cost_details" added to its top-level
+ * "usage" object, into out. Returns 1, or 0 (out untouched) when there is no price, no usage
+ * or no usage object. */
+int exchange_cost_splice(const struct exchange *ex, const char *json, size_t len, struct buf *out);
 
 #endif

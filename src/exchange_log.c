@@ -1,9 +1,12 @@
 /* exchange_log: the one JSON access-log line per request (see src/exchange_int.h). */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "exchange_int.h"
+#include "llmux/json.h"
 
 static void log_json_str(struct buf *b, const char *s, size_t n)
 {
@@ -36,6 +39,19 @@ static void log_bool(struct buf *b, const char *key, int v)
     buf_append_str(b, v ? "\":true" : "\":false");
 }
 
+/* $1e-12 as a JSON number in dollars, exact ("0.00111"). */
+static void put_dollars(struct buf *b, uint64_t pico)
+{
+    char s[48];
+    int n = snprintf(s, sizeof(s), "%" PRIu64 ".%012" PRIu64, pico / 1000000000000u,
+                     pico % 1000000000000u);
+    while (n > 1 && s[n - 1] == '0')
+        n--;
+    if (s[n - 1] == '.')
+        n--;
+    buf_append(b, s, (size_t)n);
+}
+
 void exchange_log(struct exchange *ex)
 {
     if (!ex->gw->access_log)
@@ -47,7 +63,7 @@ void exchange_log(struct exchange *ex)
     buf_append_str(&b, "{\"request_id\":\"");
     buf_append_str(&b, ex->request_id); /* plain characters only (api checks client ids) */
     buf_append_str(&b, "\",\"endpoint\":\"");
-    buf_append_str(&b, ep[ex->creq.endpoint]);
+    buf_append_str(&b, ex->creq.codec ? ex->creq.codec->name : ep[ex->creq.endpoint]);
     buf_append_str(&b, "\",\"model\":");
     log_json_str(&b, ex->client_model, strlen(ex->client_model));
     const struct plan_entry *e = ex->winner ? ex->winner->entry : NULL;
@@ -111,14 +127,223 @@ void exchange_log(struct exchange *ex)
         log_num(&b, "total_tokens", u->total_tokens);
         log_num(&b, "cached_tokens", u->cached_tokens);
         buf_append(&b, "}", 1);
-        const struct deployment *d = e ? e->deployment : NULL;
-        if (d && d->price_in >= 0)
-            buf_printf(&b, ",\"cost_usd\":%.8f",
-                       ((double)u->prompt_tokens * d->price_in +
-                        (double)u->completion_tokens * d->price_out) /
-                           1e6);
+        uint64_t served, spent;
+        if (exchange_cost(ex, &served, &spent)) {
+            buf_append_str(&b, ",\"cost_usd\":");
+            put_dollars(&b, served + spent);
+        }
     }
     buf_append_str(&b, "}\n");
     gateway_log(ex->gw, buf_head(&b), buf_size(&b));
     buf_free(&b);
+}
+
+/* $1e-12 for `tokens` at `per_million` $ per million tokens (prices are kept to 1e-6 $/M). */
+static uint64_t pico(long tokens, double per_million)
+{
+    return tokens > 0 && per_million > 0 ? (uint64_t)tokens * (uint64_t)llround(per_million * 1e6)
+                                         : 0;
+}
+
+/* The cost of `u` at deployment d's prices in $1e-12, 0 when it has none: cached prompt
+ * tokens at cache_read (else input), the rest of the prompt at input, output (reasoning
+ * included) at output, plus the per-request price. */
+uint64_t exchange_cost_pico(const struct deployment *d, const struct usage *u)
+{
+    if (!d || d->price_in < 0 || !u->known)
+        return 0;
+    long cached = u->cached_tokens > 0 && u->cached_tokens <= u->prompt_tokens ? u->cached_tokens : 0;
+    return pico(u->prompt_tokens - cached, d->price_in) +
+           pico(cached, d->price_cache_read >= 0 ? d->price_cache_read : d->price_in) +
+           pico(u->completion_tokens, d->price_out) + pico(1000000, d->price_request);
+}
+
+int exchange_cost(const struct exchange *ex, uint64_t *served, uint64_t *spent)
+{
+    const struct plan_entry *e = ex->winner ? ex->winner->entry : NULL;
+    const struct deployment *d = e ? e->deployment : NULL;
+    if (!d || d->price_in < 0 || !ex->served_usage.known)
+        return 0;
+    *served = exchange_cost_pico(d, &ex->served_usage);
+    *spent = ex->spent_pico;
+    return 1;
+}
+
+int exchange_cost_splice(const struct exchange *ex, const char *json, size_t len, struct buf *out)
+{
+    uint64_t served, spent;
+    size_t s, e;
+    if (!exchange_cost(ex, &served, &spent) || json_top_key(json, len, "usage", &s, &e) != 0 ||
+        e - s < 2 || json[s] != '{' || json[e - 1] != '}')
+        return 0;
+    int empty = 1;
+    for (size_t i = s + 1; i < e - 1 && empty; i++)
+        empty = json[i] == ' ' || json[i] == '\n' || json[i] == '\r' || json[i] == '\t';
+    buf_reset(out);
+    buf_append(out, json, e - 1);
+    buf_append_str(out, empty ? "\"cost\":" : ",\"cost\":");
+    put_dollars(out, served + spent);
+    buf_append_str(out, ",\"cost_details\":{\"upstream_inference_cost\":");
+    put_dollars(out, served);
+    buf_append_str(out, ",\"failed_attempts_cost\":");
+    put_dollars(out, spent);
+    buf_append_str(out, "}");
+    return buf_append(out, json + e - 1, len - (e - 1)) == 0;
+}
+
+void exchange_metrics(struct exchange *ex)
+{
+    struct runtime *rt = ex->rt;
+    struct met_request q = {
+        .endpoint = ex->creq.codec ? 3 : (int)ex->creq.endpoint,
+        .status = ex->status,
+        .input_tokens = ex->usage.known ? ex->usage.prompt_tokens : -1,
+        .output_tokens = ex->usage.known ? ex->usage.completion_tokens : -1,
+        .hedge_won = ex->hedge_won,
+        .continuations = ex->continued,
+    };
+    uint64_t now = uv_now(ex->gw->loop);
+    q.seconds = ex->creq.t_recv_ns ? (double)(uv_hrtime() - ex->creq.t_recv_ns) / 1e9
+                                   : (double)(now - ex->t_start) / 1e3;
+    for (size_t i = 0; i < ex->n_rec; i++) {
+        q.hedges += ex->rec[i].hedge != 0;
+        q.fallbacks += i > 0 && !ex->rec[i].hedge && !ex->rec[i].continuation;
+    }
+    const struct plan_entry *e = ex->winner && ex->status < 400 ? ex->winner->entry : NULL;
+    struct route_metrics *r = e && e->deployment ? rt->routes[e->deployment->route_id] : NULL;
+    if (r && ex->creq.stream && ex->t_first_byte) {
+        q.ttfc = (double)(ex->t_first_byte - ex->t_start) / 1e3;
+        long chunks = ex->output_chunks;
+        if (chunks > 1) {
+            q.tpoc_count = (uint64_t)(chunks - 1);
+            q.tpoc = (double)(now - ex->t_first_byte) / 1e3 / (double)(chunks - 1);
+        }
+    }
+    uint64_t served, spent;
+    if (r && exchange_cost(ex, &served, &spent))
+        q.cost_pico = served + spent;
+    struct alias_metrics *a =
+        ex->plan.alias ? rt->aliases[(size_t)(ex->plan.alias - rt->cfg->models)] : NULL;
+    metrics_request(a, r, &q);
+}
+
+void exchange_sniff_finish(struct exchange *ex, const char *json, size_t len)
+{
+    static const char *const keys[] = {"\"finish_reason\"", "\"stop_reason\""};
+    for (size_t k = 0; k < 2 && !ex->finish_reason[0]; k++) {
+        const char *p = memmem(json, len, keys[k], strlen(keys[k]));
+        if (!p)
+            continue;
+        const char *end = json + len;
+        p += strlen(keys[k]);
+        while (p < end && (*p == ' ' || *p == ':' || *p == '\n' || *p == '\r' || *p == '\t'))
+            p++;
+        if (p >= end || *p != '"') /* null: not yet */
+            continue;
+        size_t n = 0;
+        for (p++; p < end && *p != '"' && *p != '\\' && n + 1 < sizeof(ex->finish_reason); p++)
+            ex->finish_reason[n++] = (unsigned char)*p >= 0x20 ? *p : '?';
+        ex->finish_reason[n] = 0;
+    }
+}
+
+/* ,"key":<$ or null> */
+static void put_cost(struct buf *b, const char *key, int priced, uint64_t pico)
+{
+    buf_append_str(b, ",\"");
+    buf_append_str(b, key);
+    buf_append_str(b, "\":");
+    if (priced)
+        put_dollars(b, pico);
+    else
+        buf_append_str(b, "null");
+}
+
+/* OpenRouter's generation record (GET /v1/generation?id=), kept in the gateway's ring. */
+void exchange_generation(struct exchange *ex)
+{
+    if (!ex->gw->gens.keep)
+        return;
+    static const char *const ep[] = {"chat", "completions", "embeddings"};
+    uint64_t now = uv_now(ex->gw->loop);
+    struct buf b;
+    buf_init(&b, 0);
+    buf_append_str(&b, "{\"id\":\"");
+    buf_append_str(&b, ex->request_id);
+    buf_append_str(&b, "\",\"model\":");
+    log_json_str(&b, ex->client_model, strlen(ex->client_model));
+    buf_append_str(&b, ",\"endpoint\":\"");
+    buf_append_str(&b, ex->creq.codec ? ex->creq.codec->name : ep[ex->creq.endpoint]);
+    const struct plan_entry *e = ex->winner && ex->status < 400 ? ex->winner->entry : NULL;
+    buf_append_str(&b, "\",\"provider_name\":");
+    if (e)
+        log_json_str(&b, e->provider->name, strlen(e->provider->name));
+    else
+        buf_append_str(&b, "null");
+    buf_append_str(&b, ",\"upstream_model\":");
+    if (e)
+        log_json_str(&b, e->model, e->model_len);
+    else
+        buf_append_str(&b, "null");
+    log_bool(&b, "streamed", ex->creq.stream);
+    time_t created = (time_t)ex->created;
+    struct tm tm;
+    char when[32];
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&created, &tm));
+    buf_append_str(&b, ",\"created_at\":\"");
+    buf_append_str(&b, when);
+    buf_append_str(&b, "\"");
+    log_num(&b, "status", ex->status);
+    if (ex->t_first_byte && e) {
+        log_num(&b, "latency", (long long)(ex->t_first_byte - ex->t_start));
+        log_num(&b, "generation_time", (long long)(now - ex->t_first_byte));
+    } else {
+        buf_append_str(&b, ",\"latency\":null,\"generation_time\":null");
+    }
+    log_num(&b, "duration", (long long)(now - ex->t_start));
+    const struct usage *u = &ex->usage;
+    if (u->known) {
+        log_num(&b, "tokens_prompt", u->prompt_tokens);
+        log_num(&b, "tokens_completion", u->completion_tokens);
+        log_num(&b, "tokens_cached", u->cached_tokens);
+    } else {
+        buf_append_str(&b, ",\"tokens_prompt\":null,\"tokens_completion\":null,\"tokens_cached\":null");
+    }
+    buf_append_str(&b, ",\"finish_reason\":");
+    if (ex->finish_reason[0])
+        log_json_str(&b, ex->finish_reason, strlen(ex->finish_reason));
+    else
+        buf_append_str(&b, "null");
+    uint64_t served = 0, spent = 0;
+    int priced = exchange_cost(ex, &served, &spent);
+    put_cost(&b, "total_cost", priced, served + spent);
+    buf_append_str(&b, ",\"provider_responses\":[");
+    for (size_t i = 0; i < ex->n_rec; i++) {
+        const struct attempt_record *r = &ex->rec[i];
+        buf_append_str(&b, i ? ",{\"provider_name\":" : "{\"provider_name\":");
+        log_json_str(&b, r->provider->name, strlen(r->provider->name));
+        buf_append_str(&b, ",\"model\":");
+        log_json_str(&b, r->model, r->model_len);
+        if (r->status)
+            log_num(&b, "status", r->status);
+        else
+            buf_append_str(&b, ",\"status\":null");
+        buf_append_str(&b, ",\"error\":");
+        if (r->reason[0] && !r->served)
+            log_json_str(&b, r->reason, strlen(r->reason));
+        else
+            buf_append_str(&b, "null");
+        log_num(&b, "latency", (long long)r->ms);
+        log_bool(&b, "is_hedge", r->hedge);
+        log_bool(&b, "is_continuation", r->continuation);
+        log_bool(&b, "served", r->served);
+        put_cost(&b, "cost", r->served ? priced : r->cost_pico > 0, r->served ? served : r->cost_pico);
+        buf_append(&b, "}", 1);
+    }
+    buf_append_str(&b, "]}");
+    size_t len;
+    char *json = buf_steal(&b, &len);
+    buf_free(&b);
+    if (json)
+        gateway_keep_generation(ex->gw, ex->request_id, json, len);
 }

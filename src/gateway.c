@@ -78,6 +78,8 @@ void runtime_unref(struct runtime *rt)
         return;
     health_free(rt->health);
     free(rt->origins);
+    free(rt->aliases);
+    free(rt->routes);
     config_unref(rt->cfg);
     (*rt->live)--;
     free(rt);
@@ -98,7 +100,8 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
     rt->loaded_at = (int64_t)time(NULL);
     rt->origins = calloc(cfg->n_providers + 1, sizeof(*rt->origins));
     rt->health = health_create(cfg, &gw->health, gw->rt ? gw->rt->health : NULL);
-    if (!rt->origins || !rt->health) {
+    if (!rt->origins || !rt->health ||
+        metrics_attach(&gw->metrics, cfg, &rt->aliases, &rt->routes) != 0) {
         runtime_unref(rt);
         snprintf(err, errlen, "out of memory");
         return UV_ENOMEM;
@@ -124,6 +127,34 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
     return 0;
 }
 
+void gateway_keep_generation(struct gateway *gw, const char *id, char *json, size_t len)
+{
+    struct generations *g = &gw->gens;
+    if (!g->keep) {
+        free(json);
+        return;
+    }
+    struct generation *slot = &g->ring[g->next];
+    free(slot->json);
+    snprintf(slot->id, sizeof(slot->id), "%s", id);
+    slot->json = json;
+    slot->len = len;
+    g->next = (g->next + 1) % g->keep;
+    if (g->n < g->keep)
+        g->n++;
+}
+
+const struct generation *gateway_find_generation(const struct gateway *gw, const char *id)
+{
+    const struct generations *g = &gw->gens;
+    for (size_t k = 1; k <= g->n; k++) { /* newest first: a reused id finds the latest */
+        const struct generation *s = &g->ring[(g->next + g->keep - k) % g->keep];
+        if (strcmp(s->id, id) == 0)
+            return s;
+    }
+    return NULL;
+}
+
 int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *err, size_t errlen)
 {
     memset(gw, 0, sizeof(*gw));
@@ -132,6 +163,13 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
     gw->id_seed = ((uint64_t)time(NULL) << 20) ^ ((uint64_t)getpid() << 40) ^ uv_hrtime();
     gw->health.log = gateway_log;
     gw->health.log_ctx = gw;
+    gw->gens.keep = cfg->generations_keep;
+    gw->gens.ring = cfg->generations_keep ? calloc(cfg->generations_keep, sizeof(*gw->gens.ring))
+                                          : NULL;
+    if (cfg->generations_keep && !gw->gens.ring) {
+        snprintf(err, errlen, "out of memory");
+        return UV_ENOMEM;
+    }
     uv_timer_init(loop, &gw->trim_timer);
     uv_unref((uv_handle_t *)&gw->trim_timer); /* never keeps the loop alive */
     gw->trim_timer_on = 1;
@@ -270,6 +308,10 @@ void gateway_free(struct gateway *gw)
         free(t);
     }
     buf_free(&gw->log_buf);
+    metrics_free(&gw->metrics);
+    for (size_t i = 0; i < gw->gens.keep; i++)
+        free(gw->gens.ring[i].json);
+    free(gw->gens.ring);
     memset(gw, 0, sizeof(*gw));
 }
 

@@ -226,6 +226,7 @@ void health_cancel(struct health *h, size_t id, int probe)
     struct dep_health *d = h->deps[id];
     if (d->inflight)
         d->inflight--;
+    d->cancels++;
     if (probe)
         d->probing = 0;
 }

@@ -65,6 +65,14 @@ uint64_t hist_quantile(const struct hist *h, double q)
     return h->max;
 }
 
+uint64_t hist_count_le(const struct hist *h, uint64_t v)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i <= bucket_of(v); i++)
+        n += h->b[i];
+    return n;
+}
+
 double hist_mean(const struct hist *h)
 {
     return h->count ? h->sum / (double)h->count : 0.0;

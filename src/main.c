@@ -166,7 +166,7 @@ static int same_str(const char *a, const char *b)
 /* ,"restart_needed_for":[...] naming what changed that only a restart applies, or nothing. */
 static void restart_only(const struct config *a, const struct config *b, struct buf *out)
 {
-    const char *names[4];
+    const char *names[5];
     int n = 0;
     if (!same_str(a->listen_host, b->listen_host) || a->listen_port != b->listen_port)
         names[n++] = "listen";
@@ -176,6 +176,8 @@ static void restart_only(const struct config *a, const struct config *b, struct 
         names[n++] = "access_log";
     if (a->pool_max_idle != b->pool_max_idle || a->pool_idle_timeout_ms != b->pool_idle_timeout_ms)
         names[n++] = "pool";
+    if (a->generations_keep != b->generations_keep)
+        names[n++] = "generations";
     for (int i = 0; i < n; i++)
         buf_printf(out, "%s\"%s\"%s", i ? "," : ",\"restart_needed_for\":[", names[i],
                    i == n - 1 ? "]" : "");

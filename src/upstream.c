@@ -479,6 +479,7 @@ static void on_uc_closed(struct conn *c)
     struct pool *p = uc->origin->pool;
     free(uc);
     p->live--;
+    p->stats.open = p->live;
     pool_maybe_free(p);
 }
 
@@ -506,6 +507,7 @@ static void upstream_connect_next(struct upstream *u)
                               u->origin->host, &upconn_cbs, uc, &uc->conn);
         if (rc == 0) {
             u->pool->live++;
+            u->pool->stats.open = u->pool->live;
             u->uc = uc;
             u->state = UP_CONNECTING;
             return;

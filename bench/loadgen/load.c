@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -53,6 +54,10 @@ struct conn {
     int measured, status, complete, keep_alive, got_done, got_byte, sse_live;
     uint64_t n_events;
     uint64_t t_start, t_prev_event, max_gap;
+    char hname[16];  /* the header field being read (enough for "server-timing") */
+    size_t hname_len;
+    char timing[128]; /* the Server-Timing value */
+    size_t timing_len;
 };
 
 struct load {
@@ -174,6 +179,44 @@ static int on_event(void *data, const struct sse_event *ev)
     return 0;
 }
 
+/* A proxy's Server-Timing `overhead;dur=MS` (llmux), recorded in ns. */
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (c->hname_len + len < sizeof(c->hname))
+        memcpy(c->hname + c->hname_len, at, len);
+    c->hname_len += len;
+    return 0;
+}
+
+static int is_timing(const struct conn *c)
+{
+    return c->hname_len == 13 && strncasecmp(c->hname, "server-timing", 13) == 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (is_timing(c) && c->timing_len + len < sizeof(c->timing)) {
+        memcpy(c->timing + c->timing_len, at, len);
+        c->timing_len += len;
+    }
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    if (is_timing(c) && c->measured) {
+        c->timing[c->timing_len] = 0;
+        const char *d = strstr(c->timing, "overhead;dur=");
+        if (d)
+            hist_add(&c->ld->r->server_overhead, (uint64_t)(strtod(d + 13, NULL) * 1e6));
+    }
+    c->hname_len = c->timing_len = 0;
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct conn *c = p->data;
@@ -209,6 +252,7 @@ static void send_request(struct conn *c, uint64_t t_start)
     c->measured = t_start >= ld->t_measure;
     c->status = c->complete = c->keep_alive = c->got_done = c->got_byte = 0;
     c->n_events = c->max_gap = 0;
+    c->hname_len = c->timing_len = 0;
     llhttp_init(&c->parser, HTTP_RESPONSE, &ld->settings);
     c->parser.data = c;
     if (ld->o->stream) {
@@ -693,6 +737,9 @@ int load_run(const struct load_opts *o, struct load_result *r)
     }
     llhttp_settings_init(&ld->settings);
     ld->settings.on_headers_complete = on_headers_complete;
+    ld->settings.on_header_field = on_header_field;
+    ld->settings.on_header_value = on_header_value;
+    ld->settings.on_header_value_complete = on_header_value_complete;
     ld->settings.on_body = on_body;
     ld->settings.on_message_complete = on_message_complete;
     build_request(ld);

@@ -52,6 +52,7 @@ struct load_result {
     double elapsed_s;        /* from the start of measuring to the last measured answer */
     struct hist total, ttfb, first_event, gap, max_gap;
     struct hist transit; /* send -> arrival of events stamped by mockllm (script stamp=1) */
+    struct hist server_overhead; /* the proxy's own time from its Server-Timing (llmux) */
     /* process samples: before connecting, at the start of measuring, at the peak (see
      * sample_ms), and at the end */
     struct proc_sample p_before, p_start, p_peak, p_end;

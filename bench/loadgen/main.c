@@ -133,6 +133,7 @@ static cJSON *result_json(const struct load_opts *o, const struct load_result *r
     cJSON_AddItemToObject(j, "gap_us", hist_to_cjson(&r->gap));
     cJSON_AddItemToObject(j, "max_gap_us", hist_to_cjson(&r->max_gap));
     cJSON_AddItemToObject(j, "transit_us", hist_to_cjson(&r->transit));
+    cJSON_AddItemToObject(j, "server_overhead_us", hist_to_cjson(&r->server_overhead));
     /* the latency distribution, for CDF plots: [quantile, us] */
     cJSON *q = cJSON_AddArrayToObject(j, "quantiles_us");
     static const double tail[] = {0.995, 0.999, 0.9995, 0.9999, 1.0};
@@ -198,6 +199,8 @@ static void print_table(FILE *f, const struct load_opts *o, const struct load_re
     table_row(f, "max gap", &r->max_gap);
     if (r->transit.count)
         table_row(f, "transit", &r->transit);
+    if (r->server_overhead.count)
+        table_row(f, "server overhead", &r->server_overhead);
     if (o->pid && r->p_end.ok) {
         uint64_t n = requests_of(r);
         fprintf(f, "  process %d: ", o->pid);

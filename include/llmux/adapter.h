@@ -27,6 +27,8 @@
 enum api_endpoint { API_CHAT, API_COMPLETIONS, API_EMBEDDINGS };
 
 /* The client's request, parsed once by the api module. Borrowed by everything downstream. */
+struct client_codec;
+
 struct canon_request {
     enum api_endpoint endpoint;
     const char *body; /* JSON from the client (an object), without llmux's own members */
@@ -44,6 +46,19 @@ struct canon_request {
     const char *prefix;
     size_t prefix_len;
     int prefill;
+    /* A client API other than chat (include/llmux/codec.h); NULL for chat. `body` is then the
+     * canonical translation of the client's body, or NULL when it cannot be translated (`why`
+     * says which member, for the client's 400); `native` is the client's own body, sent by the
+     * codec's passthrough adapter to providers of the client's family, to native_path, with
+     * native_headers (header lines of the client's to forward, each ending in CRLF). */
+    const struct client_codec *codec;
+    const char *native;
+    size_t native_len;
+    size_t native_model_start, native_model_end;
+    const char *native_path;
+    const char *native_headers;
+    const char *why;
+    int want_text; /* passthrough streams report content text (for a continuation) */
 };
 
 /* The bytes of one upstream request: head (request line and headers) and the body pieces.
@@ -161,6 +176,17 @@ int adapter_write_head(struct buf *head, const struct provider *p, const char *p
                        const struct canon_request *req, const char *extra, size_t body_len);
 /* Finish `out` for a body re-encoded into out->body: iov = head + body. */
 void adapter_iov_body(struct upstream_request *out);
+/* Encode the body as it came with the model value replaced (the openai kind's splice), to
+ * `path`, with the key header `auth_fmt` (a printf format of the key) and `extra_lines` (header
+ * lines, each ending in CRLF; may be ""). */
+int adapter_encode_spliced(const struct provider *p, const char *path, const char *auth_fmt,
+                           const char *extra_lines, const char *model, size_t model_len,
+                           const struct canon_request *req, struct upstream_request *out);
+/* One pass over a whole response body: 0 when it is a valid JSON object, with its top-level
+ * `usage` member parsed into *usage (NULL when absent; caller frees with cJSON_Delete), else
+ * LLMUX_EPROTO. */
+struct cJSON;
+int adapter_body_usage(const char *body, size_t len, struct cJSON **usage);
 /* Usage from OpenAI's usage object. Returns 1 when present. */
 int adapter_openai_usage(const void *root_cjson, struct usage *u);
 
@@ -282,6 +308,12 @@ long adapter_json_long(const struct cJSON *o, const char *key);
 /* The request's `stop` (a string or an array of strings) as a new array; NULL when none.
  * Caller frees with cJSON_Delete. */
 struct cJSON *adapter_stop_list(const struct cJSON *request);
+/* Anthropic's usage object into u (input side and/or output side, whichever it has; input
+ * counts cache reads and writes, cached_tokens the reads). */
+void adapter_anthropic_usage(const struct cJSON *us, struct usage *u);
+/* An Anthropic stream `error` event's error object as CHUNK_ERROR (overloaded, api and rate
+ * limit errors retryable). */
+int adapter_anthropic_error_event(const struct cJSON *err, adapter_emit_fn emit, void *ctx);
 /* Split a base64 data URL "data:<mime>;base64,<data>": returns 0 with the media type in mime
  * and *data pointing into url; -1 when url is not such a URL. */
 int adapter_data_url(const char *url, char *mime, size_t mime_size, const char **data);

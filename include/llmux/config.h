@@ -57,6 +57,7 @@ struct deployment {
     uint32_t weight;            /* "balance" share, default 1 */
     size_t health_id; /* index of its health record: deployments naming the same provider and
                          upstream model share one (config.n_health of them) */
+    size_t route_id;  /* its index among every alias's deployments (config.n_routes) */
 };
 
 enum strategy {
@@ -120,6 +121,8 @@ struct config {
     uint32_t pool_idle_timeout_ms; /* "pool.idle_timeout_ms", default 60000 */
     char *access_log;           /* path, NULL: stderr */
     uint32_t workers;           /* "workers": processes (1; "auto": one per core) */
+    size_t generations_keep;    /* "generations.keep": finished requests' records kept for
+                                   GET /v1/generation (10000; 0: none) */
     uint32_t drain_ms;          /* "shutdown.drain_ms": requests in flight get this long
                                    after SIGTERM (10000) */
     uint32_t unready_ms;        /* "shutdown.unready_ms": after SIGTERM, keep listening and
@@ -127,6 +130,7 @@ struct config {
                                    balancer stops sending first (0) */
     struct health_config health;
     size_t n_health; /* distinct deployments (provider, upstream model) */
+    size_t n_routes; /* deployments of all aliases */
     int refs;
 };
 

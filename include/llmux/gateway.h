@@ -19,6 +19,7 @@
 #include "llmux/config.h"
 #include "llmux/health.h"
 #include "llmux/hist.h"
+#include "llmux/metrics.h"
 
 struct dns;
 struct health;
@@ -43,12 +44,25 @@ struct runtime {
     struct config *cfg;
     struct health *health;    /* deps[deployment->health_id] */
     struct origin **origins;  /* per provider index, NULL when disabled */
+    struct alias_metrics **aliases; /* per model index (the gateway's registry) */
+    struct route_metrics **routes;  /* per deployment route_id */
     uint64_t generation;      /* 1 for the config loaded at start, +1 per reload */
     int64_t loaded_at;        /* unix seconds */
     uint64_t *live;           /* the gateway's count of runtimes not freed yet */
 };
 
 struct tls_entry; /* a TLS context and the CA file it was built from (gateway.c) */
+
+/* The records of finished requests (GET /v1/generation): a ring of the last `keep`. */
+struct generation {
+    char id[80]; /* the request id */
+    char *json;  /* the record, a JSON object (owned) */
+    size_t len;
+};
+struct generations {
+    struct generation *ring;
+    size_t keep, next, n;
+};
 
 struct gateway {
     uv_loop_t *loop;
@@ -65,6 +79,8 @@ struct gateway {
     uv_timer_t log_timer;
     int log_timer_on;
     struct health_shared health; /* the retry budget and counters, across reloads */
+    struct metrics metrics;      /* counters and histograms by alias and route */
+    struct generations gens;
     struct gateway_stats stats;
     uint64_t id_seed;
     uv_timer_t trim_timer; /* hands freed memory back after a quiet second (gateway_quiet) */
@@ -98,6 +114,10 @@ struct origin *runtime_origin(const struct runtime *rt, const struct provider *p
 /* No request is in flight any more: if none starts for a second, freed memory is handed back
  * to the system (malloc_trim), off the request path. */
 void gateway_quiet(struct gateway *gw);
+/* Keep a finished request's record (json is taken; the oldest goes when `keep` are held). */
+void gateway_keep_generation(struct gateway *gw, const char *id, char *json, size_t len);
+/* The record of request `id`, or NULL. */
+const struct generation *gateway_find_generation(const struct gateway *gw, const char *id);
 /* A fresh request id (32 hex characters) into out[33]. */
 void gateway_request_id(struct gateway *gw, char out[33]);
 

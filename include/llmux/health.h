@@ -42,7 +42,7 @@ struct dep_health {
     uint32_t ttft_ring[HEALTH_TTFT_SAMPLES]; /* recent TTFTs, for the p95 */
     uint32_t n_ttft;
     uint32_t inflight;
-    uint64_t requests, failures;
+    uint64_t requests, failures, cancels; /* attempts begun; failed; cancelled (no outcome) */
     uint32_t consecutive_failures;
     uint64_t window_bits; /* recent outcomes, 1 = failure, newest in bit 0 */
     uint32_t window_n;

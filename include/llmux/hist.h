@@ -29,6 +29,8 @@ void hist_add(struct hist *h, uint64_t v);
 /* The value at quantile q in [0, 1]: the midpoint of the bucket holding the ceil(q * count)-th
  * smallest value, clamped to [min, max]; 0 when empty. q >= 1 is max. */
 uint64_t hist_quantile(const struct hist *h, double q);
+/* How many values were at most v (to within a bucket: the one holding v counts whole). */
+uint64_t hist_count_le(const struct hist *h, uint64_t v);
 /* Mean; 0 when empty. */
 double hist_mean(const struct hist *h);
 /* {"count","mean","p50","p90","p99","p999","max"} appended to out. */

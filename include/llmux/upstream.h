@@ -36,6 +36,7 @@ struct pool_stats {
     uint64_t connects;    /* new connections made */
     uint64_t reuses;      /* requests sent on a pooled connection */
     uint64_t idle;        /* idle connections now */
+    uint64_t open;        /* connections now (busy, idle or closing) */
 };
 
 int pool_create(uv_loop_t *loop, struct dns *dns, size_t max_idle, uint32_t idle_timeout_ms,

@@ -490,8 +490,7 @@ static const char *finish_reason(const cJSON *stop_reason)
     return "stop"; /* end_turn, stop_sequence, pause_turn */
 }
 
-/* Anthropic's usage object into u (input side and/or output side, whichever it has). */
-static void read_usage(const cJSON *us, struct usage *u)
+void adapter_anthropic_usage(const cJSON *us, struct usage *u)
 {
     if (!cJSON_IsObject(us))
         return;
@@ -544,7 +543,7 @@ static int anthropic_decode_body(const struct canon_request *req, const char *mo
             free(args);
         }
     }
-    read_usage(cJSON_GetObjectItemCaseSensitive(root, "usage"), u);
+    adapter_anthropic_usage(cJSON_GetObjectItemCaseSensitive(root, "usage"), u);
     char id[96] = "";
     adapter_copy_str(id, sizeof(id), cJSON_GetObjectItemCaseSensitive(root, "id"));
     if (!id[0])
@@ -614,7 +613,7 @@ static const char *skip_stripped(struct anthropic_stream *st, const char *text)
     return text + i;
 }
 
-static int emit_error(const cJSON *err, adapter_emit_fn emit, void *ctx)
+int adapter_anthropic_error_event(const cJSON *err, adapter_emit_fn emit, void *ctx)
 {
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(err, "type");
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
@@ -721,7 +720,7 @@ static int anthropic_stream_event(struct adapter_stream *s, const char *event, s
                              cJSON_GetObjectItemCaseSensitive(m, "id"));
             adapter_copy_str(st->who.model, sizeof(st->who.model),
                              cJSON_GetObjectItemCaseSensitive(m, "model"));
-            read_usage(cJSON_GetObjectItemCaseSensitive(m, "usage"), &st->usage);
+            adapter_anthropic_usage(cJSON_GetObjectItemCaseSensitive(m, "usage"), &st->usage);
             rc = adapter_emit_role(&st->who, s->req->include_usage, emit, ctx);
         }
     } else if (strcmp(type, "content_block_start") == 0) {
@@ -730,7 +729,7 @@ static int anthropic_stream_event(struct adapter_stream *s, const char *event, s
         rc = on_block(s, st, ev, 0, emit, ctx);
     } else if (strcmp(type, "message_delta") == 0) {
         const cJSON *delta = cJSON_GetObjectItemCaseSensitive(ev, "delta");
-        read_usage(cJSON_GetObjectItemCaseSensitive(ev, "usage"), &st->usage);
+        adapter_anthropic_usage(cJSON_GetObjectItemCaseSensitive(ev, "usage"), &st->usage);
         if (st->finished) { /* a later message_delta only updates the usage */
             cJSON_Delete(ev);
             return 0;
@@ -754,7 +753,7 @@ static int anthropic_stream_event(struct adapter_stream *s, const char *event, s
         if (!rc)
             rc = adapter_emit_done(&st->usage, emit, ctx);
     } else if (strcmp(type, "error") == 0) {
-        rc = emit_error(cJSON_GetObjectItemCaseSensitive(ev, "error"), emit, ctx);
+        rc = adapter_anthropic_error_event(cJSON_GetObjectItemCaseSensitive(ev, "error"), emit, ctx);
     }
     /* content_block_stop, ping and event types added later: nothing to relay */
     cJSON_Delete(ev);

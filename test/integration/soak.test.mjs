@@ -23,9 +23,10 @@ test('soak smoke: 8 s of the mixed load, every answer right, nothing grows', { t
       ...process.env, ASAN_OPTIONS: asan, SOAK_SECONDS: '8', SOAK_RATE: '300', SOAK_PIN: '0',
       SOAK_REPORT: '-', SOAK_QUIET: '1',
       // 3 s windows: on a busy machine the number in flight (and with it RSS and descriptors)
-      // swings between them without any leak; the leak checks proper are "descriptors back to
-      // idle" and LeakSanitizer at exit. The full `make soak` keeps the strict margins.
-      SOAK_RSS_MARGIN_KB: '4096', SOAK_FD_MARGIN: '96',
+      // swings between them without any leak, so flatness is reported, not judged; the leak
+      // checks here are "descriptors back to idle" and LeakSanitizer at exit. The full
+      // `make soak` judges flatness over minutes.
+      SOAK_FLATNESS: '0',
     },
   });
   let out = '';

@@ -138,6 +138,22 @@ static void content_block(const struct reply *r, int with_content, struct buf *b
     buf_free(&t);
 }
 
+#define THOUGHT "Let me think about this."
+#define SIGNATURE "mocksig-EqQBCkgIARABGAIiQL"
+
+/* With the thinking script: the thinking block the answer opens with (whole when `done`). */
+static void thinking_block(const struct reply *r, int done, struct buf *b)
+{
+    buf_printf(b, "{\"type\":\"thinking\",\"thinking\":\"%s\",\"signature\":\"%s\"}",
+               done ? THOUGHT : "", done ? SIGNATURE : "");
+}
+
+/* The index of the answer's own content block. */
+static int main_index(const struct reply *r)
+{
+    return r->s.thinking ? 1 : 0;
+}
+
 /* The message object; `done`: with its content, stop reason and final usage (else as in
  * message_start: empty, no stop reason yet). */
 static void message(const struct reply *r, int done, struct buf *b)
@@ -145,6 +161,10 @@ static void message(const struct reply *r, int done, struct buf *b)
     buf_printf(b, "{\"id\":\"%s\",\"type\":\"message\",\"role\":\"assistant\",\"model\":", r->id);
     json_str(b, r->model, strlen(r->model));
     buf_append_str(b, ",\"content\":[");
+    if (done && r->s.thinking) {
+        thinking_block(r, 1, b);
+        buf_append_str(b, ",");
+    }
     if (done)
         content_block(r, 1, b);
     if (done)
@@ -177,7 +197,22 @@ static void anthropic_stream_head(struct reply *r)
     message(r, 0, &b);
     buf_append_str(&b, "}");
     event(r, "message_start", &b);
-    buf_append_str(&b, "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":");
+    if (r->s.thinking) {
+        buf_append_str(&b, "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":");
+        thinking_block(r, 0, &b);
+        buf_append_str(&b, "}");
+        event(r, "content_block_start", &b);
+        buf_append_str(&b, "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+                           "{\"type\":\"thinking_delta\",\"thinking\":\"" THOUGHT "\"}}");
+        event(r, "content_block_delta", &b);
+        buf_append_str(&b, "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+                           "{\"type\":\"signature_delta\",\"signature\":\"" SIGNATURE "\"}}");
+        event(r, "content_block_delta", &b);
+        buf_append_str(&b, "{\"type\":\"content_block_stop\",\"index\":0}");
+        event(r, "content_block_stop", &b);
+    }
+    buf_printf(&b, "{\"type\":\"content_block_start\",\"index\":%d,\"content_block\":",
+               main_index(r));
     content_block(r, 0, &b);
     buf_append_str(&b, "}");
     event(r, "content_block_start", &b);
@@ -193,8 +228,8 @@ static void anthropic_stream_piece(struct reply *r, int i)
     buf_init(&b, 0);
     mock_piece_text(r, i, &t);
     buf_printf(&b,
-               "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"%s\",\"%s\":",
-               mock_is_tool(r) ? "input_json_delta" : "text_delta",
+               "{\"type\":\"content_block_delta\",\"index\":%d,\"delta\":{\"type\":\"%s\",\"%s\":",
+               main_index(r), mock_is_tool(r) ? "input_json_delta" : "text_delta",
                mock_is_tool(r) ? "partial_json" : "text");
     json_str(&b, buf_head(&t), buf_size(&t));
     buf_append_str(&b, "}}");
@@ -207,7 +242,7 @@ static void anthropic_stream_end(struct reply *r)
 {
     struct buf b;
     buf_init(&b, 0);
-    buf_append_str(&b, "{\"type\":\"content_block_stop\",\"index\":0}");
+    buf_printf(&b, "{\"type\":\"content_block_stop\",\"index\":%d}", main_index(r));
     event(r, "content_block_stop", &b);
     buf_printf(
         &b,

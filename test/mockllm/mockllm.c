@@ -62,7 +62,8 @@ static int parse_script(const char *text, size_t len, struct script *s, char *er
         /* clang-format off */
         KEY(delay) KEY(ttft) KEY(tokens) KEY(tps) KEY(status) KEY(retry_after) KEY(fail_every)
         KEY(reset_after) KEY(stall_after) KEY(chunk_bytes) KEY(context_window) KEY(error_after)
-        KEY(prefill) KEY(stamp) KEY(thought_signature) KEY(echo_key) TEXT_KEY(malformed)
+        KEY(prefill) KEY(stamp) KEY(thought_signature) KEY(echo_key) KEY(thinking) KEY(cached)
+        TEXT_KEY(malformed)
         TEXT_KEY(tool) TEXT_KEY(error_type) TEXT_KEY(after_done)
 #undef KEY
 #undef TEXT_KEY
@@ -507,7 +508,14 @@ static void handler(void *data, struct server_req *req)
     const char *query = rq->url + rq->path_len;
     static const struct http_header json_ct[] = {{"content-type", 12, "application/json", 16}};
     struct route rt;
-    if (strcmp(rq->method, "POST") == 0 && route_of(path, query, &rt) == 0) {
+    if (strcmp(rq->method, "POST") == 0 && strcmp(path, "/v1/messages/count_tokens") == 0) {
+        /* Anthropic's token counting: the prompt count every answer reports */
+        api_requests++;
+        record_last(rq);
+        char body[64];
+        int n = snprintf(body, sizeof(body), "{\"input_tokens\":%d}", (int)(rq->body_len / 4) + 1);
+        server_respond(req, 200, json_ct, 1, body, (size_t)n);
+    } else if (strcmp(rq->method, "POST") == 0 && route_of(path, query, &rt) == 0) {
         handle_api(req, rq, &rt);
     } else if (strcmp(path, "/v1/models") == 0) {
         static const char body[] =

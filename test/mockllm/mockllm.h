@@ -33,6 +33,8 @@ struct script {
     int thought_signature; /* Gemini 3: functionCall parts carry a thoughtSignature, and the
                               current turn's calls must come back with theirs */
     int echo_key;   /* a scripted error's message quotes the API key it received */
+    int thinking;   /* Anthropic: the answer opens with a thinking block and its signature */
+    int cached;     /* OpenAI: usage.prompt_tokens_details.cached_tokens (of prompt_tokens) */
     char malformed[8];
     char tool[64];
     char error_type[48];

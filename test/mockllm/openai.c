@@ -42,8 +42,12 @@ static const char *finish_reason(const struct reply *r)
 
 static void usage_json(const struct reply *r, int completion, struct buf *b)
 {
-    buf_printf(b, "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d}",
+    buf_printf(b, "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d",
                r->prompt_tokens, completion, r->prompt_tokens + completion);
+    if (r->s.cached > 0)
+        buf_printf(b, ",\"prompt_tokens_details\":{\"cached_tokens\":%d}",
+                   r->s.cached < r->prompt_tokens ? r->s.cached : r->prompt_tokens);
+    buf_append_str(b, "}");
 }
 
 static int openai_read(struct reply *r, const cJSON *body, struct mock_error *e)

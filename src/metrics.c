@@ -1,0 +1,460 @@
+/* metrics: the Prometheus registry and text exposition. See include/llmux/metrics.h. */
+#include "llmux/metrics.h"
+
+#include <dirent.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "llmux/gateway.h"
+#include "llmux/health.h"
+#include "llmux/upstream.h"
+
+static const double seconds_le[MET_SECONDS_BOUNDS] = {0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64,
+                                                       1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92};
+static const double tokens_le[MET_TOKEN_BOUNDS] = {1,      4,       16,      64,       256,
+                                                   1024,   4096,    16384,   65536,    262144,
+                                                   1048576, 4194304, 16777216, 67108864};
+static const double chunk_le[MET_CHUNK_BOUNDS] = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
+                                                  0.3,  0.4,   0.5,  0.75,  1.0, 2.5};
+static const int statuses[MET_STATUSES - 1] = {200, 400, 401, 403, 404, 408, 413, 422,
+                                               429, 499, 500, 502, 503, 504, 529};
+static const char *const endpoints[MET_ENDPOINTS] = {"chat", "completions", "embeddings",
+                                                     "messages"};
+
+static void observe(struct met_hist *h, const double *le, size_t n, double v, uint64_t count)
+{
+    size_t i = 0;
+    while (i < n && v > le[i])
+        i++;
+    h->b[i] += count;
+    h->n += count;
+    h->sum += v * (double)count;
+}
+
+static int same(const char *a, const char *b)
+{
+    return strcmp(a, b) == 0;
+}
+
+static struct alias_metrics *alias_of(struct metrics *m, const char *name)
+{
+    for (struct alias_metrics *a = m->aliases; a; a = a->next)
+        if (same(a->name, name))
+            return a;
+    struct alias_metrics *a = calloc(1, sizeof(*a));
+    if (!a || !(a->name = strdup(name))) {
+        free(a);
+        return NULL;
+    }
+    a->next = m->aliases;
+    m->aliases = a;
+    return a;
+}
+
+static struct route_metrics *route_of(struct metrics *m, const char *alias,
+                                      const struct deployment *d)
+{
+    for (struct route_metrics *r = m->routes; r; r = r->next)
+        if (same(r->alias, alias) && same(r->provider, d->provider->name) && same(r->model, d->model))
+            return r;
+    struct route_metrics *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->alias = strdup(alias);
+    r->provider = strdup(d->provider->name);
+    r->model = strdup(d->model);
+    if (!r->alias || !r->provider || !r->model) {
+        free(r->alias);
+        free(r->provider);
+        free(r->model);
+        free(r);
+        return NULL;
+    }
+    r->next = m->routes;
+    m->routes = r;
+    return r;
+}
+
+int metrics_attach(struct metrics *m, const struct config *cfg, struct alias_metrics ***aliases,
+                   struct route_metrics ***routes)
+{
+    *aliases = calloc(cfg->n_models + 1, sizeof(**aliases));
+    *routes = calloc(cfg->n_routes + 1, sizeof(**routes));
+    if (!*aliases || !*routes)
+        return UV_ENOMEM;
+    if (!m->started)
+        m->started = (int64_t)time(NULL);
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        const struct model *md = &cfg->models[i];
+        if (!((*aliases)[i] = alias_of(m, md->name)))
+            return UV_ENOMEM;
+        for (size_t j = 0; j < md->n_deployments; j++) {
+            const struct deployment *d = &md->deployments[j];
+            struct route_metrics *r = route_of(m, md->name, d);
+            if (!r)
+                return UV_ENOMEM;
+            (*routes)[d->route_id] = r;
+        }
+    }
+    return 0;
+}
+
+void metrics_free(struct metrics *m)
+{
+    while (m->aliases) {
+        struct alias_metrics *a = m->aliases;
+        m->aliases = a->next;
+        free(a->name);
+        free(a);
+    }
+    while (m->routes) {
+        struct route_metrics *r = m->routes;
+        m->routes = r->next;
+        free(r->alias);
+        free(r->provider);
+        free(r->model);
+        free(r);
+    }
+}
+
+void metrics_request(struct alias_metrics *a, struct route_metrics *r, const struct met_request *q)
+{
+    if (a) {
+        size_t s = 0;
+        while (s < MET_STATUSES - 1 && statuses[s] != q->status)
+            s++;
+        a->requests[q->endpoint][s]++;
+        a->fallbacks += q->fallbacks;
+        a->hedges += q->hedges;
+        a->hedges_won += (uint64_t)q->hedge_won;
+        a->continuations += (uint64_t)q->continuations;
+    }
+    if (!r)
+        return;
+    r->served++;
+    r->cost_pico += q->cost_pico;
+    observe(&r->duration, seconds_le, MET_SECONDS_BOUNDS, q->seconds, 1);
+    if (q->ttfc > 0)
+        observe(&r->ttfc, seconds_le, MET_SECONDS_BOUNDS, q->ttfc, 1);
+    if (q->tpoc_count)
+        observe(&r->tpoc, chunk_le, MET_CHUNK_BOUNDS, q->tpoc, q->tpoc_count);
+    if (q->input_tokens >= 0)
+        observe(&r->tokens[0], tokens_le, MET_TOKEN_BOUNDS, (double)q->input_tokens, 1);
+    if (q->output_tokens >= 0)
+        observe(&r->tokens[1], tokens_le, MET_TOKEN_BOUNDS, (double)q->output_tokens, 1);
+}
+
+/* ---- exposition ---- */
+
+/* A label value: backslash, quote and newline escaped. */
+static void label(struct buf *b, const char *name, const char *v, int first)
+{
+    buf_printf(b, "%s%s=\"", first ? "" : ",", name);
+    for (const char *p = v; *p; p++) {
+        if (*p == '\\' || *p == '"')
+            buf_append(b, "\\", 1);
+        if (*p == '\n')
+            buf_append_str(b, "\\n");
+        else
+            buf_append(b, p, 1);
+    }
+    buf_append_str(b, "\"");
+}
+
+static void head(struct buf *b, const char *name, const char *type, const char *help)
+{
+    buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* OpenTelemetry's gen_ai.provider.name for a route: from the kind, and for the OpenAI-compatible
+ * kind from the host of well-known providers; else the configured provider name. */
+static const char *otel_provider(const struct provider *p)
+{
+    static const struct {
+        const char *host, *name;
+    } hosts[] = {{"api.openai.com", "openai"},  {"groq.com", "groq"},
+                 {"mistral.ai", "mistral_ai"},  {"deepseek.com", "deepseek"},
+                 {"x.ai", "x_ai"},              {"perplexity.ai", "perplexity"},
+                 {"cohere", "cohere"},          {"openrouter.ai", "openrouter"},
+                 {"together.xyz", "together_ai"}, {"fireworks.ai", "fireworks_ai"}};
+    switch (p->kind) {
+    case PROVIDER_ANTHROPIC:
+        return "anthropic";
+    case PROVIDER_GEMINI:
+        return "gcp.gemini";
+    case PROVIDER_AZURE:
+        return "azure.ai.openai";
+    default:
+        break;
+    }
+    size_t n = strlen(p->host);
+    for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+        size_t k = strlen(hosts[i].host);
+        if (n >= k && strcmp(p->host + n - k, hosts[i].host) == 0)
+            return hosts[i].name;
+    }
+    return p->name;
+}
+
+/* The GenAI labels of a route (no trailing brace). */
+static void genai_labels(struct buf *b, const struct deployment *d, const char *alias,
+                         const char *op)
+{
+    buf_append_str(b, "{");
+    label(b, "gen_ai_provider_name", otel_provider(d->provider), 1);
+    label(b, "provider", d->provider->name, 0);
+    label(b, "gen_ai_request_model", alias, 0);
+    label(b, "gen_ai_response_model", d->model, 0);
+    label(b, "gen_ai_operation_name", op, 0);
+}
+
+static void hist_lines(struct buf *b, const char *name, const struct buf *labels,
+                       const struct met_hist *h, const double *le, size_t n)
+{
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= n; i++) {
+        cum += h->b[i];
+        buf_printf(b, "%s_bucket%.*s,le=\"", name, (int)buf_size(labels), buf_head(labels));
+        if (i < n)
+            buf_printf(b, "%g\"} %" PRIu64 "\n", le[i], cum);
+        else
+            buf_printf(b, "+Inf\"} %" PRIu64 "\n", cum);
+    }
+    buf_printf(b, "%s_sum%.*s} %.9g\n%s_count%.*s} %" PRIu64 "\n", name, (int)buf_size(labels),
+               buf_head(labels), h->sum, name, (int)buf_size(labels), buf_head(labels), h->n);
+}
+
+/* Whether route_id is the first of the config's routes with its record (a deployment listed
+ * twice in an alias has one record, rendered once). */
+static int first_of(struct route_metrics *const *routes, size_t route_id)
+{
+    for (size_t k = 0; k < route_id; k++)
+        if (routes[k] == routes[route_id])
+            return 0;
+    return 1;
+}
+
+/* The series of one histogram over every route of the current config. which: 0 duration,
+ * 1 ttfc, 2 tpoc, 3/4 input/output tokens. */
+static void route_hists(struct buf *b, const struct runtime *rt, const char *name, int which)
+{
+    const struct config *cfg = rt->cfg;
+    struct buf l;
+    buf_init(&l, 0);
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        for (size_t j = 0; j < cfg->models[i].n_deployments; j++) {
+            const struct deployment *d = &cfg->models[i].deployments[j];
+            if (!first_of(rt->routes, d->route_id))
+                continue;
+            const struct route_metrics *r = rt->routes[d->route_id];
+            buf_reset(&l);
+            genai_labels(&l, d, cfg->models[i].name, "chat");
+            if (which >= 3)
+                label(&l, "gen_ai_token_type", which == 3 ? "input" : "output", 0);
+            const struct met_hist *h = which == 0   ? &r->duration
+                                       : which == 1 ? &r->ttfc
+                                       : which == 2 ? &r->tpoc
+                                                    : &r->tokens[which - 3];
+            if (which >= 3)
+                hist_lines(b, name, &l, h, tokens_le, MET_TOKEN_BOUNDS);
+            else if (which == 2)
+                hist_lines(b, name, &l, h, chunk_le, MET_CHUNK_BOUNDS);
+            else
+                hist_lines(b, name, &l, h, seconds_le, MET_SECONDS_BOUNDS);
+        }
+    }
+    buf_free(&l);
+}
+
+static void counter(struct buf *b, const char *name, const char *help, uint64_t v)
+{
+    head(b, name, "counter", help);
+    buf_printf(b, "%s %" PRIu64 "\n", name, v);
+}
+
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    if (!d)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n - 3; /* ".", ".." and the directory's own descriptor */
+}
+
+int metrics_render(struct gateway *gw, struct buf *b)
+{
+    const struct runtime *rt = gw->rt;
+    const struct config *cfg = rt->cfg;
+    head(b, "llmux_build_info", "gauge", "llmux's version");
+    buf_printf(b, "llmux_build_info{version=\"%s\"} 1\n", LLMUX_VERSION);
+
+    head(b, "llmux_requests_total", "counter",
+         "Requests that reached an alias, by endpoint, alias and answer status");
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        const struct alias_metrics *a = rt->aliases[i];
+        for (int e = 0; e < MET_ENDPOINTS; e++)
+            for (int s = 0; s < MET_STATUSES; s++) {
+                if (!a->requests[e][s])
+                    continue;
+                buf_append_str(b, "llmux_requests_total{");
+                label(b, "endpoint", endpoints[e], 1);
+                label(b, "model", a->name, 0);
+                char st[8];
+                snprintf(st, sizeof(st), "%d", s < MET_STATUSES - 1 ? statuses[s] : 0);
+                label(b, "status", s < MET_STATUSES - 1 ? st : "other", 0);
+                buf_printf(b, "} %" PRIu64 "\n", a->requests[e][s]);
+            }
+    }
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } alias_counters[] = {
+        {"llmux_fallbacks_total", "Attempts after the first (not hedges), by alias",
+         offsetof(struct alias_metrics, fallbacks)},
+        {"llmux_continuations_total", "Broken streams continued on another deployment",
+         offsetof(struct alias_metrics, continuations)},
+    };
+    for (size_t k = 0; k < 2; k++) {
+        head(b, alias_counters[k].name, "counter", alias_counters[k].help);
+        for (size_t i = 0; i < cfg->n_models; i++) {
+            const struct alias_metrics *a = rt->aliases[i];
+            buf_printf(b, "%s{", alias_counters[k].name);
+            label(b, "model", a->name, 1);
+            buf_printf(b, "} %" PRIu64 "\n",
+                       *(const uint64_t *)((const char *)a + alias_counters[k].off));
+        }
+    }
+    head(b, "llmux_hedges_total", "counter", "Hedged attempts started, and won, by alias");
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        const struct alias_metrics *a = rt->aliases[i];
+        for (int won = 0; won < 2; won++) {
+            buf_append_str(b, "llmux_hedges_total{");
+            label(b, "model", a->name, 1);
+            label(b, "result", won ? "won" : "started", 0);
+            buf_printf(b, "} %" PRIu64 "\n", won ? a->hedges_won : a->hedges);
+        }
+    }
+
+    /* per deployment (provider, upstream model): the health records */
+    const struct health *h = rt->health;
+    uint64_t now = uv_now(gw->loop);
+    head(b, "llmux_attempts_total", "counter",
+         "Upstream attempts by deployment and outcome (failure: the provider's fault)");
+    for (size_t i = 0; i < h->n; i++) {
+        const struct dep_health *d = h->deps[i];
+        uint64_t done = d->requests - d->inflight;
+        uint64_t n[3] = {done - d->failures - d->cancels, d->failures, d->cancels};
+        static const char *const outcome[3] = {"success", "failure", "cancelled"};
+        for (int k = 0; k < 3; k++) {
+            buf_append_str(b, "llmux_attempts_total{");
+            label(b, "provider", d->provider, 1);
+            label(b, "model", d->model, 0);
+            label(b, "outcome", outcome[k], 0);
+            buf_printf(b, "} %" PRIu64 "\n", n[k]);
+        }
+    }
+    head(b, "llmux_deployment_up", "gauge",
+         "1 when the deployment takes requests (healthy or half-open), 0 when ejected, cooling "
+         "down or disabled");
+    for (size_t i = 0; i < h->n; i++) {
+        const char *st = health_state(h->deps[i], now);
+        int up = h->dep[i]->provider->enabled &&
+                 (strcmp(st, "healthy") == 0 || strcmp(st, "half_open") == 0);
+        buf_append_str(b, "llmux_deployment_up{");
+        label(b, "provider", h->deps[i]->provider, 1);
+        label(b, "model", h->deps[i]->model, 0);
+        buf_printf(b, "} %d\n", up);
+    }
+    head(b, "llmux_ejections_total", "counter", "Circuit-breaker ejections by deployment");
+    for (size_t i = 0; i < h->n; i++) {
+        buf_append_str(b, "llmux_ejections_total{");
+        label(b, "provider", h->deps[i]->provider, 1);
+        label(b, "model", h->deps[i]->model, 0);
+        buf_printf(b, "} %" PRIu64 "\n", h->deps[i]->total_ejections);
+    }
+    head(b, "llmux_cost_usd_total", "counter", "Spend of served requests in USD, by alias and provider");
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        const struct route_metrics *r = rt->routes[i];
+        if (!first_of(rt->routes, i))
+            continue;
+        buf_append_str(b, "llmux_cost_usd_total{");
+        label(b, "model", r->alias, 1);
+        label(b, "provider", r->provider, 0);
+        label(b, "upstream_model", r->model, 0);
+        buf_printf(b, "} %" PRIu64 ".%012" PRIu64 "\n", r->cost_pico / 1000000000000u,
+                   r->cost_pico % 1000000000000u);
+    }
+
+    head(b, "gen_ai_client_operation_duration_seconds", "histogram",
+         "Duration of served GenAI operations (request received to the last byte)");
+    route_hists(b, rt, "gen_ai_client_operation_duration_seconds", 0);
+    head(b, "gen_ai_client_operation_time_to_first_chunk_seconds", "histogram",
+         "Streams: request received to the first content chunk");
+    route_hists(b, rt, "gen_ai_client_operation_time_to_first_chunk_seconds", 1);
+    head(b, "gen_ai_client_operation_time_per_output_chunk_seconds", "histogram",
+         "Streams: time between output chunks after the first");
+    route_hists(b, rt, "gen_ai_client_operation_time_per_output_chunk_seconds", 2);
+    head(b, "gen_ai_client_token_usage", "histogram", "Tokens per served operation, input and output");
+    route_hists(b, rt, "gen_ai_client_token_usage", 3);
+    route_hists(b, rt, "gen_ai_client_token_usage", 4);
+
+    /* the worker */
+    head(b, "llmux_overhead_seconds", "histogram",
+         "llmux's own time per request (handlers: parsing, routing, encoding, relaying)");
+    {
+        struct met_hist oh;
+        memset(&oh, 0, sizeof(oh));
+        static const double oh_le[MET_SECONDS_BOUNDS] = {
+            0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001,
+            0.002,   0.005,   0.01,    0.02,   0.05,   0.1,    1};
+        uint64_t prev = 0;
+        for (size_t i = 0; i < MET_SECONDS_BOUNDS; i++) {
+            uint64_t c = hist_count_le(&gw->stats.overhead_us, (uint64_t)(oh_le[i] * 1e6));
+            oh.b[i] = c - prev;
+            prev = c;
+        }
+        oh.b[MET_SECONDS_BOUNDS] = gw->stats.overhead_us.count - prev;
+        oh.n = gw->stats.overhead_us.count;
+        oh.sum = gw->stats.overhead_us.sum / 1e6;
+        struct buf l; /* hist_lines adds ",le=...": one label first */
+        buf_init(&l, 0);
+        buf_printf(&l, "{worker=\"%d\"", gw->worker);
+        hist_lines(b, "llmux_overhead_seconds", &l, &oh, oh_le, MET_SECONDS_BOUNDS);
+        buf_free(&l);
+    }
+    const struct pool_stats *ps = pool_get_stats(gw->pool);
+    head(b, "llmux_upstream_connections", "gauge", "Upstream connections: open (busy or idle) and idle");
+    buf_printf(b, "llmux_upstream_connections{state=\"open\"} %" PRIu64 "\n", ps->open);
+    buf_printf(b, "llmux_upstream_connections{state=\"idle\"} %" PRIu64 "\n", ps->idle);
+    counter(b, "llmux_retry_budget_refusals_total", "Retries and hedges refused by the retry budget",
+            gw->health.budget_refusals);
+
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    head(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes");
+    buf_printf(b, "process_resident_memory_bytes %lu\n", resident * (unsigned long)page);
+    head(b, "process_open_fds", "gauge", "Open file descriptors");
+    buf_printf(b, "process_open_fds %d\n", open_fds());
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    head(b, "process_cpu_seconds_total", "counter", "User and system CPU time in seconds");
+    buf_printf(b, "process_cpu_seconds_total %.6f\n",
+               (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+                   ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6);
+    head(b, "process_start_time_seconds", "gauge", "Start time of the process, unix seconds");
+    return buf_printf(b, "process_start_time_seconds %" PRId64 "\n", gw->metrics.started);
+}
