@@ -141,7 +141,7 @@ static void generation(struct gateway *gw, struct server_req *req, const char *r
                   "the generation id is missing: GET /v1/generation?id=<x-request-id>");
         return;
     }
-    const struct generation *g = gateway_find_generation(gw, id);
+    const struct gen_rec *g = generations_find(&gw->gens, id);
     if (!g) {
         char msg[160];
         snprintf(msg, sizeof(msg), "Generation %s not found (this worker keeps the last %zu)", id,
@@ -150,9 +150,9 @@ static void generation(struct gateway *gw, struct server_req *req, const char *r
         return;
     }
     struct buf b;
-    buf_init(&b, g->len + 16);
+    buf_init(&b, 0);
     buf_append_str(&b, "{\"data\":");
-    buf_append(&b, g->json, g->len);
+    generation_json(g, &b);
     buf_append_str(&b, "}");
     respond_json(req, 200, buf_head(&b), buf_size(&b));
     buf_free(&b);
@@ -169,18 +169,17 @@ static void generations(struct gateway *gw, struct server_req *req)
     int failed = strstr(q, "failed=1") || strstr(q, "failed=true");
     if (limit < 1 || limit > 100)
         limit = limit < 1 ? 1 : 100;
-    const struct generations *g = &gw->gens;
     struct buf b;
     buf_init(&b, 0);
     buf_append_str(&b, "{\"data\":[");
     long n = 0;
-    for (size_t k = 1; k <= g->n && n < limit; k++) {
-        const struct generation *s = &g->ring[(g->next + g->keep - k) % g->keep];
-        if (failed && !memmem(s->json, s->len, "\"error\":\"", 9))
+    const struct gen_rec *g;
+    for (size_t k = 0; n < limit && (g = generations_nth(&gw->gens, k)); k++) {
+        if (failed && !generation_failed(g))
             continue;
         if (n++)
             buf_append_str(&b, ",");
-        buf_append(&b, s->json, s->len);
+        generation_json(g, &b);
     }
     buf_append_str(&b, "]}");
     respond_json(req, 200, buf_head(&b), buf_size(&b));

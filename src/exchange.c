@@ -200,21 +200,40 @@ static void tried_header(struct exchange *ex, char *tried, size_t cap)
             *c = '?';
 }
 
+/* name then ns as milliseconds with three decimals; returns the end. */
+static char *put_ms(char *p, const char *name, uint64_t ns)
+{
+    uint64_t us = ns / 1000;
+    while (*name)
+        *p++ = *name++;
+    char digits[24];
+    int n = 0;
+    uint64_t ms = us / 1000;
+    do
+        digits[n++] = (char)('0' + ms % 10);
+    while ((ms /= 10) && n < 20);
+    while (n)
+        *p++ = digits[--n];
+    *p++ = '.';
+    *p++ = (char)('0' + us / 100 % 10);
+    *p++ = (char)('0' + us / 10 % 10);
+    *p++ = (char)('0' + us % 10);
+    return p;
+}
+
 /* Server-Timing (ms, to the microsecond): `overhead` is llmux's own time so far; once an
  * attempt answered, `ttfb` is request received -> its first byte, and for a whole answer
  * `upstream` is its request written -> last byte. */
-static void server_timing(struct exchange *ex, char *out, size_t size)
+static void server_timing(struct exchange *ex, char *out)
 {
     uint64_t now = uv_hrtime();
-    uint64_t own = ex->busy_ns + (ex->busy_t0 ? now - ex->busy_t0 : 0);
-    int n = snprintf(out, size, "overhead;dur=%.3f", (double)own / 1e6);
+    char *p = put_ms(out, "overhead;dur=", ex->busy_ns + (ex->busy_t0 ? now - ex->busy_t0 : 0));
     const struct attempt *a = ex->winner;
-    if (a && a->head_ns && ex->creq.t_recv_ns && n > 0 && (size_t)n < size)
-        n += snprintf(out + n, size - (size_t)n, ", ttfb;dur=%.3f",
-                      (double)(a->head_ns - ex->creq.t_recv_ns) / 1e6);
-    if (a && a->sent_ns && !ex->creq.stream && n > 0 && (size_t)n < size)
-        snprintf(out + n, size - (size_t)n, ", upstream;dur=%.3f",
-                 (double)(now - a->sent_ns) / 1e6);
+    if (a && a->head_ns && ex->creq.t_recv_ns)
+        p = put_ms(p, ", ttfb;dur=", a->head_ns - ex->creq.t_recv_ns);
+    if (a && a->sent_ns && !ex->creq.stream)
+        p = put_ms(p, ", upstream;dur=", now - a->sent_ns);
+    *p = 0;
 }
 
 /* Headers every answer carries: request id, attempts, and which deployment served. The
@@ -223,7 +242,7 @@ static size_t common_headers(struct exchange *ex, struct http_header *h, char *a
                              size_t attempts_size, char *tried, size_t tried_size)
 {
     size_t n = 0;
-    server_timing(ex, ex->timing, sizeof(ex->timing));
+    server_timing(ex, ex->timing);
     h[n++] = (struct http_header){"server-timing", 13, ex->timing, strlen(ex->timing)};
     h[n++] = (struct http_header){"x-request-id", 12, ex->request_id, strlen(ex->request_id)};
     snprintf(attempts, attempts_size, "%zu", ex->n_rec);

@@ -133,7 +133,8 @@ struct exchange {
     char end_reason[200];
     int hedged, hedge_won, continued;
     long output_chunks; /* stream chunks with output (text or a tool call) sent to the client */
-    char timing[96];    /* the Server-Timing value, until the head is written */
+    char timing[128];   /* the Server-Timing value (3 x at most 39 bytes), until the head is
+                           written */
     char finish_reason[24]; /* of the answer (the provider's words), "" when unknown */
 };
 

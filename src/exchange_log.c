@@ -1,9 +1,9 @@
 /* exchange_log: the one JSON access-log line per request (see src/exchange_int.h). */
 #include <inttypes.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "exchange_int.h"
 #include "llmux/json.h"
@@ -247,103 +247,73 @@ void exchange_sniff_finish(struct exchange *ex, const char *json, size_t len)
     }
 }
 
-/* ,"key":<$ or null> */
-static void put_cost(struct buf *b, const char *key, int priced, uint64_t pico)
+/* Room for a string in a record's tail: its copy, or NULL for NULL. */
+static const char *keep_str(char **tail, const char *s, size_t n)
 {
-    buf_append_str(b, ",\"");
-    buf_append_str(b, key);
-    buf_append_str(b, "\":");
-    if (priced)
-        put_dollars(b, pico);
-    else
-        buf_append_str(b, "null");
+    if (!s)
+        return NULL;
+    char *d = *tail;
+    memcpy(d, s, n);
+    d[n] = 0;
+    *tail += n + 1;
+    return d;
 }
 
-/* OpenRouter's generation record (GET /v1/generation?id=), kept in the gateway's ring. */
+/* OpenRouter's generation record (GET /v1/generation?id=): one allocation holding the fields,
+ * the attempts and their strings; formatted only when asked for. */
 void exchange_generation(struct exchange *ex)
 {
-    if (!ex->gw->gens.keep)
+    struct gateway *gw = ex->gw;
+    if (!gw->gens.keep)
         return;
     static const char *const ep[] = {"chat", "completions", "embeddings"};
-    uint64_t now = uv_now(ex->gw->loop);
-    struct buf b;
-    buf_init(&b, 0);
-    buf_append_str(&b, "{\"id\":\"");
-    buf_append_str(&b, ex->request_id);
-    buf_append_str(&b, "\",\"model\":");
-    log_json_str(&b, ex->client_model, strlen(ex->client_model));
-    buf_append_str(&b, ",\"endpoint\":\"");
-    buf_append_str(&b, ex->creq.codec ? ex->creq.codec->name : ep[ex->creq.endpoint]);
     const struct plan_entry *e = ex->winner && ex->status < 400 ? ex->winner->entry : NULL;
-    buf_append_str(&b, "\",\"provider_name\":");
-    if (e)
-        log_json_str(&b, e->provider->name, strlen(e->provider->name));
-    else
-        buf_append_str(&b, "null");
-    buf_append_str(&b, ",\"upstream_model\":");
-    if (e)
-        log_json_str(&b, e->model, e->model_len);
-    else
-        buf_append_str(&b, "null");
-    log_bool(&b, "streamed", ex->creq.stream);
-    time_t created = (time_t)ex->created;
-    struct tm tm;
-    char when[32];
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&created, &tm));
-    buf_append_str(&b, ",\"created_at\":\"");
-    buf_append_str(&b, when);
-    buf_append_str(&b, "\"");
-    log_num(&b, "status", ex->status);
-    if (ex->t_first_byte && e) {
-        log_num(&b, "latency", (long long)(ex->t_first_byte - ex->t_start));
-        log_num(&b, "generation_time", (long long)(now - ex->t_first_byte));
-    } else {
-        buf_append_str(&b, ",\"latency\":null,\"generation_time\":null");
-    }
-    log_num(&b, "duration", (long long)(now - ex->t_start));
-    const struct usage *u = &ex->usage;
-    if (u->known) {
-        log_num(&b, "tokens_prompt", u->prompt_tokens);
-        log_num(&b, "tokens_completion", u->completion_tokens);
-        log_num(&b, "tokens_cached", u->cached_tokens);
-    } else {
-        buf_append_str(&b, ",\"tokens_prompt\":null,\"tokens_completion\":null,\"tokens_cached\":null");
-    }
-    buf_append_str(&b, ",\"finish_reason\":");
-    if (ex->finish_reason[0])
-        log_json_str(&b, ex->finish_reason, strlen(ex->finish_reason));
-    else
-        buf_append_str(&b, "null");
-    uint64_t served = 0, spent = 0;
-    int priced = exchange_cost(ex, &served, &spent);
-    put_cost(&b, "total_cost", priced, served + spent);
-    buf_append_str(&b, ",\"provider_responses\":[");
+    size_t alias = strlen(ex->client_model), fin = strlen(ex->finish_reason);
+    size_t strings = alias + 1 + (fin ? fin + 1 : 0) +
+                     (e ? strlen(e->provider->name) + 1 + e->model_len + 1 : 0);
+    for (size_t i = 0; i < ex->n_rec; i++)
+        strings += strlen(ex->rec[i].provider->name) + 1 + ex->rec[i].model_len + 1 +
+                   strlen(ex->rec[i].reason) + 1;
+    size_t head = sizeof(struct gen_rec) + ex->n_rec * sizeof(struct gen_attempt);
+    struct gen_rec *r = malloc(head + strings);
+    if (!r)
+        return;
+    char *tail = (char *)r + head;
+    uint64_t now = uv_now(gw->loop), served = 0, spent = 0;
+    memcpy(r->id, ex->request_id, sizeof(r->id));
+    r->alias = keep_str(&tail, ex->client_model, alias);
+    r->endpoint = ex->creq.codec ? ex->creq.codec->name : ep[ex->creq.endpoint];
+    r->provider = e ? keep_str(&tail, e->provider->name, strlen(e->provider->name)) : NULL;
+    r->upstream_model = e ? keep_str(&tail, e->model, e->model_len) : NULL;
+    r->finish = fin ? keep_str(&tail, ex->finish_reason, fin) : NULL;
+    r->created = ex->created;
+    r->status = ex->status;
+    r->streamed = ex->creq.stream;
+    r->latency_ms = e && ex->t_first_byte ? (long)(ex->t_first_byte - ex->t_start) : -1;
+    r->generation_ms = e && ex->t_first_byte ? (long)(now - ex->t_first_byte) : -1;
+    r->duration_ms = (long)(now - ex->t_start);
+    r->usage_known = ex->usage.known;
+    r->prompt = ex->usage.prompt_tokens;
+    r->completion = ex->usage.completion_tokens;
+    r->cached = ex->usage.cached_tokens;
+    r->priced = exchange_cost(ex, &served, &spent);
+    r->total_pico = served + spent;
+    r->n_attempts = ex->n_rec;
     for (size_t i = 0; i < ex->n_rec; i++) {
-        const struct attempt_record *r = &ex->rec[i];
-        buf_append_str(&b, i ? ",{\"provider_name\":" : "{\"provider_name\":");
-        log_json_str(&b, r->provider->name, strlen(r->provider->name));
-        buf_append_str(&b, ",\"model\":");
-        log_json_str(&b, r->model, r->model_len);
-        if (r->status)
-            log_num(&b, "status", r->status);
-        else
-            buf_append_str(&b, ",\"status\":null");
-        buf_append_str(&b, ",\"error\":");
-        if (r->reason[0] && !r->served)
-            log_json_str(&b, r->reason, strlen(r->reason));
-        else
-            buf_append_str(&b, "null");
-        log_num(&b, "latency", (long long)r->ms);
-        log_bool(&b, "is_hedge", r->hedge);
-        log_bool(&b, "is_continuation", r->continuation);
-        log_bool(&b, "served", r->served);
-        put_cost(&b, "cost", r->served ? priced : r->cost_pico > 0, r->served ? served : r->cost_pico);
-        buf_append(&b, "}", 1);
+        const struct attempt_record *a = &ex->rec[i];
+        struct gen_attempt *g = &r->attempts[i];
+        g->provider = keep_str(&tail, a->provider->name, strlen(a->provider->name));
+        g->model = keep_str(&tail, a->model, a->model_len);
+        g->error = keep_str(&tail, a->reason, strlen(a->reason));
+        if (a->served || !a->reason[0])
+            g->error = NULL;
+        g->status = a->status;
+        g->ms = a->ms;
+        g->hedge = a->hedge;
+        g->continuation = a->continuation;
+        g->served = a->served;
+        g->priced = a->served ? r->priced : a->cost_pico > 0;
+        g->cost_pico = a->served ? served : a->cost_pico;
     }
-    buf_append_str(&b, "]}");
-    size_t len;
-    char *json = buf_steal(&b, &len);
-    buf_free(&b);
-    if (json)
-        gateway_keep_generation(ex->gw, ex->request_id, json, len);
+    generations_add(&gw->gens, r);
 }

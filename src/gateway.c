@@ -127,34 +127,6 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
     return 0;
 }
 
-void gateway_keep_generation(struct gateway *gw, const char *id, char *json, size_t len)
-{
-    struct generations *g = &gw->gens;
-    if (!g->keep) {
-        free(json);
-        return;
-    }
-    struct generation *slot = &g->ring[g->next];
-    free(slot->json);
-    snprintf(slot->id, sizeof(slot->id), "%s", id);
-    slot->json = json;
-    slot->len = len;
-    g->next = (g->next + 1) % g->keep;
-    if (g->n < g->keep)
-        g->n++;
-}
-
-const struct generation *gateway_find_generation(const struct gateway *gw, const char *id)
-{
-    const struct generations *g = &gw->gens;
-    for (size_t k = 1; k <= g->n; k++) { /* newest first: a reused id finds the latest */
-        const struct generation *s = &g->ring[(g->next + g->keep - k) % g->keep];
-        if (strcmp(s->id, id) == 0)
-            return s;
-    }
-    return NULL;
-}
-
 int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *err, size_t errlen)
 {
     memset(gw, 0, sizeof(*gw));
@@ -163,10 +135,7 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
     gw->id_seed = ((uint64_t)time(NULL) << 20) ^ ((uint64_t)getpid() << 40) ^ uv_hrtime();
     gw->health.log = gateway_log;
     gw->health.log_ctx = gw;
-    gw->gens.keep = cfg->generations_keep;
-    gw->gens.ring = cfg->generations_keep ? calloc(cfg->generations_keep, sizeof(*gw->gens.ring))
-                                          : NULL;
-    if (cfg->generations_keep && !gw->gens.ring) {
+    if (generations_init(&gw->gens, cfg->generations_keep) != 0) {
         snprintf(err, errlen, "out of memory");
         return UV_ENOMEM;
     }
@@ -309,9 +278,7 @@ void gateway_free(struct gateway *gw)
     }
     buf_free(&gw->log_buf);
     metrics_free(&gw->metrics);
-    for (size_t i = 0; i < gw->gens.keep; i++)
-        free(gw->gens.ring[i].json);
-    free(gw->gens.ring);
+    generations_free(&gw->gens);
     memset(gw, 0, sizeof(*gw));
 }
 

@@ -17,6 +17,7 @@
 
 #include "llmux/buf.h"
 #include "llmux/config.h"
+#include "llmux/generation.h"
 #include "llmux/health.h"
 #include "llmux/hist.h"
 #include "llmux/metrics.h"
@@ -53,16 +54,6 @@ struct runtime {
 
 struct tls_entry; /* a TLS context and the CA file it was built from (gateway.c) */
 
-/* The records of finished requests (GET /v1/generation): a ring of the last `keep`. */
-struct generation {
-    char id[80]; /* the request id */
-    char *json;  /* the record, a JSON object (owned) */
-    size_t len;
-};
-struct generations {
-    struct generation *ring;
-    size_t keep, next, n;
-};
 
 struct gateway {
     uv_loop_t *loop;
@@ -80,7 +71,7 @@ struct gateway {
     int log_timer_on;
     struct health_shared health; /* the retry budget and counters, across reloads */
     struct metrics metrics;      /* counters and histograms by alias and route */
-    struct generations gens;
+    struct generations gens; /* finished requests' records (GET /v1/generation) */
     struct gateway_stats stats;
     uint64_t id_seed;
     uv_timer_t trim_timer; /* hands freed memory back after a quiet second (gateway_quiet) */
@@ -114,10 +105,6 @@ struct origin *runtime_origin(const struct runtime *rt, const struct provider *p
 /* No request is in flight any more: if none starts for a second, freed memory is handed back
  * to the system (malloc_trim), off the request path. */
 void gateway_quiet(struct gateway *gw);
-/* Keep a finished request's record (json is taken; the oldest goes when `keep` are held). */
-void gateway_keep_generation(struct gateway *gw, const char *id, char *json, size_t len);
-/* The record of request `id`, or NULL. */
-const struct generation *gateway_find_generation(const struct gateway *gw, const char *id);
 /* A fresh request id (32 hex characters) into out[33]. */
 void gateway_request_id(struct gateway *gw, char out[33]);
 
