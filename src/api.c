@@ -2,7 +2,9 @@
 #include "llmux/api.h"
 
 #include <cjson/cJSON.h>
+#include <mbedtls/sha256.h>
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,27 +67,34 @@ static const struct client_codec *route_codec(const struct route *rt)
  * API), the request id (the SDKs read it as error.request_id), and x-should-retry: false where
  * retrying cannot help (llmux already tried every deployment it could, or the request itself is
  * at fault). */
-static void api_error(struct server_req *req, const char *rid, int status, const char *type,
-                      const char *code, const char *param, const char *message)
+static void api_error_with(struct server_req *req, const char *rid, int status, const char *type,
+                           const char *code, const char *param, const char *message,
+                           const struct http_header *extra, size_t n_extra, int retry)
 {
-    const struct http_header h[3] = {
-        {"x-request-id", 12, rid, strlen(rid)},
-        {"x-should-retry", 14, "false", 5},
-        {"content-type", 12, "application/json", 16},
-    };
+    struct http_header h[12] = {{"x-request-id", 12, rid, strlen(rid)}};
+    size_t n = 1;
+    if (!retry)
+        h[n++] = (struct http_header){"x-should-retry", 14, "false", 5};
+    for (size_t i = 0; i < n_extra && n < 11; i++)
+        h[n++] = extra[i];
     int known;
     const struct client_codec *codec = route_codec(find_route(server_req_request(req), &known));
     if (!codec) {
-        server_respond_error_with(req, status, type, code, param, message, h,
-                                  status != 500 ? 2 : 1);
+        server_respond_error_with(req, status, type, code, param, message, h, n);
         return;
     }
     struct buf b;
     buf_init(&b, 0);
     codec->error(status, message, NULL, 0, &b);
-    const struct http_header hs[3] = {h[0], status != 500 ? h[1] : h[2], h[2]};
-    server_respond(req, status, hs, status != 500 ? 3 : 2, buf_head(&b), buf_size(&b));
+    h[n++] = (struct http_header){"content-type", 12, "application/json", 16};
+    server_respond(req, status, h, n, buf_head(&b), buf_size(&b));
     buf_free(&b);
+}
+
+static void api_error(struct server_req *req, const char *rid, int status, const char *type,
+                      const char *code, const char *param, const char *message)
+{
+    api_error_with(req, rid, status, type, code, param, message, NULL, 0, status == 500);
 }
 
 static void list_models(struct gateway *gw, struct server_req *req)
@@ -216,31 +225,105 @@ static void model_sub(struct gateway *gw, struct server_req *req, const char *ri
     buf_free(&b);
 }
 
-/* Constant-time comparison so a key cannot be guessed byte by byte from timing. */
-static int key_equal(const char *a, size_t alen, const char *b)
+/* Whether key k may use model `name`: its "models" list, when it has one. */
+static int key_allows(const struct gateway_key *k, const char *name)
 {
-    size_t blen = strlen(b);
-    unsigned char diff = alen != blen;
-    for (size_t i = 0; i < alen; i++)
-        diff |= (unsigned char)a[i] ^ (unsigned char)b[i < blen ? i : 0];
-    return diff == 0;
+    for (size_t i = 0; i < k->n_models; i++)
+        if (strcmp(k->models[i], name) == 0)
+            return 1;
+    return k->n_models == 0;
+}
+
+/* A key's budget and rate limits before the request goes on. Returns 0 (admitted: adm says
+ * what to put in the answer's headers and settle at its end), or 1 when a 429 was answered
+ * here (nothing reached a provider). */
+static int admit(struct gateway *gw, struct server_req *req, const char *rid, int key,
+                 size_t body_len, struct admission *adm)
+{
+    memset(adm, 0, sizeof(*adm));
+    if (key < 0)
+        return 0;
+    const struct gateway_key *k = &gw->rt->cfg->keys[key];
+    struct limit_slot *slot = gw->rt->key_slots[key];
+    adm->key_name = k->name;
+    adm->slot = slot;
+    if (!slot) /* the table is full (more than LIMITS_SLOTS key names): not limited */
+        return 0;
+    adm->period = limits_period(k->budget_period, (int64_t)time(NULL));
+    char msg[200];
+    struct http_header h[8];
+    char space[8][24];
+    if (k->budget_usd >= 0 &&
+        limits_spent(slot, adm->period) >= (uint64_t)llround(k->budget_usd * 1e12)) {
+        static const char *const per[] = {"", " for this day (UTC)", " for this month (UTC)"};
+        snprintf(msg, sizeof(msg), "Key '%.64s' has used its budget of $%g%s.", k->name,
+                 k->budget_usd, per[k->budget_period]);
+        api_error(req, rid, 429, "insufficient_quota", "insufficient_quota", NULL, msg);
+        return 1;
+    }
+    uint64_t now = uv_hrtime() / 1000, retry = 0;
+    adm->rpm = k->rpm;
+    adm->tpm = k->tpm;
+    if (k->rpm && !limits_take(&slot->tat_req, k->rpm, 1, now, &adm->remaining_req,
+                               &adm->reset_req_us, &retry)) {
+        snprintf(msg, sizeof(msg), "Rate limit reached for key '%.64s': %u requests per minute.",
+                 k->name, k->rpm);
+    } else if (k->tpm) {
+        adm->est_tokens = body_len / 4 + 1; /* prompt tokens, estimated from the body */
+        if (adm->est_tokens > k->tpm) {
+            if (k->rpm)
+                limits_adjust(&slot->tat_req, k->rpm, -1, now);
+            snprintf(msg, sizeof(msg),
+                     "Request too large for key '%.64s': about %llu tokens, limit %u per minute.",
+                     k->name, (unsigned long long)adm->est_tokens, k->tpm);
+            api_error(req, rid, 429, "tokens", "rate_limit_exceeded", NULL, msg);
+            return 1;
+        }
+        if (limits_take(&slot->tat_tok, k->tpm, adm->est_tokens, now, &adm->remaining_tok,
+                        &adm->reset_tok_us, &retry))
+            return 0;
+        if (k->rpm) /* the request was not made: its request unit goes back */
+            limits_adjust(&slot->tat_req, k->rpm, -1, now);
+        snprintf(msg, sizeof(msg), "Rate limit reached for key '%.64s': %u tokens per minute.",
+                 k->name, k->tpm);
+    } else {
+        return 0;
+    }
+    size_t n = limits_headers(adm, retry, h, space);
+    api_error_with(req, rid, 429, strstr(msg, "tokens per") ? "tokens" : "requests",
+                   "rate_limit_exceeded", NULL, msg, h, n, 1);
+    return 1;
+}
+
+/* The gateway key a request presents (Authorization: Bearer, or Anthropic clients'
+ * x-api-key), matched by its SHA-256 against every key, in constant time: returns its index,
+ * -1 when no keys are configured, -2 when it presents none or an unknown one. */
+static int authenticate(const struct config *cfg, struct server_req *req)
+{
+    if (cfg->n_keys == 0)
+        return -1;
+    const char *auth = server_req_header(req, "authorization");
+    const char *key = server_req_header(req, "x-api-key");
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
+        key = auth + 7;
+    if (!key)
+        return -2;
+    unsigned char h[32];
+    mbedtls_sha256_ret((const unsigned char *)key, strlen(key), h, 0);
+    int found = -2;
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        unsigned char diff = 0;
+        for (int j = 0; j < 32; j++)
+            diff |= h[j] ^ cfg->keys[i].sha256[j];
+        if (diff == 0 && cfg->keys[i].enabled)
+            found = (int)i;
+    }
+    return found;
 }
 
 static int authorized(const struct config *cfg, struct server_req *req)
 {
-    if (cfg->n_keys == 0)
-        return 1;
-    const char *auth = server_req_header(req, "authorization");
-    const char *key = server_req_header(req, "x-api-key"); /* Anthropic's clients */
-    if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
-        key = auth + 7;
-    if (!key)
-        return 0;
-    size_t len = strlen(key);
-    int ok = 0;
-    for (size_t i = 0; i < cfg->n_keys; i++)
-        ok |= key_equal(key, len, cfg->keys[i]);
-    return ok;
+    return authenticate(cfg, req) != -2;
 }
 
 /* A client-supplied request id is kept when it is short and plain. */
@@ -520,7 +603,8 @@ static int count_tokens_plan(struct server_req *req, const char *rid, struct pla
  * a long conversation is forwarded as it came, with only its model value replaced. A client
  * API with a codec (Messages) is validated the same way, then translated (messages_canon). */
 static void handle_inference(struct gateway *gw, struct server_req *req, enum api_endpoint ep,
-                             const struct client_codec *codec, int count_tokens, const char *rid)
+                             const struct client_codec *codec, int count_tokens, int key,
+                             const char *rid)
 {
     uint64_t t_recv = uv_hrtime();
     const struct server_request *r = server_req_request(req);
@@ -618,6 +702,21 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     creq.request_id = rid;
     creq.t_recv_ns = t_recv;
 
+    if (key >= 0) { /* the key's models: the one asked for and any fallbacks */
+        const struct gateway_key *k = &gw->rt->cfg->keys[key];
+        const char *refused = key_allows(k, model->valuestring) ? NULL : model->valuestring;
+        for (size_t i = 0; !refused && i < prefs.n_models; i++)
+            refused = key_allows(k, prefs.models[i]) ? NULL : prefs.models[i];
+        if (refused) {
+            snprintf(msg, sizeof(msg), "Key '%.64s' may not use the model '%.100s'.", k->name,
+                     refused);
+            cJSON_Delete(model);
+            cJSON_Delete(prefs_root);
+            free(creq.owned);
+            api_error(req, rid, 403, "permission_error", "model_not_allowed", "model", msg);
+            return;
+        }
+    }
     struct plan plan;
     char err[512];
     int rc = router_plan(gw->rt->cfg, gw->rt->health, uv_now(gw->loop), model->valuestring,
@@ -646,7 +745,14 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
         free(creq.owned);
     if (rc == 0) {
         gw->stats.requests++;
-        rc = exchange_start(gw, req, &creq, client_model, &plan);
+        struct admission adm;
+        if (admit(gw, req, rid, key, creq.body_len, &adm)) {
+            free(creq.owned);
+            cJSON_Delete(model);
+            cJSON_Delete(prefs_root);
+            return;
+        }
+        rc = exchange_start(gw, req, &creq, client_model, &plan, &adm);
         if (rc != 0) {
             free(creq.owned);
             api_error(req, rid, 500, "server_error", NULL, NULL, "out of memory");
@@ -684,6 +790,25 @@ static void status(struct gateway *gw, struct server_req *req)
                (unsigned long long)gw->stats.failovers, (unsigned long long)ps->connects,
                (unsigned long long)ps->reuses);
     health_status_json(gw->rt->health, uv_now(gw->loop), &b);
+    buf_append_str(&b, ",\"keys\":[");
+    const struct config *cfg = gw->rt->cfg;
+    for (size_t i = 0; i < cfg->n_keys; i++) { /* names and spend, never the keys */
+        const struct gateway_key *k = &cfg->keys[i];
+        struct limit_slot *slot = gw->rt->key_slots[i];
+        uint64_t spent =
+            slot ? limits_spent(slot, limits_period(k->budget_period, (int64_t)time(NULL))) : 0;
+        buf_append_str(&b, i ? ",{\"name\":\"" : "{\"name\":\"");
+        buf_append_json_str(&b, k->name, strlen(k->name));
+        buf_printf(&b, "\",\"spent_usd\":%llu.%012llu,\"budget_usd\":", 
+                   (unsigned long long)(spent / 1000000000000u),
+                   (unsigned long long)(spent % 1000000000000u));
+        if (k->budget_usd >= 0)
+            buf_printf(&b, "%g", k->budget_usd);
+        else
+            buf_append_str(&b, "null");
+        buf_printf(&b, ",\"rpm\":%u,\"tpm\":%u}", k->rpm, k->tpm);
+    }
+    buf_append_str(&b, "]");
     buf_printf(&b, ",\"trim\":{\"count\":%llu,\"last_us\":%llu,\"max_us\":%llu}",
                (unsigned long long)gw->stats.trims, (unsigned long long)gw->stats.trim_us_last,
                (unsigned long long)gw->stats.trim_us_max);
@@ -803,7 +928,8 @@ void api_handle(void *data, struct server_req *req)
             respond_json(req, 200, "{\"status\":\"ok\"}", 15);
         return;
     }
-    if (!authorized(gw->rt->cfg, req)) {
+    int key = authenticate(gw->rt->cfg, req);
+    if (key == -2) {
         unauthorized(req, rid);
         return;
     }
@@ -839,5 +965,5 @@ void api_handle(void *data, struct server_req *req)
     }
     const struct client_codec *codec = route_codec(found);
     handle_inference(gw, req, codec ? API_CHAT : (enum api_endpoint)found->endpoint, codec,
-                     found->endpoint == ROUTE_COUNT_TOKENS, rid);
+                     found->endpoint == ROUTE_COUNT_TOKENS, key, rid);
 }

@@ -29,6 +29,8 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
+#include <mbedtls/sha256.h>
 #include <uv.h>
 
 #include "llmux/buf.h"
@@ -838,7 +840,6 @@ static int parse_models(struct ctx *x, const cJSON *root, struct config *c)
     return 0;
 }
 
-/* "keys": an array of non-empty strings. Messages name the index, never the key. */
 /* obj[key], an array of non-empty strings, copied into *out (*n of them). Absent: none. */
 static int get_string_array(struct ctx *x, const cJSON *obj, const char *key, char ***out,
                             size_t *n_out)
@@ -863,6 +864,135 @@ static int get_string_array(struct ctx *x, const cJSON *obj, const char *key, ch
         int rc = dup_string(x, it->valuestring, &(*out)[i]);
         if (rc)
             return rc;
+    }
+    path_pop(x, old);
+    return 0;
+}
+
+static const struct num_field key_fields[] = {
+    {"rpm", offsetof(struct gateway_key, rpm), 0, 1},
+    {"tpm", offsetof(struct gateway_key, tpm), 0, 1},
+    {NULL, 0, 0, 0},
+};
+
+static int hex_digest(const char *s, unsigned char out[32])
+{
+    if (strlen(s) != 64)
+        return -1;
+    for (int i = 0; i < 32; i++) {
+        unsigned v;
+        if (!isxdigit((unsigned char)s[2 * i]) || !isxdigit((unsigned char)s[2 * i + 1]) ||
+            sscanf(s + 2 * i, "%2x", &v) != 1)
+            return -1;
+        out[i] = (unsigned char)v;
+    }
+    return 0;
+}
+
+/* One "keys" entry: a key string, or {"name", exactly one of "key" / "key_sha256" /
+ * "key_env", "models", "rpm", "tpm", "budget_usd", "budget_period"}. Messages name the path,
+ * never a key. */
+static int parse_key(struct ctx *x, const cJSON *it, int index, struct gateway_key *k)
+{
+    static const char *const keys[] = {"name", "key",        "key_sha256",   "key_env", "models",
+                                       "rpm",  "tpm",        "budget_usd",   "budget_period"};
+    k->budget_usd = -1;
+    k->enabled = 1;
+    char name[32];
+    snprintf(name, sizeof(name), "keys[%d]", index);
+    if (cJSON_IsString(it)) {
+        if (!it->valuestring[0])
+            return fail(x, "must be a non-empty string or an object");
+        mbedtls_sha256_ret((const unsigned char *)it->valuestring, strlen(it->valuestring),
+                           k->sha256, 0);
+        return dup_string(x, name, &k->name);
+    }
+    if (!cJSON_IsObject(it))
+        return fail(x, "must be a non-empty string or an object");
+    int rc = check_keys(x, it, keys, sizeof(keys) / sizeof(keys[0]));
+    const char *nm = NULL, *key = NULL, *hash = NULL, *env = NULL, *period = NULL;
+    if (rc == 0)
+        rc = get_string(x, it, "name", 0, &nm);
+    if (rc == 0)
+        rc = dup_string(x, nm ? nm : name, &k->name);
+    if (rc == 0)
+        rc = get_string(x, it, "key", 0, &key);
+    if (rc == 0)
+        rc = get_string(x, it, "key_sha256", 0, &hash);
+    if (rc == 0)
+        rc = get_string(x, it, "key_env", 0, &env);
+    if (rc == 0)
+        rc = get_string(x, it, "budget_period", 0, &period);
+    if (rc == 0)
+        rc = read_numbers(x, it, key_fields, k);
+    if (rc == 0)
+        rc = get_string_array(x, it, "models", &k->models, &k->n_models);
+    if (rc)
+        return rc;
+    if ((key != NULL) + (hash != NULL) + (env != NULL) != 1)
+        return fail(x, "needs exactly one of \"key\", \"key_sha256\" and \"key_env\"");
+    if (key && !key[0]) {
+        path_key(x, "key");
+        return fail(x, "must be a non-empty string");
+    }
+    if (hash && hex_digest(hash, k->sha256) != 0) {
+        path_key(x, "key_sha256");
+        return fail(x, "must be 64 hex digits (the SHA-256 of the key)");
+    }
+    if (env) {
+        const char *v = getenv(env);
+        k->enabled = v && v[0];
+        key = k->enabled ? v : NULL;
+    }
+    if (key)
+        mbedtls_sha256_ret((const unsigned char *)key, strlen(key), k->sha256, 0);
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(it, "budget_usd");
+    if (b) {
+        if (!cJSON_IsNumber(b) || !(b->valuedouble >= 0)) {
+            path_key(x, "budget_usd");
+            return fail(x, "must be a non-negative number (USD)");
+        }
+        k->budget_usd = b->valuedouble;
+    }
+    if (period) {
+        static const char *const periods[] = {"total", "day", "month"};
+        int found = -1;
+        for (int i = 0; i < 3; i++)
+            if (strcmp(period, periods[i]) == 0)
+                found = i;
+        if (found < 0) {
+            path_key(x, "budget_period");
+            return fail(x, "unknown value \"%.32s\" (expected one of: total, day, month)", period);
+        }
+        k->budget_period = (enum budget_period)found;
+    }
+    return 0;
+}
+
+/* "keys": gateway keys (strings or objects); names must be unique. */
+static int parse_keys(struct ctx *x, const cJSON *root, struct config *c)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "keys");
+    if (!arr)
+        return 0;
+    size_t old = path_key(x, "keys");
+    if (!cJSON_IsArray(arr))
+        return fail(x, "must be an array of keys (strings or objects)");
+    int n = cJSON_GetArraySize(arr);
+    c->keys = calloc(n ? (size_t)n : 1, sizeof(*c->keys));
+    if (!c->keys)
+        return oom(x);
+    c->n_keys = (size_t)n;
+    int i = 0;
+    for (const cJSON *it = arr->child; it; it = it->next, i++) {
+        size_t at = path_index(x, i);
+        int rc = parse_key(x, it, i, &c->keys[i]);
+        if (rc)
+            return rc;
+        for (int j = 0; j < i; j++)
+            if (strcmp(c->keys[j].name, c->keys[i].name) == 0)
+                return fail(x, "the name \"%.64s\" is used twice", c->keys[i].name);
+        path_pop(x, at);
     }
     path_pop(x, old);
     return 0;
@@ -950,7 +1080,7 @@ static int parse_root(struct ctx *x, const cJSON *root, struct config *c)
     if (rc == 0)
         rc = parse_models(x, root, c);
     if (rc == 0)
-        rc = get_string_array(x, root, "keys", &c->keys, &c->n_keys);
+        rc = parse_keys(x, root, c);
     if (rc == 0)
         rc = parse_cors(x, root, c);
     if (rc == 0)
@@ -980,8 +1110,12 @@ static void config_free(struct config *c)
         free(c->models[i].deployments);
         free(c->models[i].name);
     }
-    for (size_t i = 0; i < c->n_keys; i++)
-        free(c->keys[i]);
+    for (size_t i = 0; i < c->n_keys; i++) {
+        free(c->keys[i].name);
+        for (size_t j = 0; j < c->keys[i].n_models; j++)
+            free(c->keys[i].models[j]);
+        free(c->keys[i].models);
+    }
     for (size_t i = 0; i < c->n_cors_origins; i++)
         free(c->cors_origins[i]);
     free(c->cors_origins);

@@ -260,6 +260,8 @@ static size_t common_headers(struct exchange *ex, struct http_header *h, char *a
         tried_header(ex, tried, tried_size);
         h[n++] = (struct http_header){"x-llmux-tried", 13, tried, strlen(tried)};
     }
+    if (ex->adm.rpm || ex->adm.tpm) /* the key's limits, as OpenAI writes them */
+        n += limits_headers(&ex->adm, 0, h + n, ex->rl_space);
     return n;
 }
 
@@ -268,7 +270,7 @@ static size_t common_headers(struct exchange *ex, struct http_header *h, char *a
 static void respond_json(struct exchange *ex, int status, char *owned, const char *body,
                          size_t len, int error, const char *retry_after)
 {
-    struct http_header h[12];
+    struct http_header h[20];
     char attempts[16], tried[512];
     ex->status = status;
     size_t n = common_headers(ex, h, attempts, sizeof(attempts), tried, sizeof(tried));
@@ -340,7 +342,7 @@ static void client_write_event(struct exchange *ex, const char *data, size_t len
 /* The head of a stream response (at commit, or earlier for keep-alive pings). */
 static void send_stream_head(struct exchange *ex)
 {
-    struct http_header h[12];
+    struct http_header h[20];
     char attempts[16], tried[512];
     ex->status = 200;
     size_t n = common_headers(ex, h, attempts, sizeof(attempts), tried, sizeof(tried));
@@ -1376,6 +1378,7 @@ static void exchange_end(struct exchange *ex)
         gateway_quiet(ex->gw);
     busy_leave(ex);
     hist_add(&ex->gw->stats.overhead_us, ex->busy_ns / 1000);
+    exchange_settle(ex);
     exchange_log(ex);
     exchange_metrics(ex);
     exchange_generation(ex);
@@ -1422,13 +1425,16 @@ static void init_timer(struct exchange *ex, uv_timer_t *t)
 }
 
 int exchange_start(struct gateway *gw, struct server_req *req, const struct canon_request *creq,
-                   const char *client_model, const struct plan *plan)
+                   const char *client_model, const struct plan *plan,
+                   const struct admission *adm)
 {
     struct exchange *ex = calloc(1, sizeof(*ex));
     if (!ex)
         return UV_ENOMEM; /* creq->owned stays the caller's then */
     ex->gw = gw;
     ex->rt = runtime_ref(gw->rt);
+    if (adm)
+        ex->adm = *adm;
     ex->req = req;
     ex->creq = *creq;
     snprintf(ex->request_id, sizeof(ex->request_id), "%s", creq->request_id);

@@ -10,6 +10,7 @@
 #include "llmux/buf.h"
 #include "llmux/codec.h"
 #include "llmux/exchange.h"
+#include "llmux/limits.h"
 #include "llmux/sse.h"
 
 #define EX_MAX_RECORDS 16 /* attempts logged per exchange (max_attempts is capped to this) */
@@ -136,6 +137,8 @@ struct exchange {
     char timing[128];   /* the Server-Timing value (3 x at most 39 bytes), until the head is
                            written */
     char finish_reason[24]; /* of the answer (the provider's words), "" when unknown */
+    struct admission adm;   /* the gateway key's limits (zero: none) */
+    char rl_space[7][24];   /* their header values, until the head is written */
 };
 
 /* The access-log line (src/exchange_log.c). */
@@ -145,6 +148,8 @@ void exchange_generation(struct exchange *ex);
 /* The answer's finish reason into ex->finish_reason, found in a chunk or body (OpenAI's
  * "finish_reason", Anthropic's "stop_reason"). */
 void exchange_sniff_finish(struct exchange *ex, const char *json, size_t len);
+/* The key's tokens corrected to the answer's usage, and its spend (src/exchange_log.c). */
+void exchange_settle(struct exchange *ex);
 /* The finished request into the metrics registry (src/exchange_log.c). */
 void exchange_metrics(struct exchange *ex);
 /* What usage u costs at deployment d's prices, in $1e-12 (0: unpriced or unknown). */

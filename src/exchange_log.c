@@ -75,6 +75,10 @@ void exchange_log(struct exchange *ex)
     } else {
         buf_append_str(&b, ",\"provider\":null,\"upstream_model\":null");
     }
+    if (ex->adm.key_name) {
+        buf_append_str(&b, ",\"key\":");
+        log_json_str(&b, ex->adm.key_name, strlen(ex->adm.key_name));
+    }
     log_bool(&b, "stream", ex->creq.stream);
     log_num(&b, "status", ex->status);
     buf_append_str(&b, ",\"outcome\":\"");
@@ -316,4 +320,17 @@ void exchange_generation(struct exchange *ex)
         g->cost_pico = a->served ? served : a->cost_pico;
     }
     generations_add(&gw->gens, r);
+}
+
+void exchange_settle(struct exchange *ex)
+{
+    struct limit_slot *slot = ex->adm.slot;
+    if (!slot)
+        return;
+    uint64_t now = uv_hrtime() / 1000, served, spent;
+    if (ex->adm.tpm && ex->usage.known) /* the estimate, corrected to what was used */
+        limits_adjust(&slot->tat_tok, ex->adm.tpm,
+                      (int64_t)ex->usage.total_tokens - (int64_t)ex->adm.est_tokens, now);
+    if (exchange_cost(ex, &served, &spent))
+        limits_spend(slot, ex->adm.period, served + spent);
 }

@@ -66,6 +66,13 @@ static struct tls_ctx *tls_for(struct gateway *gw, const struct provider *p, cha
     return t->ctx;
 }
 
+static struct limits *shared_limits;
+
+void gateway_share_limits(struct limits *l)
+{
+    shared_limits = l;
+}
+
 struct runtime *runtime_ref(struct runtime *rt)
 {
     rt->refs++;
@@ -80,6 +87,7 @@ void runtime_unref(struct runtime *rt)
     free(rt->origins);
     free(rt->aliases);
     free(rt->routes);
+    free(rt->key_slots);
     config_unref(rt->cfg);
     (*rt->live)--;
     free(rt);
@@ -100,7 +108,10 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
     rt->loaded_at = (int64_t)time(NULL);
     rt->origins = calloc(cfg->n_providers + 1, sizeof(*rt->origins));
     rt->health = health_create(cfg, &gw->health, gw->rt ? gw->rt->health : NULL);
-    if (!rt->origins || !rt->health ||
+    rt->key_slots = calloc(cfg->n_keys + 1, sizeof(*rt->key_slots));
+    for (size_t i = 0; rt->key_slots && i < cfg->n_keys; i++)
+        rt->key_slots[i] = limits_slot(gw->limits, cfg->keys[i].name); /* NULL: table full */
+    if (!rt->origins || !rt->health || !rt->key_slots ||
         metrics_attach(&gw->metrics, cfg, &rt->aliases, &rt->routes) != 0) {
         runtime_unref(rt);
         snprintf(err, errlen, "out of memory");
@@ -135,6 +146,11 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
     gw->id_seed = ((uint64_t)time(NULL) << 20) ^ ((uint64_t)getpid() << 40) ^ uv_hrtime();
     gw->health.log = gateway_log;
     gw->health.log_ctx = gw;
+    gw->limits = shared_limits;
+    if (!gw->limits) {
+        gw->limits = limits_create();
+        gw->own_limits = 1;
+    }
     if (generations_init(&gw->gens, cfg->generations_keep) != 0) {
         snprintf(err, errlen, "out of memory");
         return UV_ENOMEM;
@@ -279,6 +295,8 @@ void gateway_free(struct gateway *gw)
     buf_free(&gw->log_buf);
     metrics_free(&gw->metrics);
     generations_free(&gw->gens);
+    if (gw->own_limits)
+        limits_destroy(gw->limits);
     memset(gw, 0, sizeof(*gw));
 }
 

@@ -20,6 +20,7 @@
 #include "llmux/errors.h"
 #include "llmux/gateway.h"
 #include "llmux/health.h"
+#include "llmux/limits.h"
 #include "llmux/router.h"
 #include "llmux/server.h"
 
@@ -362,6 +363,23 @@ static int run_worker(struct config *cfg, const char *host, uint16_t port, int w
     return 0;
 }
 
+/* Each key name its slot in the shared limits table, claimed here (before the workers are
+ * forked, or before they reload) so that two workers never claim the same name at once. */
+static void claim_key_slots(struct limits *l, const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        if (limits_slot(l, cfg->keys[i].name))
+            continue;
+        struct buf b;
+        buf_init(&b, 0);
+        buf_append_str(&b, ",\"key\":\"");
+        buf_append_json_str(&b, cfg->keys[i].name, strlen(cfg->keys[i].name));
+        buf_append_str(&b, "\"");
+        say("key not limited: the limits table is full", buf_head(&b), buf_size(&b));
+        buf_free(&b);
+    }
+}
+
 /* ---- the supervisor of "workers": N ---- */
 
 #define RESTART_MIN_MS 100
@@ -451,7 +469,7 @@ static void signal_workers(const struct worker_slot *w, uint32_t n, int signum)
  * backoff, logged); SIGHUP checks the config and has every worker reload it; SIGTERM drains
  * them all (a second SIGTERM, or SIGINT, stops them at once). Returns the exit code once
  * every worker has exited after a stop. Takes cfg. */
-static int supervise(struct config *cfg)
+static int supervise(struct config *cfg, struct limits *limits_of_workers)
 {
     char host[256];
     snprintf(host, sizeof(host), "%s", cfg->listen_host);
@@ -555,6 +573,7 @@ static int supervise(struct config *cfg)
             } else {
                 config_unref(cfg); /* later workers start on the new one */
                 cfg = fresh;
+                claim_key_slots(limits_of_workers, cfg);
                 signal_workers(w, n, SIGHUP);
             }
         } else if (sig == SIGTERM || sig == SIGINT) {
@@ -623,7 +642,11 @@ int main(int argc, char **argv)
         return 0;
     }
     report_providers(cfg);
+    /* per-key limits and spend: one table for every worker, made before they are forked */
+    struct limits *limits = limits_create();
+    gateway_share_limits(limits);
+    claim_key_slots(limits, cfg);
     if (cfg->workers > 1)
-        return supervise(cfg);
+        return supervise(cfg, limits);
     return run_worker(cfg, cfg->listen_host, cfg->listen_port, -1, -1, NULL);
 }

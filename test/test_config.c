@@ -125,8 +125,9 @@ static void test_full(void)
     CHECK_INT(c->models[1].timeouts.idle_ms, 3);
 
     CHECK_INT(c->n_keys, 2);
-    CHECK_STR(c->keys[0], "k1");
-    CHECK_STR(c->keys[1], "k2");
+    CHECK_STR(c->keys[0].name, "keys[0]"); /* a plain key is named by its place, never itself */
+    CHECK_STR(c->keys[1].name, "keys[1]");
+    CHECK(c->keys[0].enabled && c->keys[0].rpm == 0 && c->keys[0].budget_usd < 0);
 
     /* Lookups: exact match on (name, len), never a prefix. */
     CHECK(config_find_model(c, "m1", 2) == m);
@@ -211,8 +212,8 @@ static void test_errors(void)
               "$.models.demo.deployments: must be a non-empty array");
     CHECK_STR(parse_err("{" PROV ",\"models\":{\"demo\":{}}}"),
               "$.models.demo.deployments: must be a non-empty array");
-    CHECK_STR(parse_err("{" PROV ",\"keys\":[\"\"]}"), "$.keys[0]: must be a non-empty string");
-    CHECK_STR(parse_err("{" PROV ",\"keys\":[\"ok\",7]}"), "$.keys[1]: must be a non-empty string");
+    CHECK_STR(parse_err("{" PROV ",\"keys\":[\"\"]}"), "$.keys[0]: must be a non-empty string or an object");
+    CHECK_STR(parse_err("{" PROV ",\"keys\":[\"ok\",7]}"), "$.keys[1]: must be a non-empty string or an object");
 
     /* Names that are not plain identifiers are written ["..."]. */
     CHECK_STR(parse_err("{" PROV ",\"models\":{\"llama-3.3\":{\"deployments\":["
@@ -248,7 +249,7 @@ static void test_errors(void)
     CHECK_STR(parse_err("{\"listen\":80," PROV "}"), "$.listen: must be a non-empty string");
     CHECK_STR(parse_err("{\"access_log\":\"\"," PROV "}"),
               "$.access_log: must be a non-empty string");
-    CHECK_STR(parse_err("{" PROV ",\"keys\":\"k\"}"), "$.keys: must be an array of strings");
+    CHECK_STR(parse_err("{" PROV ",\"keys\":\"k\"}"), "$.keys: must be an array of keys (strings or objects)");
     CHECK_STR(parse_err("{\"providers\":{\"p\":{\"base_url\":\"http://h\"}}}"),
               "$.providers.p.kind: is required");
     CHECK_STR(parse_err("{\"providers\":{\"p\":{\"kind\":\"openai\"}}}"),
@@ -274,6 +275,50 @@ static void test_errors(void)
     char small[8];
     CHECK_INT(config_parse("{}", 2, &c, small, sizeof(small)), LLMUX_ECONFIG);
     CHECK_STR(small, "$.provi");
+}
+
+/* "keys" objects: name, exactly one key source, models, limits, budget. */
+static void test_key_objects(void)
+{
+    static const char sha_of_abc[] = /* SHA-256("abc") */
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    char json[1024];
+    snprintf(json, sizeof(json),
+             "{" PROV ",\"keys\":[{\"name\":\"team-a\",\"key\":\"k1\",\"models\":[\"m\"],"
+             "\"rpm\":10,\"tpm\":1000,\"budget_usd\":2.5,\"budget_period\":\"day\"},"
+             "{\"name\":\"hashed\",\"key_sha256\":\"%s\"},"
+             "{\"name\":\"env\",\"key_env\":\"LLMUX_TEST_UNSET_KEY_VAR\"}]}",
+             sha_of_abc);
+    struct config *c;
+    char why[512];
+    int rc = config_parse(json, strlen(json), &c, why, sizeof(why));
+    CHECK_INT(rc, 0);
+    if (rc != 0)
+        return;
+    CHECK_STR(c->keys[0].name, "team-a");
+    CHECK_INT(c->keys[0].rpm, 10);
+    CHECK_INT(c->keys[0].tpm, 1000);
+    CHECK(c->keys[0].budget_usd == 2.5);
+    CHECK_INT(c->keys[0].budget_period, BUDGET_DAY);
+    CHECK_INT(c->keys[0].n_models, 1);
+    CHECK_STR(c->keys[0].models[0], "m");
+    CHECK_INT(c->keys[1].sha256[0], 0xba);
+    CHECK_INT(c->keys[1].sha256[31], 0xad);
+    CHECK(!c->keys[2].enabled); /* its variable is unset: it matches nothing */
+    config_unref(c);
+    CHECK_STR(parse_err("{" PROV ",\"keys\":[{\"name\":\"a\"}]}"),
+              "$.keys[0]: needs exactly one of \"key\", \"key_sha256\" and \"key_env\"");
+    CHECK_STR(parse_err("{" PROV ",\"keys\":[{\"key\":\"x\",\"key_sha256\":\"ab\"}]}"),
+              "$.keys[0]: needs exactly one of \"key\", \"key_sha256\" and \"key_env\"");
+    CHECK_STR(parse_err("{" PROV ",\"keys\":[{\"key_sha256\":\"ab\"}]}"),
+              "$.keys[0].key_sha256: must be 64 hex digits (the SHA-256 of the key)");
+    CHECK_STR(parse_err("{" PROV ",\"keys\":[{\"key\":\"x\",\"budget_period\":\"week\"}]}"),
+              "$.keys[0].budget_period: unknown value \"week\" (expected one of: total, day, month)");
+    CHECK_STR(parse_err("{" PROV ",\"keys\":[{\"name\":\"a\",\"key\":\"x\"},{\"name\":\"a\",\"key\":\"y\"}]}"),
+              "$.keys[1]: the name \"a\" is used twice");
+    CHECK_STR(parse_err("{" PROV ",\"keys\":[{\"key\":\"x\",\"rpm\":0}]}"),
+              "$.keys[0].rpm: must be a positive integer");
+    CHECK_STR(parse_err("{" PROV ",\"keys\":[7]}"), "$.keys[0]: must be a non-empty string or an object");
 }
 
 static void test_unknown_keys(void)
@@ -630,6 +675,7 @@ int main(int argc, char **argv)
     test_defaults();
     test_errors();
     test_unknown_keys();
+    test_key_objects();
     test_routing_fields();
     test_env_keys();
     test_base_url();

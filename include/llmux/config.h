@@ -96,6 +96,21 @@ struct health_config {
 
 #define CONFIG_MAX_WORKERS 64
 
+enum budget_period { BUDGET_TOTAL = 0, BUDGET_DAY, BUDGET_MONTH };
+
+/* A gateway key ("keys"): a string, or an object with a name and limits. */
+struct gateway_key {
+    char *name;                /* what logs and metrics say (never the key); "keys[i]" for a
+                                  plain string */
+    unsigned char sha256[32];  /* of the key: requests are compared by hash */
+    int enabled;               /* 0: its key_env variable is unset */
+    char **models;             /* aliases (or PROVIDER/MODEL ids) it may use; none: all */
+    size_t n_models;
+    uint32_t rpm, tpm;         /* requests / tokens per minute; 0: no limit */
+    double budget_usd;         /* < 0: none */
+    enum budget_period budget_period;
+};
+
 struct config {
     char *listen_host;
     uint16_t listen_port; /* 0: pick a free port (the chosen one is logged at start) */
@@ -104,7 +119,7 @@ struct config {
     size_t n_providers;
     struct model *models;
     size_t n_models;
-    char **keys; /* gateway client keys; none: no authentication */
+    struct gateway_key *keys; /* gateway client keys; none: no authentication */
     size_t n_keys;
     size_t max_body_bytes;   /* "limits.max_body_bytes", default 4 MiB */
     size_t max_header_bytes; /* "limits.max_header_bytes", default 16 KiB */

@@ -13,6 +13,7 @@
  * failures, and frees itself at the end. Returns 0, or a negative code if it could not even
  * start (nothing was answered then). */
 int exchange_start(struct gateway *gw, struct server_req *req, const struct canon_request *creq,
-                   const char *client_model, const struct plan *plan);
+                   const char *client_model, const struct plan *plan,
+                   const struct admission *adm);
 
 #endif

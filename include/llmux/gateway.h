@@ -20,6 +20,7 @@
 #include "llmux/generation.h"
 #include "llmux/health.h"
 #include "llmux/hist.h"
+#include "llmux/limits.h"
 #include "llmux/metrics.h"
 
 struct dns;
@@ -47,6 +48,7 @@ struct runtime {
     struct origin **origins;  /* per provider index, NULL when disabled */
     struct alias_metrics **aliases; /* per model index (the gateway's registry) */
     struct route_metrics **routes;  /* per deployment route_id */
+    struct limit_slot **key_slots;  /* per key index: its limits and spend */
     uint64_t generation;      /* 1 for the config loaded at start, +1 per reload */
     int64_t loaded_at;        /* unix seconds */
     uint64_t *live;           /* the gateway's count of runtimes not freed yet */
@@ -72,6 +74,8 @@ struct gateway {
     struct health_shared health; /* the retry budget and counters, across reloads */
     struct metrics metrics;      /* counters and histograms by alias and route */
     struct generations gens; /* finished requests' records (GET /v1/generation) */
+    struct limits *limits;   /* per-key limits and spend, shared by the workers */
+    int own_limits;          /* made by gateway_init (no supervisor shared one) */
     struct gateway_stats stats;
     uint64_t id_seed;
     uv_timer_t trim_timer; /* hands freed memory back after a quiet second (gateway_quiet) */
@@ -84,6 +88,9 @@ struct gateway {
 /* Set up everything for cfg (takes a reference) except the server. Returns 0 or a negative
  * code with a message in err. */
 int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *err, size_t errlen);
+/* The limits table every gateway of this process (and its forks) uses; set before forking
+ * workers. Without it, gateway_init makes its own. */
+void gateway_share_limits(struct limits *l);
 /* Log lines (access log, health events) go to f, buffered: written when 32 KiB wait or 100 ms
  * after the first waiting line, so a request costs no write() of its own. */
 void gateway_open_log(struct gateway *gw, FILE *f);

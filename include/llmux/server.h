@@ -132,7 +132,7 @@ int server_respond_error(struct server_req *r, int status, const char *type, con
                          const char *message);
 /* The same with OpenAI's `param` (NULL: null) and up to SERVER_ERROR_EXTRA more headers; an
  * x-request-id comes from the request_id hook unless `extra` has one. */
-#define SERVER_ERROR_EXTRA 4
+#define SERVER_ERROR_EXTRA 12
 int server_respond_error_with(struct server_req *r, int status, const char *type,
                               const char *code, const char *param, const char *message,
                               const struct http_header *extra, size_t n_extra);

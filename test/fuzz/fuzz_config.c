@@ -74,9 +74,16 @@ static void check_config(const struct config *c)
                 }
         }
     }
-    for (size_t i = 0; i < c->n_keys; i++)
-        if (!c->keys[i] || !c->keys[i][0])
+    for (size_t i = 0; i < c->n_keys; i++) { /* named, unique, with a model list that holds */
+        if (!c->keys[i].name || !c->keys[i].name[0])
             abort();
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(c->keys[j].name, c->keys[i].name) == 0)
+                abort();
+        for (size_t j = 0; j < c->keys[i].n_models; j++)
+            if (!c->keys[i].models[j] || !c->keys[i].models[j][0])
+                abort();
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
