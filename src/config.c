@@ -634,6 +634,8 @@ static int get_price(struct ctx *x, const cJSON *obj, const char *key, double *o
 static const struct num_field deployment_fields[] = {
     {"context_window", offsetof(struct deployment, context_window), 0, 1},
     {"weight", offsetof(struct deployment, weight), 0, 1},
+    {"rpm", offsetof(struct deployment, rpm), 0, 1},
+    {"tpm", offsetof(struct deployment, tpm), 0, 1},
     {NULL, 0, 0, 0},
 };
 
@@ -643,7 +645,8 @@ static const struct num_field deployment_fields[] = {
 static int parse_deployment(struct ctx *x, const cJSON *obj, struct config *c,
                             struct deployment *d)
 {
-    static const char *const keys[] = {"provider", "model", "price", "context_window", "weight"};
+    static const char *const keys[] = {"provider", "model",  "price", "context_window",
+                                       "weight",   "rpm",    "tpm"};
     static const char *const price_keys[] = {"input", "output", "cache_read", "cache_write",
                                              "request"};
     if (!cJSON_IsObject(obj))
@@ -653,7 +656,7 @@ static int parse_deployment(struct ctx *x, const cJSON *obj, struct config *c,
     d->price_in = d->price_out = d->price_cache_read = d->price_cache_write = -1;
     d->price_request = 0;
     d->weight = 1;
-    int rc = check_keys(x, obj, keys, 5);
+    int rc = check_keys(x, obj, keys, sizeof(keys) / sizeof(keys[0]));
     if (rc == 0)
         rc = get_string(x, obj, "provider", 1, &prov);
     if (rc == 0)
@@ -795,6 +798,18 @@ static void assign_health_ids(struct config *c)
         for (size_t j = 0; j < c->models[i].n_deployments; j++) {
             struct deployment *d = &c->models[i].deployments[j];
             d->route_id = c->n_routes++;
+            unsigned char h[32];
+            mbedtls_sha256_context sc;
+            mbedtls_sha256_init(&sc);
+            mbedtls_sha256_starts_ret(&sc, 0);
+            mbedtls_sha256_update_ret(&sc, (const unsigned char *)d->provider->name,
+                                      strlen(d->provider->name) + 1);
+            mbedtls_sha256_update_ret(&sc, (const unsigned char *)d->model, strlen(d->model));
+            mbedtls_sha256_finish_ret(&sc, h);
+            mbedtls_sha256_free(&sc);
+            memcpy(d->limit_name, "dep:", 4);
+            for (int k = 0; k < 16; k++)
+                snprintf(d->limit_name + 4 + 2 * k, 3, "%02x", h[k]);
             d->health_id = c->n_health;
             for (size_t k = 0; k <= i && d->health_id == c->n_health; k++) {
                 for (size_t l = 0; l < c->models[k].n_deployments; l++) {

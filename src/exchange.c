@@ -75,6 +75,7 @@ static void stream_succeeded(struct exchange *ex, struct attempt *a);
 static void end_stream_with_error(struct exchange *ex, int code, const char *message);
 static void exchange_end(struct exchange *ex);
 static void start_next(struct exchange *ex, struct attempt *a, int hedge);
+static int deployment_admit(struct exchange *ex, const struct plan_entry *e);
 static int on_event(void *data, const struct sse_event *ev);
 
 static int debug_enabled = -1;
@@ -1047,6 +1048,9 @@ static void respond_all_failed(struct exchange *ex, const char *why)
                                    ex->n_rec == 1 ? "" : "s");
     if (why)
         used += (size_t)snprintf(msg + used, sizeof(msg) - used, " (%s)", why);
+    if (ex->limited)
+        used += (size_t)snprintf(msg + used, sizeof(msg) - used,
+                                 "; %u skipped at their rpm/tpm limit", ex->limited);
     for (size_t i = 0; i < ex->n_rec && used < sizeof(msg); i++) {
         const struct attempt_record *r = &ex->rec[i];
         used += (size_t)snprintf(msg + used, sizeof(msg) - used, "%s %s (%.*s): %s",
@@ -1063,8 +1067,8 @@ static void respond_all_failed(struct exchange *ex, const char *why)
     }
     /* rate limited everywhere: say so (SDKs back off on 429), with the soonest time a retry
      * can succeed when a provider said */
-    int all_429 = ex->n_rec > 0;
-    uint64_t retry_ms = UINT64_MAX;
+    int all_429 = ex->n_rec > 0 || ex->limited; /* a deployment at its limit counts as one */
+    uint64_t retry_ms = ex->limited ? ex->limited_retry_ms : UINT64_MAX;
     for (size_t i = 0; i < ex->n_rec; i++) {
         all_429 &= ex->rec[i].status == 429;
         if (ex->rec[i].retry_after_ms && ex->rec[i].retry_after_ms < retry_ms)
@@ -1153,6 +1157,8 @@ static void start_next(struct exchange *ex, struct attempt *a, int hedge)
 {
     a->creq = ex->creq;
     while (ex->attempts_made < ex->plan.max_attempts && ex->n_rec < EX_MAX_RECORDS) {
+        if (ex->next_entry >= ex->plan.n && ex->attempts_made == 0)
+            break; /* every deployment is at its own rate limit: nothing to retry yet */
         if (ex->next_entry >= ex->plan.n) {
             /* every deployment tried and attempts remain: the plan again, after a backoff
              * with jitter (exponential in the rounds done) */
@@ -1174,6 +1180,8 @@ static void start_next(struct exchange *ex, struct attempt *a, int hedge)
             return;
         }
         const struct plan_entry *e = &ex->plan.entries[ex->next_entry++];
+        if (!deployment_admit(ex, e))
+            continue; /* at its own rate limit: skipped, as an ejected one is */
         if (attempt_start(ex, a, e, hedge) == 0) {
             set_state(ex, EX_ATTEMPTING);
             return;
@@ -1183,6 +1191,31 @@ static void start_next(struct exchange *ex, struct attempt *a, int hedge)
         return; /* the other attempt is still running */
     respond_all_failed(ex, NULL);
     exchange_end(ex);
+}
+
+/* A deployment's own rpm/tpm (the provider account's limits): 1 when it may take this attempt
+ * (charged: one request, the prompt estimate), 0 when it is at its limit (skipped; the
+ * soonest time one fits is kept for the 429 if every deployment is). */
+static int deployment_admit(struct exchange *ex, const struct plan_entry *e)
+{
+    const struct deployment *d = e->deployment;
+    struct limit_slot *slot = d && (d->rpm || d->tpm) ? ex->rt->dep_slots[d->health_id] : NULL;
+    if (!slot)
+        return 1;
+    uint64_t now = uv_hrtime() / 1000, rem, reset, retry = 0;
+    if (d->rpm && !limits_take(&slot->tat_req, d->rpm, 1, now, &rem, &reset, &retry)) {
+    } else if (d->tpm && !limits_take(&slot->tat_tok, d->tpm, ex->creq.body_len / 4 + 1, now, &rem,
+                                      &reset, &retry)) {
+        if (d->rpm)
+            limits_adjust(&slot->tat_req, d->rpm, -1, now);
+    } else {
+        return 1;
+    }
+    uint64_t ms = (retry + 999) / 1000;
+    if (!ex->limited || ms < ex->limited_retry_ms)
+        ex->limited_retry_ms = ms;
+    ex->limited++;
+    return 0;
 }
 
 /* A committed stream broke: go on with the next deployment, the delivered text as prefix. */

@@ -138,6 +138,8 @@ struct exchange {
                            written */
     char finish_reason[24]; /* of the answer (the provider's words), "" when unknown */
     struct admission adm;   /* the gateway key's limits (zero: none) */
+    unsigned limited;       /* deployments skipped at their own rpm/tpm */
+    uint64_t limited_retry_ms; /* the soonest one of them takes a request again */
     char rl_space[7][24];   /* their header values, until the head is written */
 };
 

@@ -93,6 +93,8 @@ void exchange_log(struct exchange *ex)
     log_num(&b, "continued", ex->continued);
     if (ex->plan.dropped)
         log_num(&b, "ejected_skipped", (long long)ex->plan.dropped);
+    if (ex->limited)
+        log_num(&b, "limited_skipped", (long long)ex->limited);
     buf_append_str(&b, ",\"attempts\":[");
     for (size_t i = 0; i < ex->n_rec; i++) {
         const struct attempt_record *r = &ex->rec[i];

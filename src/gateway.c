@@ -88,6 +88,7 @@ void runtime_unref(struct runtime *rt)
     free(rt->aliases);
     free(rt->routes);
     free(rt->key_slots);
+    free(rt->dep_slots);
     config_unref(rt->cfg);
     (*rt->live)--;
     free(rt);
@@ -111,7 +112,14 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
     rt->key_slots = calloc(cfg->n_keys + 1, sizeof(*rt->key_slots));
     for (size_t i = 0; rt->key_slots && i < cfg->n_keys; i++)
         rt->key_slots[i] = limits_slot(gw->limits, cfg->keys[i].name); /* NULL: table full */
-    if (!rt->origins || !rt->health || !rt->key_slots ||
+    rt->dep_slots = calloc(cfg->n_health + 1, sizeof(*rt->dep_slots));
+    for (size_t i = 0; rt->dep_slots && i < cfg->n_models; i++)
+        for (size_t j = 0; j < cfg->models[i].n_deployments; j++) {
+            const struct deployment *d = &cfg->models[i].deployments[j];
+            if ((d->rpm || d->tpm) && !rt->dep_slots[d->health_id])
+                rt->dep_slots[d->health_id] = limits_slot(gw->limits, d->limit_name);
+        }
+    if (!rt->origins || !rt->health || !rt->key_slots || !rt->dep_slots ||
         metrics_attach(&gw->metrics, cfg, &rt->aliases, &rt->routes) != 0) {
         runtime_unref(rt);
         snprintf(err, errlen, "out of memory");

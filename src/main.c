@@ -367,6 +367,10 @@ static int run_worker(struct config *cfg, const char *host, uint16_t port, int w
  * forked, or before they reload) so that two workers never claim the same name at once. */
 static void claim_key_slots(struct limits *l, const struct config *cfg)
 {
+    for (size_t i = 0; i < cfg->n_models; i++)
+        for (size_t j = 0; j < cfg->models[i].n_deployments; j++)
+            if (cfg->models[i].deployments[j].rpm || cfg->models[i].deployments[j].tpm)
+                limits_slot(l, cfg->models[i].deployments[j].limit_name);
     for (size_t i = 0; i < cfg->n_keys; i++) {
         if (limits_slot(l, cfg->keys[i].name))
             continue;

@@ -55,9 +55,12 @@ struct deployment {
     double price_request;       /* $ per request (0: none) */
     uint32_t context_window;    /* tokens; 0: unknown */
     uint32_t weight;            /* "balance" share, default 1 */
+    uint32_t rpm, tpm;          /* the provider account's limits for it; 0: none. Deployments
+                                   with the same provider and model share them */
     size_t health_id; /* index of its health record: deployments naming the same provider and
                          upstream model share one (config.n_health of them) */
     size_t route_id;  /* its index among every alias's deployments (config.n_routes) */
+    char limit_name[48]; /* its slot in the limits table ("dep:" + hash of provider, model) */
 };
 
 enum strategy {

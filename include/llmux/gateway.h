@@ -49,6 +49,7 @@ struct runtime {
     struct alias_metrics **aliases; /* per model index (the gateway's registry) */
     struct route_metrics **routes;  /* per deployment route_id */
     struct limit_slot **key_slots;  /* per key index: its limits and spend */
+    struct limit_slot **dep_slots;  /* per health_id: the deployment's rpm/tpm (NULL: none) */
     uint64_t generation;      /* 1 for the config loaded at start, +1 per reload */
     int64_t loaded_at;        /* unix seconds */
     uint64_t *live;           /* the gateway's count of runtimes not freed yet */

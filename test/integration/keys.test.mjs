@@ -13,11 +13,13 @@ const sha = (k) => createHash('sha256').update(k).digest('hex');
 before(async () => {
   mock = await startMock();
   llmux = await startLlmux({
-    providers: { m: provider(mock.baseUrl) },
+    providers: { m: provider(mock.baseUrl), m2: provider(mock.baseUrl) },
     models: {
       a: { deployments: [{ provider: 'm', model: 'x' }] },
       b: { deployments: [{ provider: 'm', model: 'y' }] },
       priced: { deployments: [{ provider: 'm', model: 'p', price: { input: 1000, output: 1000 } }] },
+      spill: { deployments: [{ provider: 'm', model: 'first', rpm: 2 }, { provider: 'm2', model: 'second' }] },
+      single: { deployments: [{ provider: 'm', model: 'only', rpm: 1 }] },
     },
     keys: [
       'sk-plain',
@@ -122,6 +124,26 @@ test('budget: spent -> 429 insufficient_quota, no upstream call; /v1/status show
   assert.ok(Math.abs(k.spent_usd - cost) < 1e-9, `spent ${k.spent_usd}, cost ${cost}`);
   assert.equal(k.budget_usd, 0.01);
   assert.ok(!JSON.stringify(s).includes('sk-'), 'a key is in /v1/status');
+});
+
+test('a deployment at its own rpm is skipped before the provider says 429; all at theirs: 429', async () => {
+  const served = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await post(llmux.base, '/v1/chat/completions', chat('spill'), { ...auth('sk-plain'), 'x-request-id': `spill-${i}` });
+    assert.equal(r.status, 200);
+    await r.json();
+    served.push(r.headers.get('x-llmux-model'));
+  }
+  assert.deepEqual(served, ['first', 'first', 'second', 'second', 'second']);
+  assert.equal((await llmux.logFor('spill-4')).limited_skipped, 1);
+  const r1 = await post(llmux.base, '/v1/chat/completions', chat('single'), auth('sk-plain'));
+  assert.equal(r1.status, 200);
+  await r1.json();
+  const before0 = (await mock.stats()).requests;
+  const r2 = await post(llmux.base, '/v1/chat/completions', chat('single'), auth('sk-plain'));
+  await expectError(r2, 429, 'rate_limit_exceeded');
+  assert.ok(Number(r2.headers.get('retry-after')) >= 1);
+  assert.equal((await mock.stats()).requests, before0, 'no provider call');
 });
 
 test('workers: 2 share one limit, not two', async () => {
