@@ -799,9 +799,9 @@ static void status(struct gateway *gw, struct server_req *req)
             slot ? limits_spent(slot, limits_period(k->budget_period, (int64_t)time(NULL))) : 0;
         buf_append_str(&b, i ? ",{\"name\":\"" : "{\"name\":\"");
         buf_append_json_str(&b, k->name, strlen(k->name));
-        buf_printf(&b, "\",\"spent_usd\":%llu.%012llu,\"budget_usd\":", 
-                   (unsigned long long)(spent / 1000000000000u),
-                   (unsigned long long)(spent % 1000000000000u));
+        buf_append_str(&b, "\",\"spent_usd\":");
+        buf_append_fixed(&b, spent, 12);
+        buf_append_str(&b, ",\"budget_usd\":");
         if (k->budget_usd >= 0)
             buf_printf(&b, "%g", k->budget_usd);
         else

@@ -169,3 +169,26 @@ char *buf_steal(struct buf *b, size_t *len)
     buf_free(b);
     return p;
 }
+
+int buf_append_fixed(struct buf *b, uint64_t v, unsigned decimals)
+{
+    char s[48]; /* digits, the last first */
+    size_t n = 0;
+    for (unsigned i = 0; i < decimals && i < 20; i++, v /= 10)
+        s[n++] = (char)('0' + v % 10);
+    if (n)
+        s[n++] = '.';
+    do
+        s[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    size_t start = 0; /* the fraction's trailing zeros (first here), and a bare dot */
+    while (start < n && decimals && s[start] == '0')
+        start++;
+    if (start < n && decimals && s[start] == '.')
+        start++;
+    char out[48];
+    size_t len = 0;
+    for (size_t i = n; i > start; i--)
+        out[len++] = s[i - 1];
+    return buf_append(b, out, len);
+}

@@ -39,18 +39,6 @@ static void log_bool(struct buf *b, const char *key, int v)
     buf_append_str(b, v ? "\":true" : "\":false");
 }
 
-/* $1e-12 as a JSON number in dollars, exact ("0.00111"). */
-static void put_dollars(struct buf *b, uint64_t pico)
-{
-    char s[48];
-    int n = snprintf(s, sizeof(s), "%" PRIu64 ".%012" PRIu64, pico / 1000000000000u,
-                     pico % 1000000000000u);
-    while (n > 1 && s[n - 1] == '0')
-        n--;
-    if (s[n - 1] == '.')
-        n--;
-    buf_append(b, s, (size_t)n);
-}
 
 void exchange_log(struct exchange *ex)
 {
@@ -136,7 +124,7 @@ void exchange_log(struct exchange *ex)
         uint64_t served, spent;
         if (exchange_cost(ex, &served, &spent)) {
             buf_append_str(&b, ",\"cost_usd\":");
-            put_dollars(&b, served + spent);
+            buf_append_fixed(&b, served + spent, 12); /* $ */
         }
     }
     buf_append_str(&b, "}\n");
@@ -188,11 +176,11 @@ int exchange_cost_splice(const struct exchange *ex, const char *json, size_t len
     buf_reset(out);
     buf_append(out, json, e - 1);
     buf_append_str(out, empty ? "\"cost\":" : ",\"cost\":");
-    put_dollars(out, served + spent);
+    buf_append_fixed(out, served + spent, 12); /* $ */
     buf_append_str(out, ",\"cost_details\":{\"upstream_inference_cost\":");
-    put_dollars(out, served);
+    buf_append_fixed(out, served, 12); /* $ */
     buf_append_str(out, ",\"failed_attempts_cost\":");
-    put_dollars(out, spent);
+    buf_append_fixed(out, spent, 12); /* $ */
     buf_append_str(out, "}");
     return buf_append(out, json + e - 1, len - (e - 1)) == 0;
 }

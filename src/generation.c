@@ -83,18 +83,11 @@ static void num(struct buf *b, const char *key, int known, long v)
 
 static void dollars(struct buf *b, const char *key, int priced, uint64_t pico)
 {
-    if (!priced) {
-        buf_printf(b, ",\"%s\":null", key);
-        return;
-    }
-    char s[48];
-    int n = snprintf(s, sizeof(s), "%" PRIu64 ".%012" PRIu64, pico / 1000000000000u,
-                     pico % 1000000000000u);
-    while (n > 1 && s[n - 1] == '0')
-        n--;
-    if (s[n - 1] == '.')
-        n--;
-    buf_printf(b, ",\"%s\":%.*s", key, n, s);
+    buf_printf(b, ",\"%s\":", key);
+    if (priced)
+        buf_append_fixed(b, pico, 12);
+    else
+        buf_append_str(b, "null");
 }
 
 int generation_json(const struct gen_rec *r, struct buf *b)

@@ -3,7 +3,10 @@
  * json_valid: the strict validator the api runs on every request body instead of a parse. */
 #include <string.h>
 
+#include <stdint.h>
+
 #include "check.h"
+#include "llmux/buf.h"
 #include "llmux/json.h"
 
 static const char *span(const char *s, const char *key, char *out)
@@ -16,8 +19,29 @@ static const char *span(const char *s, const char *key, char *out)
     return out;
 }
 
+/* Exact decimals for money: 1e-12 $ units, trailing zeros trimmed. */
+static void test_fixed(void)
+{
+    static const struct {
+        uint64_t v;
+        unsigned d;
+        const char *want;
+    } cases[] = {{1110000000, 12, "0.00111"}, {5000000000000, 12, "5"}, {0, 12, "0"},
+                 {1, 12, "0.000000000001"}, {123456789012345678u, 12, "123456.789012345678"},
+                 {42, 0, "42"}, {1500, 3, "1.5"}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct buf b;
+        buf_init(&b, 0);
+        buf_append_fixed(&b, cases[i].v, cases[i].d);
+        buf_append(&b, "", 1);
+        CHECK_STR(buf_head(&b), cases[i].want);
+        buf_free(&b);
+    }
+}
+
 int main(void)
 {
+    test_fixed();
     char o[256];
     CHECK_STR(span("{\"model\":\"gpt\"}", "model", o), "\"gpt\"");
     CHECK_STR(span(" {\n \"model\" : \"a\\\"b\" , \"x\":1}", "model", o), "\"a\\\"b\"");

@@ -9,6 +9,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct buf {
     char *data;   /* owned; NULL until the first append */
@@ -33,6 +34,8 @@ int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 /* Append the decimal digits of v (no printf: for hot paths). Same errors as buf_append. */
 int buf_append_uint(struct buf *b, unsigned long long v);
+/* v / 10^decimals as an exact decimal with its trailing zeros trimmed ("0.00111", "5"). */
+int buf_append_fixed(struct buf *b, uint64_t v, unsigned decimals);
 /* Append s as the inside of a JSON string (quotes not included), escaping as JSON requires. */
 int buf_append_json_str(struct buf *b, const char *s, size_t n);
 
