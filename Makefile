@@ -13,7 +13,7 @@ IMAGE_TAGS ?= llmux:$(VERSION) llmux:latest
 # podman on these machines (rootful, cgroup v1, no systemd) needs the settings of this file
 export CONTAINERS_CONF ?= $(CURDIR)/test/containers.conf
 
-.PHONY: all deps test-deps bench-deps build build-test build-fuzz run test fuzz bench bench-workers soak image clean
+.PHONY: all deps test-deps bench-deps build build-test build-fuzz run test fuzz bench bench-tls bench-workers soak image clean
 
 all: build
 
@@ -107,6 +107,11 @@ fuzz: build-fuzz
 # Writes bench/results/<date>.md and <date>-latency.png; about 6 minutes.
 bench: bench-deps build
 	@node bench/run.mjs
+	@node bench/tls.mjs
+
+# The TLS-upstream section alone (bench/tls.mjs): writes bench/results/<date>-tls.md.
+bench-tls: bench-deps build
+	@node bench/tls.mjs
 
 # Requests/s and CPU per request with "workers": 1 and 2 (bench/workers.mjs, ~1 minute).
 bench-workers: bench-deps build
