@@ -3,7 +3,7 @@ BUILD      ?= build
 TEST_BUILD ?= build-test
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= request upstream config sse json adapters
+FUZZ_TARGETS ?= request upstream config sse json adapters codecs
 FUZZ_OUT   ?= $(FUZZ_BUILD)/findings
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CONFIG     ?= conf/llmux.json
@@ -13,7 +13,7 @@ IMAGE_TAGS ?= llmux:$(VERSION) llmux:latest
 # podman on these machines (rootful, cgroup v1, no systemd) needs the settings of this file
 export CONTAINERS_CONF ?= $(CURDIR)/test/containers.conf
 
-.PHONY: all deps test-deps bench-deps build build-test build-fuzz run test fuzz bench bench-workers soak image clean
+.PHONY: all deps test-deps bench-deps build build-test build-fuzz run test fuzz bench bench-tls bench-workers soak image clean
 
 all: build
 
@@ -24,7 +24,7 @@ test-deps:
 	@sh deps/install.sh test
 	@if [ ! -f test/node/node_modules/.package-lock.json ] || \
 	    [ test/node/package-lock.json -nt test/node/node_modules/.package-lock.json ]; then \
-	    echo "installing the npm test clients (openai, @anthropic-ai/sdk, @google/genai) into test/node"; \
+	    echo "installing the npm test clients (openai, @anthropic-ai/sdk, @google/genai, ai, @ai-sdk/openai) into test/node"; \
 	    cd test/node && for try in 1 2 3 4; do \
 	        npm ci --no-audit --no-fund --loglevel=error --fetch-retries=5 && break; \
 	        [ $$try = 4 ] && exit 1; echo "npm ci failed (network?): trying again"; sleep $$((try * 5)); \
@@ -107,6 +107,11 @@ fuzz: build-fuzz
 # Writes bench/results/<date>.md and <date>-latency.png; about 6 minutes.
 bench: bench-deps build
 	@node bench/run.mjs
+	@node bench/tls.mjs
+
+# The TLS-upstream section alone (bench/tls.mjs): writes bench/results/<date>-tls.md.
+bench-tls: bench-deps build
+	@node bench/tls.mjs
 
 # Requests/s and CPU per request with "workers": 1 and 2 (bench/workers.mjs, ~1 minute).
 bench-workers: bench-deps build

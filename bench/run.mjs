@@ -6,27 +6,17 @@
 // it exits. Targets are reported, never asserted: the exit status is 0 when every number was
 // measured. Environment: BUILD (build dir, default build), BENCH_ROUNDS (5), BENCH_SPIN=0 (no
 // idle spinners), BENCH_SCALE_STREAMS (default: 10,000, or what the descriptor limit allows).
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, release } from 'node:os';
+import { join } from 'node:path';
 import {
-  closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync,
-  writeFileSync,
-} from 'node:fs';
-import { createConnection, createServer } from 'node:net';
-import { cpus, release, tmpdir, userInfo } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+  BIN, LOAD_CORE, PATH, PROXY_CORE, ROOT, bench, errorsOf, f0, f1, freePort, killAll, llmuxConfig,
+  latencyRounds, loadavg, log, median, procStatus, signed, startNginx, startSpinners, start, started, stop,
+  tmp,
+} from './lib.mjs';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const BUILD = resolve(ROOT, process.env.BUILD || 'build');
-const BIN = {
-  llmux: join(BUILD, 'llmux'),
-  mock: join(BUILD, 'test', 'mockllm'),
-  bench: join(BUILD, 'bench', 'llmux-bench'),
-  portkey: join(ROOT, 'bench', 'node', 'node_modules', '@portkey-ai', 'gateway', 'build', 'start-server.js'),
-};
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 5);
-const LOAD_CORE = 0; // mockllm and the load client
-const PROXY_CORE = 1; // the proxy under test
 const MOCK_SCRIPT = 'tokens=16&tps=1000&stamp=1'; // answers of 16 tokens; streams send one every ms,
 // each event stamped with its send time (mockllm's stamp=1) so its transit is measured exactly
 const STALL_IDLE_MS = 200;
@@ -39,120 +29,7 @@ const WORKLOADS = [
   { id: 'stream', title: 'stream, 1 KB request body, 16 tokens 1 ms apart', args: ['-s', '-b', '1024'], secs: 1.5 },
 ];
 
-const started = Date.now();
-const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 const loadStart = loadavg();
-const tmp = mkdtempSync(join(tmpdir(), 'llmux-bench-'));
-const children = []; // every process we started, killed on exit
-const extraPids = []; // processes they forked (nginx's worker)
-
-function log(...a) {
-  console.log(`[${String(Math.round((Date.now() - started) / 1000)).padStart(3)} s]`, ...a);
-}
-
-// Parents first: a live nginx master would replace a killed worker.
-function killAll() {
-  for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null) try { c.kill('SIGKILL'); } catch { /* gone */ }
-  }
-  for (const pid of extraPids) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-}
-process.on('exit', () => {
-  killAll();
-  rmSync(tmp, { recursive: true, force: true });
-});
-for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(s, () => process.exit(130));
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.on('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
-
-function canConnect(port) {
-  return new Promise((res) => {
-    const s = createConnection({ host: '127.0.0.1', port });
-    s.on('connect', () => { s.destroy(); res(true); });
-    s.on('error', () => res(false));
-  });
-}
-
-function logTail(name) {
-  try { return readFileSync(join(tmp, `${name}.log`), 'utf8').slice(-2000); } catch { return ''; }
-}
-
-// Start a process (pinned to `core` when given) and wait until it accepts on `port`.
-async function start(name, cmd, args, { core, port, cwd } = {}) {
-  const out = openSync(join(tmp, `${name}.log`), 'a');
-  const argv = core === undefined ? [cmd, ...args] : ['taskset', '-c', String(core), cmd, ...args];
-  const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', out, out], cwd });
-  closeSync(out);
-  children.push(p);
-  p.name = name;
-  const until = Date.now() + 20000;
-  while (port && !(await canConnect(port))) {
-    if (p.exitCode !== null || Date.now() > until)
-      throw new Error(`${name} did not start on port ${port}:\n${logTail(name)}`);
-    await sleep(50);
-  }
-  return p;
-}
-
-async function stop(p) {
-  if (!p || p.exitCode !== null || p.signalCode !== null) return;
-  const gone = new Promise((r) => p.once('exit', r));
-  p.kill('SIGTERM');
-  if (await Promise.race([gone.then(() => true), sleep(3000).then(() => false)])) return;
-  p.kill('SIGKILL');
-  await gone;
-}
-
-function procStatus(pid) {
-  try {
-    const t = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (k) => Number((t.match(new RegExp(`${k}:\\s+(\\d+)`)) || [])[1] || 0);
-    return { rss_kb: kb('VmRSS'), hwm_kb: kb('VmHWM') };
-  } catch { return { rss_kb: 0, hwm_kb: 0 }; }
-}
-
-// One run of the load client (pinned to the load core); resolves to its JSON. Asynchronous, so
-// that a signal stops the whole run at once.
-function bench(url, args, { core = LOAD_CORE, timeout = 180 } = {}) {
-  return new Promise((res, rej) => {
-    const p = spawn('taskset', ['-c', String(core), BIN.bench, '-q', '-j', '-', ...args, url],
-      { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(p);
-    let out = ''; let err = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.stderr.on('data', (d) => { err += d; });
-    const timer = setTimeout(() => p.kill('SIGKILL'), timeout * 1000);
-    p.on('close', (code) => {
-      clearTimeout(timer);
-      children.splice(children.indexOf(p), 1);
-      if (code !== 0) rej(new Error(`llmux-bench ${args.join(' ')} ${url} failed (${code}): ${err}`));
-      else res(JSON.parse(out));
-    });
-  });
-}
-
-const errorsOf = (j) => j.requests - j.ok;
-const median = (xs) => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (!s.length) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-const rotate = (xs, k) => xs.map((_, i) => xs[(i + k) % xs.length]);
-const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : '–');
-const f0 = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '–');
-const signed = (x) => (Number.isFinite(x) ? (x >= 0 ? '+' : '') + x.toFixed(1) : '–');
 
 // ---------------------------------------------------------------------------------------------
 
@@ -163,25 +40,15 @@ const hardNofile = Number(spawnSync('sh', ['-c', 'ulimit -Hn'], { encoding: 'utf
 const SCALE = Number(process.env.BENCH_SCALE_STREAMS) ||
   Math.min(10000, Math.floor((hardNofile - 200) / 2 / 100) * 100);
 
-// SCHED_IDLE spinners keep both vCPUs from halting between requests: they run only when
-// nothing else wants the core, and spare every request the VM's wake-up from idle.
-if (process.env.BENCH_SPIN !== '0') {
-  for (const core of [LOAD_CORE, PROXY_CORE])
-    await start(`spin${core}`, 'chrt', ['-i', '0', 'sh', '-c', 'while :; do :; done'], { core });
-}
+await startSpinners();
 
 const ports = { mock: await freePort(), llmux: await freePort(), nginx: await freePort(), portkey: await freePort(), dead: await freePort() };
 const mockBase = `http://127.0.0.1:${ports.mock}`;
-const PATH = '/v1/chat/completions';
 
 log(`mockllm on core ${LOAD_CORE} with the load client; proxies on core ${PROXY_CORE}`);
 const mock = await start('mockllm', BIN.mock, ['--listen', `127.0.0.1:${ports.mock}`, '--quiet', '--script', MOCK_SCRIPT],
   { core: LOAD_CORE, port: ports.mock });
 
-function llmuxConfig(listenPort, providers, models, extra = {}) {
-  return { listen: `127.0.0.1:${listenPort}`, access_log: join(tmp, `llmux-${listenPort}-access.log`),
-    pool: { max_idle_per_origin: 256 }, providers, models, ...extra };
-}
 writeFileSync(join(tmp, 'llmux.json'), JSON.stringify(llmuxConfig(ports.llmux, {
   mock: { kind: 'openai', base_url: `${mockBase}/v1` },
   dead: { kind: 'openai', base_url: `http://127.0.0.1:${ports.dead}/v1` }, // nothing listens: refused
@@ -192,44 +59,8 @@ writeFileSync(join(tmp, 'llmux.json'), JSON.stringify(llmuxConfig(ports.llmux, {
 }), null, 2));
 const llmux = await start('llmux', BIN.llmux, ['-c', join(tmp, 'llmux.json')], { core: PROXY_CORE, port: ports.llmux });
 
-const ngx = join(tmp, 'nginx');
-mkdirSync(ngx);
-writeFileSync(join(ngx, 'nginx.conf'), `${userInfo().uid === 0 ? 'user root;\n' : ''}daemon off;
-master_process on;
-worker_processes 1;
-pid ${ngx}/nginx.pid;
-error_log ${ngx}/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log ${ngx}/access.log;
-    client_body_temp_path ${ngx}/body;
-    proxy_temp_path ${ngx}/proxy;
-    fastcgi_temp_path ${ngx}/fastcgi;
-    uwsgi_temp_path ${ngx}/uwsgi;
-    scgi_temp_path ${ngx}/scgi;
-    client_max_body_size 8m;
-    client_body_buffer_size 256k;
-    keepalive_requests 1000000;
-    upstream mock {
-        server 127.0.0.1:${ports.mock};
-        keepalive 256;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:${ports.nginx};
-        location / {
-            proxy_pass http://mock;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-        }
-    }
-}
-`);
-const nginx = await start('nginx', 'nginx', ['-p', ngx, '-c', join(ngx, 'nginx.conf'), '-e', join(ngx, 'error.log')],
-  { core: PROXY_CORE, port: ports.nginx });
-const workerPid = Number(readFileSync(`/proc/${nginx.pid}/task/${nginx.pid}/children`, 'utf8').trim().split(/\s+/)[0]);
-extraPids.push(workerPid);
+const { proc: nginx, workerPid } = await startNginx('nginx', ports.nginx, `http://mock`,
+  `server 127.0.0.1:${ports.mock};\n        keepalive 256;`);
 
 const systems = [
   { name: 'direct', url: `${mockBase}${PATH}`, pid: mock.pid, hdr: [] },
@@ -271,15 +102,7 @@ log('mockllm capacity');
 const mockMax = await bench(systems[0].url, ['-c', '32', '-w', '0.5', '-d', '2'], { core: PROXY_CORE });
 
 // ---- 2. latency, one request at a time, rounds interleaved ----
-const lat = {};
-for (const w of WORKLOADS) {
-  lat[w.id] = Object.fromEntries(systems.map((s) => [s.name, []]));
-  for (let r = 0; r < ROUNDS; r++) {
-    log(`latency: ${w.title}, round ${r + 1}/${ROUNDS}`);
-    for (const s of rotate(systems, r))
-      lat[w.id][s.name].push(await bench(s.url, ['-c', '1', '-w', '0.2', '-d', String(w.secs), '-p', String(s.pid), ...s.hdr, ...w.args]));
-  }
-}
+const lat = await latencyRounds(systems, WORKLOADS, ROUNDS);
 
 // Median over rounds of one number picked from each run.
 const med = (runs, pick) => median(runs.map(pick));

@@ -9,7 +9,8 @@
 #                             with podman-compose, runc, netavark and aardvark-dns (make image;
 #                             not podman when it is absent and a docker daemon answers)
 #   deps/install.sh bench   - the build set plus nginx, gnuplot, taskset/chrt/prlimit (util-linux),
-#                             openssl and node/npm (make bench)
+#                             openssl, curl, strace (system calls per request) and node/npm
+#                             (make bench)
 # Runs apt-get through sudo when not root. Does nothing when everything is present.
 set -eu
 want="gcc make cmake pkg-config libuv1-dev libmbedtls-dev libcjson-dev libc-ares-dev node-llhttp ca-certificates"
@@ -25,7 +26,7 @@ if [ "${1:-build}" = test ]; then
     command -v npm >/dev/null 2>&1 || want="$want npm"
 fi
 if [ "${1:-build}" = bench ]; then
-    want="$want util-linux openssl"
+    want="$want util-linux openssl curl strace"
     command -v nginx >/dev/null 2>&1 || want="$want nginx-light"
     command -v gnuplot >/dev/null 2>&1 || want="$want gnuplot-nox"
     command -v node >/dev/null 2>&1 || want="$want nodejs"

@@ -31,12 +31,13 @@ struct route {
 };
 
 /* The client APIs with a codec (include/llmux/codec.h): canonical endpoint API_CHAT. */
-enum { ROUTE_MESSAGES = 16, ROUTE_COUNT_TOKENS };
+enum { ROUTE_MESSAGES = 16, ROUTE_COUNT_TOKENS, ROUTE_RESPONSES };
 
 static const struct route routes[] = {
     {"/v1/chat/completions", "POST", API_CHAT},
     {"/v1/messages", "POST", ROUTE_MESSAGES},
     {"/v1/messages/count_tokens", "POST", ROUTE_COUNT_TOKENS},
+    {"/v1/responses", "POST", ROUTE_RESPONSES},
     {"/v1/completions", "POST", API_COMPLETIONS},
     {"/v1/embeddings", "POST", API_EMBEDDINGS},
     {"/v1/models", "GET", -1},
@@ -80,6 +81,8 @@ static void dashboard(struct server_req *req)
 /* The codec of a route's client API; NULL for the OpenAI endpoints. */
 static const struct client_codec *route_codec(const struct route *rt)
 {
+    if (rt && rt->endpoint == ROUTE_RESPONSES)
+        return &codec_responses;
     return rt && (rt->endpoint == ROUTE_MESSAGES || rt->endpoint == ROUTE_COUNT_TOKENS)
                ? &codec_messages
                : NULL;
@@ -101,7 +104,7 @@ static void api_error_with(struct server_req *req, const char *rid, int status, 
         h[n++] = extra[i];
     int known;
     const struct client_codec *codec = route_codec(find_route(server_req_request(req), &known));
-    if (!codec) {
+    if (!codec || !codec->error) {
         server_respond_error_with(req, status, type, code, param, message, h, n);
         return;
     }
@@ -531,25 +534,26 @@ static int strip_prefs(const char *b, size_t n, int ask_usage, struct canon_requ
     return 0;
 }
 
-/* A Messages request (codec_messages) made ready for the exchange. creq->body is the client's
- * body (without llmux's own members); it becomes creq->native, and creq->body its canonical
- * translation when a deployment of another kind (or a continuation) may need it: NULL with
- * creq->why when only anthropic providers can carry it. One block (creq->owned) holds what the
- * exchange keeps: the translation, the client's body when it was re-encoded, the anthropic-*
- * header lines to forward, and the reason. Returns 0, UV_EINVAL with `why` for the client's
- * 400, or UV_ENOMEM. */
-static int messages_canon(struct server_req *req, struct canon_request *creq,
-                          const struct plan *plan, int count_tokens, char *why, size_t why_size)
+/* A request of a client API with a codec (Messages, Responses) made ready for the exchange.
+ * creq->body is the client's body (without llmux's own members); it becomes creq->native, and
+ * creq->body its canonical translation when a deployment of another kind than the codec's
+ * native one (or a continuation) may need it: NULL with creq->why when only the native kind
+ * can carry it. One block (creq->owned) holds what the exchange keeps: the translation, the
+ * client's body when it was re-encoded, the header lines to forward, and the reason. Returns
+ * 0, UV_EINVAL with `why` for the client's 400, or UV_ENOMEM. */
+static int codec_canon(struct server_req *req, const struct client_codec *codec,
+                       struct canon_request *creq, const struct plan *plan, int count_tokens,
+                       char *why, size_t why_size)
 {
     int need = plan->continue_on_failure && !count_tokens;
     for (size_t i = 0; i < plan->n && !count_tokens; i++)
-        need |= plan->entries[i].provider->kind != PROVIDER_ANTHROPIC;
+        need |= (int)plan->entries[i].provider->kind != codec->native_kind;
     struct buf own;
     buf_init(&own, 0);
     int rc = 0, untranslatable = 0;
     why[0] = 0;
     if (need) {
-        rc = codec_messages_request(creq->body, creq->body_len, &own, why, why_size);
+        rc = codec->request(creq->body, creq->body_len, &own, why, why_size);
         untranslatable = rc == LLMUX_EKIND;
         if (untranslatable) {
             buf_reset(&own);
@@ -564,12 +568,11 @@ static int messages_canon(struct server_req *req, struct canon_request *creq,
         rc = buf_append(&own, creq->body, creq->body_len + 1);
     }
     headers_at = buf_size(&own);
-    const char *version = server_req_header(req, "anthropic-version");
-    const char *beta = server_req_header(req, "anthropic-beta");
-    if (!rc && version)
-        rc = buf_printf(&own, "anthropic-version: %s\r\n", version);
-    if (!rc && beta)
-        rc = buf_printf(&own, "anthropic-beta: %s\r\n", beta);
+    for (const char *const *h = codec->forward_headers; !rc && h && *h; h++) {
+        const char *value = server_req_header(req, *h);
+        if (value)
+            rc = buf_printf(&own, "%s: %s\r\n", *h, value);
+    }
     if (!rc)
         rc = buf_append(&own, "", 1);
     why_at = buf_size(&own);
@@ -588,7 +591,7 @@ static int messages_canon(struct server_req *req, struct canon_request *creq,
     creq->body_len = canon_len;
     creq->native_headers = block + headers_at;
     creq->why = block + why_at;
-    creq->native_path = count_tokens ? "/messages/count_tokens" : "/messages";
+    creq->native_path = count_tokens ? "/messages/count_tokens" : codec->native_path;
     creq->want_text = plan->continue_on_failure;
     creq->include_usage = creq->stream; /* the translation asks for the stream's usage */
     if (json_top_key(creq->native, creq->native_len, "model", &creq->native_model_start,
@@ -630,7 +633,12 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
 {
     uint64_t t_recv = uv_hrtime();
     const struct server_request *r = server_req_request(req);
-    const char *need = ep == API_CHAT ? "messages" : ep == API_COMPLETIONS ? "prompt" : "input";
+    const char *need = codec                    ? codec->main_key
+                       : ep == API_CHAT        ? "messages"
+                       : ep == API_COMPLETIONS ? "prompt"
+                                               : "input";
+    /* chat's and Messages' `messages` are arrays; Responses' `input` may be a string */
+    int array = ep == API_CHAT && need[0] == 'm';
     size_t first = 0;
     while (first < r->body_len && strchr(" \t\r\n", r->body[first]))
         first++;
@@ -670,10 +678,10 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     }
     snprintf(client_model, sizeof(client_model), "%s", model->valuestring);
     char msg[256];
-    if (!v.has_main || (ep == API_CHAT && r->body[v.main.vstart] != '[')) {
+    if (!v.has_main || (array && r->body[v.main.vstart] != '[')) {
         cJSON_Delete(model);
         snprintf(msg, sizeof(msg), "'%s' is a required property%s", need,
-                 ep == API_CHAT ? " and must be an array" : "");
+                 array ? " and must be an array" : "");
         bad_request(req, rid, need, msg);
         return;
     }
@@ -751,12 +759,18 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
     if (rc == 0 && (v.has_models || v.has_provider || (v.has_usage && !codec)))
         rc = strip_prefs(r->body, r->body_len, ask_usage, &creq); /* llmux's own stay here */
     if (rc == 0 && codec) {
-        rc = messages_canon(req, &creq, &plan, count_tokens, msg, sizeof(msg));
+        rc = codec_canon(req, codec, &creq, &plan, count_tokens, msg, sizeof(msg));
         if (rc == UV_EINVAL) {
             free(creq.owned);
             cJSON_Delete(model);
             cJSON_Delete(prefs_root);
-            bad_request(req, rid, NULL, msg[0] ? msg : "the request could not be read");
+            /* a codec's reason starts with the member at fault ("input: ..."): its param */
+            char param[48] = "";
+            size_t n = strcspn(msg, ": ");
+            if (msg[n] == ':' && n < sizeof(param))
+                snprintf(param, sizeof(param), "%.*s", (int)n, msg);
+            bad_request(req, rid, param[0] ? param : NULL,
+                        msg[0] ? msg : "the request could not be read");
             return;
         }
     }

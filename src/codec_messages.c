@@ -36,12 +36,6 @@
 
 /* ---- request ---- */
 
-static int fail(char *why, size_t size, int rc, const char *fmt, const char *arg)
-{
-    snprintf(why, size, fmt, arg);
-    return rc;
-}
-
 /* The text of a string or of an array's text blocks, appended (sep between blocks). */
 static int blocks_text(const cJSON *content, const char *sep, struct buf *out)
 {
@@ -128,7 +122,7 @@ static int tool_message(const cJSON *block, cJSON *messages, char *why, size_t s
 {
     const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(block, "tool_use_id"));
     if (!id)
-        return fail(why, size, UV_EINVAL, "messages: a tool_result block needs a tool_use_id%s",
+        return codec_fail(why, size, UV_EINVAL, "messages: a tool_result block needs a tool_use_id%s",
                     "");
     struct buf text;
     buf_init(&text, 0);
@@ -137,7 +131,7 @@ static int tool_message(const cJSON *block, cJSON *messages, char *why, size_t s
         rc = buf_append(&text, "", 1);
     if (rc) {
         buf_free(&text);
-        return fail(why, size, UV_EINVAL, "messages: a tool_result's content must be a string "
+        return codec_fail(why, size, UV_EINVAL, "messages: a tool_result's content must be a string "
                                           "or blocks%s", "");
     }
     cJSON *m = cJSON_CreateObject();
@@ -156,7 +150,7 @@ static int tool_call(const cJSON *block, cJSON *calls, char *why, size_t size)
     const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(block, "name"));
     const cJSON *input = cJSON_GetObjectItemCaseSensitive(block, "input");
     if (!id || !name)
-        return fail(why, size, UV_EINVAL, "messages: a tool_use block needs an id and a name%s",
+        return codec_fail(why, size, UV_EINVAL, "messages: a tool_use block needs an id and a name%s",
                     "");
     char *args = input ? cJSON_PrintUnformatted(input) : strdup("{}");
     if (!args)
@@ -173,7 +167,7 @@ static int add_message(const cJSON *m, cJSON *messages, char *why, size_t size)
     const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
     int user = role && strcmp(role, "user") == 0;
     if (!user && !(role && strcmp(role, "assistant") == 0))
-        return fail(why, size, UV_EINVAL, "messages: role must be \"user\" or \"assistant\"%s",
+        return codec_fail(why, size, UV_EINVAL, "messages: role must be \"user\" or \"assistant\"%s",
                     "");
     cJSON *out = cJSON_CreateObject();
     cJSON_AddStringToObject(out, "role", role);
@@ -184,7 +178,7 @@ static int add_message(const cJSON *m, cJSON *messages, char *why, size_t size)
     }
     if (!cJSON_IsArray(content)) {
         cJSON_Delete(out);
-        return fail(why, size, UV_EINVAL, "messages: content must be a string or an array of "
+        return codec_fail(why, size, UV_EINVAL, "messages: content must be a string or an array of "
                                           "content blocks%s", "");
     }
     cJSON *parts = cJSON_CreateArray();
@@ -196,7 +190,7 @@ static int add_message(const cJSON *m, cJSON *messages, char *why, size_t size)
         const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(b, "type"));
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(b, "text");
         if (!type) {
-            rc = fail(why, size, UV_EINVAL, "messages: every content block needs a type%s", "");
+            rc = codec_fail(why, size, UV_EINVAL, "messages: every content block needs a type%s", "");
         } else if (strcmp(type, "text") == 0 && cJSON_IsString(text)) {
             if (text->valuestring[0])
                 cJSON_AddItemToArray(parts, text_part(text->valuestring));
@@ -205,7 +199,7 @@ static int add_message(const cJSON *m, cJSON *messages, char *why, size_t size)
             if (img)
                 cJSON_AddItemToArray(parts, img);
             else
-                rc = fail(why, size, UV_EINVAL, "messages: an image block needs a base64 or "
+                rc = codec_fail(why, size, UV_EINVAL, "messages: an image block needs a base64 or "
                                                 "url source%s", "");
         } else if (strcmp(type, "tool_use") == 0 && !user) {
             rc = tool_call(b, calls, why, size);
@@ -214,7 +208,7 @@ static int add_message(const cJSON *m, cJSON *messages, char *why, size_t size)
         } else if (strcmp(type, "thinking") == 0 || strcmp(type, "redacted_thinking") == 0) {
             continue; /* only Anthropic can take a thinking block back */
         } else {
-            rc = fail(why, size, LLMUX_EKIND,
+            rc = codec_fail(why, size, LLMUX_EKIND,
                       "messages: content blocks of type \"%.40s\" can only be sent to "
                       "anthropic providers", type);
         }
@@ -245,7 +239,7 @@ static int add_tools(const cJSON *in, cJSON *o, char *why, size_t size)
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(in, "tools");
     const cJSON *t;
     if (tools && !cJSON_IsArray(tools))
-        return fail(why, size, UV_EINVAL, "tools: must be an array%s", "");
+        return codec_fail(why, size, UV_EINVAL, "tools: must be an array%s", "");
     cJSON *out = cJSON_GetArraySize(tools) > 0 ? cJSON_AddArrayToObject(o, "tools") : NULL;
     cJSON_ArrayForEach(t, tools)
     {
@@ -253,11 +247,11 @@ static int add_tools(const cJSON *in, cJSON *o, char *why, size_t size)
         const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(t, "name"));
         const cJSON *schema = cJSON_GetObjectItemCaseSensitive(t, "input_schema");
         if (type && strcmp(type, "custom") != 0)
-            return fail(why, size, LLMUX_EKIND,
+            return codec_fail(why, size, LLMUX_EKIND,
                         "tools: server tools (type \"%.40s\") can only be served by anthropic "
                         "providers", type);
         if (!name || !cJSON_IsObject(schema))
-            return fail(why, size, UV_EINVAL, "tools: a tool needs a name and an "
+            return codec_fail(why, size, UV_EINVAL, "tools: a tool needs a name and an "
                                               "input_schema%s", "");
         cJSON *f = cJSON_CreateObject();
         cJSON_AddStringToObject(f, "type", "function");
@@ -298,7 +292,7 @@ static int build(const cJSON *in, cJSON *o, char *why, size_t size)
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(in, "model");
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(in, "messages");
     if (!cJSON_IsString(model) || !cJSON_IsArray(msgs))
-        return fail(why, size, UV_EINVAL, "model and messages are required%s", "");
+        return codec_fail(why, size, UV_EINVAL, "model and messages are required%s", "");
     cJSON_AddStringToObject(o, "model", model->valuestring);
     cJSON *messages = cJSON_AddArrayToObject(o, "messages");
     const cJSON *system = cJSON_GetObjectItemCaseSensitive(in, "system");
@@ -313,7 +307,7 @@ static int build(const cJSON *in, cJSON *o, char *why, size_t size)
     }
     buf_free(&sys);
     if (rc)
-        return fail(why, size, UV_EINVAL, "system: must be a string or an array of text "
+        return codec_fail(why, size, UV_EINVAL, "system: must be a string or an array of text "
                                           "blocks%s", "");
     const cJSON *m;
     cJSON_ArrayForEach(m, msgs)
@@ -333,27 +327,13 @@ static int build(const cJSON *in, cJSON *o, char *why, size_t size)
     const char *user = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "user_id"));
     if (user)
         cJSON_AddStringToObject(o, "user", user);
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(in, "stream"))) {
-        cJSON_AddTrueToObject(o, "stream");
-        cJSON_AddTrueToObject(cJSON_AddObjectToObject(o, "stream_options"), "include_usage");
-    }
     return 0;
 }
 
 int codec_messages_request(const char *body, size_t len, struct buf *out, char *why,
                            size_t why_size)
 {
-    why[0] = 0;
-    cJSON *in = cJSON_ParseWithLength(body, len);
-    cJSON *o = cJSON_CreateObject();
-    int rc = !cJSON_IsObject(in) || !o ? UV_EINVAL : build(in, o, why, why_size);
-    char *text = rc ? NULL : cJSON_PrintUnformatted(o);
-    if (!rc)
-        rc = text ? buf_append_str(out, text) : UV_ENOMEM;
-    free(text);
-    cJSON_Delete(in);
-    cJSON_Delete(o);
-    return rc;
+    return codec_translate(body, len, build, out, why, why_size);
 }
 
 long codec_messages_estimate_tokens(const char *body, size_t len)
@@ -430,13 +410,10 @@ static int usage_members(struct buf *out, const struct usage *u)
 
 static int messages_body(const char *body, size_t len, struct buf *out)
 {
-    cJSON *root = cJSON_ParseWithLength(body, len);
-    const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
-    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(choice, "message");
-    if (!cJSON_IsObject(msg)) {
-        cJSON_Delete(root);
+    cJSON *root;
+    const cJSON *choice, *msg;
+    if (codec_parse_completion(body, len, &root, &choice, &msg) != 0)
         return LLMUX_EPROTO;
-    }
     cJSON *o = cJSON_CreateObject();
     char id[64];
     adapter_new_id(id, sizeof(id), "msg_");
@@ -493,20 +470,6 @@ static int messages_body(const char *body, size_t len, struct buf *out)
 
 /* ---- streams ---- */
 
-/* `event: NAME\ndata: ` ... `\n\n` around a JSON object written by the caller. */
-static void event_open(struct buf *out, const char *name)
-{
-    buf_append_str(out, "event: ");
-    buf_append_str(out, name);
-    buf_append_str(out, "\ndata: {\"type\":\"");
-    buf_append_str(out, name);
-    buf_append_str(out, "\"");
-}
-
-static void event_close(struct buf *out)
-{
-    buf_append_str(out, "}\n\n");
-}
 
 static void message_start(struct codec_stream *s, const cJSON *root, struct buf *out)
 {
@@ -514,23 +477,23 @@ static void message_start(struct codec_stream *s, const cJSON *root, struct buf 
     s->block = -1;
     adapter_new_id(s->id, sizeof(s->id), "msg_");
     adapter_copy_str(s->model, sizeof(s->model), cJSON_GetObjectItemCaseSensitive(root, "model"));
-    event_open(out, "message_start");
+    codec_event_open(out, "message_start");
     buf_append_str(out, ",\"message\":{\"id\":\"");
     buf_append_str(out, s->id);
     buf_append_str(out, "\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"");
     buf_append_json_str(out, s->model, strlen(s->model));
     buf_append_str(out, "\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,"
                         "\"usage\":{\"input_tokens\":0,\"output_tokens\":0}}");
-    event_close(out);
+    codec_event_close(out);
 }
 
 static void block_stop(struct codec_stream *s, struct buf *out)
 {
     if (s->block < 0)
         return;
-    event_open(out, "content_block_stop");
+    codec_event_open(out, "content_block_stop");
     buf_printf(out, ",\"index\":%d", s->block);
-    event_close(out);
+    codec_event_close(out);
     s->block = -1;
 }
 
@@ -540,18 +503,18 @@ static void block_start(struct codec_stream *s, int kind, struct buf *out)
     block_stop(s, out);
     s->block = s->next_block++;
     s->block_kind = kind;
-    event_open(out, "content_block_start");
+    codec_event_open(out, "content_block_start");
     buf_printf(out, ",\"index\":%d,\"content_block\":{", s->block);
 }
 
 static void block_delta(struct codec_stream *s, const char *type, const char *key,
                         const char *text, struct buf *out)
 {
-    event_open(out, "content_block_delta");
+    codec_event_open(out, "content_block_delta");
     buf_printf(out, ",\"index\":%d,\"delta\":{\"type\":\"%s\",\"%s\":\"", s->block, type, key);
     buf_append_json_str(out, text, strlen(text));
     buf_append_str(out, "\"}");
-    event_close(out);
+    codec_event_close(out);
 }
 
 static void on_text(struct codec_stream *s, const char *text, struct buf *out)
@@ -559,7 +522,7 @@ static void on_text(struct codec_stream *s, const char *text, struct buf *out)
     if (s->block < 0 || s->block_kind != 0) {
         block_start(s, 0, out);
         buf_append_str(out, "\"type\":\"text\",\"text\":\"\"}");
-        event_close(out);
+        codec_event_close(out);
     }
     block_delta(s, "text_delta", "text", text, out);
 }
@@ -579,7 +542,7 @@ static void on_tool_call(struct codec_stream *s, const cJSON *tc, struct buf *ou
         buf_append_str(out, "\",\"name\":\"");
         buf_append_json_str(out, name ? name : "", name ? strlen(name) : 0);
         buf_append_str(out, "\",\"input\":{}}");
-        event_close(out);
+        codec_event_close(out);
     }
     if (args && args[0])
         block_delta(s, "input_json_delta", "partial_json", args, out);
@@ -589,26 +552,24 @@ static void message_end(struct codec_stream *s, const struct usage *total, struc
 {
     block_stop(s, out);
     const struct usage *u = total && total->known ? total : &s->usage;
-    event_open(out, "message_delta");
+    codec_event_open(out, "message_delta");
     buf_append_str(out, ",\"delta\":{\"stop_reason\":\"");
     buf_append_str(out, s->finished ? s->stop : "end_turn");
     buf_append_str(out, "\",\"stop_sequence\":null},\"usage\":{");
     usage_members(out, u);
     buf_append_str(out, "}");
-    event_close(out);
-    event_open(out, "message_stop");
-    event_close(out);
+    codec_event_close(out);
+    codec_event_open(out, "message_stop");
+    codec_event_close(out);
 }
 
 static int messages_stream_chunk(struct codec_stream *s, const char *data, size_t len,
                                  const struct chunk_info *ci, const struct usage *total,
                                  struct buf *out)
 {
-    cJSON *root = ci->kind == CHUNK_DONE ? NULL : cJSON_ParseWithLength(data, len);
-    if (ci->kind != CHUNK_DONE && !cJSON_IsObject(root)) {
-        cJSON_Delete(root);
+    cJSON *root;
+    if (codec_parse_chunk(data, len, ci, &root) != 0)
         return LLMUX_EPROTO;
-    }
     if (!s->started)
         message_start(s, root, out);
     if (ci->kind == CHUNK_DONE) {
@@ -703,8 +664,15 @@ static int messages_stream_error(struct codec_stream *s, int status, const char 
     return rc;
 }
 
+static const char *const forwarded[] = {"anthropic-version", "anthropic-beta", NULL};
+
 const struct client_codec codec_messages = {
     .name = "messages",
+    .metrics_endpoint = 3,
+    .main_key = "messages",
+    .request = codec_messages_request,
+    .native_path = "/messages",
+    .forward_headers = forwarded, /* anthropic-version first: the native adapter looks there */
     .native_kind = PROVIDER_ANTHROPIC,
     .native = &adapter_anthropic_native,
     .ping = "event: ping\ndata: {\"type\": \"ping\"}\n\n",

@@ -2,9 +2,18 @@
  * include/llmux/conn.h for the contract.
  *
  * struct conn embeds its uv_tcp_t and, for TLS, its mbedtls_ssl_context. Reads go from the
- * socket into `rx` (ciphertext, consumed by the BIO recv callback) and out as plaintext through
- * on_read. Writes go through uv_try_write first; what the kernel does not take is copied into a
- * uv_write request (so callers never keep buffers alive). `queued` counts bytes in flight.
+ * socket to mbedTLS (the BIO recv callback reads the shared read buffer in place; only a partial
+ * record left at the end of a read is copied into `rx`) and out as plaintext through on_read.
+ * Writes go through uv_try_write first; what the kernel does not take is copied into a uv_write
+ * request (so callers never keep buffers alive). `queued` counts bytes in flight.
+ *
+ * One write system call per flush: a TLS conn_write() gathers its pieces (a request's head and
+ * the body pieces around the spliced model) into one record, and every record one call makes
+ * (a handshake flight, a large body) is corked and handed to the kernel in one write when the
+ * call ends. conn_write_batched() holds what it is given while a read callback runs and writes
+ * it when the callback returns, so the SSE events decoded from one upstream read leave in one
+ * write. The three buffers this takes are process-wide (a flush always completes within the
+ * call or read callback that starts it), so a connection holds none of them between calls.
  *
  * Invariant: the conn is freed only in the uv_close callback of its tcp handle, after on_close.
  */
@@ -17,6 +26,7 @@
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_cache.h>
+#include <mbedtls/ssl_internal.h> /* MBEDTLS_SSL_IN_BUFFER_LEN, MBEDTLS_SSL_OUT_BUFFER_LEN */
 #include <mbedtls/x509_crt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +40,9 @@
 #define READ_SIZE (64 * 1024)
 #define OWNED_SLICE (256 * 1024) /* conn_write_owned: pages handed back per slice written */
 #define OWNED_MIN (4 * 1024)     /* below this, copying the unsent rest is cheaper */
+#define STAGE_SIZE 16384         /* plaintext of one full TLS record */
+#define CORK_SIZE (64 * 1024)    /* ciphertext handed to the kernel in one write */
+#define BATCH_SIZE (16 * 1024)   /* output a batching connection holds during a read callback */
 #define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -46,6 +59,7 @@ struct tls_ctx {
     mbedtls_ssl_session session;
     char session_host[256];
     int has_session;
+    uint64_t handshakes, resumed; /* tls_ctx_counts() */
 };
 
 struct conn {
@@ -59,8 +73,11 @@ struct conn {
     int resumed;
     char host[256];
     struct buf rx;  /* TLS: ciphertext received and not yet consumed by mbedTLS */
+    const char *in; /* TLS, during a read callback: the read's ciphertext not consumed yet */
+    size_t in_len;
     size_t queued;
     uint64_t accepted; /* bytes ever handed to raw_write (ciphertext for TLS) */
+    uint64_t socket_writes; /* raw_write calls that reached the socket */
     int closing;
     int reading;     /* on_read delivery wanted */
     int eof_sent;
@@ -73,6 +90,26 @@ struct conn {
  * buffers would cost 64 KiB for each of the two sockets of every stream. */
 static char read_buf[READ_SIZE];
 
+/* Plaintext of one TLS conn_write(), encrypted as one record before the call returns. */
+static char tls_stage[STAGE_SIZE];
+
+/* Ciphertext of the records one call makes (cork_begin .. cork_end), written at once. */
+static struct {
+    struct conn *c;
+    size_t len;
+    unsigned char data[CORK_SIZE];
+} cork;
+
+/* conn_write_batched() output of one connection during the running read callbacks; written
+ * when the outermost returns (read_turns back to 0). Another connection given batched output
+ * in the same callback writes at once. */
+static struct {
+    struct conn *c;
+    size_t len;
+    char data[BATCH_SIZE];
+} batch;
+static unsigned read_turns;
+
 struct write_req {
     uv_write_t req;
     struct conn *c;
@@ -83,6 +120,30 @@ struct write_req {
 };
 
 /* ---- TLS contexts ---- */
+
+/* Forward secret AEAD suites only (what every provider serves over TLS 1.2), fastest first as
+ * measured with Debian's mbedTLS 2.28 on an AMD EPYC with AES-NI and PCLMUL (llmux-crypto-bench,
+ * bench/results/2026-12-02-tls.md): ChaCha20-Poly1305 ~4 ns and 35 instructions per byte,
+ * AES-128-GCM ~7 ns and 48 (mbedTLS's GCM goes through its generic cipher layer 16 bytes at a
+ * time). A server that honours the client's order (BoringSSL's equal-preference groups) picks
+ * the first. */
+static const int tls_suites[] = {
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    0,
+};
+/* Key exchange groups, cheapest first: an ECDHE costs ~1.5-1.9 ms of CPU on P-256 (mbedTLS's
+ * NIST optimisation), 10-20 % more on X25519, 50-70 % more on P-384. */
+static const mbedtls_ecp_group_id tls_curves[] = {
+    MBEDTLS_ECP_DP_SECP256R1,
+    MBEDTLS_ECP_DP_CURVE25519,
+    MBEDTLS_ECP_DP_SECP384R1,
+    MBEDTLS_ECP_DP_NONE,
+};
 
 static int tls_ctx_base(struct tls_ctx *t, int endpoint, char *err, size_t errlen)
 {
@@ -106,6 +167,8 @@ static int tls_ctx_base(struct tls_ctx *t, int endpoint, char *err, size_t errle
     mbedtls_ssl_conf_min_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
                                  MBEDTLS_SSL_MINOR_VERSION_3);
     mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &t->drbg);
+    mbedtls_ssl_conf_ciphersuites(&t->conf, tls_suites);
+    mbedtls_ssl_conf_curves(&t->conf, tls_curves);
     return 0;
 }
 
@@ -136,6 +199,21 @@ int tls_ctx_client(const char *ca_file, struct tls_ctx **out, char *err, size_t 
     return 0;
 }
 
+/* The server's session cache, counting the sessions it resumes. */
+static int cache_get(void *data, mbedtls_ssl_session *session)
+{
+    struct tls_ctx *t = data;
+    int rc = mbedtls_ssl_cache_get(&t->cache, session);
+    t->resumed += rc == 0;
+    return rc;
+}
+
+static int cache_set(void *data, const mbedtls_ssl_session *session)
+{
+    struct tls_ctx *t = data;
+    return mbedtls_ssl_cache_set(&t->cache, session);
+}
+
 int tls_ctx_server(const char *cert_file, const char *key_file, struct tls_ctx **out, char *err,
                    size_t errlen)
 {
@@ -154,10 +232,15 @@ int tls_ctx_server(const char *cert_file, const char *key_file, struct tls_ctx *
         tls_ctx_free(t);
         return rc;
     }
-    mbedtls_ssl_conf_session_cache(&t->conf, &t->cache, mbedtls_ssl_cache_get,
-                                   mbedtls_ssl_cache_set);
+    mbedtls_ssl_conf_session_cache(&t->conf, t, cache_get, cache_set);
     *out = t;
     return 0;
+}
+
+void tls_ctx_counts(const struct tls_ctx *t, uint64_t *handshakes, uint64_t *resumed)
+{
+    *handshakes = t->handshakes;
+    *resumed = t->resumed;
 }
 
 void tls_ctx_free(struct tls_ctx *t)
@@ -246,10 +329,18 @@ static int queue_owned(struct conn *c, char *owned, size_t from, size_t to)
 }
 
 static int raw_write(struct conn *c, const uv_buf_t *bufs, unsigned n);
+static int batch_flush(void);
 
 int conn_write_owned(struct conn *c, const uv_buf_t *bufs, unsigned nbufs, char *owned)
 {
     const uv_buf_t *last = &bufs[nbufs - 1];
+    if (!c->closing && batch.c == c) { /* what it holds goes first */
+        int rc = batch_flush();
+        if (rc) {
+            free(owned);
+            return rc;
+        }
+    }
     if (c->closing || c->tls || c->queued > 0 || last->len < OWNED_MIN || nbufs > 8) {
         /* encrypted (copied into records anyway), behind other writes, or small: as usual */
         int rc = conn_write(c, bufs, nbufs);
@@ -259,6 +350,7 @@ int conn_write_owned(struct conn *c, const uv_buf_t *bufs, unsigned nbufs, char 
     size_t total = 0;
     for (unsigned i = 0; i < nbufs; i++)
         total += bufs[i].len;
+    c->socket_writes++;
     int rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
     if (rc < 0 && rc != UV_EAGAIN) {
         raw_write(c, bufs, nbufs); /* queued to fail again: reported from the loop */
@@ -307,6 +399,7 @@ static int raw_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
     if (c->closing)
         return UV_EPIPE;
     c->accepted += total;
+    c->socket_writes++;
     int failed = 0;
     if (c->queued == 0) {
         int rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
@@ -348,49 +441,196 @@ static int raw_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
     return failed;
 }
 
+/* ---- TLS output: one record per call, one write per call ---- */
+
+static void cork_begin(struct conn *c)
+{
+    cork.c = c;
+    cork.len = 0;
+}
+
+static int cork_flush(void)
+{
+    uv_buf_t b = uv_buf_init((char *)cork.data, (unsigned)cork.len);
+    cork.len = 0;
+    return raw_write(cork.c, &b, 1);
+}
+
+static int cork_end(void)
+{
+    int rc = cork_flush();
+    cork.c = NULL;
+    return rc;
+}
+
+/* mbedTLS's output: records of a corked call wait in `cork`, others go out at once. */
 static int bio_send(void *ctx, const unsigned char *p, size_t n)
 {
     struct conn *c = ctx;
-    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
-    int rc = raw_write(c, &b, 1);
+    int rc = 0;
+    if (cork.c == c && cork.len + n > CORK_SIZE)
+        rc = cork_flush();
+    if (!rc && cork.c == c && n <= CORK_SIZE) {
+        memcpy(cork.data + cork.len, p, n);
+        cork.len += n;
+        return (int)n;
+    }
+    if (!rc) {
+        uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+        rc = raw_write(c, &b, 1);
+    }
     return rc ? MBEDTLS_ERR_NET_SEND_FAILED : (int)n;
 }
 
+/* mbedTLS's input: first what an earlier read left in `rx`, then the current read in place. */
 static int bio_recv(void *ctx, unsigned char *p, size_t n)
 {
     struct conn *c = ctx;
     size_t avail = buf_size(&c->rx);
-    if (avail == 0)
+    if (avail > 0) {
+        n = n < avail ? n : avail;
+        memcpy(p, buf_head(&c->rx), n);
+        buf_consume(&c->rx, n);
+        return (int)n;
+    }
+    if (c->in_len == 0)
         return MBEDTLS_ERR_SSL_WANT_READ;
-    if (n > avail)
-        n = avail;
-    memcpy(p, buf_head(&c->rx), n);
-    buf_consume(&c->rx, n);
+    n = n < c->in_len ? n : c->in_len;
+    memcpy(p, c->in, n);
+    c->in += n;
+    c->in_len -= n;
     return (int)n;
+}
+
+static int tls_encrypt(struct conn *c, const char *p, size_t n)
+{
+    while (n > 0) {
+        int rc = mbedtls_ssl_write(c->ssl, (const unsigned char *)p, n);
+        if (rc < 0)
+            return LLMUX_ETLS;
+        p += rc;
+        n -= (size_t)rc;
+    }
+    return 0;
+}
+
+/* The pieces are gathered into full records (whole records of a large piece are encrypted
+ * from the caller's memory, not copied) and the call's ciphertext goes out in one write. */
+static int tls_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
+{
+    size_t staged = 0;
+    int rc = 0;
+    cork_begin(c);
+    for (unsigned i = 0; i < n && !rc; i++) {
+        const char *p = bufs[i].base;
+        size_t len = bufs[i].len;
+        if (staged + len > STAGE_SIZE) {
+            size_t fill = STAGE_SIZE - staged;
+            memcpy(tls_stage + staged, p, fill);
+            p += fill;
+            len -= fill;
+            size_t whole = len - len % STAGE_SIZE;
+            rc = tls_encrypt(c, tls_stage, STAGE_SIZE);
+            if (!rc)
+                rc = tls_encrypt(c, p, whole);
+            p += whole;
+            len -= whole;
+            staged = 0;
+        }
+        memcpy(tls_stage + staged, p, len);
+        staged += len;
+    }
+    if (!rc && staged > 0)
+        rc = tls_encrypt(c, tls_stage, staged);
+    int wrc = cork_end();
+    return rc ? rc : wrc;
+}
+
+/* ---- batching: output held while read callbacks run ---- */
+
+/* Write what the batching connection holds; it stays the batch's owner until the turn ends. */
+static int batch_flush(void)
+{
+    struct conn *c = batch.c;
+    size_t len = batch.len;
+    batch.len = 0;
+    if (len == 0)
+        return 0;
+    if (c->tls) {
+        cork_begin(c);
+        int rc = tls_encrypt(c, batch.data, len);
+        int wrc = cork_end();
+        return rc ? rc : wrc;
+    }
+    uv_buf_t b = uv_buf_init(batch.data, (unsigned)len);
+    return raw_write(c, &b, 1);
+}
+
+static void turn_begin(void)
+{
+    read_turns++;
+}
+
+/* The outermost read callback returned: the batch goes out, from the loop (a failure is
+ * reported through on_eof, and an owner waiting for its output to leave hears on_drain). */
+static void turn_end(void)
+{
+    if (--read_turns > 0 || !batch.c)
+        return;
+    struct conn *c = batch.c;
+    int rc = batch_flush();
+    batch.c = NULL;
+    if (rc)
+        fail(c, rc);
+    else if (c->queued == 0 && c->cbs->on_drain)
+        c->cbs->on_drain(c);
+}
+
+/* Hold the pieces in the batch when they fit; 1 if they were taken. */
+static int batch_take(struct conn *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (read_turns == 0 || (batch.c && batch.c != c))
+        return 0;
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (batch.len + total > BATCH_SIZE)
+        return 0;
+    for (unsigned i = 0; i < n; i++) {
+        memcpy(batch.data + batch.len, bufs[i].base, bufs[i].len);
+        batch.len += bufs[i].len;
+    }
+    batch.c = c;
+    return 1;
+}
+
+int conn_write_batched(struct conn *c, const uv_buf_t *bufs, unsigned nbufs)
+{
+    if (!c->closing && batch_take(c, bufs, nbufs))
+        return 0;
+    return conn_write(c, bufs, nbufs);
 }
 
 int conn_write(struct conn *c, const uv_buf_t *bufs, unsigned nbufs)
 {
     if (c->closing)
         return UV_EPIPE;
-    if (!c->tls)
-        return raw_write(c, bufs, nbufs);
-    for (unsigned i = 0; i < nbufs; i++) {
-        size_t off = 0;
-        while (off < bufs[i].len) {
-            int rc = mbedtls_ssl_write(c->ssl, (const unsigned char *)bufs[i].base + off,
-                                       bufs[i].len - off);
-            if (rc < 0)
-                return LLMUX_ETLS;
-            off += (size_t)rc;
-        }
+    if (batch.c == c) { /* what it holds goes first */
+        int rc = batch_flush();
+        if (rc)
+            return rc;
     }
-    return 0;
+    return c->tls ? tls_write(c, bufs, nbufs) : raw_write(c, bufs, nbufs);
 }
 
 size_t conn_queued(const struct conn *c)
 {
-    return c->queued;
+    return c->queued + (batch.c == c ? batch.len : 0);
+}
+
+uint64_t conn_socket_writes(const struct conn *c)
+{
+    return c->socket_writes;
 }
 
 uint64_t conn_flushed(const struct conn *c)
@@ -406,7 +646,7 @@ static void fail(struct conn *c, int status)
         return;
     c->eof_sent = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (c->handshaking && c->cbs->on_connect) {
+    if (c->handshaking && !c->tls->server && c->cbs->on_connect) {
         c->handshaking = 0;
         c->cbs->on_connect(c, status);
         return;
@@ -434,11 +674,31 @@ static void handshake_failed(struct conn *c, int rc)
     fail(c, LLMUX_ETLS);
 }
 
+/* mbedTLS 2.28 as Debian builds it (no MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH) allocates two
+ * record buffers of ~16.7 KB per connection for its life, and the handshake (or calloc
+ * reusing freed heap) has written every page of them. A connection that then carries SSE
+ * events and requests of a few KB touches only the first page or two, so once the handshake
+ * is over and nothing waits in them, their other whole pages go back to the system (they read
+ * as zeros when a large record needs them again). The first bytes of each buffer hold the
+ * record sequence number, so the release starts past them. */
+static void release_record_buffers(struct conn *c)
+{
+    if (mbedtls_ssl_get_bytes_avail(c->ssl) > 0 || mbedtls_ssl_check_pending(c->ssl) != 0 ||
+        c->ssl->out_left > 0)
+        return;
+    enum { KEEP = 64 }; /* counter, header, explicit IV */
+    release_pages((char *)c->ssl->in_buf + KEEP, MBEDTLS_SSL_IN_BUFFER_LEN - KEEP);
+    release_pages((char *)c->ssl->out_buf + KEEP, MBEDTLS_SSL_OUT_BUFFER_LEN - KEEP);
+}
+
 /* Drive the handshake or decrypt what mbedTLS can, delivering plaintext while reading. */
 static void tls_pump(struct conn *c)
 {
     if (c->handshaking) {
+        cork_begin(c); /* a flight of handshake messages goes out in one write */
         int rc = mbedtls_ssl_handshake(c->ssl);
+        if (cork_end() != 0 && (rc == 0 || rc == MBEDTLS_ERR_SSL_WANT_READ))
+            rc = MBEDTLS_ERR_NET_SEND_FAILED;
         if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
             return;
         if (rc) {
@@ -446,12 +706,15 @@ static void tls_pump(struct conn *c)
             return;
         }
         c->handshaking = 0;
+        c->tls->handshakes++;
+        release_record_buffers(c);
         if (!c->tls->server) {
             /* Resumed: the server accepted the session ID we offered. */
             const mbedtls_ssl_session *now = c->ssl->session;
             const mbedtls_ssl_session *saved = &c->tls->session;
             c->resumed = c->resumed && now && saved->id_len > 0 && now->id_len == saved->id_len &&
                          memcmp(now->id, saved->id, saved->id_len) == 0;
+            c->tls->resumed += c->resumed;
             mbedtls_ssl_session_free(&c->tls->session);
             mbedtls_ssl_session_init(&c->tls->session);
             mbedtls_ssl_get_session(c->ssl, &c->tls->session);
@@ -485,9 +748,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     *b = uv_buf_init(read_buf, sizeof(read_buf));
 }
 
-static void on_tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+static void tcp_read(struct conn *c, ssize_t n, const uv_buf_t *b)
 {
-    struct conn *c = container_of((uv_tcp_t *)s, struct conn, tcp);
     if (c->closing)
         return;
     if (n < 0) {
@@ -502,13 +764,27 @@ static void on_tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         c->cbs->on_read(c, b->base, (size_t)n);
         return;
     }
-    if (buf_append(&c->rx, b->base, (size_t)n) != 0) {
+    if (buf_size(&c->rx) == 0) { /* mbedTLS reads the read buffer in place */
+        c->in = b->base;
+        c->in_len = (size_t)n;
+    } else if (buf_append(&c->rx, b->base, (size_t)n) != 0) {
         fail(c, UV_ENOMEM);
         return;
     }
     tls_pump(c);
+    /* a partial record (or input held back by conn_read_stop) outlives the read buffer */
+    if (c->in_len > 0 && !c->closing && buf_append(&c->rx, c->in, c->in_len) != 0)
+        fail(c, UV_ENOMEM);
+    c->in_len = 0;
     if (buf_size(&c->rx) == 0) /* an idle stream holds no ciphertext buffer */
         buf_free(&c->rx);
+}
+
+static void on_tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    turn_begin();
+    tcp_read(container_of((uv_tcp_t *)s, struct conn, tcp), n, b);
+    turn_end();
 }
 
 static int start_reading(struct conn *c)
@@ -531,7 +807,7 @@ void conn_read_start(struct conn *c)
     start_reading(c);
     /* decrypted bytes may wait inside mbedTLS */
     if (c->tls && !c->handshaking &&
-        (mbedtls_ssl_get_bytes_avail(c->ssl) > 0 || buf_size(&c->rx) > 0))
+        (mbedtls_ssl_get_bytes_avail(c->ssl) > 0 || buf_size(&c->rx) > 0 || c->in_len > 0))
         tls_pump(c);
 }
 
@@ -662,6 +938,12 @@ void conn_close(struct conn *c, int reset)
 {
     if (c->closing)
         return;
+    if (batch.c == c) { /* what it holds goes out first (dropped by a reset) */
+        if (!reset)
+            batch_flush();
+        batch.len = 0;
+        batch.c = NULL;
+    }
     if (c->tls && !c->handshaking && !reset && !c->eof_sent)
         mbedtls_ssl_close_notify(c->ssl); /* best effort */
     c->closing = 1;
@@ -677,7 +959,7 @@ const char *conn_error(const struct conn *c)
 
 size_t conn_pending(const struct conn *c)
 {
-    size_t n = buf_size(&c->rx);
+    size_t n = buf_size(&c->rx) + c->in_len;
     if (c->ssl && !c->handshaking) {
         n += mbedtls_ssl_get_bytes_avail(c->ssl);
         /* a record mbedTLS has read in part (header or body) waits in its input buffer */

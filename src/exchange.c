@@ -290,7 +290,7 @@ static void respond_json(struct exchange *ex, int status, char *owned, const cha
 static void format_error(struct exchange *ex, int status, const char *type, const char *code,
                          const char *message, struct buf *b)
 {
-    if (ex->creq.codec)
+    if (ex->creq.codec && ex->creq.codec->error)
         ex->creq.codec->error(status, message, NULL, 0, b);
     else
         server_format_error(b, type, code, message);
@@ -561,6 +561,7 @@ static void commit_stream(struct exchange *ex, struct attempt *a)
 {
     uv_timer_stop(&ex->ping);
     set_winner(ex, a);
+    ex->commit_ns = uv_hrtime();
     if (!ex->t_first_byte)
         ex->t_first_byte = now_ms(ex);
     set_state(ex, EX_RELAYING);
@@ -871,7 +872,7 @@ static void pass_through_error(struct exchange *ex, struct attempt *a)
     size_t len = redact((char *)buf_head(b), buf_size(b), a->entry->provider->api_key);
     struct buf shaped; /* a codec's client gets the error in its API's shape */
     buf_init(&shaped, 0);
-    if (ex->creq.codec && !a->native &&
+    if (ex->creq.codec && !a->native && ex->creq.codec->error &&
         ex->creq.codec->error(a->status, NULL, buf_head(b), len, &shaped) == 0) {
         b = &shaped;
         len = buf_size(&shaped);
@@ -1388,6 +1389,8 @@ static void on_timer_closed(uv_handle_t *h)
     if (--ex->handles > 0)
         return;
     free(ex->creq.owned);
+    if (ex->cs && ex->creq.codec->stream_free)
+        ex->creq.codec->stream_free(ex->cs);
     free(ex->cs);
     free(ex->names);
     if (ex->rec != ex->rec_inline)
@@ -1482,6 +1485,8 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
         free(ex);
         return UV_ENOMEM;
     }
+    if (ex->cs) /* until a chunk names the provider's model */
+        snprintf(ex->cs->model, sizeof(ex->cs->model), "%s", client_model);
     if (keep_names(ex) != 0) {
         runtime_unref(ex->rt);
         free(ex->cs);

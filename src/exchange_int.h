@@ -140,6 +140,7 @@ struct exchange {
     struct admission adm;   /* the gateway key's limits (zero: none) */
     unsigned limited;       /* deployments skipped at their own rpm/tpm */
     uint64_t limited_retry_ms; /* the soonest one of them takes a request again */
+    uint64_t commit_ns;        /* uv_hrtime() when a stream committed (its first content) */
     char rl_space[7][24];   /* their header values, until the head is written */
 };
 

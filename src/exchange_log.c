@@ -189,7 +189,7 @@ void exchange_metrics(struct exchange *ex)
 {
     struct runtime *rt = ex->rt;
     struct met_request q = {
-        .endpoint = ex->creq.codec ? 3 : (int)ex->creq.endpoint,
+        .endpoint = ex->creq.codec ? ex->creq.codec->metrics_endpoint : (int)ex->creq.endpoint,
         .status = ex->status,
         .input_tokens = ex->usage.known ? ex->usage.prompt_tokens : -1,
         .output_tokens = ex->usage.known ? ex->usage.completion_tokens : -1,
@@ -205,12 +205,14 @@ void exchange_metrics(struct exchange *ex)
     }
     const struct plan_entry *e = ex->winner && ex->status < 400 ? ex->winner->entry : NULL;
     struct route_metrics *r = e && e->deployment ? rt->routes[e->deployment->route_id] : NULL;
-    if (r && ex->creq.stream && ex->t_first_byte) {
-        q.ttfc = (double)(ex->t_first_byte - ex->t_start) / 1e3;
+    if (r && ex->creq.stream && ex->commit_ns) {
+        uint64_t end = uv_hrtime();
+        q.ttfc = (double)(ex->commit_ns - (ex->creq.t_recv_ns ? ex->creq.t_recv_ns : ex->commit_ns)) / 1e9;
+        q.has_ttfc = 1;
         long chunks = ex->output_chunks;
         if (chunks > 1) {
             q.tpoc_count = (uint64_t)(chunks - 1);
-            q.tpoc = (double)(now - ex->t_first_byte) / 1e3 / (double)(chunks - 1);
+            q.tpoc = (double)(end - ex->commit_ns) / 1e9 / (double)(chunks - 1);
         }
     }
     uint64_t served, spent;

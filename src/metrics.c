@@ -24,7 +24,7 @@ static const double chunk_le[MET_CHUNK_BOUNDS] = {0.01, 0.025, 0.05, 0.075, 0.1,
 static const int statuses[MET_STATUSES - 1] = {200, 400, 401, 403, 404, 408, 413, 422,
                                                429, 499, 500, 502, 503, 504, 529};
 static const char *const endpoints[MET_ENDPOINTS] = {"chat", "completions", "embeddings",
-                                                     "messages"};
+                                                     "messages", "responses"};
 
 static void observe(struct met_hist *h, const double *le, size_t n, double v, uint64_t count)
 {
@@ -139,7 +139,7 @@ void metrics_request(struct alias_metrics *a, struct route_metrics *r, const str
     r->served++;
     r->cost_pico += q->cost_pico;
     observe(&r->duration, seconds_le, MET_SECONDS_BOUNDS, q->seconds, 1);
-    if (q->ttfc > 0)
+    if (q->has_ttfc)
         observe(&r->ttfc, seconds_le, MET_SECONDS_BOUNDS, q->ttfc, 1);
     if (q->tpoc_count)
         observe(&r->tpoc, chunk_le, MET_CHUNK_BOUNDS, q->tpoc, q->tpoc_count);

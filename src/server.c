@@ -366,13 +366,20 @@ static void client_watch_send(struct client *cl)
     }
 }
 
-static int client_write(struct client *cl, const uv_buf_t *bufs, unsigned n)
+/* batched: a stream's head, events and end, so what one upstream read brings leaves in one
+ * write (conn_write_batched) */
+static int client_send(struct client *cl, const uv_buf_t *bufs, unsigned n, int batched)
 {
     if (!cl->conn)
         return UV_EPIPE;
-    int rc = conn_write(cl->conn, bufs, n);
+    int rc = batched ? conn_write_batched(cl->conn, bufs, n) : conn_write(cl->conn, bufs, n);
     client_watch_send(cl);
     return rc;
+}
+
+static int client_write(struct client *cl, const uv_buf_t *bufs, unsigned n)
+{
+    return client_send(cl, bufs, n, 0);
 }
 
 /* A header value as it may go on the wire: CR, LF, NUL and other control bytes (HTAB aside)
@@ -473,8 +480,10 @@ static int write_head(struct client *cl, int status, const struct http_header *h
             rc = conn_write_owned(cl->conn, ub, nb, owned);
             owned = NULL;
             client_watch_send(cl);
-        } else {
+        } else if (framing == FRAME_LENGTH) {
             rc = client_write(cl, ub, nb);
+        } else { /* a stream's head: its first events follow in the same write */
+            rc = client_send(cl, ub, nb, 1);
         }
     }
     free(owned);
@@ -571,7 +580,7 @@ int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbu
     if (r->request.head_only)
         return 0;
     if (r->raw)
-        return client_write(r->client, bufs, nbufs);
+        return client_send(r->client, bufs, nbufs, 1);
     uv_buf_t stack[18];
     uv_buf_t *iov = nbufs + 2 <= 18 ? stack : malloc((nbufs + 2) * sizeof(uv_buf_t));
     if (!iov)
@@ -590,7 +599,7 @@ int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbu
         hdr[17] = '\n';
         iov[0] = uv_buf_init((char *)h, (unsigned)hl + 2);
         iov[nbufs + 1] = uv_buf_init("\r\n", 2);
-        rc = client_write(r->client, iov, nbufs + 2);
+        rc = client_send(r->client, iov, nbufs + 2, 1);
     }
     if (iov != stack)
         free(iov);
@@ -600,7 +609,7 @@ int server_stream_write(struct server_req *r, const uv_buf_t *bufs, unsigned nbu
 int server_stream_end(struct server_req *r)
 {
     uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
-    int rc = r->chunked && !r->request.head_only ? client_write(r->client, &end, 1) : 0;
+    int rc = r->chunked && !r->request.head_only ? client_send(r->client, &end, 1, 1) : 0;
     req_finish(r);
     return rc;
 }

@@ -1,7 +1,10 @@
 /* conn: plain and TLS streams on loopback against an in-process echo server built on
  * conn_accept. Checks byte-exact round trips (one large enough to be queued), certificate
  * verification failures (wrong CA, wrong host name), refused connects, read backpressure, and
- * that the loop ends with no handle left. Needs LLMUX_TEST_CERTS (test/gen-certs.sh). */
+ * that the loop ends with no handle left. Counts write system calls (conn_socket_writes): a
+ * TLS write of several pieces and a handshake flight are one write each, and a batching
+ * connection's writes during one read callback leave in one write. Needs LLMUX_TEST_CERTS
+ * (test/gen-certs.sh). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,22 +19,52 @@ static int port;
 
 /* ---- echo server ---- */
 
+/* echo_batching: the server echoes each read as three conn_write_batched() calls; the counts
+ * below are the last server conn's. */
+static int echo_batching;
+static uint64_t echo_reads, echo_handshake_writes, echo_writes, echo_drains;
+static int echo_queued_wrong; /* batched bytes not counted by conn_queued() in the callback */
+
+static void echo_connect(struct conn *c, int status)
+{
+    echo_handshake_writes = conn_socket_writes(c);
+}
+
 static void echo_read(struct conn *c, const char *p, size_t n)
 {
-    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
-    conn_write(c, &b, 1);
+    echo_reads++;
+    if (!echo_batching) {
+        uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+        conn_write(c, &b, 1);
+        return;
+    }
+    for (size_t at = 0; at < n;) {
+        size_t len = n - at < n / 3 + 1 ? n - at : n / 3 + 1;
+        uv_buf_t b = uv_buf_init((char *)p + at, (unsigned)len);
+        conn_write_batched(c, &b, 1);
+        at += len;
+    }
+    echo_queued_wrong += conn_queued(c) != n; /* waiting, not lost: a server closing after */
+}                                              /* its answer waits for on_drain */
+
+static void echo_drain(struct conn *c)
+{
+    echo_drains++;
 }
 
 static void echo_eof(struct conn *c, int status)
 {
+    echo_writes = conn_socket_writes(c);
     conn_close(c, 0);
 }
 
-static const struct conn_cbs echo_cbs = {.on_read = echo_read, .on_eof = echo_eof};
+static const struct conn_cbs echo_cbs = {.on_connect = echo_connect, .on_read = echo_read,
+                                         .on_eof = echo_eof, .on_drain = echo_drain};
 
 static void on_connection(uv_stream_t *s, int status)
 {
     struct conn *c;
+    echo_reads = echo_handshake_writes = echo_writes = echo_drains = 0;
     conn_accept(s, server_tls, &echo_cbs, NULL, &c);
 }
 
@@ -50,6 +83,9 @@ struct client {
     int stopped_reads;
     char error[200];
     int resumed;
+    unsigned pieces;          /* the request is written as this many pieces in one conn_write */
+    uint64_t handshake_writes; /* conn_socket_writes() when connected */
+    uint64_t request_writes;   /* ... made by the conn_write() of the request */
 };
 
 static void cl_connect(struct conn *c, int status)
@@ -63,8 +99,15 @@ static void cl_connect(struct conn *c, int status)
         conn_close(c, 0);
         return;
     }
-    uv_buf_t b = uv_buf_init(cl->expect, (unsigned)cl->expect_len);
-    CHECK_INT(conn_write(c, &b, 1), 0);
+    cl->handshake_writes = conn_socket_writes(c);
+    uv_buf_t b[8];
+    unsigned n = cl->pieces ? cl->pieces : 1;
+    size_t each = cl->expect_len / n;
+    for (unsigned i = 0; i < n; i++)
+        b[i] = uv_buf_init(cl->expect + i * each,
+                           (unsigned)(i + 1 < n ? each : cl->expect_len - i * each));
+    CHECK_INT(conn_write(c, b, n), 0);
+    cl->request_writes = conn_socket_writes(c) - cl->handshake_writes;
 }
 
 static void cl_read(struct conn *c, const char *p, size_t n)
@@ -160,6 +203,22 @@ int main(void)
     uv_close((uv_handle_t *)&listener, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
 
+    /* batching: the three writes of each echo leave in one write per read */
+    echo_batching = 1;
+    start_server(NULL);
+    run_client(&cl, NULL, NULL, port, 3000);
+    run_until_closed(&cl);
+    uv_close((uv_handle_t *)&listener, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT); /* the server conn sees the close */
+    CHECK_INT(cl.got, 3000);
+    CHECK_INT(cl.mismatch, 0);
+    CHECK(echo_reads >= 1);
+    CHECK_INT(echo_writes, echo_reads);
+    CHECK_INT(echo_queued_wrong, 0);
+    CHECK_INT(echo_drains, echo_reads); /* each batch left whole when its callback returned */
+    free(cl.expect);
+    echo_batching = 0;
+
     /* refused */
     run_client(&cl, NULL, NULL, port, 10);
     run_until_closed(&cl);
@@ -175,13 +234,60 @@ int main(void)
     CHECK_INT(tls_ctx_client("/nonexistent.pem", &none, err, sizeof(err)), LLMUX_ETLS);
     CHECK_CONTAINS(err, "/nonexistent.pem");
     start_server(srv_tls);
+    /* a request of four pieces (a head, the body around a spliced model...) is one record and
+     * one write; the client's handshake flights (ClientHello; key exchange, change cipher
+     * spec, finished) one write each */
+    run_client(&cl, good, "localhost", port, 1500);
+    cl.pieces = 4;
+    run_until_closed(&cl);
+    CHECK_INT(cl.connect_status, 0);
+    CHECK_INT(cl.got, 1500);
+    CHECK_INT(cl.mismatch, 0);
+    CHECK_INT(cl.resumed, 0); /* first connection: full handshake */
+    CHECK_INT(cl.handshake_writes, 2);
+    CHECK_INT(cl.request_writes, 1);
+    free(cl.expect);
+
+    /* 100 KB in four pieces: full records across piece boundaries (whole ones straight from
+     * the caller's memory), byte-exact, in fewer writes than its seven records */
+    run_client(&cl, good, "localhost", port, 100000);
+    cl.pieces = 4;
+    run_until_closed(&cl);
+    CHECK_INT(cl.got, 100000);
+    CHECK_INT(cl.mismatch, 0);
+    CHECK(cl.request_writes >= 1 && cl.request_writes < 7);
+    free(cl.expect);
+
     run_client(&cl, good, "localhost", port, 1 << 20);
     run_until_closed(&cl);
     CHECK_INT(cl.connect_status, 0);
     CHECK_INT(cl.got, 1 << 20);
     CHECK_INT(cl.mismatch, 0);
-    CHECK_INT(cl.resumed, 0); /* first connection: full handshake */
+    CHECK_INT(cl.resumed, 1); /* the session of the first connection was resumed */
     free(cl.expect);
+    uint64_t handshakes, resumed;
+    tls_ctx_counts(good, &handshakes, &resumed); /* every connection after the first resumed */
+    CHECK_INT(handshakes, 3);
+    CHECK_INT(resumed, 2);
+    tls_ctx_counts(srv_tls, &handshakes, &resumed); /* the server's cache resumed them */
+    CHECK_INT(handshakes, 3);
+    CHECK_INT(resumed, 2);
+
+    /* TLS server side batching: each echo (three writes) leaves as one write, and its
+     * handshake flights as one write each (ServerHello to ServerHelloDone; change cipher
+     * spec and finished) */
+    echo_batching = 1;
+    run_client(&cl, good, "localhost", port, 3000);
+    run_until_closed(&cl);
+    for (int i = 0; i < 20 && echo_writes == 0; i++)
+        uv_run(&loop, UV_RUN_ONCE); /* the server conn sees the close */
+    CHECK_INT(cl.got, 3000);
+    CHECK_INT(cl.mismatch, 0);
+    CHECK(echo_handshake_writes <= 2);
+    CHECK(echo_reads >= 1);
+    CHECK_INT(echo_writes - echo_handshake_writes, echo_reads);
+    free(cl.expect);
+    echo_batching = 0;
 
     /* TLS read backpressure: nothing delivered while stopped, the rest in order after */
     run_client(&cl, good, "localhost", port, 256 << 10);

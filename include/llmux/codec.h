@@ -14,8 +14,12 @@
  * content, done, error) for the exchange; `observe` lets the codec follow the stream the
  * client has seen, so a continuation on another kind goes on in the same message.
  *
- * State: one struct codec_stream per exchange, zeroed at the start; the codec's functions are
- * called only for bytes that go to the client, in order, so the state is the client's view.
+ * State: one struct codec_stream per exchange, zeroed at the start (with the client's model in
+ * `model`); the codec's functions are called only for bytes that go to the client, in order, so
+ * the state is the client's view. A codec that grows buffers in it frees them in stream_free.
+ *
+ * Codecs: codec_messages (POST /v1/messages, src/codec_messages.c) and codec_responses (POST
+ * /v1/responses, src/codec_responses.c; always translated, its errors are OpenAI's own shape).
  */
 #ifndef LLMUX_CODEC_H
 #define LLMUX_CODEC_H
@@ -37,10 +41,29 @@ struct codec_stream {
     struct usage usage; /* reported by the provider's usage chunk */
     char id[64];
     char model[128];
+    /* the Responses codec: every event has a sequence_number; response.completed repeats the
+     * whole output, so the items are kept as they close */
+    long seq;             /* the next event's sequence_number */
+    long long created;    /* created_at */
+    long reasoning_tokens;
+    char item[40];        /* the open output item's id */
+    char call_id[96];     /* the open function_call item's call_id and name */
+    char name[128];
+    struct buf text;      /* the open item's text (or arguments) so far */
+    struct buf items;     /* the closed output items, as JSON objects joined by ',' */
 };
 
 struct client_codec {
     const char *name;   /* the endpoint in the access log, e.g. "messages" */
+    int metrics_endpoint; /* its index in the metrics registry's endpoints */
+    const char *main_key; /* the request member that holds the conversation (required) */
+    /* The client's request body as the canonical chat body appended to out (with
+     * stream_options.include_usage when it streams). Returns 0; UV_EINVAL with the reason in
+     * why for the client's 400; LLMUX_EKIND with the reason when it is valid but only the
+     * native kind could carry it (attempts on other kinds fail, a 400 names it when all do). */
+    int (*request)(const char *body, size_t len, struct buf *out, char *why, size_t why_size);
+    const char *native_path;            /* the passthrough's path under the provider's base */
+    const char *const *forward_headers; /* client headers the passthrough forwards; NULL ends */
     int native_kind;    /* the provider kind whose wire is the client's (passthrough); -1 none */
     const struct adapter *native; /* the passthrough adapter for that kind */
     const char *ping;   /* keep-alive bytes before commit (an SSE event or comment) */
@@ -55,11 +78,15 @@ struct client_codec {
     /* A canonical non-stream answer (chat.completion) to the client's body. */
     int (*body)(const char *body, size_t len, struct buf *out);
     /* An error body in the client API's shape: `message`, or (NULL) the message of the
-     * OpenAI-shaped error body [body, body + len). */
+     * OpenAI-shaped error body [body, body + len). NULL: the client API's errors are OpenAI's. */
     int (*error)(int status, const char *message, const char *body, size_t len, struct buf *out);
+    /* Frees what the codec grew in a stream's state (NULL: nothing); the struct is the
+     * exchange's. */
+    void (*stream_free)(struct codec_stream *s);
 };
 
 extern const struct client_codec codec_messages;
+extern const struct client_codec codec_responses;
 
 /* The passthrough adapter of the anthropic kind: the client's Messages body (req->native) with
  * the model spliced, to {base_path}{req->native_path}; the client's anthropic-version and
@@ -73,6 +100,37 @@ extern const struct adapter adapter_anthropic_native;
  * documents...). */
 int codec_messages_request(const char *body, size_t len, struct buf *out, char *why,
                            size_t why_size);
+
+/* A Responses API request body (a JSON object) as a canonical chat body appended to out; the
+ * contract of client_codec.request. previous_response_id, conversation and item_reference
+ * inputs are UV_EINVAL (llmux keeps no responses); hosted tools and items only OpenAI's service
+ * runs are LLMUX_EKIND. */
+int codec_responses_request(const char *body, size_t len, struct buf *out, char *why,
+                            size_t why_size);
+
+/* Helpers shared by the codecs (src/codec_common.c). */
+
+struct cJSON;
+/* Builds the canonical chat body o from the client's body in; the codec_request contract. */
+typedef int (*codec_build_fn)(const struct cJSON *in, struct cJSON *o, char *why,
+                              size_t why_size);
+/* why = fmt with arg; returns rc. */
+int codec_fail(char *why, size_t size, int rc, const char *fmt, const char *arg);
+/* A client's body as a canonical chat body appended to out: parsed (not an object: UV_EINVAL),
+ * built, then `stream` with stream_options.include_usage when the client streams, printed. */
+int codec_translate(const char *body, size_t len, codec_build_fn build, struct buf *out,
+                    char *why, size_t why_size);
+/* A canonical chunk parsed into *root (NULL for [DONE]; caller frees with cJSON_Delete), or
+ * LLMUX_EPROTO when it is not a JSON object. */
+int codec_parse_chunk(const char *data, size_t len, const struct chunk_info *ci,
+                      struct cJSON **root);
+/* A chat.completion parsed: *root (caller frees with cJSON_Delete), its first choice and that
+ * choice's message; LLMUX_EPROTO (nothing to free) when there is no message. */
+int codec_parse_completion(const char *body, size_t len, struct cJSON **root,
+                           const struct cJSON **choice, const struct cJSON **msg);
+/* `event: TYPE\ndata: {"type":"TYPE"` (the caller adds members), and the event's end `}\n\n`. */
+void codec_event_open(struct buf *out, const char *type);
+void codec_event_close(struct buf *out);
 
 /* An estimate of a Messages request's input tokens (count_tokens without an anthropic
  * deployment): see the README. */

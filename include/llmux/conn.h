@@ -31,6 +31,8 @@ int tls_ctx_client(const char *ca_file, struct tls_ctx **out, char *err, size_t 
 /* Server context presenting cert_file (PEM chain) with key_file. */
 int tls_ctx_server(const char *cert_file, const char *key_file, struct tls_ctx **out, char *err,
                    size_t errlen);
+/* Handshakes completed with this context, and how many of them resumed a session. */
+void tls_ctx_counts(const struct tls_ctx *t, uint64_t *handshakes, uint64_t *resumed);
 /* Frees the context. Every conn using it must be closed (on_close run) before. */
 void tls_ctx_free(struct tls_ctx *t);
 
@@ -65,7 +67,8 @@ int conn_accept(uv_stream_t *server, struct tls_ctx *tls, const struct conn_cbs 
 
 void *conn_data(const struct conn *c);
 
-/* Write bytes (encrypted first when TLS). What the socket does not take at once is copied into
+/* Write bytes (encrypted first when TLS: the pieces become as few records as fit, all written
+ * in one system call). What the socket does not take at once is copied into
  * the conn's queue, so the caller's buffers are free on return. Returns 0 or a negative code
  * (the conn is then broken: on_eof follows or has been called). */
 int conn_write(struct conn *c, const uv_buf_t *bufs, unsigned nbufs);
@@ -73,6 +76,15 @@ int conn_write(struct conn *c, const uv_buf_t *bufs, unsigned nbufs);
  * free()): what the socket does not take at once is queued from `owned` itself instead of a
  * copy, so a big answer to a slow client is held once, not twice. */
 int conn_write_owned(struct conn *c, const uv_buf_t *bufs, unsigned nbufs, char *owned);
+/* The same, for output that may wait a little: called while a read callback of any conn runs,
+ * the bytes (up to 16 KiB, copied) wait and leave in one write with the rest given during that
+ * callback, when it returns; on_drain follows if the kernel took it all. The server writes SSE
+ * events with it, so the events decoded from one upstream read leave in one write. Outside a
+ * read callback, or when they do not fit, it is conn_write() (after what waits). */
+int conn_write_batched(struct conn *c, const uv_buf_t *bufs, unsigned nbufs);
+/* Write system calls made so far (uv_try_write attempts, and queued writes when the socket
+ * was busy): a TLS conn_write() makes one however many pieces and records it has. */
+uint64_t conn_socket_writes(const struct conn *c);
 /* Bytes accepted by conn_write() not yet handed to the kernel (backpressure signal). */
 size_t conn_queued(const struct conn *c);
 /* Bytes handed to the kernel since the start (ciphertext for TLS), partial writes included:

@@ -19,7 +19,7 @@
 #define MET_SECONDS_BOUNDS 14 /* 0.01 .. 81.92 s, doubling */
 #define MET_TOKEN_BOUNDS 14   /* 1 .. 67108864 tokens, x4 */
 #define MET_CHUNK_BOUNDS 13   /* 0.01 .. 2.5 s */
-#define MET_ENDPOINTS 4       /* chat, completions, embeddings, messages */
+#define MET_ENDPOINTS 5       /* chat, completions, embeddings, messages, responses */
 #define MET_STATUSES 16       /* the statuses below, the last one "other" */
 
 struct met_hist {
@@ -60,7 +60,8 @@ void metrics_free(struct metrics *m);
 struct met_request {
     int endpoint, status;
     double seconds;         /* the whole request */
-    double ttfc;            /* stream: to the first content chunk; 0: not a stream or none */
+    double ttfc;            /* stream: request received -> the first content chunk sent */
+    int has_ttfc;
     double tpoc;            /* stream: mean time per output chunk after the first; 0: none */
     uint64_t tpoc_count;    /* chunks after the first */
     long input_tokens, output_tokens; /* < 0: unknown */

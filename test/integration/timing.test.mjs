@@ -33,8 +33,8 @@ test('a whole answer: overhead, ttfb and upstream', async () => {
   await res.json();
   const t = parse(res.headers.get('server-timing'));
   assert.deepEqual(Object.keys(t).sort(), ['overhead', 'ttfb', 'upstream']);
-  assert.ok(t.ttfb >= 60, `ttfb ${t.ttfb}: the mock waits 60 ms before its head`);
-  assert.ok(t.upstream >= 60, `upstream ${t.upstream}`);
+  assert.ok(t.ttfb >= 55, `ttfb ${t.ttfb}: the mock waits 60 ms (whole-ms timers) before its head`);
+  assert.ok(t.upstream >= 55, `upstream ${t.upstream}`);
   assert.ok(t.overhead > 0 && t.overhead < t.ttfb, `overhead ${t.overhead}`);
 });
 
@@ -44,7 +44,7 @@ test('a stream head: what is known at commit (ttfb, overhead so far)', async () 
   const t = parse(res.headers.get('server-timing'));
   await readSse(res);
   assert.deepEqual(Object.keys(t).sort(), ['overhead', 'ttfb']);
-  assert.ok(t.ttfb >= 60, `ttfb ${t.ttfb}`);
+  assert.ok(t.ttfb >= 55, `ttfb ${t.ttfb}`);
 });
 
 test('an error answer carries overhead', async () => {

@@ -29,6 +29,7 @@ struct route {
 };
 
 static struct server *srv;
+static struct tls_ctx *tls; /* --tls-cert/--tls-key: HTTPS */
 static uv_signal_t sig_int, sig_term;
 static char default_script[512];
 static uint64_t api_requests, streams_completed, counter;
@@ -523,14 +524,19 @@ static void handler(void *data, struct server_req *req)
         server_respond(req, 200, json_ct, 1, body, sizeof(body) - 1);
     } else if (strcmp(path, "/mock/stats") == 0) {
         const struct server_stats *st = server_get_stats(srv);
-        char body[256];
+        char body[320];
+        uint64_t handshakes = 0, resumed = 0;
+        if (tls)
+            tls_ctx_counts(tls, &handshakes, &resumed);
         int n = snprintf(body, sizeof(body),
                          "{\"connections\":%llu,\"active_connections\":%llu,\"requests\":%llu,"
-                         "\"aborted\":%llu,\"streams_completed\":%llu}",
+                         "\"aborted\":%llu,\"streams_completed\":%llu,\"tls_handshakes\":%llu,"
+                         "\"tls_resumed\":%llu}",
                          (unsigned long long)st->connections,
                          (unsigned long long)st->active_connections - 1,
                          (unsigned long long)api_requests, (unsigned long long)st->aborted,
-                         (unsigned long long)streams_completed);
+                         (unsigned long long)streams_completed, (unsigned long long)handshakes,
+                         (unsigned long long)resumed);
         server_respond(req, 200, json_ct, 1, body, (size_t)n);
     } else if (strcmp(path, "/mock/last") == 0) {
         server_respond(req, 200, json_ct, 1,
@@ -587,7 +593,6 @@ int main(int argc, char **argv)
     snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
     signal(SIGPIPE, SIG_IGN);
     uv_loop_t *loop = uv_default_loop();
-    struct tls_ctx *tls = NULL;
     if (cert && key && tls_ctx_server(cert, key, &tls, err, sizeof(err)) != 0) {
         fprintf(stderr, "mockllm: %s\n", err);
         return 1;
