@@ -37,7 +37,6 @@ before(async () => {
     },
     models: {
       gpt: priced('oai', 'gpt-x?tokens=7&cached=3'),
-      'gpt-short': priced('oai', 'gpt-x?tokens=7&cached=3'),
       claude: priced('ant', 'claude-x?tokens=5'),
       free: { deployments: [{ provider: 'oai', model: 'gpt-x?tokens=7' }] },
     },
@@ -100,7 +99,7 @@ test('Responses: the body and response.completed carry usage.cost', async () => 
 test('Responses: an incomplete stream (max_output_tokens) is costed too', async () => {
   let last;
   const stream = await openai.responses.create(
-    { model: 'gpt-short', input: 'hello there', max_output_tokens: 3, stream: true });
+    { model: 'gpt', input: 'hello there', max_output_tokens: 3, stream: true });
   for await (const ev of stream) last = ev;
   assert.equal(last.type, 'response.incomplete');
   assertCost(last.response.usage, responsesCost(last.response.usage), 'incomplete');
