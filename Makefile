@@ -24,7 +24,7 @@ test-deps:
 	@sh deps/install.sh test
 	@if [ ! -f test/node/node_modules/.package-lock.json ] || \
 	    [ test/node/package-lock.json -nt test/node/node_modules/.package-lock.json ]; then \
-	    echo "installing the npm test clients (openai, @anthropic-ai/sdk, @google/genai, ai, @ai-sdk/openai) into test/node"; \
+	    echo "installing the npm test clients (openai, @anthropic-ai/sdk, @google/genai, ai, @ai-sdk/openai, @ai-sdk/anthropic) into test/node"; \
 	    cd test/node && for try in 1 2 3 4; do \
 	        npm ci --no-audit --no-fund --loglevel=error --fetch-retries=5 && break; \
 	        [ $$try = 4 ] && exit 1; echo "npm ci failed (network?): trying again"; sleep $$((try * 5)); \

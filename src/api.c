@@ -896,6 +896,18 @@ void api_request_id(void *data, char out[33])
     gateway_request_id(data, out);
 }
 
+int api_error_body(void *data, const char *url, size_t url_len, int status, const char *message,
+                   struct buf *out)
+{
+    (void)data;
+    static const char messages[] = "/v1/messages"; /* and /v1/messages/count_tokens */
+    size_t n = sizeof(messages) - 1;
+    if (url_len < n || memcmp(url, messages, n) != 0 ||
+        (url_len > n && url[n] != '/' && url[n] != '?'))
+        return 1;
+    return codec_messages.error(status, message, NULL, 0, out);
+}
+
 void api_on_head(void *data, struct server_req *req)
 {
     struct gateway *gw = data;

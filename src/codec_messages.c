@@ -557,6 +557,10 @@ static void message_end(struct codec_stream *s, const struct usage *total, struc
     buf_append_str(out, s->finished ? s->stop : "end_turn");
     buf_append_str(out, "\",\"stop_sequence\":null},\"usage\":{");
     usage_members(out, u);
+    if (s->cost[0]) {
+        buf_append_str(out, ",");
+        buf_append_str(out, s->cost);
+    }
     buf_append_str(out, "}");
     codec_event_close(out);
     codec_event_open(out, "message_stop");

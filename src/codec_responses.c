@@ -432,14 +432,20 @@ static void call_item(struct buf *out, const char *id, const char *status, const
     buf_append_str(out, "}");
 }
 
-static void usage_object(struct buf *out, const struct usage *u, long reasoning)
+/* The usage object, with the exchange's cost members (codec_stream.cost) when there are. */
+static void usage_object(struct buf *out, const struct usage *u, long reasoning, const char *cost)
 {
     buf_printf(out,
                "{\"input_tokens\":%ld,\"input_tokens_details\":{\"cached_tokens\":%ld},"
                "\"output_tokens\":%ld,\"output_tokens_details\":{\"reasoning_tokens\":%ld},"
-               "\"total_tokens\":%ld}",
+               "\"total_tokens\":%ld",
                u->prompt_tokens, u->cached_tokens, u->completion_tokens, reasoning,
                u->total_tokens ? u->total_tokens : u->prompt_tokens + u->completion_tokens);
+    if (cost && cost[0]) {
+        buf_append_str(out, ",");
+        buf_append_str(out, cost);
+    }
+    buf_append_str(out, "}");
 }
 
 /* The Response object: `output` is the items' JSON (joined by ','), `u` NULL is null. */
@@ -447,7 +453,7 @@ static void response_object(struct buf *out, const char *id, long long created,
                             const char *model, const char *status, const char *incomplete,
                             const char *error_code, const char *error_message,
                             const char *output, size_t output_len, const struct usage *u,
-                            long reasoning)
+                            long reasoning, const char *cost)
 {
     buf_append_str(out, "{\"id\":\"");
     buf_append_str(out, id);
@@ -479,7 +485,7 @@ static void response_object(struct buf *out, const char *id, long long created,
     buf_append(out, output, output_len);
     buf_append_str(out, "],\"usage\":");
     if (u && u->known)
-        usage_object(out, u, reasoning);
+        usage_object(out, u, reasoning, cost);
     else
         buf_append_str(out, "null");
     buf_append_str(out, "}");
@@ -529,7 +535,7 @@ static int responses_body(const char *body, size_t len, struct buf *out)
     adapter_new_id(id, sizeof(id), "resp_");
     response_object(out, id, (long long)adapter_json_long(root, "created"), model ? model : "",
                     status, incomplete, NULL, NULL, buf_head(&items), buf_size(&items), &u,
-                    reasoning_tokens(root));
+                    reasoning_tokens(root), NULL);
     buf_free(&items);
     cJSON_Delete(root);
     return 0;
@@ -563,7 +569,7 @@ static void lifecycle(struct codec_stream *s, struct buf *out, const char *type,
     event_open(s, out, type);
     buf_append_str(out, ",\"response\":");
     response_object(out, s->id, s->created, s->model, status, incomplete, code, message,
-                    buf_head(&s->items), buf_size(&s->items), u, s->reasoning_tokens);
+                    buf_head(&s->items), buf_size(&s->items), u, s->reasoning_tokens, s->cost);
     codec_event_close(out);
 }
 

@@ -678,6 +678,30 @@ static void hold_event(struct buf *b, const char *data, size_t len)
     buf_append(b, "\n\n", 2);
 }
 
+/* A passthrough event whose data (one line) has the usage, with the request's cost spliced
+ * into it, into ex->cbuf. Returns 1, or 0 (write it as it is). */
+static int native_costed(struct exchange *ex, const char *ev, size_t len)
+{
+    const char *d = memmem(ev, len, "data: ", 6);
+    if (!d)
+        return 0;
+    d += 6;
+    const char *nl = memchr(d, '\n', len - (size_t)(d - ev));
+    if (!nl || (size_t)(ev + len - nl) != 2) /* one data line, then the event's end */
+        return 0;
+    struct buf json;
+    buf_init(&json, 0);
+    int ok = exchange_cost_splice(ex, d, (size_t)(nl - d), &json);
+    if (ok) {
+        buf_reset(&ex->cbuf);
+        buf_append(&ex->cbuf, ev, (size_t)(d - ev));
+        buf_append(&ex->cbuf, buf_head(&json), buf_size(&json));
+        ok = buf_append(&ex->cbuf, nl, 2) == 0;
+    }
+    buf_free(&json);
+    return ok;
+}
+
 /* A chunk to a client that has a codec: a passthrough event as it is, or a canonical chunk in
  * the client API's events. Returns 0 or a negative code. */
 static int codec_write(struct exchange *ex, struct attempt *a, const char *chunk, size_t len,
@@ -687,10 +711,18 @@ static int codec_write(struct exchange *ex, struct attempt *a, const char *chunk
     if (a->native) {
         c->observe(ex->cs, chunk, len);
         uv_buf_t b = uv_buf_init((char *)chunk, (unsigned)len);
+        if (ci->finish && ci->usage.known && native_costed(ex, chunk, len))
+            b = uv_buf_init((char *)buf_head(&ex->cbuf), (unsigned)buf_size(&ex->cbuf));
         client_write(ex, &b, 1);
         return 0;
     }
     buf_reset(&ex->cbuf);
+    if (ci->kind == CHUNK_DONE) { /* the codec reports the usage at the end: with its cost */
+        exchange_cost_members(ex, &ex->cbuf);
+        snprintf(ex->cs->cost, sizeof(ex->cs->cost), "%.*s", (int)buf_size(&ex->cbuf),
+                 buf_size(&ex->cbuf) ? buf_head(&ex->cbuf) : "");
+        buf_reset(&ex->cbuf);
+    }
     int rc = c->stream_chunk(ex->cs, chunk, len, ci, &ex->usage, &ex->cbuf);
     if (!rc && buf_size(&ex->cbuf)) {
         uv_buf_t b = uv_buf_init((char *)buf_head(&ex->cbuf), (unsigned)buf_size(&ex->cbuf));

@@ -164,5 +164,8 @@ int exchange_cost(const struct exchange *ex, uint64_t *served, uint64_t *spent);
  * "usage" object, into out. Returns 1, or 0 (out untouched) when there is no price, no usage
  * or no usage object. */
 int exchange_cost_splice(const struct exchange *ex, const char *json, size_t len, struct buf *out);
+/* `"cost":..,"cost_details":{..}` (the members exchange_cost_splice adds) appended to out.
+ * Returns 1, or 0 (out untouched) when there is no price or no usage. */
+int exchange_cost_members(const struct exchange *ex, struct buf *out);
 
 #endif

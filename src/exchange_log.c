@@ -163,6 +163,20 @@ int exchange_cost(const struct exchange *ex, uint64_t *served, uint64_t *spent)
     return 1;
 }
 
+int exchange_cost_members(const struct exchange *ex, struct buf *out)
+{
+    uint64_t served, spent;
+    if (!exchange_cost(ex, &served, &spent))
+        return 0;
+    buf_append_str(out, "\"cost\":");
+    buf_append_fixed(out, served + spent, 12); /* $ */
+    buf_append_str(out, ",\"cost_details\":{\"upstream_inference_cost\":");
+    buf_append_fixed(out, served, 12); /* $ */
+    buf_append_str(out, ",\"failed_attempts_cost\":");
+    buf_append_fixed(out, spent, 12); /* $ */
+    return buf_append_str(out, "}") == 0;
+}
+
 int exchange_cost_splice(const struct exchange *ex, const char *json, size_t len, struct buf *out)
 {
     uint64_t served, spent;
@@ -175,13 +189,9 @@ int exchange_cost_splice(const struct exchange *ex, const char *json, size_t len
         empty = json[i] == ' ' || json[i] == '\n' || json[i] == '\r' || json[i] == '\t';
     buf_reset(out);
     buf_append(out, json, e - 1);
-    buf_append_str(out, empty ? "\"cost\":" : ",\"cost\":");
-    buf_append_fixed(out, served + spent, 12); /* $ */
-    buf_append_str(out, ",\"cost_details\":{\"upstream_inference_cost\":");
-    buf_append_fixed(out, served, 12); /* $ */
-    buf_append_str(out, ",\"failed_attempts_cost\":");
-    buf_append_fixed(out, spent, 12); /* $ */
-    buf_append_str(out, "}");
+    if (!empty)
+        buf_append_str(out, ",");
+    exchange_cost_members(ex, out);
     return buf_append(out, json + e - 1, len - (e - 1)) == 0;
 }
 

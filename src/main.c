@@ -153,6 +153,7 @@ static void server_opts_of(const struct config *cfg, int reuse_port, struct serv
         .max_body_buffer_bytes = cfg->max_body_buffer_bytes,
         .on_head = api_on_head,
         .request_id = api_request_id,
+        .error_body = api_error_body,
         .cors_origins = cfg->cors_origins,
         .n_cors_origins = cfg->n_cors_origins,
         .reuse_port = reuse_port,

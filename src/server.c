@@ -531,13 +531,10 @@ int server_respond(struct server_req *r, int status, const struct http_header *h
     return server_respond_owned(r, status, hdrs, n, NULL, body, len);
 }
 
-int server_respond_error_with(struct server_req *r, int status, const char *type,
-                              const char *code, const char *param, const char *message,
+/* An error body b (JSON) with its content-type, extra headers and an x-request-id. */
+static int respond_error_body(struct server_req *r, int status, const struct buf *b,
                               const struct http_header *extra, size_t n_extra)
 {
-    struct buf b;
-    buf_init(&b, 0);
-    format_error(&b, type, code, param, message);
     struct http_header h[SERVER_ERROR_EXTRA + 2] = {{"content-type", 12, "application/json", 16}};
     size_t n = 1;
     int has_id = 0;
@@ -551,7 +548,17 @@ int server_respond_error_with(struct server_req *r, int status, const char *type
         srv->opts.request_id(srv->data, rid);
         h[n++] = (struct http_header){"x-request-id", 12, rid, strlen(rid)};
     }
-    int rc = server_respond(r, status, h, n, buf_head(&b), buf_size(&b));
+    return server_respond(r, status, h, n, buf_head(b), buf_size(b));
+}
+
+int server_respond_error_with(struct server_req *r, int status, const char *type,
+                              const char *code, const char *param, const char *message,
+                              const struct http_header *extra, size_t n_extra)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    format_error(&b, type, code, param, message);
+    int rc = respond_error_body(r, status, &b, extra, n_extra);
     buf_free(&b);
     return rc;
 }
@@ -668,8 +675,20 @@ static void client_reject(struct client *cl, int status, const char *message)
     cl->req.request.head_only = cl->is_head;
     cl->req.keep_alive = 0;
     cl->linger = !cl->refused;
-    server_respond_error(&cl->req, status,
-                         status == 503 ? "server_error" : "invalid_request_error", code, message);
+    /* the body in the shape of the API the URL names, as far as it came */
+    struct server *srv = cl->srv;
+    size_t url_len = cl->url_len < buf_size(&cl->head) ? cl->url_len : buf_size(&cl->head);
+    struct buf b;
+    buf_init(&b, 0);
+    if (!srv->opts.error_body ||
+        srv->opts.error_body(srv->data, url_len ? buf_head(&cl->head) : "", url_len, status,
+                             message, &b) != 0) {
+        buf_reset(&b);
+        format_error(&b, status == 503 ? "server_error" : "invalid_request_error", code, NULL,
+                     message);
+    }
+    respond_error_body(&cl->req, status, &b, NULL, 0);
+    buf_free(&b);
 }
 
 /* ---- parsing ---- */
@@ -709,6 +728,9 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     struct client *cl = parser_client(p);
     cl->url_len += len;
     if (cl->url_len > cl->srv->opts.max_url_bytes) {
+        size_t over = cl->url_len - cl->srv->opts.max_url_bytes;
+        if (over < len) /* the part within the limit: the refusal's shape follows the path */
+            buf_append(&cl->head, at, len - over);
         cl->reject_status = 414;
         return HPE_USER;
     }

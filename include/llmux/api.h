@@ -14,5 +14,9 @@ void api_handle(void *data, struct server_req *req);
 void api_on_head(void *data, struct server_req *req);
 /* The server's request_id hook: a fresh request id. */
 void api_request_id(void *data, char out[33]);
+/* The server's error_body hook: its own refusals (413, 431, 414, 400...) of a /v1/messages
+ * request in Anthropic's error shape; other URLs get OpenAI's. */
+int api_error_body(void *data, const char *url, size_t url_len, int status, const char *message,
+                   struct buf *out);
 
 #endif

@@ -39,6 +39,10 @@ struct codec_stream {
     int finished;     /* the stop reason is known (finish chunk seen) */
     char stop[24];    /* the client API's stop reason */
     struct usage usage; /* reported by the provider's usage chunk */
+    /* the request's cost as usage members (`"cost":..,"cost_details":{..}`), set by the exchange
+     * before the chunk that ends the stream when the serving deployment is priced, else "";
+     * the codec adds them to the usage it reports at the end */
+    char cost[256];
     char id[64];
     char model[128];
     /* the Responses codec: every event has a sequence_number; response.completed repeats the

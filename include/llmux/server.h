@@ -26,6 +26,7 @@
 struct tls_ctx;
 struct server;
 struct server_req;
+struct buf;
 
 struct http_header {
     const char *name; /* NUL-terminated */
@@ -71,6 +72,11 @@ struct server_opts {
     /* Writes a request id (at most 32 characters and a NUL) for the answers the server gives
      * by itself (400, 408, 413, ...), sent as x-request-id. May be NULL. */
     void (*request_id)(void *data, char out[33]);
+    /* The body of an error the server answers by itself (400, 408, 413, 414, 431, 503) for a
+     * request whose URL is [url, url + url_len) (as much of it as was received; may be empty):
+     * appended to out, returns 0; nonzero (or a NULL hook) for OpenAI's shape. */
+    int (*error_body)(void *data, const char *url, size_t url_len, int status,
+                      const char *message, struct buf *out);
     /* Origins whose browser requests get CORS headers on every answer ("*": any). Borrowed
      * for the server's life. Preflights (OPTIONS) are the handler's. */
     char *const *cors_origins;
@@ -137,7 +143,6 @@ int server_respond_error_with(struct server_req *r, int status, const char *type
                               const char *code, const char *param, const char *message,
                               const struct http_header *extra, size_t n_extra);
 /* Helper for the body above; appends to out. */
-struct buf;
 int server_format_error(struct buf *out, const char *type, const char *code, const char *message);
 
 /* A chunked response: start with status and headers, then write pieces (each call is one

@@ -111,6 +111,35 @@ test('URL over limits.max_url_bytes: 414', async () => {
   await expectError(res, 414);
 });
 
+test('/v1/messages: the refusals the HTTP server makes itself are in Anthropic\'s shape', async () => {
+  const anthropicError = (r, status, type) => {
+    assert.equal(r.status, status, r.data);
+    assert.match(r.headers['content-type'], /application\/json/);
+    assert.ok(r.headers['x-request-id'], 'no x-request-id');
+    const body = JSON.parse(r.body.slice(0, Number(r.headers['content-length'])));
+    assert.equal(body.type, 'error', JSON.stringify(body));
+    assert.equal(body.error.type, type, JSON.stringify(body));
+    assert.equal(typeof body.error.message, 'string');
+    return body;
+  };
+  const head = (path) => `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nanthropic-version: 2023-06-01\r\n`;
+  const body = JSON.stringify({ model: 'demo', max_tokens: 8, messages: [{ role: 'user', content: 'x'.repeat(5000) }] });
+  anthropicError(await rawRequest(llmux.port, `${head('/v1/messages')}Content-Length: ${body.length}\r\n\r\n${body}`),
+    413, 'request_too_large');
+  anthropicError(await rawRequest(llmux.port, `${head('/v1/messages/count_tokens')}Content-Length: ${body.length}\r\n\r\n${body}`),
+    413, 'request_too_large');
+  anthropicError(await rawRequest(llmux.port, `${head('/v1/messages?beta=true')}X-Big: ${'a'.repeat(6000)}\r\n\r\n`),
+    431, 'invalid_request_error');
+  anthropicError(await rawRequest(llmux.port, `${head(`/v1/messages?beta=true&pad=${'u'.repeat(1000)}`)}\r\n`),
+    414, 'invalid_request_error');
+  anthropicError(await rawRequest(llmux.port, `${head('/v1/messages')}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!`),
+    400, 'invalid_request_error');
+  // the same refusal on another path keeps OpenAI's shape
+  const r = await rawRequest(llmux.port, `${head('/v1/messagesx')}Content-Length: ${body.length}\r\n\r\n${body}`);
+  assert.equal(r.status, 413);
+  assertErrorShape(JSON.parse(r.body.slice(0, Number(r.headers['content-length']))), 413);
+});
+
 test('a client that never finishes its headers is disconnected', async () => {
   // header_timeout_ms is 400: the connection must be closed by llmux, not by our timeout.
   const r = await rawRequest(llmux.port, 'GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: 1', { timeout: 10000 });

@@ -8,7 +8,9 @@
 //   reasons, usage, a tool_result round trip;
 // - errors in Anthropic's shape and types; failover from a 529 to another kind; an in-stream
 //   failure after commit ends with `event: error`, never a message_stop; a continuation on
-//   another kind is one message; count_tokens; a request shaped as Claude Code sends it.
+//   another kind is one message; count_tokens; a request shaped as Claude Code sends it;
+// - the Vercel AI SDK's Anthropic provider (createAnthropic): generateText and streamText with a
+//   tool, to an openai kind (translated) and an anthropic kind (passthrough).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -17,6 +19,8 @@ import { startMock, startLlmux, post, mockText, rid } from './lib.mjs';
 const require = createRequire(new URL('../node/package.json', import.meta.url));
 const anthropicSdk = require('@anthropic-ai/sdk');
 const Anthropic = anthropicSdk.default;
+const { generateText, streamText, tool, jsonSchema, stepCountIs } = require('ai');
+const { createAnthropic } = require('@ai-sdk/anthropic');
 
 const KEYS = { LLMUX_IT_ANTHROPIC: 'sk-ant-it-upstream', LLMUX_IT_GEMINI: 'gm-it-upstream' };
 const TOOL_ARGS = { city: 'Paris', unit: 'celsius', days: 3 };
@@ -41,6 +45,7 @@ before(async () => {
     models: {
       claude: one('ant', 'claude-x?tokens=4'),
       'claude-think': one('ant', 'claude-x?tokens=3&thinking=1'),
+      'claude-tool': one('ant', 'claude-x?tool=get_weather'),
       'claude-cut': one('ant', 'claude-x?tokens=6&error_after=2'),
       gpt: one('oai', 'gpt-x?tokens=5'),
       'gpt-tool': one('oai', 'gpt-x?tool=get_weather'),
@@ -309,4 +314,37 @@ test('a request shaped as Claude Code sends it is answered, passthrough and tran
   const passed = await ant.last();
   assert.equal(passed.headers['anthropic-beta'], headers['anthropic-beta']);
   assert.equal(passed.headers['x-api-key'], KEYS.LLMUX_IT_ANTHROPIC);
+});
+
+test('the Vercel AI SDK (createAnthropic): generateText and streamText with a tool, both kinds', async () => {
+  const anthropic = createAnthropic({ baseURL: `${llmux.base}/v1`, apiKey: 'unused' });
+  const text = await generateText({ model: anthropic('gpt'), prompt: 'hello', maxRetries: 0 });
+  assert.equal(text.text, mockText(5));
+  assert.equal(text.usage.outputTokens, 5);
+  assert.equal(text.finishReason, 'stop');
+  assert.equal((await oai.last()).url, '/v1/chat/completions'); // llmux translated it
+
+  const weather = tool({ description: WEATHER_TOOL.description, inputSchema: jsonSchema(WEATHER_TOOL.input_schema),
+    execute: async ({ city }) => `sunny in ${city}` });
+  for (const [model, upstream, url] of [['gpt-tool', oai, '/v1/chat/completions'], ['claude-tool', ant, '/v1/messages']]) {
+    const called = await generateText({ model: anthropic(model), prompt: 'weather?', tools: { get_weather: weather },
+      maxRetries: 0 });
+    assert.equal(called.finishReason, 'tool-calls', model);
+    assert.equal(called.toolCalls[0].toolName, 'get_weather', model);
+    assert.deepEqual(called.toolCalls[0].input, TOOL_ARGS, model);
+    assert.equal(called.toolResults[0].output, 'sunny in Paris', model);
+
+    const streamed = streamText({ model: anthropic(model), prompt: 'weather?', tools: { get_weather: weather },
+      maxRetries: 0, stopWhen: stepCountIs(1) });
+    const parts = [];
+    for await (const p of streamed.fullStream) parts.push(p.type);
+    assert.ok(parts.includes('tool-input-delta'), `${model}: ${parts.join()}`);
+    assert.deepEqual((await streamed.toolCalls)[0].input, TOOL_ARGS, model);
+    assert.equal(await streamed.finishReason, 'tool-calls', model);
+    assert.equal((await upstream.last()).url, url, model); // translated, or passed through
+  }
+
+  const plain = streamText({ model: anthropic('claude'), prompt: 'hello', maxRetries: 0 });
+  assert.equal(await plain.text, mockText(4));
+  assert.equal((await plain.usage).outputTokens, 4);
 });
