@@ -133,10 +133,14 @@ void metrics_request(struct alias_metrics *a, struct route_metrics *r, const str
         a->hedges += q->hedges;
         a->hedges_won += (uint64_t)q->hedge_won;
         a->continuations += (uint64_t)q->continuations;
+        a->endpoint = q->endpoint;
+        if (!r && q->status >= 400)
+            observe(&a->failed[s], seconds_le, MET_SECONDS_BOUNDS, q->seconds, 1);
     }
     if (!r)
         return;
     r->served++;
+    r->endpoint = q->endpoint;
     r->cost_pico += q->cost_pico;
     observe(&r->duration, seconds_le, MET_SECONDS_BOUNDS, q->seconds, 1);
     if (q->has_ttfc)
@@ -201,6 +205,12 @@ static const char *otel_provider(const struct provider *p)
     return p->name;
 }
 
+/* OTel's gen_ai.operation.name of an endpoint. */
+static const char *operation(int endpoint)
+{
+    return endpoint == 1 ? "text_completion" : endpoint == 2 ? "embeddings" : "chat";
+}
+
 /* The GenAI labels of a route (no trailing brace). */
 static void genai_labels(struct buf *b, const struct deployment *d, const char *alias,
                          const char *op)
@@ -253,7 +263,7 @@ static void route_hists(struct buf *b, const struct runtime *rt, const char *nam
                 continue;
             const struct route_metrics *r = rt->routes[d->route_id];
             buf_reset(&l);
-            genai_labels(&l, d, cfg->models[i].name, "chat");
+            genai_labels(&l, d, cfg->models[i].name, operation(r->endpoint));
             if (which >= 3)
                 label(&l, "gen_ai_token_type", which == 3 ? "input" : "output", 0);
             const struct met_hist *h = which == 0   ? &r->duration
@@ -396,6 +406,27 @@ int metrics_render(struct gateway *gw, struct buf *b)
     head(b, "gen_ai_client_operation_duration_seconds", "histogram",
          "Duration of served GenAI operations (request received to the last byte)");
     route_hists(b, rt, "gen_ai_client_operation_duration_seconds", 0);
+    { /* requests no deployment served: by alias and error_type (the answer's status) */
+        struct buf l;
+        buf_init(&l, 0);
+        for (size_t i = 0; i < cfg->n_models; i++) {
+            const struct alias_metrics *a = rt->aliases[i];
+            for (int st = 0; st < MET_STATUSES; st++) {
+                if (!a->failed[st].n)
+                    continue;
+                char code[8];
+                snprintf(code, sizeof(code), "%d", st < MET_STATUSES - 1 ? statuses[st] : 0);
+                buf_reset(&l);
+                buf_append_str(&l, "{");
+                label(&l, "gen_ai_request_model", a->name, 1);
+                label(&l, "gen_ai_operation_name", operation(a->endpoint), 0);
+                label(&l, "error_type", st < MET_STATUSES - 1 ? code : "_OTHER", 0);
+                hist_lines(b, "gen_ai_client_operation_duration_seconds", &l, &a->failed[st],
+                           seconds_le, MET_SECONDS_BOUNDS);
+            }
+        }
+        buf_free(&l);
+    }
     head(b, "gen_ai_client_operation_time_to_first_chunk_seconds", "histogram",
          "Streams: request received to the first content chunk");
     route_hists(b, rt, "gen_ai_client_operation_time_to_first_chunk_seconds", 1);

@@ -34,6 +34,7 @@ struct route_metrics {
     struct met_hist tokens[2]; /* input, output */
     struct met_hist duration, ttfc, tpoc;
     uint64_t cost_pico; /* $ 1e-12 */
+    int endpoint;       /* of its latest request: the GenAI operation name */
     struct route_metrics *next;
 };
 
@@ -41,6 +42,9 @@ struct alias_metrics {
     char *name;
     uint64_t requests[MET_ENDPOINTS][MET_STATUSES];
     uint64_t fallbacks, hedges, hedges_won, continuations;
+    struct met_hist failed[MET_STATUSES]; /* durations of requests no deployment served, by
+                                             the answer's status (error_type) */
+    int endpoint;
     struct alias_metrics *next;
 };
 

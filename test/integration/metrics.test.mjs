@@ -20,6 +20,7 @@ before(async () => {
       // mockllm counts 15 prompt tokens for chat('...') and answers `tokens` output tokens
       priced: { deployments: [{ provider: 'good', model: 'g?tokens=10', price: { input: 2, output: 8, request: 0.001 } }] },
       failover: { deployments: [{ provider: 'bad', model: 'b' }, { provider: 'good', model: 'g?tokens=4' }] },
+      broken: { deployments: [{ provider: 'bad', model: 'b2' }] },
     },
   });
 });
@@ -87,6 +88,9 @@ test('promtool accepts /metrics, counters move by exactly the traffic, no secret
     assert.equal(res.status, 200);
     await res.json();
   }
+  const br = await post(llmux.base, '/v1/chat/completions', chat('broken'), auth);
+  assert.equal(br.status, 502);
+  await br.text();
   const nf = await post(llmux.base, '/v1/chat/completions', chat('nope'), auth);
   assert.equal(nf.status, 404);
   await nf.text();
@@ -115,6 +119,9 @@ test('promtool accepts /metrics, counters move by exactly the traffic, no secret
   assert.equal(sample(text, 'gen_ai_client_operation_duration_seconds_bucket', { ...g, le: '+Inf' }), 5);
   assert.equal(sample(text, 'gen_ai_client_operation_time_to_first_chunk_seconds_count', g), 2, 'the two streams');
   assert.equal(sample(text, 'gen_ai_client_operation_time_per_output_chunk_seconds_count', g), 2 * (10 - 1));
+  assert.equal(sample(text, 'gen_ai_client_operation_duration_seconds_count',
+    { gen_ai_request_model: 'broken', error_type: '502' }), 1, 'a failure is a duration with its error_type');
+  assert.equal(sample(text, 'llmux_requests_total', { model: 'broken', status: '502' }), 1);
   assert.ok(sample(text, 'llmux_overhead_seconds_count') >= 7);
   assert.ok(sample(text, 'process_resident_memory_bytes') > 1e6);
   assert.ok(sample(text, 'process_open_fds') > 3);
