@@ -2,6 +2,7 @@
  * include/llmux/catalog.h. */
 #include "llmux/catalog.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,18 +20,13 @@ static const struct model *find_alias(const struct config *cfg, const char *id, 
     return NULL;
 }
 
-/* A price in $ per million tokens as OpenRouter writes it: a decimal string in $ per token
- * ("0.00000015"), or per request as given. */
+/* "key":"<price>" as OpenRouter writes it: a decimal string in $ per token (per million / 1e6,
+ * "0.00000015") or per request, exact to the 1e-12 $ the cost math keeps. */
 static void price_str(struct buf *b, const char *key, double v, double per)
 {
-    char s[48];
-    snprintf(s, sizeof(s), "%.15f", v < 0 ? 0 : v / per);
-    size_t n = strlen(s);
-    while (n > 1 && s[n - 1] == '0')
-        n--;
-    if (s[n - 1] == '.')
-        n--;
-    buf_printf(b, "\"%s\":\"%.*s\"", key, (int)n, s);
+    buf_printf(b, "\"%s\":\"", key);
+    buf_append_fixed(b, (uint64_t)llround((v < 0 ? 0 : v) / per * 1e12), 12);
+    buf_append_str(b, "\"");
 }
 
 /* "pricing":{...} of a deployment, or null when it has no price. */

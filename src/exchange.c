@@ -1128,6 +1128,8 @@ static int attempt_start(struct exchange *ex, struct attempt *a, const struct pl
 {
     if (ex->n_rec == EX_MAX_RECORDS)
         return UV_E2BIG;
+    if (!deployment_admit(ex, e)) /* at its own rate limit: skipped as an ejected one is, by */
+        return UV_EBUSY;          /* every caller (next, hedge, continuation), with no record */
     if (ex->rec == ex->rec_inline && ex->n_rec == 2) { /* most requests never get here */
         struct attempt_record *more = malloc(EX_MAX_RECORDS * sizeof(*more));
         if (!more)
@@ -1213,8 +1215,6 @@ static void start_next(struct exchange *ex, struct attempt *a, int hedge)
             return;
         }
         const struct plan_entry *e = &ex->plan.entries[ex->next_entry++];
-        if (!deployment_admit(ex, e))
-            continue; /* at its own rate limit: skipped, as an ejected one is */
         if (attempt_start(ex, a, e, hedge) == 0) {
             set_state(ex, EX_ATTEMPTING);
             return;

@@ -399,8 +399,9 @@ int metrics_render(struct gateway *gw, struct buf *b)
         label(b, "model", r->alias, 1);
         label(b, "provider", r->provider, 0);
         label(b, "upstream_model", r->model, 0);
-        buf_printf(b, "} %" PRIu64 ".%012" PRIu64 "\n", r->cost_pico / 1000000000000u,
-                   r->cost_pico % 1000000000000u);
+        buf_append_str(b, "} ");
+        buf_append_fixed(b, r->cost_pico, 12);
+        buf_append_str(b, "\n");
     }
 
     head(b, "gen_ai_client_operation_duration_seconds", "histogram",
