@@ -21,6 +21,7 @@ before(async () => {
       priced: { deployments: [{ provider: 'm', model: 'p', price: { input: 1000, output: 1000 } }] },
       spill: { deployments: [{ provider: 'm', model: 'first', rpm: 2 }, { provider: 'm2', model: 'second' }] },
       single: { deployments: [{ provider: 'm', model: 'only', rpm: 1 }] },
+      hedged: { hedge_after_ms: 50, deployments: [{ provider: 'm', model: 'slow?delay=400' }, { provider: 'm2', model: 'h', rpm: 1 }] },
     },
     keys: [
       'sk-plain',
@@ -170,6 +171,17 @@ async function onOneWorker(base, body, headers) {
     agent.destroy();
   }
 }
+
+test('a hedge respects the deployment limit too', async () => {
+  const r1 = await post(llmux.base, '/v1/chat/completions', chat('hedged'), auth('sk-plain'));
+  await r1.json();
+  assert.equal(r1.headers.get('x-llmux-hedged'), 'won', 'the first hedge goes to the free deployment');
+  const r2 = await post(llmux.base, '/v1/chat/completions', chat('hedged'), auth('sk-plain'));
+  await r2.json();
+  assert.equal(r2.status, 200);
+  assert.equal(r2.headers.get('x-llmux-hedged'), null, 'no hedge to a deployment at its rpm');
+  assert.equal(r2.headers.get('x-llmux-model'), 'slow?delay=400');
+});
 
 test('workers: 2 share one limit, not two', async () => {
   const two = await startLlmux({
