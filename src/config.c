@@ -94,6 +94,16 @@ static const struct num_field generations_fields[] = {
     {NULL, 0, 0, 0},
 };
 
+static const struct num_field cache_fields[] = {
+    {"max_bytes", offsetof(struct config, cache_max_bytes), 1, 1},
+    {NULL, 0, 0, 0},
+};
+
+static const struct num_field model_cache_fields[] = {
+    {"ttl_s", offsetof(struct model, cache_ttl_s), 0, 1},
+    {NULL, 0, 0, 0},
+};
+
 static const struct num_field shutdown_fields[] = {
     {"drain_ms", offsetof(struct config, drain_ms), 0, 0},
     {"unready_ms", offsetof(struct config, unready_ms), 0, 0},
@@ -721,18 +731,40 @@ static const struct num_field model_fields[] = {
     {NULL, 0, 0, 0},
 };
 
+/* A model's "cache": {"ttl_s": N} (required when the object is there). */
+static int parse_model_cache(struct ctx *x, const cJSON *obj, struct model *m)
+{
+    const cJSON *cache;
+    int rc = get_object(x, obj, "cache", &cache);
+    if (rc || !cache)
+        return rc;
+    size_t old = path_key(x, "cache");
+    rc = get_numbers(x, cache, model_cache_fields, m);
+    if (rc == 0 && m->cache_ttl_s == 0) {
+        path_key(x, "ttl_s");
+        rc = fail(x, "is required (seconds an answer is kept)");
+    }
+    if (rc)
+        return rc;
+    path_pop(x, old);
+    return 0;
+}
+
 static int parse_model(struct ctx *x, const cJSON *obj, struct config *c, struct model *m)
 {
-    static const char *const keys[] = {"deployments",    "timeouts_ms",      "strategy",
-                                       "hedge_after_ms", "on_stream_failure", "max_attempts"};
+    static const char *const keys[] = {"deployments",       "timeouts_ms",  "strategy",
+                                       "hedge_after_ms",    "on_stream_failure",
+                                       "max_attempts",      "cache"};
     static const char *const strategies[] = {"ordered", "price", "latency", "throughput",
                                              "balance"};
     static const char *const on_failure[] = {"error", "continue"};
     if (!cJSON_IsObject(obj))
         return fail(x, "must be an object");
-    int rc = check_keys(x, obj, keys, 6);
+    int rc = check_keys(x, obj, keys, sizeof(keys) / sizeof(keys[0]));
     if (rc == 0)
         rc = dup_string(x, obj->string, &m->name);
+    if (rc == 0)
+        rc = parse_model_cache(x, obj, m);
     int strategy = STRATEGY_ORDERED;
     if (rc == 0)
         rc = get_enum(x, obj, "strategy", strategies, 5, &strategy);
@@ -1060,7 +1092,7 @@ static int parse_root(struct ctx *x, const cJSON *root, struct config *c)
     static const char *const keys[] = {"listen",     "timeouts_ms", "limits", "pool",
                                        "health",     "access_log",  "providers", "models",
                                        "keys",       "cors",        "workers",   "shutdown",
-                                       "generations"};
+                                       "generations", "cache"};
     if (!cJSON_IsObject(root))
         return fail(x, "must be an object");
     int rc = check_keys(x, root, keys, sizeof(keys) / sizeof(keys[0]));
@@ -1077,6 +1109,8 @@ static int parse_root(struct ctx *x, const cJSON *root, struct config *c)
         path_key(x, "keep");
         rc = fail(x, "at most 1000000");
     }
+    if (rc == 0)
+        rc = parse_section(x, root, "cache", cache_fields, c);
     if (rc == 0)
         rc = parse_section(x, root, "timeouts_ms", timeout_fields, &c->timeouts);
     if (rc == 0)
@@ -1205,6 +1239,7 @@ int config_parse(const char *json, size_t len, struct config **out, char *err, s
     c->workers = 1;
     c->drain_ms = 10000;
     c->generations_keep = 10000;
+    c->cache_max_bytes = 64u << 20;
     c->health = (struct health_config){
         .failure_threshold = 5,
         .error_rate_percent = 50,

@@ -40,6 +40,7 @@
 
 #include "llmux/errors.h"
 #include "llmux/health.h"
+#include "llmux/json.h"
 #include "llmux/redact.h"
 #include "llmux/upstream.h"
 
@@ -75,6 +76,8 @@ static void stream_succeeded(struct exchange *ex, struct attempt *a);
 static void end_stream_with_error(struct exchange *ex, int code, const char *message);
 static void exchange_end(struct exchange *ex);
 static void start_next(struct exchange *ex, struct attempt *a, int hedge);
+static void cache_keep(struct exchange *ex, const char *body, size_t len);
+static void cache_keep_stream(struct exchange *ex);
 static int deployment_admit(struct exchange *ex, const struct plan_entry *e);
 static int on_event(void *data, const struct sse_event *ev);
 
@@ -263,6 +266,10 @@ static size_t common_headers(struct exchange *ex, struct http_header *h, char *a
     }
     if (ex->adm.rpm || ex->adm.tpm) /* the key's limits, as OpenAI writes them */
         n += limits_headers(&ex->adm, 0, h + n, ex->rl_space);
+    if (ex->cache) {
+        const char *c = cache_result_name(ex->cache);
+        h[n++] = (struct http_header){"x-llmux-cache", 13, c, strlen(c)};
+    }
     return n;
 }
 
@@ -783,6 +790,8 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
         exchange_sniff_finish(ex, chunk, len);
     if (ci->usage.known)
         take_usage(ex, &ci->usage);
+    if (ex->cap && ci->kind == CHUNK_CONTENT)
+        cache_capture_chunk(ex->cap, chunk, len);
     if (ex->plan.continue_on_failure && ci->kind == CHUNK_CONTENT) {
         if (ci->tool_call && !ci->text && !ci->finish) {
             /* held until the call is complete, so a break restarts it whole (a codec's client
@@ -800,6 +809,8 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
         if (ci->text && buf_append(&ex->delivered, ci->text, ci->text_len) != 0)
             ex->no_continue = 1;
     }
+    if (ex->hide_usage && ci->usage.known && !ci->text && !ci->tool_call && !ci->finish)
+        goto relayed; /* the usage chunk llmux asked for itself */
     if (ex->creq.codec) {
         if (codec_write(ex, a, chunk, len, ci) != 0) {
             attempt_fail(a, FT_MALFORMED, "the provider sent an event that is not JSON");
@@ -984,6 +995,7 @@ static void on_up_done_(void *data, int status, const char *detail)
          * to a slow client is held once */
         struct buf *answer = buf_size(&out) ? &out : &a->body;
         exchange_sniff_finish(ex, buf_head(answer), buf_size(answer));
+        cache_keep(ex, buf_head(answer), buf_size(answer));
         struct buf costed;
         buf_init(&costed, 0);
         if (exchange_cost_splice(ex, buf_head(answer), buf_size(answer), &costed))
@@ -1034,6 +1046,8 @@ static void stream_succeeded(struct exchange *ex, struct attempt *a)
     struct health_sample s = {first - a->t_sent, now - a->t_start,
                               a->usage.known ? a->usage.completion_tokens : 0, now - first};
     attempt_health(a, 1, &s, NULL);
+    if (ex->cap)
+        cache_keep_stream(ex);
     if (ex->req) {
         struct server_req *req = ex->req;
         ex->req = NULL;
@@ -1413,6 +1427,162 @@ static void on_client_drain(void *data, struct server_req *req)
     }
 }
 
+/* ---- the response cache (src/cache.c has the key, the store, capture and replay) ---- */
+
+/* A replayed chunk to the client; the stream's head goes out with the first. */
+static int on_replay(void *data, const char *chunk, size_t len, const struct chunk_info *ci)
+{
+    struct exchange *ex = data;
+    if (!ex->head_sent)
+        send_stream_head(ex);
+    if (ci->kind == CHUNK_CONTENT && (ci->text || ci->tool_call))
+        ex->output_chunks++;
+    write_costed(ex, chunk, len, ci);
+    return ex->req ? 0 : 1;
+}
+
+/* Answer with a stored entry: its body as it is, or replayed as a stream. Its usage is the
+ * original's, its cost 0 (exchange_cost). Returns 1 when answered, 0 when the entry is older
+ * than the alias's ttl_s now (a reload shortened it) or not an answer. */
+static int cache_answer(struct exchange *ex, const char *blob, size_t len)
+{
+    uint64_t stored_at, now = cache_now_ms();
+    const char *body;
+    size_t n;
+    if (cache_entry_open(blob, len, &stored_at, &body, &n) != 0 ||
+        (now > stored_at && now - stored_at >= (uint64_t)ex->plan.alias->cache_ttl_s * 1000))
+        return 0;
+    ex->cache = CACHE_HIT;
+    exchange_sniff_finish(ex, body, n);
+    cache_body_usage(body, n, &ex->usage);
+    ex->served_usage = ex->usage;
+    ex->t_first_byte = now_ms(ex);
+    ex->commit_ns = uv_hrtime();
+    if (ex->creq.stream) {
+        if (cache_replay_stream(body, n, ex->creq.include_usage, on_replay, ex) == LLMUX_EPROTO) {
+            ex->cache = CACHE_MISS; /* nothing was sent */
+            ex->finish_reason[0] = 0;
+            memset(&ex->usage, 0, sizeof(ex->usage));
+            ex->served_usage = ex->usage;
+            return 0;
+        }
+        if (ex->req) {
+            struct server_req *req = ex->req;
+            ex->req = NULL;
+            server_stream_end(req);
+        }
+    } else {
+        struct buf costed;
+        buf_init(&costed, 0);
+        if (exchange_cost_splice(ex, body, n, &costed)) {
+            body = buf_head(&costed);
+            n = buf_size(&costed);
+        }
+        respond_json(ex, 200, NULL, body, n, 0, NULL);
+        buf_free(&costed);
+    }
+    ex->outcome = "ok";
+    exchange_end(ex);
+    return 1;
+}
+
+/* A stream is stored with its usage: when the client did not ask for the usage chunk (and
+ * said nothing of stream_options), the upstream is asked for it and the client does not get
+ * it. The member goes before the body's closing brace, so the model's span stays put. */
+static void cache_ask_usage(struct exchange *ex)
+{
+    static const char member[] = ",\"stream_options\":{\"include_usage\":true}}";
+    const char *b = ex->creq.body;
+    size_t n = ex->creq.body_len, s, e;
+    while (n > 0 && b[n - 1] != '}')
+        n--;
+    if (n == 0 || json_top_key(b, ex->creq.body_len, "stream_options", &s, &e) == 0)
+        return;
+    char *owned = malloc(n - 1 + sizeof(member));
+    if (!owned)
+        return;
+    memcpy(owned, b, n - 1);
+    memcpy(owned + n - 1, member, sizeof(member));
+    free(ex->creq.owned);
+    ex->creq.owned = owned;
+    ex->creq.body = owned;
+    ex->creq.body_len = n - 1 + sizeof(member) - 1;
+    ex->hide_usage = 1;
+}
+
+/* What the cache does for this request, before the plan runs: nothing (the alias has no
+ * cache), bypass (x-llmux-cache: no-store; an endpoint other than chat), or a lookup by key
+ * (not for x-llmux-cache: refresh) that answers a hit here. A miss or refresh keeps its
+ * answer when it completes (cache_keep). Returns 1 when the request was answered (a hit, or a
+ * 400 for an unknown x-llmux-cache value), 0 to go on. */
+static int cache_lookup(struct exchange *ex)
+{
+    const struct model *m = ex->plan.alias;
+    if (!m || !m->cache_ttl_s)
+        return 0;
+    struct cache *c = &ex->gw->cache;
+    const char *asked = server_req_header(ex->req, "x-llmux-cache");
+    int refresh = asked && strcasecmp(asked, "refresh") == 0;
+    if (asked && !refresh && strcasecmp(asked, "no-store") != 0) {
+        c->results[CACHE_BYPASS]++;
+        ex->cache = CACHE_BYPASS;
+        respond_error(ex, 400, "invalid_request_error", "invalid_cache_directive",
+                      "x-llmux-cache must be no-store or refresh");
+        ex->outcome = "error";
+        exchange_end(ex);
+        return 1;
+    }
+    if (asked && !refresh) {
+        ex->cache = CACHE_BYPASS;
+    } else if (ex->creq.endpoint != API_CHAT || ex->creq.codec) {
+        ex->cache = CACHE_BYPASS; /* only chat completions are cached (README) */
+    } else {
+        ex->cache = refresh ? CACHE_REFRESH : CACHE_MISS;
+        cache_key("chat", ex->client_model, ex->adm.key_name, ex->creq.body, ex->creq.body_len,
+                  ex->cache_key);
+        struct cache_store *s = c->store;
+        const char *blob;
+        size_t len;
+        if (!refresh && s->ops->get(s, ex->cache_key, cache_now_ms(), &blob, &len) == 0 &&
+            cache_answer(ex, blob, len)) {
+            c->results[CACHE_HIT]++;
+            return 1;
+        }
+        if (ex->creq.stream && (ex->cap = cache_capture_new()) && !ex->creq.include_usage)
+            cache_ask_usage(ex);
+    }
+    c->results[ex->cache]++;
+    return 0;
+}
+
+/* A complete answer (a chat.completion body) of a miss or refresh into the store, unless it
+ * was continued or is not whole (cache_storable). */
+static void cache_keep(struct exchange *ex, const char *body, size_t len)
+{
+    if ((ex->cache != CACHE_MISS && ex->cache != CACHE_REFRESH) || ex->continued ||
+        !cache_storable(body, len))
+        return;
+    struct cache_store *s = ex->gw->cache.store;
+    uint64_t now = cache_now_ms();
+    struct buf entry;
+    buf_init(&entry, 0);
+    if (cache_entry_make(now, body, len, &entry) == 0 &&
+        s->ops->put(s, ex->cache_key, buf_head(&entry), buf_size(&entry), now,
+                    (uint64_t)ex->plan.alias->cache_ttl_s * 1000) == 0)
+        ex->gw->cache.stored++;
+    buf_free(&entry);
+}
+
+/* A stream that completed: the answer its chunks add up to, kept as a non-stream body. */
+static void cache_keep_stream(struct exchange *ex)
+{
+    struct buf body;
+    buf_init(&body, 0);
+    if (cache_capture_body(ex->cap, &ex->served_usage, &body) == 0)
+        cache_keep(ex, buf_head(&body), buf_size(&body));
+    buf_free(&body);
+}
+
 /* ---- end ---- */
 
 static void on_timer_closed(uv_handle_t *h)
@@ -1453,6 +1623,8 @@ static void exchange_end(struct exchange *ex)
     buf_free(&ex->delivered);
     buf_free(&ex->tool_held);
     buf_free(&ex->cbuf);
+    cache_capture_free(ex->cap);
+    ex->cap = NULL;
     uv_close((uv_handle_t *)&ex->deadline, on_timer_closed);
     uv_close((uv_handle_t *)&ex->ping, on_timer_closed);
     uv_close((uv_handle_t *)&ex->hedge, on_timer_closed);
@@ -1538,8 +1710,11 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
         init_timer(ex, &ex->at[i].phase);
     }
     gw->stats.exchanges_active++;
-    health_note_request(ex->rt->health, ex->t_start);
     server_req_watch(req, on_client_abort, on_client_drain, ex);
+    ex->busy_t0 = creq->t_recv_ns ? creq->t_recv_ns : uv_hrtime();
+    if (cache_lookup(ex)) /* answered from the cache: no plan runs */
+        return 0;
+    health_note_request(ex->rt->health, ex->t_start);
     uv_timer_start(&ex->deadline, on_deadline, plan->timeouts.total_ms, 0);
     if (creq->stream && plan->timeouts.ping_ms)
         uv_timer_start(&ex->ping, on_ping, plan->timeouts.ping_ms, plan->timeouts.ping_ms);
@@ -1550,7 +1725,6 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
     }
     if (hedge_ms && ex->plan.n > 1)
         uv_timer_start(&ex->hedge, on_hedge, hedge_ms, 0);
-    ex->busy_t0 = creq->t_recv_ns ? creq->t_recv_ns : uv_hrtime();
     start_next(ex, &ex->at[0], 0);
     busy_leave(ex);
     return 0;

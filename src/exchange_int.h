@@ -8,6 +8,7 @@
 
 #include "llmux/adapter.h"
 #include "llmux/buf.h"
+#include "llmux/cache.h"
 #include "llmux/codec.h"
 #include "llmux/exchange.h"
 #include "llmux/limits.h"
@@ -142,6 +143,11 @@ struct exchange {
     uint64_t limited_retry_ms; /* the soonest one of them takes a request again */
     uint64_t commit_ns;        /* uv_hrtime() when a stream committed (its first content) */
     char rl_space[7][24];   /* their header values, until the head is written */
+    enum cache_result cache; /* what the response cache did (CACHE_OFF: the alias has none) */
+    uint8_t cache_key[CACHE_KEY_LEN];
+    struct cache_capture *cap; /* a stream miss's answer, assembled to be stored; owned */
+    int hide_usage; /* the upstream was asked for the usage chunk (to store the stream) and
+                       the client was not: that chunk is not relayed */
 };
 
 /* The access-log line (src/exchange_log.c). */

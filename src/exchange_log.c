@@ -68,6 +68,11 @@ void exchange_log(struct exchange *ex)
         log_json_str(&b, ex->adm.key_name, strlen(ex->adm.key_name));
     }
     log_bool(&b, "stream", ex->creq.stream);
+    if (ex->cache) {
+        buf_append_str(&b, ",\"cache\":\"");
+        buf_append_str(&b, cache_result_name(ex->cache));
+        buf_append_str(&b, "\"");
+    }
     log_num(&b, "status", ex->status);
     buf_append_str(&b, ",\"outcome\":\"");
     buf_append_str(&b, ex->outcome ? ex->outcome : "error");
@@ -154,6 +159,11 @@ uint64_t exchange_cost_pico(const struct deployment *d, const struct usage *u)
 
 int exchange_cost(const struct exchange *ex, uint64_t *served, uint64_t *spent)
 {
+    if (ex->cache == CACHE_HIT) { /* costs nothing; priced when the alias's first deployment is */
+        const struct deployment *d = ex->plan.n ? ex->plan.entries[0].deployment : NULL;
+        *served = *spent = 0;
+        return d && d->price_in >= 0 && ex->served_usage.known;
+    }
     const struct plan_entry *e = ex->winner ? ex->winner->entry : NULL;
     const struct deployment *d = e ? e->deployment : NULL;
     if (!d || d->price_in < 0 || !ex->served_usage.known)
@@ -292,6 +302,7 @@ void exchange_generation(struct exchange *ex)
     r->provider = e ? keep_str(&tail, e->provider->name, strlen(e->provider->name)) : NULL;
     r->upstream_model = e ? keep_str(&tail, e->model, e->model_len) : NULL;
     r->finish = fin ? keep_str(&tail, ex->finish_reason, fin) : NULL;
+    r->cache = cache_result_name(ex->cache);
     r->created = ex->created;
     r->status = ex->status;
     r->streamed = ex->creq.stream;

@@ -143,6 +143,7 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
     }
     runtime_unref(gw->rt);
     gw->rt = rt;
+    gw->cache.store->ops->limit(gw->cache.store, cfg->cache_max_bytes);
     return 0;
 }
 
@@ -159,7 +160,8 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
         gw->limits = limits_create();
         gw->own_limits = 1;
     }
-    if (generations_init(&gw->gens, cfg->generations_keep) != 0) {
+    gw->cache.store = cache_memory_new(cfg->cache_max_bytes);
+    if (!gw->cache.store || generations_init(&gw->gens, cfg->generations_keep) != 0) {
         snprintf(err, errlen, "out of memory");
         return UV_ENOMEM;
     }
@@ -303,6 +305,8 @@ void gateway_free(struct gateway *gw)
     buf_free(&gw->log_buf);
     metrics_free(&gw->metrics);
     generations_free(&gw->gens);
+    if (gw->cache.store)
+        gw->cache.store->ops->free(gw->cache.store);
     if (gw->own_limits)
         limits_destroy(gw->limits);
     memset(gw, 0, sizeof(*gw));

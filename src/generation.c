@@ -113,6 +113,7 @@ int generation_json(const struct gen_rec *r, struct buf *b)
     num(b, "tokens_completion", r->usage_known, r->completion);
     num(b, "tokens_cached", r->usage_known, r->cached);
     str(b, "finish_reason", r->finish);
+    str(b, "cache", r->cache);
     dollars(b, "total_cost", r->priced, r->total_pico);
     buf_append_str(b, ",\"provider_responses\":[");
     for (size_t i = 0; i < r->n_attempts; i++) {

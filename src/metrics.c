@@ -468,6 +468,22 @@ int metrics_render(struct gateway *gw, struct buf *b)
     buf_printf(b, "llmux_upstream_connections{state=\"idle\"} %" PRIu64 "\n", ps->idle);
     counter(b, "llmux_retry_budget_refusals_total", "Retries and hedges refused by the retry budget",
             gw->health.budget_refusals);
+    const uint64_t *cr = gw->cache.results;
+    head(b, "llmux_cache_requests_total", "counter",
+         "Requests to aliases with a response cache, by what the cache did");
+    buf_printf(b, "llmux_cache_requests_total{result=\"hit\"} %" PRIu64 "\n", cr[CACHE_HIT]);
+    buf_printf(b, "llmux_cache_requests_total{result=\"miss\"} %" PRIu64 "\n",
+               cr[CACHE_MISS] + cr[CACHE_REFRESH]);
+    buf_printf(b, "llmux_cache_requests_total{result=\"bypass\"} %" PRIu64 "\n", cr[CACHE_BYPASS]);
+    struct cache_store_stats cs;
+    gw->cache.store->ops->stats(gw->cache.store, &cs);
+    head(b, "llmux_cache_bytes", "gauge", "Bytes held by the response cache (entries and bookkeeping)");
+    buf_printf(b, "llmux_cache_bytes %" PRIu64 "\n", cs.bytes);
+    head(b, "llmux_cache_entries", "gauge", "Answers held by the response cache");
+    buf_printf(b, "llmux_cache_entries %" PRIu64 "\n", cs.entries);
+    counter(b, "llmux_cache_stored_total", "Answers put into the response cache", gw->cache.stored);
+    counter(b, "llmux_cache_evictions_total", "Entries evicted to stay under cache.max_bytes",
+            cs.evictions);
 
     long page = sysconf(_SC_PAGESIZE);
     unsigned long size = 0, resident = 0;

@@ -82,6 +82,7 @@ struct model {
     uint32_t hedge_after_ms;  /* 0: no hedging; HEDGE_AUTO */
     int continue_on_failure;  /* on_stream_failure "continue" */
     uint32_t max_attempts;    /* attempts per request (0: one per deployment) */
+    uint32_t cache_ttl_s;     /* "cache.ttl_s": answers kept this long (0: no cache) */
 };
 
 /* Circuit breaker and retry budget ("health" in the config). */
@@ -146,6 +147,7 @@ struct config {
     uint32_t unready_ms;        /* "shutdown.unready_ms": after SIGTERM, keep listening and
                                    serving this long with /healthz answering 503, so a load
                                    balancer stops sending first (0) */
+    size_t cache_max_bytes;     /* "cache.max_bytes": the response cache's bound (64 MiB) */
     struct health_config health;
     size_t n_health; /* distinct deployments (provider, upstream model) */
     size_t n_routes; /* deployments of all aliases */

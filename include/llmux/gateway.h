@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "llmux/buf.h"
+#include "llmux/cache.h"
 #include "llmux/config.h"
 #include "llmux/generation.h"
 #include "llmux/health.h"
@@ -75,6 +76,7 @@ struct gateway {
     struct health_shared health; /* the retry budget and counters, across reloads */
     struct metrics metrics;      /* counters and histograms by alias and route */
     struct generations gens; /* finished requests' records (GET /v1/generation) */
+    struct cache cache;      /* the response cache: kept across reloads (keyed by content) */
     struct limits *limits;   /* per-key limits and spend, shared by the workers */
     int own_limits;          /* made by gateway_init (no supervisor shared one) */
     struct gateway_stats stats;

@@ -21,6 +21,7 @@ struct gen_attempt {
 struct gen_rec {
     char id[80];
     const char *alias, *endpoint, *provider, *upstream_model, *finish; /* NULL: unknown */
+    const char *cache; /* "hit", "miss", "bypass" (static); NULL: the alias has no cache */
     int64_t created; /* unix seconds */
     int status, streamed, usage_known, priced;
     long latency_ms, generation_ms, duration_ms; /* < 0: none */
