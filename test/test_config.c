@@ -660,6 +660,38 @@ static void test_files(const char *shipped)
     unsetenv("GROQ_API_KEY");
 }
 
+/* The response cache: per alias "cache": {"ttl_s"}, global "cache": {"max_bytes"}. */
+static void test_cache(void)
+{
+    struct config *c = parse("{" PROV ",\"cache\":{\"max_bytes\":1048576},\"models\":{"
+                             "\"a\":{\"cache\":{\"ttl_s\":600},\"deployments\":[{\"provider\":\"p\",\"model\":\"x\"}]},"
+                             "\"b\":{\"deployments\":[{\"provider\":\"p\",\"model\":\"x\"}]}}}");
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_INT(c->cache_max_bytes, 1048576);
+        CHECK_INT(c->models[0].cache_ttl_s, 600);
+        CHECK_INT(c->models[1].cache_ttl_s, 0); /* off by default */
+        config_unref(c);
+    }
+    c = parse("{" PROV "}");
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_INT(c->cache_max_bytes, 64u << 20);
+        config_unref(c);
+    }
+#define CACHED(x) "{" PROV ",\"models\":{\"a\":{\"cache\":" x ",\"deployments\":[{\"provider\":\"p\",\"model\":\"x\"}]}}}"
+    CHECK_STR(parse_err(CACHED("{}")), "$.models.a.cache.ttl_s: is required (seconds an answer is kept)");
+    CHECK_STR(parse_err(CACHED("{\"ttl_s\":0}")), "$.models.a.cache.ttl_s: must be a positive integer");
+    CHECK_STR(parse_err(CACHED("{\"ttl_s\":1.5}")), "$.models.a.cache.ttl_s: must be a positive integer");
+    CHECK_STR(parse_err(CACHED("{\"ttl_s\":\"60\"}")), "$.models.a.cache.ttl_s: must be a positive integer");
+    CHECK_STR(parse_err(CACHED("true")), "$.models.a.cache: must be an object");
+    CHECK_STR(parse_err(CACHED("{\"ttl_s\":60,\"max_bytes\":1}")), "$.models.a.cache.max_bytes: unknown key");
+#undef CACHED
+    CHECK_STR(parse_err("{" PROV ",\"cache\":{\"max_bytes\":0}}"), "$.cache.max_bytes: must be a positive integer");
+    CHECK_STR(parse_err("{" PROV ",\"cache\":{\"ttl_s\":5}}"), "$.cache.ttl_s: unknown key");
+    CHECK_STR(parse_err("{" PROV ",\"cache\":[]}"), "$.cache: must be an object");
+}
+
 int main(int argc, char **argv)
 {
     /* ../conf/llmux.json relative to this source file, unless given. */
@@ -680,6 +712,7 @@ int main(int argc, char **argv)
     test_env_keys();
     test_base_url();
     test_listen();
+    test_cache();
     test_files(shipped);
     return check_report();
 }
