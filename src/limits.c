@@ -95,6 +95,12 @@ void limits_spend(struct limit_slot *s, uint64_t period, uint64_t pico)
     atomic_fetch_add(&s->spent_pico, pico);
 }
 
+void limits_spend_seen(struct limit_slot *s, uint64_t period, uint64_t pico)
+{
+    atomic_store(&s->period, period);
+    atomic_store(&s->spent_pico, pico);
+}
+
 uint64_t limits_period(int budget_period, int64_t unix_s)
 {
     if (budget_period == 1) /* day */
