@@ -20,7 +20,7 @@
 
 #define ENTRY_MAGIC "LLMUXC1 "
 #define CAPTURE_MAX_TEXT (16u << 20) /* a stream's text kept for the entry */
-#define CAPTURE_MAX_CALLS 32          /* tool calls in one answer */
+#define CAPTURE_MAX_CALLS 32         /* tool calls in one answer */
 
 const char *cache_result_name(enum cache_result r)
 {
@@ -139,7 +139,7 @@ void cache_body_usage(const char *body, size_t len, struct usage *u)
 struct mem_entry {
     uint8_t key[CACHE_KEY_LEN];
     uint64_t expires_ms;
-    struct mem_entry *chain;       /* next in its bucket */
+    struct mem_entry *chain;         /* next in its bucket */
     struct mem_entry *newer, *older; /* the LRU list */
     size_t len;
     char blob[];
@@ -325,8 +325,8 @@ struct cache_store *cache_memory_new(size_t max_bytes)
 /* ---- capture ---- */
 
 struct capture_call {
-    cJSON *call;            /* id, type and any other member (Gemini's extra_content) */
-    struct buf name, args;  /* function.name and function.arguments, appended */
+    cJSON *call;           /* id, type and any other member (Gemini's extra_content) */
+    struct buf name, args; /* function.name and function.arguments, appended */
 };
 
 struct cache_capture {
@@ -416,7 +416,8 @@ void cache_capture_chunk(struct cache_capture *c, const char *json, size_t len)
         return;
     }
     if (!c->who.id[0]) {
-        adapter_copy_str(c->who.id, sizeof(c->who.id), cJSON_GetObjectItemCaseSensitive(root, "id"));
+        adapter_copy_str(c->who.id, sizeof(c->who.id),
+                         cJSON_GetObjectItemCaseSensitive(root, "id"));
         adapter_copy_str(c->who.model, sizeof(c->who.model),
                          cJSON_GetObjectItemCaseSensitive(root, "model"));
         const cJSON *created = cJSON_GetObjectItemCaseSensitive(root, "created");
@@ -429,10 +430,10 @@ void cache_capture_chunk(struct cache_capture *c, const char *json, size_t len)
         if (cJSON_IsNumber(ix) && ix->valueint != 0)
             c->bad = 1; /* n > 1: not kept */
         const cJSON *delta = cJSON_GetObjectItemCaseSensitive(choice, "delta");
-        c->has_content |= append_string(c, &c->content,
-                                        cJSON_GetObjectItemCaseSensitive(delta, "content"));
-        c->has_refusal |= append_string(c, &c->refusal,
-                                        cJSON_GetObjectItemCaseSensitive(delta, "refusal"));
+        c->has_content |=
+            append_string(c, &c->content, cJSON_GetObjectItemCaseSensitive(delta, "content"));
+        c->has_refusal |=
+            append_string(c, &c->refusal, cJSON_GetObjectItemCaseSensitive(delta, "refusal"));
         int position = 0;
         const cJSON *call;
         cJSON_ArrayForEach(call, cJSON_GetObjectItemCaseSensitive(delta, "tool_calls"))

@@ -477,7 +477,8 @@ int metrics_render(struct gateway *gw, struct buf *b)
     buf_printf(b, "llmux_cache_requests_total{result=\"bypass\"} %" PRIu64 "\n", cr[CACHE_BYPASS]);
     struct cache_store_stats cs;
     gw->cache.store->ops->stats(gw->cache.store, &cs);
-    head(b, "llmux_cache_bytes", "gauge", "Bytes held by the response cache (entries and bookkeeping)");
+    head(b, "llmux_cache_bytes", "gauge",
+         "Bytes held by the response cache (entries and bookkeeping)");
     buf_printf(b, "llmux_cache_bytes %" PRIu64 "\n", cs.bytes);
     head(b, "llmux_cache_entries", "gauge", "Answers held by the response cache");
     buf_printf(b, "llmux_cache_entries %" PRIu64 "\n", cs.entries);

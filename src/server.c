@@ -460,7 +460,8 @@ static int write_head(struct client *cl, int status, const struct http_header *h
         if (!rc)
             rc = buf_append_str(b, "\r\nvary: Origin\r\naccess-control-expose-headers: "
                                    "x-request-id, x-llmux-provider, x-llmux-model, "
-                                   "x-llmux-attempts, x-llmux-tried, x-llmux-hedged\r\n");
+                                   "x-llmux-attempts, x-llmux-tried, x-llmux-hedged, "
+                                   "x-llmux-cache\r\n");
     }
     if (!rc && framing == FRAME_LENGTH)
         rc = buf_append_str(b, "content-length: ");

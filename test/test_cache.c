@@ -148,11 +148,11 @@ static void test_entry(void)
 }
 
 #define ANSWER(msg, fin)                                                                           \
-    "{\"id\":\"c1\",\"object\":\"chat.completion\",\"created\":5,\"model\":\"u\",\"choices\":[{"     \
+    "{\"id\":\"c1\",\"object\":\"chat.completion\",\"created\":5,\"model\":\"u\",\"choices\":[{"   \
     "\"index\":0,\"message\":" msg ",\"finish_reason\":" fin "}],\"usage\":{\"prompt_tokens\":3,"  \
     "\"completion_tokens\":4,\"total_tokens\":7}}"
 #define CALL(args)                                                                                 \
-    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\",\"type\":"         \
+    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\",\"type\":"        \
     "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"" args "\"}}]}"
 
 static int storable(const char *s)
@@ -224,8 +224,9 @@ static char *recapture(const char *sse, const struct usage *u)
 static void test_capture_replay(void)
 {
     /* text with escapes and non-ASCII, through replay, capture and replay again */
-    const char *body = ANSWER("{\"role\":\"assistant\",\"content\":\"caf\\u00e9 \\\"q\\\"\\n\\ud83d\\ude00 end\"}",
-                              "\"stop\"");
+    const char *body =
+        ANSWER("{\"role\":\"assistant\",\"content\":\"caf\\u00e9 \\\"q\\\"\\n\\ud83d\\ude00 end\"}",
+               "\"stop\"");
     struct replayed r;
     memset(&r, 0, sizeof(r));
     buf_init(&r.sse, 0);
@@ -237,10 +238,11 @@ static void test_capture_replay(void)
     buf_append(&r.text, "", 1);
     CHECK_STR(buf_head(&r.text), "caf\xc3\xa9 \"q\"\n\xf0\x9f\x98\x80 end");
     buf_append(&r.sse, "", 1);
-    CHECK(strstr(buf_head(&r.sse), "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":5,"
-                                   "\"model\":\"u\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
-                                   "\"assistant\",\"content\":\"\"},\"finish_reason\":null}],"
-                                   "\"usage\":null}") == buf_head(&r.sse));
+    CHECK(strstr(buf_head(&r.sse),
+                 "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":5,"
+                 "\"model\":\"u\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+                 "\"assistant\",\"content\":\"\"},\"finish_reason\":null}],"
+                 "\"usage\":null}") == buf_head(&r.sse));
     CHECK(strstr(buf_head(&r.sse), "\"finish_reason\":\"stop\"") != NULL);
     CHECK(strstr(buf_head(&r.sse), "\n[DONE]\n") != NULL);
     char *again = recapture(buf_head(&r.sse), NULL);
@@ -289,13 +291,19 @@ static void test_capture_replay(void)
     /* arguments in pieces, a second call, another choice */
     struct cache_capture *c = cache_capture_new();
     const char *parts[] = {
-        "{\"id\":\"s\",\"created\":1,\"model\":\"u\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":"
-        "[{\"index\":0,\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}",
-        "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"x\\\"\"}}]}}]}",
-        "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\":1}\"}}]}}]}",
-        "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"b\",\"type\":\"function\",\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]}}]}",
+        "{\"id\":\"s\",\"created\":1,\"model\":\"u\",\"choices\":[{\"index\":0,\"delta\":{\"tool_"
+        "calls\":"
+        "[{\"index\":0,\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"f\","
+        "\"arguments\":\"\"}}]}}]}",
+        "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{"
+        "\"arguments\":\"{\\\"x\\\"\"}}]}}]}",
+        "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{"
+        "\"arguments\":\":1}\"}}]}}]}",
+        "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"b\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]}}]}",
         "{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}",
-        "{\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}",
+        "{\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}"
+        "}",
         "[DONE]",
     };
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
@@ -304,13 +312,15 @@ static void test_capture_replay(void)
     buf_init(&b, 0);
     CHECK_INT(cache_capture_body(c, NULL, &b), 0);
     buf_append(&b, "", 1);
-    CHECK_STR(buf_head(&b),
-              "{\"id\":\"s\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"u\",\"choices\":"
-              "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":["
-              "{\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":"
-              "\"{\\\"x\\\":1}\"}},{\"id\":\"b\",\"type\":\"function\",\"function\":{\"name\":\"g\","
-              "\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":1,"
-              "\"completion_tokens\":2,\"total_tokens\":3}}");
+    CHECK_STR(
+        buf_head(&b),
+        "{\"id\":\"s\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"u\",\"choices\":"
+        "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":["
+        "{\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":"
+        "\"{\\\"x\\\":1}\"}},{\"id\":\"b\",\"type\":\"function\",\"function\":{\"name\":\"g\","
+        "\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":"
+        "1,"
+        "\"completion_tokens\":2,\"total_tokens\":3}}");
     buf_free(&b);
     const char *second = "{\"choices\":[{\"index\":1,\"delta\":{\"content\":\"x\"}}]}";
     cache_capture_chunk(c, second, strlen(second));

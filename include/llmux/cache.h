@@ -43,7 +43,7 @@ const char *cache_result_name(enum cache_result r);
 struct cache_store;
 
 struct cache_store_stats {
-    uint64_t bytes;     /* held, entries and their bookkeeping */
+    uint64_t bytes; /* held, entries and their bookkeeping */
     uint64_t entries;
     uint64_t evictions; /* entries dropped to stay under the limit */
 };
