@@ -731,24 +731,8 @@ static const struct num_field model_fields[] = {
     {NULL, 0, 0, 0},
 };
 
-/* A model's "cache": {"ttl_s": N} (required when the object is there). */
-static int parse_model_cache(struct ctx *x, const cJSON *obj, struct model *m)
-{
-    const cJSON *cache;
-    int rc = get_object(x, obj, "cache", &cache);
-    if (rc || !cache)
-        return rc;
-    size_t old = path_key(x, "cache");
-    rc = get_numbers(x, cache, model_cache_fields, m);
-    if (rc == 0 && m->cache_ttl_s == 0) {
-        path_key(x, "ttl_s");
-        rc = fail(x, "is required (seconds an answer is kept)");
-    }
-    if (rc)
-        return rc;
-    path_pop(x, old);
-    return 0;
-}
+static int parse_section(struct ctx *x, const cJSON *root, const char *key,
+                         const struct num_field *fields, void *base);
 
 static int parse_model(struct ctx *x, const cJSON *obj, struct config *c, struct model *m)
 {
@@ -764,7 +748,12 @@ static int parse_model(struct ctx *x, const cJSON *obj, struct config *c, struct
     if (rc == 0)
         rc = dup_string(x, obj->string, &m->name);
     if (rc == 0)
-        rc = parse_model_cache(x, obj, m);
+        rc = parse_section(x, obj, "cache", model_cache_fields, m);
+    if (rc == 0 && cJSON_GetObjectItemCaseSensitive(obj, "cache") && !m->cache_ttl_s) {
+        path_key(x, "cache");
+        path_key(x, "ttl_s");
+        rc = fail(x, "is required (seconds an answer is kept)");
+    }
     int strategy = STRATEGY_ORDERED;
     if (rc == 0)
         rc = get_enum(x, obj, "strategy", strategies, 5, &strategy);
