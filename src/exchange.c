@@ -82,8 +82,10 @@ static void stream_succeeded(struct exchange *ex, struct attempt *a);
 static void end_stream_with_error(struct exchange *ex, int code, const char *message);
 static void exchange_end(struct exchange *ex);
 static void start_next(struct exchange *ex, struct attempt *a, int hedge);
-static void cache_keep(struct exchange *ex, const char *body, size_t len);
-static void cache_keep_stream(struct exchange *ex);
+/* Off the path of a request to an alias without a cache: never inlined into the hot code. */
+#define COLD __attribute__((noinline))
+static COLD void cache_keep(struct exchange *ex, const char *body, size_t len);
+static COLD void cache_keep_stream(struct exchange *ex);
 static int deployment_admit(struct exchange *ex, const struct plan_entry *e);
 static int on_event(void *data, const struct sse_event *ev);
 
@@ -987,7 +989,8 @@ static void on_up_done_(void *data, int status, const char *detail)
          * to a slow client is held once */
         struct buf *answer = buf_size(&out) ? &out : &a->body;
         exchange_sniff_finish(ex, buf_head(answer), buf_size(answer));
-        cache_keep(ex, buf_head(answer), buf_size(answer));
+        if (ex->cache)
+            cache_keep(ex, buf_head(answer), buf_size(answer));
         struct buf costed;
         buf_init(&costed, 0);
         if (exchange_cost_splice(ex, buf_head(answer), buf_size(answer), &costed))
@@ -1502,16 +1505,13 @@ static void cache_ask_usage(struct exchange *ex)
     ex->hide_usage = 1;
 }
 
-/* What the cache does for this request, before the plan runs: nothing (the alias has no
- * cache), bypass (x-llmux-cache: no-store; an endpoint other than chat), or a lookup by key
- * (not for x-llmux-cache: refresh) that answers a hit here. A miss or refresh keeps its
+/* What the cache does for a request to an alias with a cache, before the plan runs: bypass
+ * (x-llmux-cache: no-store; an endpoint other than chat), or a lookup by key (not for
+ * x-llmux-cache: refresh) that answers a hit here. A miss or refresh keeps its
  * answer when it completes (cache_keep). Returns 1 when the request was answered (a hit, or a
  * 400 for an unknown x-llmux-cache value), 0 to go on. */
-static int cache_lookup(struct exchange *ex)
+static COLD int cache_lookup(struct exchange *ex)
 {
-    const struct model *m = ex->plan.alias;
-    if (!m || !m->cache_ttl_s)
-        return 0;
     struct cache *c = &ex->gw->cache;
     const char *asked = server_req_header(ex->req, "x-llmux-cache");
     int refresh = asked && strcasecmp(asked, "refresh") == 0;
@@ -1549,7 +1549,7 @@ static int cache_lookup(struct exchange *ex)
 
 /* A complete answer (a chat.completion body) of a miss or refresh into the store, unless it
  * was continued or is not whole (cache_storable). */
-static void cache_keep(struct exchange *ex, const char *body, size_t len)
+static COLD void cache_keep(struct exchange *ex, const char *body, size_t len)
 {
     if ((ex->cache != CACHE_MISS && ex->cache != CACHE_REFRESH) || ex->continued ||
         !cache_storable(body, len))
@@ -1566,7 +1566,7 @@ static void cache_keep(struct exchange *ex, const char *body, size_t len)
 }
 
 /* A stream that completed: the answer its chunks add up to, kept as a non-stream body. */
-static void cache_keep_stream(struct exchange *ex)
+static COLD void cache_keep_stream(struct exchange *ex)
 {
     struct buf body;
     buf_init(&body, 0);
@@ -1619,8 +1619,10 @@ static void exchange_end(struct exchange *ex)
     buf_free(&ex->delivered);
     buf_free(&ex->tool_held);
     buf_free(&ex->cbuf);
-    cache_capture_free(ex->cap);
-    ex->cap = NULL;
+    if (ex->cap) {
+        cache_capture_free(ex->cap);
+        ex->cap = NULL;
+    }
     uv_close((uv_handle_t *)&ex->deadline, on_timer_closed);
     uv_close((uv_handle_t *)&ex->ping, on_timer_closed);
     uv_close((uv_handle_t *)&ex->hedge, on_timer_closed);
@@ -1715,8 +1717,8 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
 
 void exchange_go(struct exchange *ex)
 {
-    if (cache_lookup(ex)) /* answered from the cache: no plan runs */
-        return;
+    if (ex->plan.alias && ex->plan.alias->cache_ttl_s && cache_lookup(ex))
+        return; /* answered from the cache: no plan runs */
     set_state(ex, EX_PLANNED);
     const struct plan *plan = &ex->plan;
     if (ex->creq.stream && plan->timeouts.ping_ms)

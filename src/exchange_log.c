@@ -302,7 +302,7 @@ void exchange_generation(struct exchange *ex)
     r->provider = e ? keep_str(&tail, e->provider->name, strlen(e->provider->name)) : NULL;
     r->upstream_model = e ? keep_str(&tail, e->model, e->model_len) : NULL;
     r->finish = fin ? keep_str(&tail, ex->finish_reason, fin) : NULL;
-    r->cache = cache_result_name(ex->cache);
+    r->cache = ex->cache ? cache_result_name(ex->cache) : NULL;
     r->created = ex->created;
     r->status = ex->status;
     r->streamed = ex->creq.stream;
