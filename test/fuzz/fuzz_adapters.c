@@ -11,7 +11,9 @@
  * a body of valid JSON of the announced length; every emitted chunk is valid JSON (or
  * "[DONE]" as CHUNK_DONE), text is set only on CHUNK_CONTENT with the right length, an error
  * chunk has a message; decode_body leaves valid JSON (or nothing) and decode_error always
- * writes a valid OpenAI error body.
+ * writes a valid OpenAI error body. The response cache (src/cache.c) captures the stream's
+ * chunks: what it assembles is a JSON object, and an answer it would keep replays as chunks
+ * that pass the same checks, with the streamed text unchanged.
  */
 #include <cjson/cJSON.h>
 #include <stdint.h>
@@ -19,6 +21,7 @@
 #include <string.h>
 
 #include "llmux/adapter.h"
+#include "llmux/cache.h"
 #include "llmux/errors.h"
 #include "fuzz_checks.h"
 
@@ -44,6 +47,47 @@ static void run_encode(const struct adapter *ad, const struct canon_request *req
         abort();
     fuzz_check_json(&out.body, 0);
     upstream_request_free(&out);
+}
+
+/* The stream as the client gets it: checked, captured for the cache, its text kept. */
+struct seen {
+    int emitted;
+    struct cache_capture *cap;
+    struct buf text;
+};
+
+static int on_chunk(void *ctx, const char *data, size_t len, const struct chunk_info *ci)
+{
+    struct seen *k = ctx;
+    int rc = fuzz_check_chunk(&k->emitted, data, len, ci);
+    if (ci->kind == CHUNK_CONTENT && k->cap)
+        cache_capture_chunk(k->cap, data, len);
+    if (ci->text)
+        buf_append(&k->text, ci->text, ci->text_len);
+    return rc;
+}
+
+/* What the cache would keep of the stream replays with the same text. */
+static void check_cache(struct seen *k)
+{
+    struct usage u = {.prompt_tokens = 1, .completion_tokens = 1, .total_tokens = 2, .known = 1};
+    struct buf body;
+    buf_init(&body, 0);
+    if (cache_capture_body(k->cap, &u, &body) == 0) {
+        fuzz_check_json(&body, 0);
+        struct seen r;
+        memset(&r, 0, sizeof(r));
+        buf_init(&r.text, 0);
+        if (cache_storable(buf_head(&body), buf_size(&body))) {
+            if (cache_replay_stream(buf_head(&body), buf_size(&body), 1, on_chunk, &r) != 0)
+                abort();
+            if (buf_size(&r.text) != buf_size(&k->text) ||
+                memcmp(buf_head(&r.text), buf_head(&k->text), buf_size(&k->text)) != 0)
+                abort(); /* the replayed text is not the streamed text */
+        }
+        buf_free(&r.text);
+    }
+    buf_free(&body);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -77,7 +121,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     s.model = "m/1";
     if (ad->stream_open(&s) != 0)
         abort();
-    int emitted = 0, stopped = 0;
+    struct seen k = {0, cache_capture_new(), {0}};
+    buf_init(&k.text, 0);
+    int stopped = 0;
     for (const char *p = copy; p < copy + size - 1; p += strlen(p) + 1) {
         size_t n = strlen(p);
         struct usage u;
@@ -98,19 +144,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t ev_len = sep ? (size_t)(sep - p) : 0;
         const char *d = sep ? sep + 1 : p;
         if (!stopped) {
-            int rc = ad->stream_event(&s, ev, ev_len, d, n - (size_t)(d - p), fuzz_check_chunk,
-                                      &emitted);
+            int rc = ad->stream_event(&s, ev, ev_len, d, n - (size_t)(d - p), on_chunk, &k);
             if (rc != 0 && rc != 1 && rc != LLMUX_EPROTO)
                 abort();
             stopped = rc != 0;
         }
     }
     if (!stopped) {
-        int done = ad->stream_finish(&s, fuzz_check_chunk, &emitted);
+        int done = ad->stream_finish(&s, on_chunk, &k);
         if (done != 0 && done != 1)
             abort();
+        if (done == 1 && req.endpoint == API_CHAT)
+            check_cache(&k);
     }
     ad->stream_close(&s);
+    cache_capture_free(k.cap);
+    buf_free(&k.text);
     free(copy);
     return 0;
 }
