@@ -803,7 +803,8 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
         if (ci->text && buf_append(&ex->delivered, ci->text, ci->text_len) != 0)
             ex->no_continue = 1;
     }
-    if (ex->hide_usage && ci->usage.known && !ci->text && !ci->tool_call && !ci->finish)
+    if (ex->hide_usage && ci->kind == CHUNK_CONTENT && ci->usage.known && !ci->text &&
+        !ci->tool_call && !ci->finish)
         goto relayed; /* the usage chunk llmux asked for itself */
     if (ex->creq.codec) {
         if (codec_write(ex, a, chunk, len, ci) != 0) {

@@ -4,8 +4,9 @@
 // shapes (stream miss -> non-stream hit and back), tool calls whole; x-llmux-cache no-store and
 // refresh; errors, truncated and continued streams and cut tool calls never stored; one gateway
 // key never reads another's answers; a hit costs 0 but keeps its token counts; rate limits still
-// apply; the cache survives a reload; other endpoints say bypass; /metrics counts it all.
-// (TTL expiry and LRU eviction by bytes: test/test_cache.c, with an injected clock.)
+// apply; the cache survives a reload (a shorter ttl_s then applies to stored entries); other
+// endpoints say bypass; /metrics counts it all. (TTL expiry at the millisecond and LRU
+// eviction by bytes: test/test_cache.c, with an injected clock.)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -33,7 +34,11 @@ before(async () => {
     keys: [{ name: 'team-a', key: KEY_A }, { name: 'team-b', key: KEY_B },
       { name: 'limited', key: KEY_LIMITED, rpm: 2 }],
     health: { failure_threshold: 1000, error_rate_percent: 100 },
-    providers: { m: provider(mock.baseUrl), m2: provider(mock2.baseUrl) },
+    providers: {
+      m: provider(mock.baseUrl),
+      m2: provider(mock2.baseUrl),
+      ant: { kind: 'anthropic', base_url: mock.baseUrl, api_key_env: 'LLMUX_IT_CACHE_ANTHROPIC' },
+    },
     models: {
       cached: { cache, deployments: [{ provider: 'm', model: 'x?tokens=7', price: { input: 2, output: 8 } }] },
       plain: { deployments: [{ provider: 'm', model: 'x?tokens=7' }] },
@@ -47,9 +52,10 @@ before(async () => {
         deployments: [{ provider: 'm', model: 'x?tokens=10&reset_after=4' }, { provider: 'm2', model: 'x?tokens=10' }],
       },
       emb: { cache, deployments: [{ provider: 'm', model: 'e' }] },
+      claude: { cache, deployments: [{ provider: 'ant', model: 'claude-x?tokens=5' }] },
     },
   };
-  llmux = await startLlmux(config);
+  llmux = await startLlmux(config, { env: { LLMUX_IT_CACHE_ANTHROPIC: 'sk-ant-cache-test' } });
 });
 
 after(async () => {
@@ -272,6 +278,26 @@ test('tool-call answers are stored whole and replayed whole, in both shapes', as
   assert.equal(await upstreamCalls(), calls + 1);
 });
 
+test('a translated stream (anthropic) is stored from its own usage and served in both shapes', async () => {
+  const s = { ...ask('claude'), stream: true };
+  const calls = await upstreamCalls();
+  const miss = await send(s);
+  assert.equal(miss.cache, 'miss');
+  assert.equal(chunksText(miss.datas), mockText(5));
+  assert.equal(miss.datas.at(-1), '[DONE]');
+  assert.ok(chunks(miss.datas).every((c) => !c.usage), 'no usage chunk: not asked for');
+  const { stream, ...plain } = s;
+  const hit = await send(plain);
+  assert.equal(hit.cache, 'hit');
+  assert.equal(hit.body.choices[0].message.content, mockText(5));
+  assert.equal(hit.body.choices[0].finish_reason, 'stop');
+  assert.equal(hit.body.usage.completion_tokens, 5);
+  const replay = await send(s);
+  assert.equal(replay.cache, 'hit');
+  assert.equal(chunksText(replay.datas), mockText(5));
+  assert.equal(await upstreamCalls(), calls + 1);
+});
+
 test('one gateway key never reads another key\'s answers', async () => {
   const body = ask('cached');
   const a = await send(body, A);
@@ -326,13 +352,21 @@ test('/metrics counts hits, misses, bypasses and the bytes held (promtool-valid)
   assert.ok(value(text, 'llmux_cache_entries ') > 0);
 });
 
-test('the cache survives a reload (entries are keyed by content)', async () => {
-  const body = ask('cached');
-  assert.equal((await send(body)).cache, 'miss');
+async function reload(cfg) {
   const reloaded = () => llmux.stderr().split('\n').filter((l) => l.startsWith('{"msg":"config reloaded"')).length;
   const before = reloaded();
-  writeFileSync(llmux.configPath, JSON.stringify({ ...config, listen: '127.0.0.1:0' }));
+  writeFileSync(llmux.configPath, JSON.stringify({ ...cfg, listen: '127.0.0.1:0' }));
   llmux.proc.kill('SIGHUP');
   await waitFor(() => reloaded() > before, { what: 'a "config reloaded" line' });
-  assert.equal((await send(body)).cache, 'hit');
+}
+
+test('the cache survives a reload; a shorter ttl_s applies to the entries already stored', async () => {
+  const body = ask('cached');
+  assert.equal((await send(body)).cache, 'miss');
+  await reload(config);
+  assert.equal((await send(body)).cache, 'hit', 'entries are keyed by content, not by config');
+  // stored for an hour; the alias now keeps answers 1 s: that entry expires within a second
+  const models = { ...config.models, cached: { ...config.models.cached, cache: { ttl_s: 1 } } };
+  await reload({ ...config, models });
+  await waitFor(async () => (await send(body)).cache === 'miss', { what: 'the entry expired' });
 });
