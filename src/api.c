@@ -19,6 +19,7 @@
 #include "llmux/exchange.h"
 #include "llmux/health.h"
 #include "llmux/json.h"
+#include "llmux/redis.h"
 #include "llmux/metrics.h"
 #include "llmux/router.h"
 #include "llmux/upstream.h"
@@ -762,9 +763,7 @@ static void status(struct gateway *gw, struct server_req *req)
     const struct config *cfg = gw->rt->cfg;
     for (size_t i = 0; i < cfg->n_keys; i++) { /* names and spend, never the keys */
         const struct gateway_key *k = &cfg->keys[i];
-        struct limit_slot *slot = gw->rt->key_slots[i];
-        uint64_t spent =
-            slot ? limits_spent(slot, limits_period(k->budget_period, (int64_t)time(NULL))) : 0;
+        uint64_t spent = limits_spent_now(gw->rt->key_slots[i], k->budget_period);
         buf_append_str(&b, i ? ",{\"name\":\"" : "{\"name\":\"");
         buf_append_json_str(&b, k->name, strlen(k->name));
         buf_append_str(&b, "\",\"spent_usd\":");
@@ -777,6 +776,17 @@ static void status(struct gateway *gw, struct server_req *req)
         buf_printf(&b, ",\"rpm\":%u,\"tpm\":%u}", k->rpm, k->tpm);
     }
     buf_append_str(&b, "]");
+    if (gw->redis) { /* the shared state's connection (never its URL: it may hold a password) */
+        const struct redis_stats *rs = redis_stats(gw->redis);
+        buf_printf(&b,
+                   ",\"redis\":{\"up\":%s,\"commands\":%llu,\"failed\":%llu,\"outages\":%llu,"
+                   "\"on_error\":\"%s\",\"rtt_us\":",
+                   redis_up(gw->redis) ? "true" : "false", (unsigned long long)rs->commands,
+                   (unsigned long long)rs->failed, (unsigned long long)rs->outages,
+                   cfg->state.fail_closed ? "closed" : "open");
+        hist_json(&rs->rtt_us, &b);
+        buf_append_str(&b, "}");
+    }
     buf_printf(&b, ",\"trim\":{\"count\":%llu,\"last_us\":%llu,\"max_us\":%llu}",
                (unsigned long long)gw->stats.trims, (unsigned long long)gw->stats.trim_us_last,
                (unsigned long long)gw->stats.trim_us_max);

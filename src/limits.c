@@ -95,6 +95,11 @@ void limits_spend(struct limit_slot *s, uint64_t period, uint64_t pico)
     atomic_fetch_add(&s->spent_pico, pico);
 }
 
+uint64_t limits_spent_now(struct limit_slot *s, int budget_period)
+{
+    return s ? limits_spent(s, limits_period(budget_period, (int64_t)time(NULL))) : 0;
+}
+
 void limits_spend_seen(struct limit_slot *s, uint64_t period, uint64_t pico)
 {
     atomic_store(&s->period, period);

@@ -72,6 +72,8 @@ void limits_adjust(_Atomic uint64_t *tat, uint32_t per_minute, int64_t delta, ui
 /* Spend of the current period (period: a number that changes when it rolls over). */
 uint64_t limits_spent(struct limit_slot *s, uint64_t period);
 void limits_spend(struct limit_slot *s, uint64_t period, uint64_t pico);
+/* The spend of the budget period running now (s may be NULL: 0). */
+uint64_t limits_spent_now(struct limit_slot *s, int budget_period);
 /* The spend of a period as another source (Redis) reported it. */
 void limits_spend_seen(struct limit_slot *s, uint64_t period, uint64_t pico);
 

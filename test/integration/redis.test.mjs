@@ -70,6 +70,12 @@ test('a budget spent through one instance is refused by the other, and both repo
   const s = await (await fetch(`${b.base}/v1/status`, { headers: auth('sk-free') })).json();
   const k = s.keys.find((x) => x.name === 'budget');
   assert.ok(Math.abs(k.spent_usd - cost) < 1e-9, `instance b reports ${k.spent_usd}, cost ${cost}`);
+  assert.equal(s.redis.up, true);
+  assert.ok(s.redis.rtt_us.count >= 1 && s.redis.commands >= s.redis.rtt_us.count);
+  const m = await (await fetch(`${b.base}/metrics`, { headers: auth('sk-free') })).text();
+  const line = m.split('\n').find((l) => l.startsWith('llmux_key_spend_usd{key="budget",period="total"}'));
+  assert.ok(line && Math.abs(Number(line.split(' ')[1]) - cost) < 1e-9, line);
+  assert.match(m, /^llmux_redis_up 1$/m);
 });
 
 test('tpm through Redis: the estimate is corrected to the real usage at the end', async () => {
@@ -147,6 +153,9 @@ test('Redis down: open admits (logged once), closed answers 503; both recover wh
     const free = await post(closed.base, '/v1/chat/completions', chat('m'), auth('sk-free'));
     assert.equal(free.status, 200, 'a key without limits does not need Redis');
     await free.text();
+    const st = await (await fetch(`${open.base}/v1/status`, { headers: auth('sk-free') })).json();
+    assert.equal(st.redis.up, false);
+    assert.ok(st.redis.outages >= 1 && st.redis.failed >= 1);
     const downs = () => open.stderr().split('\n').filter((l) => l.includes('"redis_down"')).length;
     await waitFor(() => downs() >= 1, { what: 'the outage logged' });
     await redis.start();
