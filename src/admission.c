@@ -41,7 +41,7 @@ static const char admit_lua[] =
     "if budget >= 0 and spent >= budget then return {4, 0, 0, 0, 0, 0, spent} end\n"
     "local function try(key, per, cost)\n"
     "  if per == 0 then return true, 0, 0, 0, nil end\n"
-    "  local T = math.floor(W / per)\n"
+    "  local T = W / per\n"
     "  local base = math.max(tonumber(redis.call('GET', key) or '0'), now)\n"
     "  local nxt = base + cost * T\n"
     "  if nxt - now > W then\n"
@@ -66,7 +66,7 @@ static const char settle_lua[] =
     "local W = 60000000\n"
     "local function adjust(key, per, delta)\n"
     "  if per == 0 or delta == 0 then return end\n"
-    "  local T = math.floor(W / per)\n"
+    "  local T = W / per\n"
     "  local tat = tonumber(redis.call('GET', key) or '0')\n"
     "  local base = math.max(tat, now)\n"
     "  local moved = delta * T\n"
@@ -222,7 +222,7 @@ static void admit_local(struct exchange *ex)
         refuse_limit(ex, 4, 0);
         return;
     }
-    uint64_t now = uv_hrtime() / 1000, retry = 0;
+    uint64_t now = uv_hrtime(), retry = 0;
     if (k->rpm && !limits_take(&slot->tat_req, k->rpm, 1, now, &adm->remaining_req,
                                &adm->reset_req_us, &retry)) {
         refuse_limit(ex, 1, retry);
@@ -304,7 +304,7 @@ void exchange_settle(struct exchange *ex)
             settle_remote(ex, 0, tok, priced ? served + spent : 0);
         return;
     }
-    uint64_t now = uv_hrtime() / 1000;
+    uint64_t now = uv_hrtime();
     if (tok)
         limits_adjust(&slot->tat_tok, ex->adm.tpm, tok, now);
     if (priced)

@@ -1227,7 +1227,7 @@ static int deployment_admit(struct exchange *ex, const struct plan_entry *e)
     struct limit_slot *slot = d && (d->rpm || d->tpm) ? ex->rt->dep_slots[d->health_id] : NULL;
     if (!slot)
         return 1;
-    uint64_t now = uv_hrtime() / 1000, rem, reset, retry = 0;
+    uint64_t now = uv_hrtime(), rem, reset, retry = 0;
     if (d->rpm && !limits_take(&slot->tat_req, d->rpm, 1, now, &rem, &reset, &retry)) {
     } else if (d->tpm && !limits_take(&slot->tat_tok, d->tpm, ex->creq.body_len / 4 + 1, now, &rem,
                                       &reset, &retry)) {
