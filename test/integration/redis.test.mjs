@@ -12,6 +12,7 @@ const models = {
   m: { deployments: [{ provider: 'p', model: 'x' }] },
   priced: { deployments: [{ provider: 'p', model: 'x', price: { input: 1000, output: 1000 } }] },
   long: { deployments: [{ provider: 'p', model: 'x?tokens=120' }] },
+  spill: { deployments: [{ provider: 'p', model: 'first', rpm: 2 }, { provider: 'p', model: 'second' }] },
 };
 const keys = [
   'sk-free',
@@ -56,6 +57,18 @@ test('two instances share one rpm limit exactly, with OpenAI headers counting ac
   assert.ok(!a.stderr().includes('sk-shared') && !a.stderr().includes(redis.url + '/'), 'secrets in the log');
 });
 
+test('a deployment rpm is one limit across instances: the third request moves on, with no 429 seen', async () => {
+  const served = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await post((i % 2 ? b : a).base, '/v1/chat/completions', chat('spill'), auth('sk-free'));
+    assert.equal(r.status, 200);
+    await r.text();
+    served.push(r.headers.get('x-llmux-model'));
+  }
+  assert.deepEqual(served, ['first', 'first', 'second', 'second', 'second']);
+  assert.match(redis.cli('KEYS', `t${process.pid}:dep:*:req`), /^t\d+:dep:[0-9a-f]{32}:req$/, 'the counter lives in Redis');
+});
+
 test('a budget spent through one instance is refused by the other, and both report the spend', async () => {
   const r1 = await post(a.base, '/v1/chat/completions', chat('priced'), auth('sk-budget'));
   assert.equal(r1.status, 200);
@@ -63,7 +76,7 @@ test('a budget spent through one instance is refused by the other, and both repo
   assert.ok(cost > 0.01);
   const before0 = (await mock.stats()).requests;
   // the spend is settled after the answer: wait until Redis has it
-  await waitFor(() => Number(redis.cli('GET', `t${process.pid}:{k:budget}:spend:0`)) > 0, { what: 'spend in Redis' });
+  await waitFor(() => Number(redis.cli('GET', `t${process.pid}:key:budget:spend:0`)) > 0, { what: 'spend in Redis' });
   const r2 = await post(b.base, '/v1/chat/completions', chat('priced'), auth('sk-budget'));
   await expectError(r2, 429, 'insufficient_quota');
   assert.equal((await mock.stats()).requests, before0, 'no upstream call');
@@ -87,7 +100,7 @@ test('tpm through Redis: the estimate is corrected to the real usage at the end'
   // tokens charged now = (TAT - now) / (60 s / 400), read on Redis's own clock
   const charged = () => Number(redis.cli('EVAL', "local t = redis.call('TIME') " +
     "local now = t[1] * 1000000 + t[2] return math.floor(((tonumber(redis.call('GET', KEYS[1])) or 0) - now) / 150000)",
-    '1', `t${process.pid}:{k:tokens}:tok`));
+    '1', `t${process.pid}:key:tokens:tok`));
   // settled after the answer: the charge becomes the real usage (less what refilled since)
   const c = await waitFor(() => { const v = charged(); return v > used - 20 ? v : false; }, { what: 'tokens corrected' });
   assert.ok(c <= used, `charged ${c}, used ${used}`);
@@ -125,7 +138,7 @@ test('a client that leaves while admission waits for Redis is cancelled; its req
     // Redis answers after the client left (PING waits out the pause): the unit it took is
     // given back, which leaves the key's counter empty (no burst used)
     assert.equal(redis.cli('PING'), 'PONG');
-    await waitFor(() => redis.cli('EXISTS', `t${process.pid}:{k:cancel}:req`) === '0', { what: 'the unit given back' });
+    await waitFor(() => redis.cli('EXISTS', `t${process.pid}:key:cancel:req`) === '0', { what: 'the unit given back' });
     const r = await post(c.base, '/v1/chat/completions', chat('m'), auth('sk-cancel'));
     await r.text();
     assert.equal(r.status, 200);
