@@ -19,6 +19,7 @@
 #include "llmux/exchange.h"
 #include "llmux/health.h"
 #include "llmux/json.h"
+#include "llmux/redis.h"
 #include "llmux/metrics.h"
 #include "llmux/router.h"
 #include "llmux/upstream.h"
@@ -283,11 +284,6 @@ static int authenticate(const struct config *cfg, struct server_req *req)
             found = (int)i;
     }
     return found;
-}
-
-static int authorized(const struct config *cfg, struct server_req *req)
-{
-    return authenticate(cfg, req) != -2;
 }
 
 /* A client-supplied request id is kept when it is short and plain. */
@@ -762,9 +758,7 @@ static void status(struct gateway *gw, struct server_req *req)
     const struct config *cfg = gw->rt->cfg;
     for (size_t i = 0; i < cfg->n_keys; i++) { /* names and spend, never the keys */
         const struct gateway_key *k = &cfg->keys[i];
-        struct limit_slot *slot = gw->rt->key_slots[i];
-        uint64_t spent =
-            slot ? limits_spent(slot, limits_period(k->budget_period, (int64_t)time(NULL))) : 0;
+        uint64_t spent = limits_spent_now(gw->rt->key_slots[i], k->budget_period);
         buf_append_str(&b, i ? ",{\"name\":\"" : "{\"name\":\"");
         buf_append_json_str(&b, k->name, strlen(k->name));
         buf_append_str(&b, "\",\"spent_usd\":");
@@ -777,6 +771,17 @@ static void status(struct gateway *gw, struct server_req *req)
         buf_printf(&b, ",\"rpm\":%u,\"tpm\":%u}", k->rpm, k->tpm);
     }
     buf_append_str(&b, "]");
+    if (gw->redis) { /* the shared state's connection (never its URL: it may hold a password) */
+        const struct redis_stats *rs = redis_stats(gw->redis);
+        buf_printf(&b,
+                   ",\"redis\":{\"up\":%s,\"commands\":%llu,\"failed\":%llu,\"outages\":%llu,"
+                   "\"on_error\":\"%s\",\"rtt_us\":",
+                   redis_up(gw->redis) ? "true" : "false", (unsigned long long)rs->commands,
+                   (unsigned long long)rs->failed, (unsigned long long)rs->outages,
+                   cfg->state.fail_closed ? "closed" : "open");
+        hist_json(&rs->rtt_us, &b);
+        buf_append_str(&b, "}");
+    }
     buf_printf(&b, ",\"trim\":{\"count\":%llu,\"last_us\":%llu,\"max_us\":%llu}",
                (unsigned long long)gw->stats.trims, (unsigned long long)gw->stats.trim_us_last,
                (unsigned long long)gw->stats.trim_us_max);
@@ -840,6 +845,21 @@ int api_error_body(void *data, const char *url, size_t url_len, int status, cons
     return codec_messages.error(status, message, NULL, 0, out);
 }
 
+/* The key index authenticate() found in on_head, kept for the handler with the config
+ * generation it was found in (a reload in between: found again). */
+static uint64_t key_tag(const struct gateway *gw, int key)
+{
+    return gw->rt->generation << 32 | (uint32_t)(key + 3);
+}
+
+static int presented_key(struct gateway *gw, struct server_req *req)
+{
+    uint64_t tag = server_req_tag(req);
+    if (tag && tag >> 32 == (gw->rt->generation & 0xffffffffu))
+        return (int)(uint32_t)tag - 3;
+    return authenticate(gw->rt->cfg, req);
+}
+
 void api_on_head(void *data, struct server_req *req)
 {
     struct gateway *gw = data;
@@ -847,11 +867,16 @@ void api_on_head(void *data, struct server_req *req)
         return;
     int path_known;
     const struct route *found = find_route(server_req_request(req), &path_known);
-    if (found && !keyless(found) && !authorized(gw->rt->cfg, req)) {
+    if (!found || keyless(found))
+        return;
+    int key = authenticate(gw->rt->cfg, req);
+    if (key == -2) {
         char rid[80];
         request_id(gw, req, rid);
         unauthorized(req, rid);
+        return;
     }
+    server_req_set_tag(req, key_tag(gw, key));
 }
 
 /* A CORS preflight from an allowed origin (the server marked it): what the browser may send. */
@@ -912,7 +937,7 @@ void api_handle(void *data, struct server_req *req)
         dashboard(req);
         return;
     }
-    int key = authenticate(gw->rt->cfg, req);
+    int key = presented_key(gw, req);
     if (key == -2) {
         unauthorized(req, rid);
         return;

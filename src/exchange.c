@@ -43,6 +43,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "llmux/cooldown.h"
 #include "llmux/errors.h"
 #include "llmux/health.h"
 #include "llmux/json.h"
@@ -149,6 +150,8 @@ static void attempt_health(struct attempt *a, int outcome, const struct health_s
         health_failure(h, health_id(a), now, a->retry_after_ms, why);
     else
         health_cancel(h, health_id(a), a->probe);
+    if (outcome < 0 && a->retry_after_ms) /* the other instances cool it down too */
+        cooldown_share(a->ex->gw, a->entry->deployment, a->retry_after_ms);
 }
 
 /* ---- timers ---- */
@@ -1242,19 +1245,36 @@ static void start_next(struct exchange *ex, struct attempt *a, int hedge)
 static int deployment_admit(struct exchange *ex, const struct plan_entry *e)
 {
     const struct deployment *d = e->deployment;
-    struct limit_slot *slot = d && (d->rpm || d->tpm) ? ex->rt->dep_slots[d->health_id] : NULL;
-    if (!slot)
+    if (!d || !(d->rpm || d->tpm))
         return 1;
-    uint64_t now = uv_hrtime() / 1000, rem, reset, retry = 0;
-    if (d->rpm && !limits_take(&slot->tat_req, d->rpm, 1, now, &rem, &reset, &retry)) {
-    } else if (d->tpm && !limits_take(&slot->tat_tok, d->tpm, ex->creq.body_len / 4 + 1, now, &rem,
-                                      &reset, &retry)) {
-        if (d->rpm)
-            limits_adjust(&slot->tat_req, d->rpm, -1, now);
+    size_t i = (size_t)(e - ex->plan.entries);
+    uint64_t ms = 0;
+    int remote = 0;
+    for (size_t k = 0; ex->dep_remote && k < ex->n_dep_remote; k++)
+        remote |= ex->dep_entry[k] == i;
+    if (remote) { /* Redis decided at admission */
+        ms = ex->dep_retry_ms[i];
+        if (!ms && ex->dep_pick == (int)i)
+            ex->dep_pick = -1; /* charged there: this attempt uses it */
+        else if (!ms)
+            admission_charge_deployment(ex, e);
     } else {
-        return 1;
+        struct limit_slot *slot = ex->rt->dep_slots[d->health_id];
+        if (!slot)
+            return 1;
+        uint64_t now = uv_hrtime(), rem, reset, retry = 0;
+        if (d->rpm && !limits_take(&slot->tat_req, d->rpm, 1, now, &rem, &reset, &retry)) {
+        } else if (d->tpm && !limits_take(&slot->tat_tok, d->tpm, ex->creq.body_len / 4 + 1, now,
+                                          &rem, &reset, &retry)) {
+            if (d->rpm)
+                limits_adjust(&slot->tat_req, d->rpm, -1, now);
+        } else {
+            return 1;
+        }
+        ms = (retry + 999) / 1000;
     }
-    uint64_t ms = (retry + 999) / 1000;
+    if (!ms)
+        return 1;
     if (!ex->limited || ms < ex->limited_retry_ms)
         ex->limited_retry_ms = ms;
     ex->limited++;

@@ -15,6 +15,7 @@
 #include "llmux/sse.h"
 
 #define EX_MAX_RECORDS 16 /* attempts logged per exchange (max_attempts is capped to this) */
+#define DEPS_MAX 8 /* deployments with limits decided in Redis at admission (more: locally) */
 
 enum ex_state {
     EX_ADMITTING,  /* the gateway key's limits being decided (may wait for Redis) */
@@ -142,6 +143,12 @@ struct exchange {
     int key;                /* the gateway key's index in rt->cfg->keys, -1: none */
     int adm_pending;        /* admission waits for Redis (its reply holds a handle) */
     struct admission adm;   /* the gateway key's limits (zero: none) */
+    /* the plan's deployment limits as Redis decided them at admission (state.redis) */
+    int dep_remote;               /* 1: decided there (else attempt_start takes them locally) */
+    int dep_pick;                 /* the plan entry charged at admission, -1: none (or used) */
+    size_t n_dep_remote;          /* entries sent (those with rpm/tpm, at most DEPS_MAX) */
+    uint8_t dep_entry[DEPS_MAX];  /* their plan indices */
+    uint32_t dep_retry_ms[PLAN_MAX]; /* per plan entry: 0 fits, else when it would */
     unsigned limited;       /* deployments skipped at their own rpm/tpm */
     uint64_t limited_retry_ms; /* the soonest one of them takes a request again */
     uint64_t commit_ns;        /* uv_hrtime() when a stream committed (its first content) */
@@ -170,6 +177,9 @@ static inline void busy_leave(struct exchange *ex)
 /* Admission (src/admission.c): decides ex->key's budget and limits, then calls exchange_go()
  * or answers with exchange_refuse(), now or when Redis answers. */
 void admission_start(struct exchange *ex);
+/* An attempt on deployment e that fitted at admission but was not charged there (a failover
+ * or a hedge): charge it in Redis, without waiting. */
+void admission_charge_deployment(struct exchange *ex, const struct plan_entry *e);
 /* Admitted: the plan's first attempt starts (src/exchange.c). */
 void exchange_go(struct exchange *ex);
 /* Refused at admission: an error in the client API's shape with the key's rate-limit headers,

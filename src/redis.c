@@ -370,12 +370,12 @@ int redis_command(struct redis *r, int argc, const char **argv, const size_t *le
 int redis_script(struct redis *r, size_t which, int n_keys, int argc, const char **argv,
                  const size_t *lens, redis_cb cb, void *data)
 {
-    if (which >= r->n_scripts || argc > 14)
+    if (which >= r->n_scripts || argc > 45)
         return UV_EINVAL;
     char nk[12];
     snprintf(nk, sizeof(nk), "%d", n_keys);
-    const char *a[16] = {"EVALSHA", r->sha[which], nk};
-    size_t l[16] = {7, 40, strlen(nk)};
+    const char *a[48] = {"EVALSHA", r->sha[which], nk};
+    size_t l[48] = {7, 40, strlen(nk)};
     for (int i = 0; i < argc; i++) {
         a[3 + i] = argv[i];
         l[3 + i] = lens ? lens[i] : strlen(argv[i]);
