@@ -10,6 +10,7 @@
 
 #include "llmux/adapter.h"
 #include "llmux/errors.h"
+#include "llmux/json.h"
 #include "llmux/server.h"
 
 const struct adapter *adapter_for(enum provider_kind kind)
@@ -93,6 +94,37 @@ long adapter_json_long(const cJSON *o, const char *key)
     if (!cJSON_IsNumber(v) || !(v->valuedouble > -1e15 && v->valuedouble < 1e15))
         return 0;
     return (long)v->valuedouble;
+}
+
+long adapter_span_long(struct json_span v)
+{
+    double d;
+    if (json_number(v, &d) != 0 || !(d > -1e15 && d < 1e15)) /* as adapter_json_long */
+        return 0;
+    return (long)d;
+}
+
+void adapter_span_str(char *dst, size_t size, struct json_span v)
+{
+    size_t len;
+    json_string_copy(v, dst, size, &len); /* dst untouched when v is not a string */
+}
+
+int adapter_openai_usage_span(struct json_span usage, struct usage *u)
+{
+    static const char *const keys[] = {"prompt_tokens", "completion_tokens", "total_tokens",
+                                       "prompt_tokens_details"};
+    struct json_span m[4];
+    if (json_members(usage, keys, 4, m) != 0)
+        return 0;
+    u->prompt_tokens = adapter_span_long(m[0]);
+    u->completion_tokens = adapter_span_long(m[1]);
+    u->total_tokens = adapter_span_long(m[2]);
+    if (!u->total_tokens)
+        u->total_tokens = u->prompt_tokens + u->completion_tokens;
+    u->cached_tokens = adapter_span_long(json_get(m[3], "cached_tokens"));
+    u->known = 1;
+    return 1;
 }
 
 int adapter_openai_usage(const void *root_cjson, struct usage *u)

@@ -23,6 +23,7 @@
 
 #include "llmux/buf.h"
 #include "llmux/config.h"
+#include "llmux/json.h"
 
 enum api_endpoint { API_CHAT, API_COMPLETIONS, API_EMBEDDINGS };
 
@@ -189,6 +190,12 @@ struct cJSON;
 int adapter_body_usage(const char *body, size_t len, struct cJSON **usage);
 /* Usage from OpenAI's usage object. Returns 1 when present. */
 int adapter_openai_usage(const void *root_cjson, struct usage *u);
+/* The same from the text of the usage member (src/json.c spans; absent or not an object: 0). */
+int adapter_openai_usage_span(struct json_span usage, struct usage *u);
+/* adapter_json_long and adapter_copy_str over a span: the number as a long (0 when absent, not
+ * a number or out of +-1e15), the decoded string copied (dst untouched when not a string). */
+long adapter_span_long(struct json_span v);
+void adapter_span_str(char *dst, size_t size, struct json_span v);
 
 /* Helpers for the kinds that translate (src/adapters/): re-encoded requests, and OpenAI chunks
  * built from another wire format. */
