@@ -237,6 +237,10 @@ struct chunk_ident {
 int adapter_emit_delta(const struct chunk_ident *who, int include_usage, struct cJSON *delta,
                        const char *finish, struct chunk_info *ci, adapter_emit_fn emit,
                        void *ctx);
+/* adapter_emit_delta with the delta {"content": text} (text[0..len), no NUL inside), written
+ * without a cJSON tree: the same bytes, one buffer. ci->text may point at text. */
+int adapter_emit_text(const struct chunk_ident *who, int include_usage, const char *text,
+                      size_t len, struct chunk_info *ci, adapter_emit_fn emit, void *ctx);
 /* Emit the final usage chunk (choices [] and usage), CHUNK_CONTENT with ci.usage set. */
 int adapter_emit_usage(const struct chunk_ident *who, const struct usage *u, adapter_emit_fn emit,
                        void *ctx);
