@@ -565,11 +565,14 @@ int json_number(struct json_span v, double *d)
             return 0;
         }
     }
-    char tmp[64];
-    if (v.n >= sizeof(tmp))
+    /* strtod needs a NUL after the number: a copy (on the heap only for absurdly long ones) */
+    char tmp[64], *p = v.n < sizeof(tmp) ? tmp : malloc(v.n + 1);
+    if (!p)
         return -1;
-    memcpy(tmp, v.s, v.n);
-    tmp[v.n] = 0;
-    *d = strtod(tmp, NULL);
+    memcpy(p, v.s, v.n);
+    p[v.n] = 0;
+    *d = strtod(p, NULL);
+    if (p != tmp)
+        free(p);
     return 0;
 }

@@ -102,8 +102,10 @@ struct chunk_info {
     long long created;
     char error[200];  /* CHUNK_ERROR: the provider's message */
     int retryable;    /* CHUNK_ERROR: e.g. Anthropic overloaded_error: another deployment may serve */
-    const char *text; /* chat/completions: content text of choice 0 in this chunk (borrowed,
-                         valid during emit), NULL when none; used for continuation */
+    const char *text; /* chat/completions: content text of choice 0 in this chunk, decoded
+                         (text[0..text_len), no NUL in it, not NUL-terminated: it may point
+                         into the event; borrowed, valid during emit), NULL when none; used
+                         for continuation */
     size_t text_len;
     int tool_call;    /* the chunk carries a tool-call delta */
     int finish;       /* the chunk carries a finish_reason */

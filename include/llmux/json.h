@@ -92,8 +92,8 @@ int json_string_raw(struct json_span v, const char **p, size_t *len);
  * NUL byte like any other. Returns 0, or -1 when v is not a valid string. */
 int json_string_copy(struct json_span v, char *dst, size_t size, size_t *len);
 
-/* The number value v as strtod reads it (in range or +-HUGE_VAL). Returns 0, or -1 when v is
- * not a valid number or is longer than 63 bytes (cJSON reads no more of a number either). */
+/* The number value v as strtod reads it, as cJSON does (out of range: +-HUGE_VAL or 0). Returns
+ * 0, or -1 when v is not a valid number. */
 int json_number(struct json_span v, double *d);
 
 #endif
