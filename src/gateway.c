@@ -11,9 +11,12 @@
 #include <unistd.h>
 
 #include "llmux/conn.h"
+#include "llmux/cooldown.h"
 #include "llmux/dns.h"
 #include "llmux/errors.h"
+#include "llmux/exchange.h"
 #include "llmux/health.h"
+#include "llmux/redis.h"
 #include "llmux/upstream.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -141,6 +144,23 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
             return UV_ENOMEM;
         }
     }
+    const struct state_config *st = &cfg->state;
+    if (gw->redis && (!st->redis_host || !redis_same(gw->redis, st))) {
+        redis_close(gw->redis); /* commands in flight answer as if it were down */
+        gw->redis = NULL;
+        cooldown_stop(gw);
+    }
+    int rc = 0;
+    if (st->redis_host && !gw->redis)
+        rc = redis_create(gw->loop, gw->dns, st, exchange_redis_scripts, EXCHANGE_REDIS_SCRIPTS,
+                          gateway_log, gw, &gw->redis);
+    if (rc) {
+        runtime_unref(rt);
+        snprintf(err, errlen, "cannot set up Redis: %s", llmux_strerror(rc));
+        return rc;
+    }
+    if (gw->redis)
+        cooldown_start(gw);
     runtime_unref(gw->rt);
     gw->rt = rt;
     return 0;
@@ -283,6 +303,9 @@ void gateway_close(struct gateway *gw)
     }
     if (gw->pool)
         pool_close(gw->pool);
+    redis_close(gw->redis);
+    gw->redis = NULL;
+    cooldown_stop(gw);
     if (gw->dns)
         dns_close(gw->dns);
     gw->pool = NULL;
