@@ -52,6 +52,23 @@ static uint64_t special_bytes(uint64_t x)
     return (((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((bs - ones) & ~bs)) & high;
 }
 
+/* From i, 8 bytes at a time, to the next '"', '\\' or control byte; stops earlier (fewer than
+ * 8 bytes left) for the caller to go on byte by byte. */
+static size_t skip_plain(const char *s, size_t i, size_t n)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (n - i >= 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        uint64_t m = special_bytes(x);
+        if (m)
+            return i + ((size_t)__builtin_ctzll(m) >> 3);
+        i += 8;
+    }
+#endif
+    return i;
+}
+
 /* i at an opening quote: the index past the closing quote, or 0 when the string is invalid
  * (unterminated, a raw control character, a bad escape). Plain runs go 8 bytes at a time,
  * straight to the next quote, backslash or control byte. */
@@ -59,20 +76,9 @@ static size_t scan_string(const char *s, size_t i, size_t n)
 {
     i++;
     while (i < n) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        while (n - i >= 8) {
-            uint64_t x;
-            memcpy(&x, s + i, 8);
-            uint64_t m = special_bytes(x);
-            if (m) {
-                i += (size_t)__builtin_ctzll(m) >> 3;
-                break;
-            }
-            i += 8;
-        }
+        i = skip_plain(s, i, n);
         if (i >= n)
             break;
-#endif
         unsigned char c = (unsigned char)s[i];
         if (c == '"')
             return i + 1;
@@ -199,20 +205,9 @@ static size_t skip_string(const char *s, size_t i, size_t n)
 {
     i++;
     while (i < n) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        while (n - i >= 8) {
-            uint64_t x;
-            memcpy(&x, s + i, 8);
-            uint64_t m = special_bytes(x);
-            if (m) {
-                i += (size_t)__builtin_ctzll(m) >> 3;
-                break;
-            }
-            i += 8;
-        }
+        i = skip_plain(s, i, n);
         if (i >= n)
             break;
-#endif
         if (s[i] == '"')
             return i + 1;
         i += s[i] == '\\' ? 2 : 1;
