@@ -517,17 +517,20 @@ int cache_replay_stream(const char *body, size_t len, int include_usage, adapter
     const cJSON *fr = cJSON_GetObjectItemCaseSensitive(choice, "finish_reason");
     struct chunk_info ci;
     int rc = adapter_emit_role(&who, include_usage, emit, ctx);
-    static const char *const texts[] = {"content", "refusal"};
-    for (size_t i = 0; i < 2 && !rc; i++) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(msg, texts[i]);
-        if (!cJSON_IsString(t) || !t->valuestring[0])
-            continue;
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
+    const cJSON *refusal = cJSON_GetObjectItemCaseSensitive(msg, "refusal");
+    memset(&ci, 0, sizeof(ci));
+    ci.kind = CHUNK_CONTENT;
+    if (!rc && cJSON_IsString(content) && content->valuestring[0]) {
+        ci.text = content->valuestring;
+        ci.text_len = strlen(content->valuestring);
+        rc = adapter_emit_text(&who, include_usage, ci.text, ci.text_len, &ci, emit, ctx);
+    }
+    if (!rc && cJSON_IsString(refusal) && refusal->valuestring[0]) {
+        cJSON *delta = cJSON_CreateObject();
+        cJSON_AddStringToObject(delta, "refusal", refusal->valuestring);
         memset(&ci, 0, sizeof(ci));
         ci.kind = CHUNK_CONTENT;
-        ci.text = i == 0 ? t->valuestring : NULL;
-        ci.text_len = i == 0 ? strlen(t->valuestring) : 0;
-        cJSON *delta = cJSON_CreateObject();
-        cJSON_AddStringToObject(delta, texts[i], t->valuestring);
         rc = adapter_emit_delta(&who, include_usage, delta, NULL, &ci, emit, ctx);
     }
     int index = 0;
