@@ -787,8 +787,11 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
         exchange_sniff_finish(ex, chunk, len);
     if (ci->usage.known)
         take_usage(ex, &ci->usage);
-    if (ex->cap && ci->kind == CHUNK_CONTENT)
+    if (ex->cap && ci->kind == CHUNK_CONTENT) { /* a stream the cache will keep */
         cache_capture_chunk(ex->cap, chunk, len);
+        if (ex->hide_usage && ci->usage.known && !ci->text && !ci->tool_call && !ci->finish)
+            goto relayed; /* the usage chunk llmux asked for itself, not the client */
+    }
     if (ex->plan.continue_on_failure && ci->kind == CHUNK_CONTENT) {
         if (ci->tool_call && !ci->text && !ci->finish) {
             /* held until the call is complete, so a break restarts it whole (a codec's client
@@ -806,9 +809,6 @@ static int on_chunk(void *data, const char *chunk, size_t len, const struct chun
         if (ci->text && buf_append(&ex->delivered, ci->text, ci->text_len) != 0)
             ex->no_continue = 1;
     }
-    if (ex->hide_usage && ci->kind == CHUNK_CONTENT && ci->usage.known && !ci->text &&
-        !ci->tool_call && !ci->finish)
-        goto relayed; /* the usage chunk llmux asked for itself */
     if (ex->creq.codec) {
         if (codec_write(ex, a, chunk, len, ci) != 0) {
             attempt_fail(a, FT_MALFORMED, "the provider sent an event that is not JSON");
