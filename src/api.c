@@ -746,13 +746,15 @@ static void status(struct gateway *gw, struct server_req *req)
                "{\"worker\":%d,\"worker_pid\":%ld,\"config_generation\":%llu,"
                "\"config_loaded_at\":%lld,\"configs_in_use\":%llu,\"draining\":%s,"
                "\"requests\":%llu,\"active\":%llu,\"failovers\":%llu,"
-               "\"upstream_connects\":%llu,\"upstream_reuses\":%llu,\"health\":",
+               "\"upstream_connects\":%llu,\"upstream_reuses\":%llu,"
+               "\"upstream_tls_handshakes\":{\"full\":%llu,\"resumed\":%llu},\"health\":",
                gw->worker, (long)getpid(), (unsigned long long)gw->rt->generation,
                (long long)gw->rt->loaded_at, (unsigned long long)gw->runtimes, gw->draining ? "true" : "false",
                (unsigned long long)gw->stats.requests,
                (unsigned long long)gw->stats.exchanges_active,
                (unsigned long long)gw->stats.failovers, (unsigned long long)ps->connects,
-               (unsigned long long)ps->reuses);
+               (unsigned long long)ps->reuses, (unsigned long long)ps->tls_full,
+               (unsigned long long)ps->tls_resumed);
     health_status_json(gw->rt->health, uv_now(gw->loop), &b);
     buf_append_str(&b, ",\"keys\":[");
     const struct config *cfg = gw->rt->cfg;

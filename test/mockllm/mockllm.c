@@ -524,19 +524,19 @@ static void handler(void *data, struct server_req *req)
         server_respond(req, 200, json_ct, 1, body, sizeof(body) - 1);
     } else if (strcmp(path, "/mock/stats") == 0) {
         const struct server_stats *st = server_get_stats(srv);
-        char body[320];
-        uint64_t handshakes = 0, resumed = 0;
+        char body[360];
+        uint64_t handshakes = 0, resumed = 0, offered = 0;
         if (tls)
-            tls_ctx_counts(tls, &handshakes, &resumed);
+            tls_ctx_counts(tls, &handshakes, &resumed, &offered);
         int n = snprintf(body, sizeof(body),
                          "{\"connections\":%llu,\"active_connections\":%llu,\"requests\":%llu,"
                          "\"aborted\":%llu,\"streams_completed\":%llu,\"tls_handshakes\":%llu,"
-                         "\"tls_resumed\":%llu}",
+                         "\"tls_resumed\":%llu,\"tls_offered\":%llu}",
                          (unsigned long long)st->connections,
                          (unsigned long long)st->active_connections - 1,
                          (unsigned long long)api_requests, (unsigned long long)st->aborted,
                          (unsigned long long)streams_completed, (unsigned long long)handshakes,
-                         (unsigned long long)resumed);
+                         (unsigned long long)resumed, (unsigned long long)offered);
         server_respond(req, 200, json_ct, 1, body, (size_t)n);
     } else if (strcmp(path, "/mock/last") == 0) {
         server_respond(req, 200, json_ct, 1,
