@@ -66,8 +66,9 @@ struct tls_ctx {
  * the session. Connections that reach the server meanwhile park after their TCP connect (no
  * ClientHello sent) until it is done, then resume it: a cold burst of N connections costs one
  * ECDHE and certificate check instead of N. They stop waiting and make full handshakes of
- * their own when the leader takes much longer than a full handshake to this origin took last
- * time (wait_ms()); when it fails or is closed, the first of them leads instead. */
+ * their own when the server leaves the leader waiting for an answer much longer than a whole
+ * full handshake to this origin took last time (wait_ms(); the leader's own CPU time, however
+ * slow, does not count); when it fails or is closed, the first of them leads instead. */
 struct tls_origin {
     struct tls_origin *next;
     uint16_t port;
@@ -75,6 +76,7 @@ struct tls_origin {
     mbedtls_ssl_session session;
     struct conn *leader;   /* the full handshake in flight that will give a session */
     uint64_t leader_since; /* uv_now() when it started */
+    uint64_t leader_asked; /* ... when it last began to wait for the server */
     uint64_t full_ms;      /* how long the last full handshake took (0: none yet) */
     struct conn *waiters;  /* parked, first come first */
     uv_timer_t *timer;     /* wakes the waiters while there are any */
@@ -699,10 +701,10 @@ static struct tls_origin *origin_get(struct tls_ctx *t, const char *host, uint16
     return o;
 }
 
-/* How long connections wait for the leader: four times the last full handshake to the origin
- * (a resumed one after it costs little: waiting longer than a full handshake of one's own
- * takes pays when the client's CPU, not the network, is the limit, as in a burst), within
- * [WAIT_MIN_MS, WAIT_FIRST_MS]. */
+/* How long the server may leave the leader waiting before the others give up on it: four
+ * times the last full handshake to the origin (a resumed handshake after it costs little, so
+ * waiting pays even when it is longer than a full handshake of one's own would take, as in a
+ * burst, where the client's CPU is the limit), within [WAIT_MIN_MS, WAIT_FIRST_MS]. */
 static uint64_t wait_ms(const struct tls_origin *o)
 {
     uint64_t ms = o->full_ms ? 4 * o->full_ms : WAIT_FIRST_MS;
@@ -739,9 +741,9 @@ static void tls_begin(struct conn *c, int may_wait)
         mbedtls_ssl_set_session(c->ssl, &o->session); /* a failure: a full handshake */
     } else if (!o->leader) {
         o->leader = c;
-        o->leader_since = uv_now(c->tcp.loop);
+        o->leader_since = o->leader_asked = uv_now(c->tcp.loop);
     } else if (may_wait) {
-        uint64_t now = uv_now(c->tcp.loop), until = o->leader_since + wait_ms(o);
+        uint64_t now = uv_now(c->tcp.loop), until = o->leader_asked + wait_ms(o);
         if (now < until && origin_arm(o, c->tcp.loop, until - now) == 0) {
             struct conn **at = &o->waiters;
             while (*at)
@@ -759,7 +761,7 @@ static void on_origin_timer(uv_timer_t *t)
 {
     struct tls_origin *o = t->data;
     while (o->waiters) {
-        uint64_t now = uv_now(t->loop), until = o->leader_since + wait_ms(o);
+        uint64_t now = uv_now(t->loop), until = o->leader_asked + wait_ms(o);
         if (!o->has_session && o->leader && now < until) {
             uv_timer_start(t, on_origin_timer, until - now, 0);
             return;
@@ -886,8 +888,13 @@ static void tls_pump(struct conn *c)
         int rc = mbedtls_ssl_handshake(c->ssl);
         if (cork_end() != 0 && (rc == 0 || rc == MBEDTLS_ERR_SSL_WANT_READ))
             rc = MBEDTLS_ERR_NET_SEND_FAILED;
-        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
+            if (c->origin && c->origin->leader == c) { /* waiting for the server from now */
+                uv_update_time(c->tcp.loop);
+                c->origin->leader_asked = uv_now(c->tcp.loop);
+            }
             return;
+        }
         if (rc) {
             handshake_failed(c, rc);
             return;
