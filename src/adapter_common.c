@@ -651,9 +651,11 @@ cJSON *adapter_stop_list(const cJSON *request)
     return cJSON_IsArray(stop) && cJSON_GetArraySize(stop) > 0 ? cJSON_Duplicate(stop, 1) : NULL;
 }
 
-int adapter_sse_frame(struct buf *frame, const char *event, size_t event_len, const char *data,
-                      size_t len)
+int adapter_native_relay(struct adapter_stream *s, const char *event, size_t event_len,
+                         const char *data, size_t len, const struct chunk_info *ci,
+                         adapter_emit_fn emit, void *ctx)
 {
+    struct buf *frame = &((struct adapter_native *)s->state)->frame;
     buf_reset(frame);
     int rc = event_len ? buf_append_str(frame, "event: ") : 0;
     if (!rc && event_len)
@@ -670,7 +672,21 @@ int adapter_sse_frame(struct buf *frame, const char *event, size_t event_len, co
             rc = buf_append(frame, "\n", 1);
         at += n + 1;
     }
-    return rc ? rc : buf_append(frame, "\n", 1);
+    if (!rc)
+        rc = buf_append(frame, "\n", 1);
+    return rc ? rc : emit(ctx, buf_head(frame), buf_size(frame), ci);
+}
+
+int adapter_native_body(const char *body, size_t len, struct usage *u,
+                        void (*read_usage)(const cJSON *us, struct usage *u))
+{
+    memset(u, 0, sizeof(*u));
+    cJSON *us;
+    if (adapter_body_usage(body, len, &us) != 0)
+        return LLMUX_EPROTO;
+    read_usage(us, u);
+    cJSON_Delete(us);
+    return 0;
 }
 
 int adapter_encode_native(const struct provider *p, const char *auth_fmt, const char *extra,

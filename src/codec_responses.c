@@ -36,6 +36,7 @@
  * never a response.completed. Keep-alive before commit: SSE comments.
  */
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -775,8 +776,9 @@ static void observe_event(struct codec_stream *s, const char *ev, size_t len)
     d += 6;
     const char *nl = memchr(d, '\n', len - (size_t)(d - ev));
     size_t n = nl ? (size_t)(nl - d) : len - (size_t)(d - ev), vs, ve;
-    if (json_top_key(d, n, "sequence_number", &vs, &ve) == 0)
-        s->seq = strtol(d + vs, NULL, 10) + 1;
+    long seq = json_top_key(d, n, "sequence_number", &vs, &ve) == 0 ? strtol(d + vs, NULL, 10) : -1;
+    if (seq >= 0 && seq < LONG_MAX)
+        s->seq = seq + 1;
     static const char *const types[] = {"response.created", "response.output_item.done"};
     int t = adapter_member_type(d, n, NULL, types, 2);
     if (t == 0 && !s->started && json_top_key(d, n, "response", &vs, &ve) == 0) {
@@ -794,7 +796,7 @@ static void observe_event(struct codec_stream *s, const char *ev, size_t len)
         size_t cs, ce;
         if (json_top_key(d + vs, ve - vs, "created_at", &cs, &ce) == 0)
             s->created = strtoll(d + vs + cs, NULL, 10);
-    } else if (t == 1 && json_top_key(d, n, "item", &vs, &ve) == 0) {
+    } else if (t == 1 && s->started && json_top_key(d, n, "item", &vs, &ve) == 0) {
         if (buf_size(&s->items) == 0 || buf_append(&s->items, ",", 1) == 0)
             buf_append(&s->items, d + vs, ve - vs);
     }

@@ -325,10 +325,16 @@ struct cJSON *adapter_member(const char *data, size_t len, const char *key);
  * each of names: the index of the one it is, or -1. */
 int adapter_member_type(const char *data, size_t len, const char *key, const char *const *names,
                         int n);
-/* A passthrough's SSE event as the provider framed it, into frame (reset first): `event: NAME\n`
- * (when event_len > 0), one `data: ` line per line of data, and the blank line. */
-int adapter_sse_frame(struct buf *frame, const char *event, size_t event_len, const char *data,
-                      size_t len);
+/* Emit (with ci) a passthrough's SSE event as the provider framed it, built in the state's
+ * frame: `event: NAME\n` (when event_len > 0), one `data: ` line per line of data, and the blank
+ * line. Returns emit's value or a buffer error. */
+int adapter_native_relay(struct adapter_stream *s, const char *event, size_t event_len,
+                         const char *data, size_t len, const struct chunk_info *ci,
+                         adapter_emit_fn emit, void *ctx);
+/* decode_body of a passthrough: the body is relayed as it is; 0 when it is a JSON object, its
+ * `usage` read by read_usage into u; else LLMUX_EPROTO. */
+int adapter_native_body(const char *body, size_t len, struct usage *u,
+                        void (*read_usage)(const struct cJSON *us, struct usage *u));
 /* Append n bytes as base64 (RFC 4648, padded). */
 int adapter_append_base64(struct buf *b, const void *p, size_t n);
 /* Append s[0..n) as one URL path segment: unreserved bytes as they are, others %XX. */

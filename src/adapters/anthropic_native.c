@@ -107,9 +107,7 @@ static int native_stream_event(struct adapter_stream *s, const char *event, size
         return rc;
     }
     /* content_block_stop, ping and event types added later: preamble (held before commit) */
-    int rc = adapter_sse_frame(&st->frame, event, event_len, data, len);
-    if (!rc)
-        rc = emit(ctx, buf_head(&st->frame), buf_size(&st->frame), &ci);
+    int rc = adapter_native_relay(s, event, event_len, data, len, &ci, emit, ctx);
     cJSON_Delete(parsed);
     return rc;
 }
@@ -117,13 +115,7 @@ static int native_stream_event(struct adapter_stream *s, const char *event, size
 static int native_decode_body(const struct canon_request *req, const char *model,
                               const char *body, size_t len, struct buf *out, struct usage *u)
 {
-    memset(u, 0, sizeof(*u));
-    cJSON *us;
-    if (adapter_body_usage(body, len, &us) != 0)
-        return LLMUX_EPROTO;
-    adapter_anthropic_usage(us, u);
-    cJSON_Delete(us);
-    return 0;
+    return adapter_native_body(body, len, u, adapter_anthropic_usage);
 }
 
 static enum verdict native_decode_error(int status, const char *body, size_t len,

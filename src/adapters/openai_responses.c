@@ -117,9 +117,7 @@ static int responses_stream_event(struct adapter_stream *s, const char *event, s
         return rc;
     }
 #undef IS
-    int rc = adapter_sse_frame(&st->frame, event, event_len, data, len);
-    if (!rc)
-        rc = emit(ctx, buf_head(&st->frame), buf_size(&st->frame), &ci);
+    int rc = adapter_native_relay(s, event, event_len, data, len, &ci, emit, ctx);
     cJSON_Delete(parsed);
     return rc;
 }
@@ -127,13 +125,7 @@ static int responses_stream_event(struct adapter_stream *s, const char *event, s
 static int responses_decode_body(const struct canon_request *req, const char *model,
                                  const char *body, size_t len, struct buf *out, struct usage *u)
 {
-    memset(u, 0, sizeof(*u));
-    cJSON *us;
-    if (adapter_body_usage(body, len, &us) != 0)
-        return LLMUX_EPROTO;
-    responses_usage(us, u);
-    cJSON_Delete(us);
-    return 0;
+    return adapter_native_body(body, len, u, responses_usage);
 }
 
 static enum verdict responses_decode_error(int status, const char *body, size_t len,

@@ -1,5 +1,5 @@
 /* mockllm.h: what mockllm's core (mockllm.c: routing, scripts, pacing) shares with its wire
- * formats (openai.c, anthropic.c, gemini.c).
+ * formats (openai.c, responses.c, anthropic.c, gemini.c).
  *
  * The core turns every API request into one struct reply and decides WHAT to answer: an error,
  * a reset, a stall, or an answer of `pieces` pieces (content tokens "w<i> ", or fragments of a

@@ -177,34 +177,35 @@ static void responses_stream_head(struct reply *r)
     buf_free(&b);
 }
 
+/* The item's own text event: `<kind>.delta` with piece i, or `<kind>.done` (i < 0) with the
+ * whole text, arguments or input. */
+static void text_event(struct reply *r, int i, struct buf *b)
+{
+    char type[64];
+    snprintf(type, sizeof(type), "%s.%s", stream_kind(r), i >= 0 ? "delta" : "done");
+    open_event(r, b, type);
+    item_ref(r, b);
+    buf_printf(b, ",\"%s\":\"", i >= 0 ? "delta" : !mock_is_tool(r) ? "text"
+                                            : r->custom        ? "input"
+                                                               : "arguments");
+    mock_text_json(r, i, b);
+    buf_append_str(b, mock_is_tool(r) ? "\"" : "\",\"logprobs\":[]");
+    send_event(r, b, type);
+}
+
 static void responses_stream_piece(struct reply *r, int i)
 {
-    struct buf b, type;
+    struct buf b;
     buf_init(&b, 0);
-    buf_init(&type, 0);
-    buf_printf(&type, "%s.delta", stream_kind(r));
-    open_event(r, &b, buf_head(&type));
-    item_ref(r, &b);
-    buf_append_str(&b, ",\"delta\":\"");
-    mock_text_json(r, i, &b);
-    buf_append_str(&b, mock_is_tool(r) ? "\"" : "\",\"logprobs\":[]");
-    send_event(r, &b, buf_head(&type));
+    text_event(r, i, &b);
     buf_free(&b);
-    buf_free(&type);
 }
 
 static void responses_stream_end(struct reply *r)
 {
-    struct buf b, type;
+    struct buf b;
     buf_init(&b, 0);
-    buf_init(&type, 0);
-    buf_printf(&type, "%s.done", stream_kind(r));
-    open_event(r, &b, buf_head(&type));
-    item_ref(r, &b);
-    buf_printf(&b, ",\"%s\":\"", !mock_is_tool(r) ? "text" : r->custom ? "input" : "arguments");
-    mock_text_json(r, -1, &b);
-    buf_append_str(&b, mock_is_tool(r) ? "\"" : "\",\"logprobs\":[]");
-    send_event(r, &b, buf_head(&type));
+    text_event(r, -1, &b);
     const char *status = status_of(r);
     if (!mock_is_tool(r)) {
         open_event(r, &b, "response.content_part.done");
@@ -226,7 +227,6 @@ static void responses_stream_end(struct reply *r)
     response(r, status, 1, r->sent, NULL, NULL, &b);
     send_event(r, &b, end);
     buf_free(&b);
-    buf_free(&type);
 }
 
 static void responses_stream_error(struct reply *r, const struct mock_error *e)
