@@ -13,7 +13,7 @@ IMAGE_TAGS ?= llmux:$(VERSION) llmux:latest
 # podman on these machines (rootful, cgroup v1, no systemd) needs the settings of this file
 export CONTAINERS_CONF ?= $(CURDIR)/test/containers.conf
 
-.PHONY: all deps test-deps bench-deps build build-test build-fuzz run test fuzz bench bench-tls bench-workers soak image clean
+.PHONY: all deps test-deps bench-deps build build-test build-fuzz run test fuzz bench bench-tls bench-workers bench-admission soak image clean
 
 all: build
 
@@ -116,6 +116,11 @@ bench-tls: bench-deps build
 # Requests/s and CPU per request with "workers": 1 and 2 (bench/workers.mjs, ~1 minute).
 bench-workers: bench-deps build
 	@node bench/workers.mjs
+
+# What a gateway key's limits cost per request: none, shared memory, Redis (bench/admission.mjs,
+# ~2 minutes): writes bench/results/<date>-admission.md.
+bench-admission: bench-deps build
+	@node bench/admission.mjs
 
 # The soak (bench/README.md, "Soak"): a Release llmux in front of four mockllm upstreams under a
 # mixed load with failures, aborts, resets and stalls for SOAK_SECONDS (default 180); every answer

@@ -1,15 +1,18 @@
-# How llmux finds its five dependencies on Debian 12 (see README "Dependencies"). Each is an
-# INTERFACE target (dep_uv, dep_cjson, dep_cares, mbedtls_all) so the static build below can
+# How llmux finds its dependencies on Debian 12 (see README "Dependencies"): the five, and
+# hiredis for the shared state through Redis. Each is an INTERFACE target (dep_uv, dep_cjson,
+# dep_cares, dep_hiredis, mbedtls_all) so the static build below can
 # swap what it links without the targets that use them knowing.
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(LIBUV REQUIRED IMPORTED_TARGET libuv)
 pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)
 pkg_check_modules(CARES REQUIRED IMPORTED_TARGET libcares)
+pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
 # mbedTLS ships neither a .pc file nor a CMake config on Debian 12.
 find_path(MBEDTLS_INCLUDE_DIR mbedtls/ssl.h)
 add_library(dep_uv INTERFACE)
 add_library(dep_cjson INTERFACE)
 add_library(dep_cares INTERFACE)
+add_library(dep_hiredis INTERFACE)
 add_library(mbedtls_all INTERFACE)
 target_include_directories(mbedtls_all INTERFACE ${MBEDTLS_INCLUDE_DIR})
 if(NOT LLMUX_STATIC)
@@ -22,6 +25,7 @@ if(NOT LLMUX_STATIC)
     target_link_libraries(dep_uv INTERFACE PkgConfig::LIBUV)
     target_link_libraries(dep_cjson INTERFACE PkgConfig::CJSON)
     target_link_libraries(dep_cares INTERFACE PkgConfig::CARES)
+    target_link_libraries(dep_hiredis INTERFACE PkgConfig::HIREDIS)
     target_link_libraries(mbedtls_all INTERFACE ${MBEDTLS_LIB} ${MBEDX509_LIB} ${MBEDCRYPTO_LIB})
 else()
     # One self-contained executable per program for the FROM-scratch image (make image): glibc,
@@ -29,10 +33,10 @@ else()
     # compiled from Debian's source package (deps/cjson-source.sh unpacks it). Name lookups stay
     # with c-ares (reads /etc/resolv.conf and /etc/hosts itself); glibc's getaddrinfo, whose NSS
     # modules a static program cannot load, serves only --healthcheck on a numeric address.
-    foreach(lib uv_a cares mbedtls mbedx509 mbedcrypto)
+    foreach(lib uv_a cares hiredis mbedtls mbedx509 mbedcrypto)
         find_library(STATIC_${lib} NAMES lib${lib}.a)
         if(NOT STATIC_${lib})
-            message(FATAL_ERROR "lib${lib}.a not found (libuv1-dev, libc-ares-dev, libmbedtls-dev)")
+            message(FATAL_ERROR "lib${lib}.a not found (libuv1-dev, libc-ares-dev, libhiredis-dev, libmbedtls-dev)")
         endif()
     endforeach()
     if(NOT EXISTS "${LLMUX_CJSON_SOURCE}/cJSON.c")
@@ -48,6 +52,8 @@ else()
     target_link_libraries(dep_cjson INTERFACE cjson_static)
     target_include_directories(dep_cares INTERFACE ${CARES_INCLUDE_DIRS})
     target_link_libraries(dep_cares INTERFACE ${STATIC_cares})
+    target_include_directories(dep_hiredis INTERFACE ${HIREDIS_INCLUDE_DIRS})
+    target_link_libraries(dep_hiredis INTERFACE ${STATIC_hiredis})
     target_link_libraries(mbedtls_all INTERFACE ${STATIC_mbedtls} ${STATIC_mbedx509} ${STATIC_mbedcrypto})
     add_link_options(-static -Wl,--gc-sections -s)
     add_compile_options(-ffunction-sections -fdata-sections)

@@ -19,6 +19,7 @@
 #include "llmux/exchange.h"
 #include "llmux/health.h"
 #include "llmux/json.h"
+#include "llmux/redis.h"
 #include "llmux/metrics.h"
 #include "llmux/router.h"
 #include "llmux/upstream.h"
@@ -257,67 +258,6 @@ static int key_allows(const struct gateway_key *k, const char *name)
         if (strcmp(k->models[i], name) == 0)
             return 1;
     return k->n_models == 0;
-}
-
-/* A key's budget and rate limits before the request goes on. Returns 0 (admitted: adm says
- * what to put in the answer's headers and settle at its end), or 1 when a 429 was answered
- * here (nothing reached a provider). */
-static int admit(struct gateway *gw, struct server_req *req, const char *rid, int key,
-                 size_t body_len, struct admission *adm)
-{
-    memset(adm, 0, sizeof(*adm));
-    if (key < 0)
-        return 0;
-    const struct gateway_key *k = &gw->rt->cfg->keys[key];
-    struct limit_slot *slot = gw->rt->key_slots[key];
-    adm->key_name = k->name;
-    adm->slot = slot;
-    if (!slot) /* the table is full (more than LIMITS_SLOTS key names): not limited */
-        return 0;
-    adm->period = limits_period(k->budget_period, (int64_t)time(NULL));
-    char msg[200];
-    struct http_header h[8];
-    char space[8][24];
-    if (k->budget_usd >= 0 &&
-        limits_spent(slot, adm->period) >= (uint64_t)llround(k->budget_usd * 1e12)) {
-        static const char *const per[] = {"", " for this day (UTC)", " for this month (UTC)"};
-        snprintf(msg, sizeof(msg), "Key '%.64s' has used its budget of $%g%s.", k->name,
-                 k->budget_usd, per[k->budget_period]);
-        api_error(req, rid, 429, "insufficient_quota", "insufficient_quota", NULL, msg);
-        return 1;
-    }
-    uint64_t now = uv_hrtime() / 1000, retry = 0;
-    adm->rpm = k->rpm;
-    adm->tpm = k->tpm;
-    if (k->rpm && !limits_take(&slot->tat_req, k->rpm, 1, now, &adm->remaining_req,
-                               &adm->reset_req_us, &retry)) {
-        snprintf(msg, sizeof(msg), "Rate limit reached for key '%.64s': %u requests per minute.",
-                 k->name, k->rpm);
-    } else if (k->tpm) {
-        adm->est_tokens = body_len / 4 + 1; /* prompt tokens, estimated from the body */
-        if (adm->est_tokens > k->tpm) {
-            if (k->rpm)
-                limits_adjust(&slot->tat_req, k->rpm, -1, now);
-            snprintf(msg, sizeof(msg),
-                     "Request too large for key '%.64s': about %llu tokens, limit %u per minute.",
-                     k->name, (unsigned long long)adm->est_tokens, k->tpm);
-            api_error(req, rid, 429, "tokens", "rate_limit_exceeded", NULL, msg);
-            return 1;
-        }
-        if (limits_take(&slot->tat_tok, k->tpm, adm->est_tokens, now, &adm->remaining_tok,
-                        &adm->reset_tok_us, &retry))
-            return 0;
-        if (k->rpm) /* the request was not made: its request unit goes back */
-            limits_adjust(&slot->tat_req, k->rpm, -1, now);
-        snprintf(msg, sizeof(msg), "Rate limit reached for key '%.64s': %u tokens per minute.",
-                 k->name, k->tpm);
-    } else {
-        return 0;
-    }
-    size_t n = limits_headers(adm, retry, h, space);
-    api_error_with(req, rid, 429, strstr(msg, "tokens per") ? "tokens" : "requests",
-                   "rate_limit_exceeded", NULL, msg, h, n, 1);
-    return 1;
 }
 
 /* The gateway key a request presents (Authorization: Bearer, or Anthropic clients'
@@ -782,14 +722,7 @@ static void handle_inference(struct gateway *gw, struct server_req *req, enum ap
         free(creq.owned);
     if (rc == 0) {
         gw->stats.requests++;
-        struct admission adm;
-        if (admit(gw, req, rid, key, creq.body_len, &adm)) {
-            free(creq.owned);
-            cJSON_Delete(model);
-            cJSON_Delete(prefs_root);
-            return;
-        }
-        rc = exchange_start(gw, req, &creq, client_model, &plan, &adm);
+        rc = exchange_start(gw, req, &creq, client_model, &plan, key);
         if (rc != 0) {
             free(creq.owned);
             api_error(req, rid, 500, "server_error", NULL, NULL, "out of memory");
@@ -831,9 +764,7 @@ static void status(struct gateway *gw, struct server_req *req)
     const struct config *cfg = gw->rt->cfg;
     for (size_t i = 0; i < cfg->n_keys; i++) { /* names and spend, never the keys */
         const struct gateway_key *k = &cfg->keys[i];
-        struct limit_slot *slot = gw->rt->key_slots[i];
-        uint64_t spent =
-            slot ? limits_spent(slot, limits_period(k->budget_period, (int64_t)time(NULL))) : 0;
+        uint64_t spent = limits_spent_now(gw->rt->key_slots[i], k->budget_period);
         buf_append_str(&b, i ? ",{\"name\":\"" : "{\"name\":\"");
         buf_append_json_str(&b, k->name, strlen(k->name));
         buf_append_str(&b, "\",\"spent_usd\":");
@@ -846,6 +777,17 @@ static void status(struct gateway *gw, struct server_req *req)
         buf_printf(&b, ",\"rpm\":%u,\"tpm\":%u}", k->rpm, k->tpm);
     }
     buf_append_str(&b, "]");
+    if (gw->redis) { /* the shared state's connection (never its URL: it may hold a password) */
+        const struct redis_stats *rs = redis_stats(gw->redis);
+        buf_printf(&b,
+                   ",\"redis\":{\"up\":%s,\"commands\":%llu,\"failed\":%llu,\"outages\":%llu,"
+                   "\"on_error\":\"%s\",\"rtt_us\":",
+                   redis_up(gw->redis) ? "true" : "false", (unsigned long long)rs->commands,
+                   (unsigned long long)rs->failed, (unsigned long long)rs->outages,
+                   cfg->state.fail_closed ? "closed" : "open");
+        hist_json(&rs->rtt_us, &b);
+        buf_append_str(&b, "}");
+    }
     buf_printf(&b, ",\"trim\":{\"count\":%llu,\"last_us\":%llu,\"max_us\":%llu}",
                (unsigned long long)gw->stats.trims, (unsigned long long)gw->stats.trim_us_last,
                (unsigned long long)gw->stats.trim_us_max);

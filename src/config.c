@@ -1055,6 +1055,106 @@ static int parse_cors(struct ctx *x, const cJSON *root, struct config *c)
     return rc;
 }
 
+/* "state": {"redis": "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]", "password_env": "VAR",
+ * "prefix": "llmux:", "on_error": "open" | "closed", "timeout_ms": N}. The URL may hold a
+ * password: no message quotes it. */
+static int parse_state(struct ctx *x, const cJSON *root, struct config *c)
+{
+    const cJSON *obj;
+    int rc = get_object(x, root, "state", &obj);
+    if (rc || !obj)
+        return rc;
+    size_t old = path_key(x, "state");
+    static const char *const keys[] = {"redis", "password_env", "prefix", "on_error",
+                                       "timeout_ms"};
+    static const char *const on_error[] = {"open", "closed"};
+    struct state_config *st = &c->state;
+    const char *url = NULL, *pw_env = NULL, *prefix = NULL;
+    rc = check_keys(x, obj, keys, sizeof(keys) / sizeof(keys[0]));
+    if (rc == 0)
+        rc = get_string(x, obj, "redis", 1, &url);
+    if (rc == 0)
+        rc = get_string(x, obj, "password_env", 0, &pw_env);
+    if (rc == 0)
+        rc = get_string(x, obj, "prefix", 0, &prefix);
+    if (rc == 0)
+        rc = get_enum(x, obj, "on_error", on_error, 2, &st->fail_closed);
+    if (rc)
+        return rc;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(obj, "timeout_ms");
+    if (t && (!cJSON_IsNumber(t) || t->valuedouble < 1 || t->valuedouble > 60000 ||
+              t->valuedouble != (double)(uint32_t)t->valuedouble)) {
+        path_key(x, "timeout_ms");
+        return fail(x, "must be a whole number of milliseconds from 1 to 60000");
+    }
+    st->timeout_ms = t ? (uint32_t)t->valuedouble : 250;
+    size_t in_state = path_key(x, "redis");
+    if (strncmp(url, "redis://", 8) != 0)
+        return fail(x, "must start with redis:// (redis://[[USER]:PASSWORD@]HOST[:PORT][/DB])");
+    const char *rest = url + 8;
+    for (const char *p = rest; *p; p++) {
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return fail(x, "must not contain spaces, control or non-ASCII characters");
+    }
+    size_t auth_len = strcspn(rest, "/?#");
+    const char *at = memrchr(rest, '@', auth_len);
+    if (at) { /* [USER]:PASSWORD@ */
+        const char *colon = memchr(rest, ':', (size_t)(at - rest));
+        if (!colon || colon + 1 == at)
+            return fail(x, "user info must be :PASSWORD@ or USER:PASSWORD@");
+        if (colon > rest && !(st->redis_user = strndup(rest, (size_t)(colon - rest))))
+            return oom(x);
+        if (!(st->redis_password = strndup(colon + 1, (size_t)(at - colon - 1))))
+            return oom(x);
+        auth_len -= (size_t)(at + 1 - rest);
+        rest = at + 1;
+    }
+    const char *host;
+    size_t host_len;
+    long port;
+    const char *problem = split_host_port(rest, auth_len, &host, &host_len, &port);
+    if (problem)
+        return fail(x, "%s", problem);
+    if (port == 0)
+        return fail(x, "invalid port");
+    st->redis_port = port > 0 ? (uint16_t)port : 6379;
+    const char *tail = rest + auth_len;
+    if (*tail == '/' && tail[1]) {
+        char *end;
+        unsigned long db = strtoul(tail + 1, &end, 10);
+        if (*end || db > 1000 || !isdigit((unsigned char)tail[1]))
+            return fail(x, "the database after the '/' must be a number");
+        st->redis_db = (uint32_t)db;
+    } else if (*tail && strcmp(tail, "/") != 0) {
+        return fail(x, "must not have a query or fragment");
+    }
+    if (!(st->redis_host = strndup(host, host_len)))
+        return oom(x);
+    path_pop(x, in_state);
+    if (pw_env) {
+        const char *v = getenv(pw_env);
+        if (!v || !v[0]) {
+            path_key(x, "password_env");
+            return fail(x, "the variable %.64s is not set", pw_env);
+        }
+        free(st->redis_password);
+        if (!(st->redis_password = strdup(v)))
+            return oom(x);
+    }
+    if (!prefix)
+        prefix = "llmux:";
+    for (const char *p = prefix; *p; p++) {
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '{' || *p == '}') {
+            path_key(x, "prefix");
+            return fail(x, "must be printable ASCII without spaces or braces");
+        }
+    }
+    rc = dup_string(x, prefix, &st->prefix);
+    if (rc == 0)
+        path_pop(x, old);
+    return rc;
+}
+
 /* Read a numbers-only section ("timeouts_ms", "limits", "pool") of the root into base. */
 static int parse_section(struct ctx *x, const cJSON *root, const char *key,
                          const struct num_field *fields, void *base)
@@ -1076,7 +1176,7 @@ static int parse_root(struct ctx *x, const cJSON *root, struct config *c)
     static const char *const keys[] = {"listen",     "timeouts_ms", "limits", "pool",
                                        "health",     "access_log",  "providers", "models",
                                        "keys",       "cors",        "workers",   "shutdown",
-                                       "generations"};
+                                       "generations", "state"};
     if (!cJSON_IsObject(root))
         return fail(x, "must be an object");
     int rc = check_keys(x, root, keys, sizeof(keys) / sizeof(keys[0]));
@@ -1114,6 +1214,8 @@ static int parse_root(struct ctx *x, const cJSON *root, struct config *c)
         rc = parse_keys(x, root, c);
     if (rc == 0)
         rc = parse_cors(x, root, c);
+    if (rc == 0)
+        rc = parse_state(x, root, c);
     if (rc == 0)
         assign_health_ids(c);
     return rc;
@@ -1155,6 +1257,10 @@ static void config_free(struct config *c)
     free(c->keys);
     free(c->listen_host);
     free(c->access_log);
+    free(c->state.redis_host);
+    free(c->state.redis_user);
+    free(c->state.redis_password);
+    free(c->state.prefix);
     free(c);
 }
 

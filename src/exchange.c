@@ -1,7 +1,8 @@
 /* exchange: the state machine that serves one client request over an ordered plan of
  * deployments.
  *
- *   EX_PLANNED -> EX_ATTEMPTING -> EX_RELAYING -> EX_DONE
+ *   EX_ADMITTING -> EX_PLANNED -> EX_ATTEMPTING -> EX_RELAYING -> EX_DONE
+ *        | (429/503: src/admission.c)
  *                  ^    |  (hedge)      |   ^
  *                  +----+               |   | (continuation attempt splices into the stream)
  *           (failure before commit:     +---+
@@ -23,8 +24,12 @@
  * rewritten into the same stream) or ends the stream honestly: a final chunk with
  * finish_reason "error" and an `error` object, a clean chunked end, and no [DONE].
  *
- * Lifetime: exchange_start() allocates; the exchange is freed in the close callback of its
- * last timer, after exchange_end(). The server_req is borrowed until the response ends or the
+ * Admission (src/admission.c) comes first: the gateway key's budget and rate limits, decided
+ * at once from shared memory or after a Redis round trip; it refuses (exchange_refuse) or lets
+ * the plan start (exchange_go). Only the deadline timer runs while it waits.
+ *
+ * Lifetime: exchange_start() allocates; the exchange is freed when its last hold goes (the
+ * close callbacks of its timers after exchange_end(), and a pending Redis reply). The server_req is borrowed until the response ends or the
  * client goes away (on_client_abort); `req` is NULL afterwards. An attempt owns its upstream
  * while `up` is set; on_up_done or the upstream's cancel ends that. The upstream is reached only
  * through gw->upstream (struct upstream_ops), so test/test_exchange.c can drive it.
@@ -54,7 +59,8 @@
 #define BACKOFF_MAX_MS 2000
 #define DRAIN_MS 1000 /* after a stream's end marker, the wait for the upstream's own end */
 
-static const char *const ex_state_names[] = {"PLANNED", "ATTEMPTING", "RELAYING", "DONE"};
+static const char *const ex_state_names[] = {"ADMITTING", "PLANNED", "ATTEMPTING", "RELAYING",
+                                             "DONE"};
 static const char *const at_state_names[] = {
     "IDLE",      "BACKOFF",      "CONNECTING",    "WAITING_HEAD", "WAITING_FIRST_EVENT",
     "STREAMING", "READING_BODY", "READING_ERROR", "DRAINING"};
@@ -102,20 +108,6 @@ static void set_at(struct attempt *a, enum at_state s)
 static uint64_t now_ms(struct exchange *ex)
 {
     return uv_now(ex->gw->loop);
-}
-
-/* Handler time accounting (busy_ns). */
-static void busy_enter(struct exchange *ex)
-{
-    ex->busy_t0 = uv_hrtime();
-}
-
-static void busy_leave(struct exchange *ex)
-{
-    if (ex->busy_t0) {
-        ex->busy_ns += uv_hrtime() - ex->busy_t0;
-        ex->busy_t0 = 0;
-    }
 }
 
 static struct attempt *other(struct attempt *a)
@@ -1241,19 +1233,36 @@ static void start_next(struct exchange *ex, struct attempt *a, int hedge)
 static int deployment_admit(struct exchange *ex, const struct plan_entry *e)
 {
     const struct deployment *d = e->deployment;
-    struct limit_slot *slot = d && (d->rpm || d->tpm) ? ex->rt->dep_slots[d->health_id] : NULL;
-    if (!slot)
+    if (!d || !(d->rpm || d->tpm))
         return 1;
-    uint64_t now = uv_hrtime() / 1000, rem, reset, retry = 0;
-    if (d->rpm && !limits_take(&slot->tat_req, d->rpm, 1, now, &rem, &reset, &retry)) {
-    } else if (d->tpm && !limits_take(&slot->tat_tok, d->tpm, ex->creq.body_len / 4 + 1, now, &rem,
-                                      &reset, &retry)) {
-        if (d->rpm)
-            limits_adjust(&slot->tat_req, d->rpm, -1, now);
+    size_t i = (size_t)(e - ex->plan.entries);
+    uint64_t ms = 0;
+    int remote = 0;
+    for (size_t k = 0; ex->dep_remote && k < ex->n_dep_remote; k++)
+        remote |= ex->dep_entry[k] == i;
+    if (remote) { /* Redis decided at admission */
+        ms = ex->dep_retry_ms[i];
+        if (!ms && ex->dep_pick == (int)i)
+            ex->dep_pick = -1; /* charged there: this attempt uses it */
+        else if (!ms)
+            admission_charge_deployment(ex, e);
     } else {
-        return 1;
+        struct limit_slot *slot = ex->rt->dep_slots[d->health_id];
+        if (!slot)
+            return 1;
+        uint64_t now = uv_hrtime(), rem, reset, retry = 0;
+        if (d->rpm && !limits_take(&slot->tat_req, d->rpm, 1, now, &rem, &reset, &retry)) {
+        } else if (d->tpm && !limits_take(&slot->tat_tok, d->tpm, ex->creq.body_len / 4 + 1, now,
+                                          &rem, &reset, &retry)) {
+            if (d->rpm)
+                limits_adjust(&slot->tat_req, d->rpm, -1, now);
+        } else {
+            return 1;
+        }
+        ms = (retry + 999) / 1000;
     }
-    uint64_t ms = (retry + 999) / 1000;
+    if (!ms)
+        return 1;
     if (!ex->limited || ms < ex->limited_retry_ms)
         ex->limited_retry_ms = ms;
     ex->limited++;
@@ -1426,9 +1435,8 @@ static void on_client_drain(void *data, struct server_req *req)
 
 /* ---- end ---- */
 
-static void on_timer_closed(uv_handle_t *h)
+void exchange_release(struct exchange *ex)
 {
-    struct exchange *ex = h->data;
     if (--ex->handles > 0)
         return;
     free(ex->creq.owned);
@@ -1440,6 +1448,11 @@ static void on_timer_closed(uv_handle_t *h)
         free(ex->rec);
     runtime_unref(ex->rt);
     free(ex);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    exchange_release(h->data);
 }
 
 static void exchange_end(struct exchange *ex)
@@ -1504,16 +1517,14 @@ static void init_timer(struct exchange *ex, uv_timer_t *t)
 }
 
 int exchange_start(struct gateway *gw, struct server_req *req, const struct canon_request *creq,
-                   const char *client_model, const struct plan *plan,
-                   const struct admission *adm)
+                   const char *client_model, const struct plan *plan, int key)
 {
     struct exchange *ex = calloc(1, sizeof(*ex));
     if (!ex)
         return UV_ENOMEM; /* creq->owned stays the caller's then */
     ex->gw = gw;
     ex->rt = runtime_ref(gw->rt);
-    if (adm)
-        ex->adm = *adm;
+    ex->key = key;
     ex->req = req;
     ex->creq = *creq;
     snprintf(ex->request_id, sizeof(ex->request_id), "%s", creq->request_id);
@@ -1538,7 +1549,7 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
     }
     buf_init(&ex->delivered, MAX_DELIVERED);
     buf_init(&ex->tool_held, 0);
-    ex->state = EX_PLANNED;
+    ex->state = EX_ADMITTING;
     ex->t_start = uv_now(gw->loop);
     ex->created = (long long)time(NULL);
     init_timer(ex, &ex->deadline);
@@ -1552,7 +1563,17 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
     health_note_request(ex->rt->health, ex->t_start);
     server_req_watch(req, on_client_abort, on_client_drain, ex);
     uv_timer_start(&ex->deadline, on_deadline, plan->timeouts.total_ms, 0);
-    if (creq->stream && plan->timeouts.ping_ms)
+    ex->busy_t0 = creq->t_recv_ns ? creq->t_recv_ns : uv_hrtime();
+    admission_start(ex);
+    busy_leave(ex);
+    return 0;
+}
+
+void exchange_go(struct exchange *ex)
+{
+    set_state(ex, EX_PLANNED);
+    const struct plan *plan = &ex->plan;
+    if (ex->creq.stream && plan->timeouts.ping_ms)
         uv_timer_start(&ex->ping, on_ping, plan->timeouts.ping_ms, plan->timeouts.ping_ms);
     uint32_t hedge_ms = plan->hedge_after_ms;
     if (hedge_ms == HEDGE_AUTO) {
@@ -1561,8 +1582,32 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
     }
     if (hedge_ms && ex->plan.n > 1)
         uv_timer_start(&ex->hedge, on_hedge, hedge_ms, 0);
-    ex->busy_t0 = creq->t_recv_ns ? creq->t_recv_ns : uv_hrtime();
     start_next(ex, &ex->at[0], 0);
-    busy_leave(ex);
-    return 0;
+}
+
+void exchange_refuse(struct exchange *ex, int status, const char *type, const char *code,
+                     const char *message, uint64_t retry_us, int retry)
+{
+    struct http_header h[24];
+    char attempts[16], tried[64], after[24];
+    ex->status = status;
+    ex->outcome = "error";
+    snprintf(ex->end_reason, sizeof(ex->end_reason), "%.199s", message);
+    size_t n = common_headers(ex, h, attempts, sizeof(attempts), tried, sizeof(tried));
+    h[n++] = (struct http_header){"content-type", 12, "application/json", 16};
+    if (!retry)
+        h[n++] = (struct http_header){"x-should-retry", 14, "false", 5};
+    if (retry_us) {
+        snprintf(after, sizeof(after), "%llu", (unsigned long long)((retry_us + 999999) / 1000000));
+        h[n++] = (struct http_header){"retry-after", 11, after, strlen(after)};
+    }
+    struct buf b;
+    buf_init(&b, 0);
+    format_error(ex, status, type, code, message, &b);
+    ex->bytes_out += buf_size(&b);
+    struct server_req *req = ex->req;
+    ex->req = NULL;
+    server_respond(req, status, h, n, buf_head(&b), buf_size(&b));
+    buf_free(&b);
+    exchange_end(ex);
 }

@@ -14,9 +14,11 @@
 #include "llmux/sse.h"
 
 #define EX_MAX_RECORDS 16 /* attempts logged per exchange (max_attempts is capped to this) */
+#define DEPS_MAX 8 /* deployments with limits decided in Redis at admission (more: locally) */
 
 enum ex_state {
-    EX_PLANNED,    /* plan built, no attempt yet */
+    EX_ADMITTING,  /* the gateway key's limits being decided (may wait for Redis) */
+    EX_PLANNED,    /* admitted, no attempt yet */
     EX_ATTEMPTING, /* one or two attempts (a hedge) running; nothing committed to the client */
     EX_RELAYING,   /* committed: the client has content; one attempt (the winner) streams */
     EX_DONE,       /* answered (or client gone); waiting for timers to close */
@@ -137,12 +139,49 @@ struct exchange {
     char timing[128];   /* the Server-Timing value (3 x at most 39 bytes), until the head is
                            written */
     char finish_reason[24]; /* of the answer (the provider's words), "" when unknown */
+    int key;                /* the gateway key's index in rt->cfg->keys, -1: none */
+    int adm_pending;        /* admission waits for Redis (its reply holds a handle) */
     struct admission adm;   /* the gateway key's limits (zero: none) */
+    /* the plan's deployment limits as Redis decided them at admission (state.redis) */
+    int dep_remote;               /* 1: decided there (else attempt_start takes them locally) */
+    int dep_pick;                 /* the plan entry charged at admission, -1: none (or used) */
+    size_t n_dep_remote;          /* entries sent (those with rpm/tpm, at most DEPS_MAX) */
+    uint8_t dep_entry[DEPS_MAX];  /* their plan indices */
+    uint32_t dep_retry_ms[PLAN_MAX]; /* per plan entry: 0 fits, else when it would */
     unsigned limited;       /* deployments skipped at their own rpm/tpm */
     uint64_t limited_retry_ms; /* the soonest one of them takes a request again */
     uint64_t commit_ns;        /* uv_hrtime() when a stream committed (its first content) */
     char rl_space[7][24];   /* their header values, until the head is written */
 };
+
+/* Handler time accounting (busy_ns). */
+static inline void busy_enter(struct exchange *ex)
+{
+    ex->busy_t0 = uv_hrtime();
+}
+
+static inline void busy_leave(struct exchange *ex)
+{
+    if (ex->busy_t0) {
+        ex->busy_ns += uv_hrtime() - ex->busy_t0;
+        ex->busy_t0 = 0;
+    }
+}
+
+/* Admission (src/admission.c): decides ex->key's budget and limits, then calls exchange_go()
+ * or answers with exchange_refuse(), now or when Redis answers. */
+void admission_start(struct exchange *ex);
+/* An attempt on deployment e that fitted at admission but was not charged there (a failover
+ * or a hedge): charge it in Redis, without waiting. */
+void admission_charge_deployment(struct exchange *ex, const struct plan_entry *e);
+/* Admitted: the plan's first attempt starts (src/exchange.c). */
+void exchange_go(struct exchange *ex);
+/* Refused at admission: an error in the client API's shape with the key's rate-limit headers,
+ * retry-after when retry_us > 0, x-should-retry: false unless retry; the exchange ends. */
+void exchange_refuse(struct exchange *ex, int status, const char *type, const char *code,
+                     const char *message, uint64_t retry_us, int retry);
+/* Drop a hold on ex (a closing timer, a pending Redis reply): the last one frees it. */
+void exchange_release(struct exchange *ex);
 
 /* The access-log line (src/exchange_log.c). */
 void exchange_log(struct exchange *ex);
@@ -151,7 +190,7 @@ void exchange_generation(struct exchange *ex);
 /* The answer's finish reason into ex->finish_reason, found in a chunk or body (OpenAI's
  * "finish_reason", Anthropic's "stop_reason"). */
 void exchange_sniff_finish(struct exchange *ex, const char *json, size_t len);
-/* The key's tokens corrected to the answer's usage, and its spend (src/exchange_log.c). */
+/* The key's tokens corrected to the answer's usage, and its spend (src/admission.c). */
 void exchange_settle(struct exchange *ex);
 /* The finished request into the metrics registry (src/exchange_log.c). */
 void exchange_metrics(struct exchange *ex);

@@ -323,16 +323,3 @@ void exchange_generation(struct exchange *ex)
     }
     generations_add(&gw->gens, r);
 }
-
-void exchange_settle(struct exchange *ex)
-{
-    struct limit_slot *slot = ex->adm.slot;
-    if (!slot)
-        return;
-    uint64_t now = uv_hrtime() / 1000, served, spent;
-    if (ex->adm.tpm && ex->usage.known) /* the estimate, corrected to what was used */
-        limits_adjust(&slot->tat_tok, ex->adm.tpm,
-                      (int64_t)ex->usage.total_tokens - (int64_t)ex->adm.est_tokens, now);
-    if (exchange_cost(ex, &served, &spent))
-        limits_spend(slot, ex->adm.period, served + spent);
-}

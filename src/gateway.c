@@ -13,7 +13,9 @@
 #include "llmux/conn.h"
 #include "llmux/dns.h"
 #include "llmux/errors.h"
+#include "llmux/exchange.h"
 #include "llmux/health.h"
+#include "llmux/redis.h"
 #include "llmux/upstream.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -140,6 +142,20 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
             snprintf(err, errlen, "out of memory");
             return UV_ENOMEM;
         }
+    }
+    const struct state_config *st = &cfg->state;
+    if (gw->redis && (!st->redis_host || !redis_same(gw->redis, st))) {
+        redis_close(gw->redis); /* commands in flight answer as if it were down */
+        gw->redis = NULL;
+    }
+    int rc = 0;
+    if (st->redis_host && !gw->redis)
+        rc = redis_create(gw->loop, gw->dns, st, exchange_redis_scripts, EXCHANGE_REDIS_SCRIPTS,
+                          gateway_log, gw, &gw->redis);
+    if (rc) {
+        runtime_unref(rt);
+        snprintf(err, errlen, "cannot set up Redis: %s", llmux_strerror(rc));
+        return rc;
     }
     runtime_unref(gw->rt);
     gw->rt = rt;
@@ -283,6 +299,8 @@ void gateway_close(struct gateway *gw)
     }
     if (gw->pool)
         pool_close(gw->pool);
+    redis_close(gw->redis);
+    gw->redis = NULL;
     if (gw->dns)
         dns_close(gw->dns);
     gw->pool = NULL;

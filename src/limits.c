@@ -46,38 +46,40 @@ struct limit_slot *limits_slot(struct limits *l, const char *name)
     return NULL;
 }
 
-int limits_take(_Atomic uint64_t *tat, uint32_t per_minute, uint64_t cost, uint64_t now_us,
+int limits_take(_Atomic uint64_t *tat, uint32_t per_minute, uint64_t cost, uint64_t now_ns,
                 uint64_t *remaining, uint64_t *reset_us, uint64_t *retry_us)
 {
-    uint64_t t = LIMITS_WINDOW_US / per_minute; /* emission interval */
+    uint64_t t = LIMITS_WINDOW_NS / per_minute; /* emission interval */
     uint64_t old = atomic_load(tat);
     for (;;) {
-        uint64_t base = old > now_us ? old : now_us;
+        uint64_t base = old > now_ns ? old : now_ns;
         uint64_t next = base + cost * t;
-        if (next - now_us > LIMITS_WINDOW_US) { /* over: it fits when TAT has come down */
-            uint64_t used = base - now_us;
-            *retry_us = next - now_us - LIMITS_WINDOW_US;
-            *remaining = (LIMITS_WINDOW_US - used) / t;
-            *reset_us = used;
+        if (next - now_ns > LIMITS_WINDOW_NS) { /* over: it fits when TAT has come down */
+            uint64_t used = base - now_ns;
+            *retry_us = (next - now_ns - LIMITS_WINDOW_NS) / 1000;
+            *remaining = (LIMITS_WINDOW_NS - used) / t;
+            *reset_us = used / 1000;
             return 0;
         }
         if (atomic_compare_exchange_weak(tat, &old, next)) {
-            *remaining = (LIMITS_WINDOW_US - (next - now_us)) / t;
-            *reset_us = next - now_us;
+            *remaining = (LIMITS_WINDOW_NS - (next - now_ns)) / t;
+            if (*remaining > per_minute) /* t is rounded down past 60 M per minute */
+                *remaining = per_minute;
+            *reset_us = (next - now_ns) / 1000;
             *retry_us = 0;
             return 1;
         }
     }
 }
 
-void limits_adjust(_Atomic uint64_t *tat, uint32_t per_minute, int64_t delta, uint64_t now_us)
+void limits_adjust(_Atomic uint64_t *tat, uint32_t per_minute, int64_t delta, uint64_t now_ns)
 {
-    uint64_t t = LIMITS_WINDOW_US / per_minute;
+    uint64_t t = LIMITS_WINDOW_NS / per_minute;
     uint64_t old = atomic_load(tat), next;
     do {
         int64_t moved = delta * (int64_t)t;
-        uint64_t base = old > now_us ? old : now_us;
-        next = moved < 0 && (uint64_t)-moved > base - now_us ? (old > now_us ? now_us : old)
+        uint64_t base = old > now_ns ? old : now_ns;
+        next = moved < 0 && (uint64_t)-moved > base - now_ns ? (old > now_ns ? now_ns : old)
                                                              : base + (uint64_t)moved;
     } while (!atomic_compare_exchange_weak(tat, &old, next));
 }
@@ -93,6 +95,17 @@ void limits_spend(struct limit_slot *s, uint64_t period, uint64_t pico)
     if (p != period && atomic_compare_exchange_strong(&s->period, &p, period))
         atomic_store(&s->spent_pico, 0); /* a new period: the first to see it resets */
     atomic_fetch_add(&s->spent_pico, pico);
+}
+
+uint64_t limits_spent_now(struct limit_slot *s, int budget_period)
+{
+    return s ? limits_spent(s, limits_period(budget_period, (int64_t)time(NULL))) : 0;
+}
+
+void limits_spend_seen(struct limit_slot *s, uint64_t period, uint64_t pico)
+{
+    atomic_store(&s->period, period);
+    atomic_store(&s->spent_pico, pico);
 }
 
 uint64_t limits_period(int budget_period, int64_t unix_s)

@@ -12,6 +12,7 @@
 
 #include "llmux/gateway.h"
 #include "llmux/health.h"
+#include "llmux/redis.h"
 #include "llmux/upstream.h"
 
 static const double seconds_le[MET_SECONDS_BOUNDS] = {0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64,
@@ -402,6 +403,29 @@ int metrics_render(struct gateway *gw, struct buf *b)
         buf_append_str(b, "} ");
         buf_append_fixed(b, r->cost_pico, 12);
         buf_append_str(b, "\n");
+    }
+
+    head(b, "llmux_key_spend_usd", "gauge",
+         "Spend of each gateway key in its current budget period (day, month or total), in USD");
+    static const char *const periods[] = {"total", "day", "month"};
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        const struct gateway_key *k = &cfg->keys[i];
+        buf_append_str(b, "llmux_key_spend_usd{");
+        label(b, "key", k->name, 1);
+        label(b, "period", periods[k->budget_period], 0);
+        buf_append_str(b, "} ");
+        buf_append_fixed(b, limits_spent_now(rt->key_slots[i], k->budget_period), 12);
+        buf_append_str(b, "\n");
+    }
+    if (gw->redis) {
+        const struct redis_stats *rs = redis_stats(gw->redis);
+        head(b, "llmux_redis_up", "gauge", "1 when the shared-state Redis connection is up");
+        buf_printf(b, "llmux_redis_up %d\n", redis_up(gw->redis));
+        counter(b, "llmux_redis_commands_total", "Commands sent to Redis", rs->commands);
+        counter(b, "llmux_redis_failures_total",
+                "Redis commands unanswered (down, timed out) or refused unsent", rs->failed);
+        counter(b, "llmux_redis_outages_total", "Redis connection losses and failed connects",
+                rs->outages);
     }
 
     head(b, "gen_ai_client_operation_duration_seconds", "histogram",

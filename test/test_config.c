@@ -342,6 +342,53 @@ static void test_key_objects(void)
     CHECK_STR(parse_err("{" PROV ",\"keys\":[7]}"), "$.keys[0]: must be a non-empty string or an object");
 }
 
+/* "state": the Redis URL's parts, defaults, and errors that never quote a password. */
+static void test_state(void)
+{
+    struct config *c = parse("{" PROV ",\"state\":{\"redis\":\"redis://u:s3cret@[::1]:6380/2\","
+                             "\"prefix\":\"app:\",\"on_error\":\"closed\",\"timeout_ms\":100}}");
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_STR(c->state.redis_host, "::1");
+        CHECK_INT(c->state.redis_port, 6380);
+        CHECK_INT(c->state.redis_db, 2);
+        CHECK_STR(c->state.redis_user, "u");
+        CHECK_STR(c->state.redis_password, "s3cret");
+        CHECK_STR(c->state.prefix, "app:");
+        CHECK_INT(c->state.fail_closed, 1);
+        CHECK_INT(c->state.timeout_ms, 100);
+        config_unref(c);
+    }
+    c = parse("{" PROV ",\"state\":{\"redis\":\"redis://cache\"}}");
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_STR(c->state.redis_host, "cache");
+        CHECK_INT(c->state.redis_port, 6379);
+        CHECK_INT(c->state.redis_db, 0);
+        CHECK(c->state.redis_user == NULL && c->state.redis_password == NULL);
+        CHECK_STR(c->state.prefix, "llmux:");
+        CHECK_INT(c->state.fail_closed, 0);
+        CHECK_INT(c->state.timeout_ms, 250);
+        config_unref(c);
+    }
+    c = parse("{" PROV "}");
+    CHECK(c && c->state.redis_host == NULL);
+    config_unref(c);
+    CHECK_STR(parse_err("{" PROV ",\"state\":{\"redis\":\"http://h\"}}"),
+              "$.state.redis: must start with redis:// (redis://[[USER]:PASSWORD@]HOST[:PORT][/DB])");
+    const char *e = parse_err("{" PROV ",\"state\":{\"redis\":\"redis://:pw-secret@h/x\"}}");
+    CHECK_STR(e, "$.state.redis: the database after the '/' must be a number");
+    CHECK(strstr(e, "pw-secret") == NULL);
+    CHECK_STR(parse_err("{" PROV ",\"state\":{\"redis\":\"redis://h\",\"on_error\":\"maybe\"}}"),
+              "$.state.on_error: unknown value \"maybe\" (expected one of: open, closed)");
+    CHECK_STR(parse_err("{" PROV ",\"state\":{\"redis\":\"redis://h\",\"timeout_ms\":0}}"),
+              "$.state.timeout_ms: must be a whole number of milliseconds from 1 to 60000");
+    CHECK_STR(parse_err("{" PROV ",\"state\":{\"redis\":\"redis://h\",\"password_env\":"
+                        "\"LLMUX_TEST_UNSET_PW\"}}"),
+              "$.state.password_env: the variable LLMUX_TEST_UNSET_PW is not set");
+    CHECK_STR(parse_err("{" PROV ",\"state\":{\"prefix\":\"a\"}}"), "$.state.redis: is required");
+}
+
 static void test_unknown_keys(void)
 {
     CHECK_STR(parse_err("{\"timeouts_ms\":{\"conect\":1}," PROV "}"),
@@ -697,6 +744,7 @@ int main(int argc, char **argv)
     test_errors();
     test_unknown_keys();
     test_key_objects();
+    test_state();
     test_routing_fields();
     test_env_keys();
     test_base_url();

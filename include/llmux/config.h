@@ -116,6 +116,18 @@ struct gateway_key {
     enum budget_period budget_period;
 };
 
+/* "state": shared state through Redis (limits, budgets, the cache) across instances. */
+struct state_config {
+    char *redis_host;     /* NULL: no Redis (counters in this instance's shared memory) */
+    uint16_t redis_port;  /* 6379 */
+    uint32_t redis_db;    /* SELECTed after connecting (0) */
+    char *redis_user;     /* AUTH user (NULL: none; "default" when only a password) */
+    char *redis_password; /* from the URL or password_env; NULL: no AUTH. NEVER logged. */
+    char *prefix;         /* of every key llmux writes ("llmux:") */
+    int fail_closed;      /* on_error "closed": answer 503 while Redis is down ("open") */
+    uint32_t timeout_ms;  /* a command unanswered this long counts as Redis down (250) */
+};
+
 struct config {
     char *listen_host;
     uint16_t listen_port; /* 0: pick a free port (the chosen one is logged at start) */
@@ -149,6 +161,7 @@ struct config {
                                    serving this long with /healthz answering 503, so a load
                                    balancer stops sending first (0) */
     struct health_config health;
+    struct state_config state;
     size_t n_health; /* distinct deployments (provider, upstream model) */
     size_t n_routes; /* deployments of all aliases */
     int refs;

@@ -26,6 +26,7 @@
 struct dns;
 struct health;
 struct pool;
+struct redis;
 struct upstream_ops;
 struct origin;
 struct server;
@@ -76,6 +77,7 @@ struct gateway {
     struct metrics metrics;      /* counters and histograms by alias and route */
     struct generations gens; /* finished requests' records (GET /v1/generation) */
     struct limits *limits;   /* per-key limits and spend, shared by the workers */
+    struct redis *redis;     /* state.redis: limits and spend across instances (NULL: none) */
     int own_limits;          /* made by gateway_init (no supervisor shared one) */
     struct gateway_stats stats;
     uint64_t id_seed;

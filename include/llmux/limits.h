@@ -18,12 +18,12 @@
 #include <stdint.h>
 
 #define LIMITS_SLOTS 1024
-#define LIMITS_WINDOW_US 60000000ull /* a minute */
+#define LIMITS_WINDOW_NS 60000000000ull /* a minute */
 
 struct limit_slot {
     _Atomic int state; /* 0 free, 1 being claimed, 2 in use */
     char name[64];
-    _Atomic uint64_t tat_req, tat_tok; /* CLOCK_MONOTONIC us */
+    _Atomic uint64_t tat_req, tat_tok; /* CLOCK_MONOTONIC ns (uv_hrtime) */
     _Atomic uint64_t spent_pico;       /* this budget period's spend, $1e-12 */
     _Atomic uint64_t period;           /* which period spent_pico is for */
 };
@@ -61,16 +61,21 @@ void limits_destroy(struct limits *l);
 /* The slot of key name (claimed when new), or NULL when the table is full. */
 struct limit_slot *limits_slot(struct limits *l, const char *name);
 
-/* One GCRA limit: `per_minute` (> 0), `cost` units now. Returns 1 (admitted: *tat advanced)
- * or 0 (refused: *retry_us until it would fit). Either way *remaining and *reset_us describe
- * the limit after the decision (reset: until the whole allowance is back). */
-int limits_take(_Atomic uint64_t *tat, uint32_t per_minute, uint64_t cost, uint64_t now_us,
+/* One GCRA limit: `per_minute` (> 0), `cost` units at now_ns (uv_hrtime). Returns 1
+ * (admitted: *tat advanced) or 0 (refused: *retry_us until it would fit). Either way
+ * *remaining and *reset_us describe the limit after the decision (reset: until the whole
+ * allowance is back). Nanoseconds keep the spacing exact up to UINT32_MAX per minute. */
+int limits_take(_Atomic uint64_t *tat, uint32_t per_minute, uint64_t cost, uint64_t now_ns,
                 uint64_t *remaining, uint64_t *reset_us, uint64_t *retry_us);
 /* Give back (delta < 0) or charge more (delta > 0) units of a limit after the fact. */
-void limits_adjust(_Atomic uint64_t *tat, uint32_t per_minute, int64_t delta, uint64_t now_us);
+void limits_adjust(_Atomic uint64_t *tat, uint32_t per_minute, int64_t delta, uint64_t now_ns);
 
 /* Spend of the current period (period: a number that changes when it rolls over). */
 uint64_t limits_spent(struct limit_slot *s, uint64_t period);
 void limits_spend(struct limit_slot *s, uint64_t period, uint64_t pico);
+/* The spend of the budget period running now (s may be NULL: 0). */
+uint64_t limits_spent_now(struct limit_slot *s, int budget_period);
+/* The spend of a period as another source (Redis) reported it. */
+void limits_spend_seen(struct limit_slot *s, uint64_t period, uint64_t pico);
 
 #endif

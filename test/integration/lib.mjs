@@ -461,3 +461,43 @@ export function parseResponses(data, heads = []) {
   }
   return out;
 }
+
+// A free loopback TCP port (bound and released: for servers that cannot report port 0).
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+// A real redis-server (Debian's) on a free loopback port, no persistence. kill() stops it
+// hard (an outage); start() brings it back on the same port; cli(...args) runs redis-cli.
+export async function startRedis({ args = [] } = {}) {
+  const port = await freePort();
+  let proc, out = '';
+  const self = {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    async start() {
+      out = '';
+      proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+        '--appendonly', 'no', '--protected-mode', 'yes', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      proc.stdout.on('data', (d) => { out += d.toString(); });
+      proc.stderr.on('data', (d) => { out += d.toString(); });
+      await waitFor(() => /Ready to accept connections/.test(out) || exited(proc),
+        { timeout: 10000, what: 'redis-server ready' });
+      if (exited(proc)) throw new Error(`redis-server exited: ${out}`);
+    },
+    cli: (...a) => spawnSync('redis-cli', ['-p', String(port), ...a], { encoding: 'utf8' }).stdout.trim(),
+    async kill() {
+      if (!proc || exited(proc)) return;
+      const done = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGKILL');
+      await done;
+    },
+    stop: () => self.kill(),
+  };
+  await self.start();
+  return self;
+}
