@@ -4,8 +4,10 @@
 # (Ir at 3,000 - Ir at 1,000) / 2,000 removes start-up and shutdown. Deterministic where the
 # machine's timings are not (this VM has no hardware counters for perf stat).
 #
-#   sh bench/callgrind-ab.sh OLD_LLMUX NEW_LLMUX [--stream] [--tls]
+#   sh bench/callgrind-ab.sh OLD_LLMUX NEW_LLMUX [--stream] [--tls] [--key]
 #
+# --key: a gateway key with an rpm limit far above the run (authenticated and admitted each
+# request, never refused).
 # --tls: the upstream is an HTTPS mockllm (test CA from test/gen-certs.sh); the pool keeps the
 # connection, so this is the per-request cost of TLS records. Handshakes (whose number varies:
 # valgrind is slow enough for a first attempt to time out) are left out: the instructions spent
@@ -19,10 +21,13 @@ NEW=$2
 shift 2
 STREAM=""
 TLS=""
+KEYS=""
+HDR=""
 for opt in "$@"; do
     case $opt in
     --stream) STREAM=-s ;;
     --tls) TLS=1 ;;
+    --key) KEYS=',"keys":[{"name":"cg","key":"sk-cg","rpm":50000000}]' HDR="Authorization: Bearer sk-cg" ;;
     *) echo "unknown option $opt"; exit 2 ;;
     esac
 done
@@ -44,7 +49,7 @@ trap 'kill $MOCK 2>/dev/null; [ -n "${CG_KEEP:-}" ] && cp "$TMP"/cg.* "$CG_KEEP"
 cat >"$TMP/llmux.json" <<J
 {"listen":"127.0.0.1:$LP","access_log":"/dev/null","timeouts_ms":{"connect":60000},
  "providers":{"m":{"kind":"openai",$UPSTREAM}},
- "models":{"bench":{"deployments":[{"provider":"m","model":"x"}]}}}
+ "models":{"bench":{"deployments":[{"provider":"m","model":"x"}]}}$KEYS}
 J
 for who in old new; do
     [ $who = old ] && BIN=$OLD || BIN=$NEW
@@ -56,7 +61,8 @@ for who in old new; do
         until curl -s -o /dev/null http://127.0.0.1:$LP/healthz; do
             i=$((i + 1)); [ $i -gt 200 ] && { echo "llmux did not start"; exit 1; }; sleep 0.1
         done
-        "$ROOT/build/bench/llmux-bench" -c 1 $STREAM -n $n -q http://127.0.0.1:$LP/v1/chat/completions >/dev/null
+        "$ROOT/build/bench/llmux-bench" -c 1 $STREAM -n $n -q ${HDR:+-H "$HDR"} \
+            http://127.0.0.1:$LP/v1/chat/completions >/dev/null
         kill -INT $VP
         wait $VP || true
         ir=$(grep -o "summary: [0-9]*" "$TMP/cg.$who.$n" | cut -d' ' -f2)

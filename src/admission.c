@@ -225,8 +225,9 @@ static void on_admitted(void *data, redisReply *reply)
 {
     struct exchange *ex = data;
     ex->adm_pending = 0;
-    int ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 8 &&
-             reply->elements == 8 + ex->n_dep_remote;
+    /* a refusal ends at the key (8 elements); an admission reports every deployment too */
+    int ok = reply && reply->type == REDIS_REPLY_ARRAY &&
+             (reply->elements == 8 || reply->elements == 8 + ex->n_dep_remote);
     for (size_t i = 0; ok && i < reply->elements; i++)
         ok = reply->element[i]->type == REDIS_REPLY_INTEGER;
     long long v[8] = {0};
@@ -254,6 +255,8 @@ static void on_admitted(void *data, redisReply *reply)
         unavailable(ex);
     } else if (v[0] != 0) {
         refuse_limit(ex, (int)v[0], (uint64_t)v[5]);
+    } else if (reply->elements != 8 + ex->n_dep_remote) {
+        unavailable(ex); /* not the script's answer */
     } else {
         ex->adm.remaining_req = (uint64_t)v[1];
         ex->adm.reset_req_us = (uint64_t)v[2];

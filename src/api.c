@@ -286,11 +286,6 @@ static int authenticate(const struct config *cfg, struct server_req *req)
     return found;
 }
 
-static int authorized(const struct config *cfg, struct server_req *req)
-{
-    return authenticate(cfg, req) != -2;
-}
-
 /* A client-supplied request id is kept when it is short and plain. */
 static int usable_request_id(const char *id)
 {
@@ -851,6 +846,21 @@ int api_error_body(void *data, const char *url, size_t url_len, int status, cons
     return codec_messages.error(status, message, NULL, 0, out);
 }
 
+/* The key index authenticate() found in on_head, kept for the handler with the config
+ * generation it was found in (a reload in between: found again). */
+static uint64_t key_tag(const struct gateway *gw, int key)
+{
+    return gw->rt->generation << 32 | (uint32_t)(key + 3);
+}
+
+static int presented_key(struct gateway *gw, struct server_req *req)
+{
+    uint64_t tag = server_req_tag(req);
+    if (tag && tag >> 32 == (gw->rt->generation & 0xffffffffu))
+        return (int)(uint32_t)tag - 3;
+    return authenticate(gw->rt->cfg, req);
+}
+
 void api_on_head(void *data, struct server_req *req)
 {
     struct gateway *gw = data;
@@ -858,11 +868,16 @@ void api_on_head(void *data, struct server_req *req)
         return;
     int path_known;
     const struct route *found = find_route(server_req_request(req), &path_known);
-    if (found && !keyless(found) && !authorized(gw->rt->cfg, req)) {
+    if (!found || keyless(found))
+        return;
+    int key = authenticate(gw->rt->cfg, req);
+    if (key == -2) {
         char rid[80];
         request_id(gw, req, rid);
         unauthorized(req, rid);
+        return;
     }
+    server_req_set_tag(req, key_tag(gw, key));
 }
 
 /* A CORS preflight from an allowed origin (the server marked it): what the browser may send. */
@@ -923,7 +938,7 @@ void api_handle(void *data, struct server_req *req)
         dashboard(req);
         return;
     }
-    int key = authenticate(gw->rt->cfg, req);
+    int key = presented_key(gw, req);
     if (key == -2) {
         unauthorized(req, rid);
         return;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "llmux/conn.h"
+#include "llmux/cooldown.h"
 #include "llmux/dns.h"
 #include "llmux/errors.h"
 #include "llmux/exchange.h"
@@ -147,6 +148,7 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
     if (gw->redis && (!st->redis_host || !redis_same(gw->redis, st))) {
         redis_close(gw->redis); /* commands in flight answer as if it were down */
         gw->redis = NULL;
+        cooldown_stop(gw);
     }
     int rc = 0;
     if (st->redis_host && !gw->redis)
@@ -157,6 +159,8 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
         snprintf(err, errlen, "cannot set up Redis: %s", llmux_strerror(rc));
         return rc;
     }
+    if (gw->redis)
+        cooldown_start(gw);
     runtime_unref(gw->rt);
     gw->rt = rt;
     return 0;
@@ -301,6 +305,7 @@ void gateway_close(struct gateway *gw)
         pool_close(gw->pool);
     redis_close(gw->redis);
     gw->redis = NULL;
+    cooldown_stop(gw);
     if (gw->dns)
         dns_close(gw->dns);
     gw->pool = NULL;

@@ -185,6 +185,20 @@ void health_success(struct health *h, size_t id, uint64_t now, const struct heal
     window_add(&d->win, (int64_t)time(NULL), 0, (double)s->ttft_ms, tps);
 }
 
+uint64_t health_cooldown(struct health *h, size_t id, uint64_t now, uint64_t ms, const char *why)
+{
+    struct dep_health *d = h->deps[id];
+    uint64_t cap = h->cfg.max_ejection_ms;
+    ms = ms < cap ? ms : cap;
+    if (now + ms <= d->cooldown_until)
+        return 0;
+    int was = now < d->cooldown_until;
+    d->cooldown_until = now + ms;
+    if (!was || why) /* an extension found in Redis is not news */
+        log_event(h, d, "cooldown", ms, why ? why : "Retry-After of another llmux instance");
+    return ms;
+}
+
 void health_failure(struct health *h, size_t id, uint64_t now, uint64_t retry_after_ms,
                     const char *why)
 {
@@ -196,11 +210,8 @@ void health_failure(struct health *h, size_t id, uint64_t now, uint64_t retry_af
     window_add(&d->win, (int64_t)time(NULL), 1, 0, 0);
     record_outcome(h, d, 1);
     snprintf(d->last_error, sizeof(d->last_error), "%s", why ? why : "");
-    if (retry_after_ms) {
-        uint64_t cap = h->cfg.max_ejection_ms;
-        d->cooldown_until = now + (retry_after_ms < cap ? retry_after_ms : cap);
-        log_event(h, d, "cooldown", retry_after_ms < cap ? retry_after_ms : cap, why);
-    }
+    if (retry_after_ms)
+        health_cooldown(h, id, now, retry_after_ms, why);
     int was_probe = d->probing;
     d->probing = 0;
     int trip = was_probe || d->consecutive_failures >= h->cfg.failure_threshold ||

@@ -61,6 +61,7 @@ struct server_req {
     void (*on_abort)(void *data, struct server_req *r);
     void (*on_drain)(void *data, struct server_req *r);
     void *watch_data;
+    uint64_t tag; /* the handler's own note, from on_head to the handler (0: none) */
 };
 
 struct client {
@@ -647,6 +648,16 @@ void server_req_watch(struct server_req *r, void (*on_abort)(void *, struct serv
 const struct server_request *server_req_request(const struct server_req *r)
 {
     return &r->request;
+}
+
+void server_req_set_tag(struct server_req *r, uint64_t tag)
+{
+    r->tag = tag;
+}
+
+uint64_t server_req_tag(const struct server_req *r)
+{
+    return r->tag;
 }
 
 const char *server_req_header(const struct server_req *r, const char *name)

@@ -78,6 +78,8 @@ struct gateway {
     struct generations gens; /* finished requests' records (GET /v1/generation) */
     struct limits *limits;   /* per-key limits and spend, shared by the workers */
     struct redis *redis;     /* state.redis: limits and spend across instances (NULL: none) */
+    uv_timer_t cooldown_timer; /* reads the cooldowns other instances shared (src/cooldown.c) */
+    int cooldown_on;
     int own_limits;          /* made by gateway_init (no supervisor shared one) */
     struct gateway_stats stats;
     uint64_t id_seed;

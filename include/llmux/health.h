@@ -102,6 +102,10 @@ void health_failure(struct health *h, size_t id, uint64_t now, uint64_t retry_af
 /* The attempt was cancelled (hedge lost, client gone): not a health outcome. `probe`: what
  * health_begin returned for it (a cancelled probe lets the next request probe). */
 void health_cancel(struct health *h, size_t id, int probe);
+/* Cool the deployment down for ms (capped at max_ejection_ms) unless it already is for
+ * longer: a provider's Retry-After (why: the failure) or one another instance saw (why NULL).
+ * Returns the ms applied, 0 when nothing changed. */
+uint64_t health_cooldown(struct health *h, size_t id, uint64_t now, uint64_t ms, const char *why);
 
 /* The 95th percentile of recent TTFTs, 0 when fewer than 5 samples. */
 uint32_t health_p95_ttft(const struct health *h, size_t id);

@@ -117,6 +117,10 @@ void server_close(struct server *s);
 const struct server_request *server_req_request(const struct server_req *r);
 /* Header value by case-insensitive name, NUL-terminated; NULL when absent. */
 const char *server_req_header(const struct server_req *r, const char *name);
+/* A value the handler keeps from on_head to its request handler (0 until set), e.g. what it
+ * already worked out from the head. */
+void server_req_set_tag(struct server_req *r, uint64_t tag);
+uint64_t server_req_tag(const struct server_req *r);
 
 /* Watchers for a response given later. on_abort: the client went away before the response
  * ended; the req is freed when on_abort returns. on_drain: every byte written so far reached

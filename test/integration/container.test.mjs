@@ -7,6 +7,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -21,6 +23,8 @@ const MOCK = `${ID}-mock`;
 const GW = `${ID}-llmux`;
 const TLS_MOCK = `${ID}-tls-mock`;
 const PROJECT = `${ID}-compose`;
+const REDIS_PROJECT = `${ID}-compose-redis`;
+const REDIS_IMAGE = `localhost/${ID}-redis:test`;
 const LABEL = `llmux-it=${process.pid}`;
 const MB = 1000 * 1000;
 // the inner make must not see the outer make's jobserver (ctest runs under make test)
@@ -42,7 +46,25 @@ function run(cmd, args, { check = true, env = {}, timeout = 60000 } = {}) {
 const podman = (args, opts) => run('podman', args, opts);
 const inspect = async (what, name, format) =>
   JSON.parse((await podman([what, 'inspect', '--format', `{{json ${format}}}`, name])).stdout);
-const compose = (args, opts) => run('podman-compose', ['-p', PROJECT, '-f', join(SRC, 'conf', 'compose.yaml'), ...args], opts);
+const compose = (args, opts, project = PROJECT, file = 'compose.yaml') =>
+  run('podman-compose', ['-p', project, '-f', join(SRC, 'conf', file), ...args], opts);
+
+// No registry is reachable here: the compose file's Redis (the official image for users) is
+// replaced by one built FROM scratch out of Debian's redis-server and the libraries it loads.
+async function buildRedisImage() {
+  const dir = mkdtempSync(join(tmpdir(), 'llmux-redis-image-'));
+  const files = ['/usr/bin/redis-server', ...(await run('ldd', ['/usr/bin/redis-server'])).stdout
+    .split('\n').map((l) => (l.match(/(\/\S+) \(0x/) || [])[1]).filter(Boolean)];
+  for (const f of files) {
+    mkdirSync(join(dir, 'root', dirname(f)), { recursive: true });
+    copyFileSync(realpathSync(f), join(dir, 'root', f));
+  }
+  chmodSync(join(dir, 'root', 'usr/bin/redis-server'), 0o755);
+  writeFileSync(join(dir, 'Containerfile'), 'FROM scratch\nCOPY root/ /\nENV PATH=/usr/bin\nUSER 65534\n' +
+    'CMD ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"]\n');
+  await podman(['build', '-q', '-t', REDIS_IMAGE, dir], { timeout: 120000 });
+  rmSync(dir, { recursive: true, force: true });
+}
 
 let base; // http://127.0.0.1:<port published for the llmux container>
 
@@ -73,13 +95,13 @@ before(async () => {
 
 after(async () => {
   if (skip) return;
-  for (const label of [LABEL, `io.podman.compose.project=${PROJECT}`]) {
+  for (const label of [LABEL, `io.podman.compose.project=${PROJECT}`, `io.podman.compose.project=${REDIS_PROJECT}`]) {
     const ids = (await podman(['ps', '-aq', '--filter', `label=${label}`], { check: false })).stdout.split(/\s+/).filter(Boolean);
     if (ids.length) await podman(['rm', '-f', '-t', '0', ...ids], { check: false });
   }
   // podman-compose 1.0.3's down leaves the project network behind
-  await podman(['network', 'rm', '-f', NET, `${PROJECT}_default`], { check: false });
-  await podman(['rmi', '-f', IMAGE], { check: false });
+  await podman(['network', 'rm', '-f', NET, `${PROJECT}_default`, `${REDIS_PROJECT}_default`], { check: false });
+  await podman(['rmi', '-f', IMAGE, REDIS_IMAGE], { check: false });
 });
 
 test('the image: under 8 MB, a numeric non-root user, port 8080, HEALTHCHECK llmux --healthcheck, a valid default config', { skip }, async (t) => {
@@ -181,5 +203,31 @@ test('conf/compose.yaml: up, a request that fails over from the flaky mock, down
   assert.deepEqual(seen.sort(), ['sim-flaky/1', 'sim-healthy/2']);
   await compose(['down'], { env });
   const left = await podman(['ps', '-aq', '--filter', `label=io.podman.compose.project=${PROJECT}`]);
+  assert.equal(left.stdout.trim(), '');
+});
+
+test('conf/compose-redis.yaml: two llmux instances share one key limit and one deployment limit through Redis', { skip }, async () => {
+  await buildRedisImage();
+  const [pa, pb] = [await closedPort(), await closedPort()];
+  const env = { LLMUX_IMAGE: IMAGE, REDIS_IMAGE, LLMUX_PORT: String(pa), LLMUX_PORT_B: String(pb) };
+  await compose(['up', '-d'], { env }, REDIS_PROJECT, 'compose-redis.yaml');
+  const urls = [`http://127.0.0.1:${pa}`, `http://127.0.0.1:${pb}`];
+  const auth = { authorization: 'Bearer sk-demo' };
+  // both instances up, and connected to Redis (their limits show in the headers)
+  for (const url of urls)
+    await waitFor(async () => {
+      const s = await fetch(`${url}/v1/status`, { headers: auth }).then((r) => r.json()).catch(() => null);
+      return s?.redis?.up === true;
+    }, { timeout: 30000, what: `${url} connected to Redis` });
+  const seen = [];
+  for (let i = 0; i < 11; i++) {
+    const res = await post(urls[i % 2], '/v1/chat/completions', chat('demo'), auth);
+    await res.text();
+    seen.push(res.status === 200 ? res.headers.get('x-llmux-provider') : res.status);
+  }
+  // the deployment's 5 per minute, then the secondary; the key's 10 per minute, then 429
+  assert.deepEqual(seen, [...Array(5).fill('sim-primary'), ...Array(5).fill('sim-secondary'), 429]);
+  await compose(['down'], { env }, REDIS_PROJECT, 'compose-redis.yaml');
+  const left = await podman(['ps', '-aq', '--filter', `label=io.podman.compose.project=${REDIS_PROJECT}`]);
   assert.equal(left.stdout.trim(), '');
 });

@@ -1,6 +1,6 @@
 // The shipped deployment files, checked without a container runtime: the image's default config,
 // the compose demo's config and the Kubernetes sidecar's ConfigMap are valid for `llmux -t`;
-// conf/compose.yaml and conf/sidecar.yaml parse as YAML and have the parts a user relies on.
+// conf/compose.yaml, conf/compose-redis.yaml and conf/sidecar.yaml parse as YAML and have the parts a user relies on.
 // (test/integration/container.test.mjs runs the image and the compose file.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -53,6 +53,20 @@ test('conf/compose.yaml: llmux with its config mounted and keys from an env_file
   }
   assert.match(flaky.command.join(' '), /fail_every=2/);
   assert.deepEqual(cfg.models.demo.deployments.map((d) => d.provider), ['sim-flaky', 'sim-healthy']);
+});
+
+test('conf/compose-redis.yaml: two llmux instances with one config naming the redis service', () => {
+  assertValid(join(conf, 'compose', 'llmux-redis.json'));
+  const c = YAML.parse(read('compose-redis.yaml'));
+  const { redis, 'llmux-a': a, 'llmux-b': b } = c.services;
+  assert.match(redis.image, /redis/);
+  const cfg = JSON.parse(read('compose/llmux-redis.json'));
+  assert.equal(cfg.state.redis, 'redis://redis:6379/0', 'the config names the compose service');
+  for (const svc of [a, b]) {
+    assert.ok(svc.volumes.some((v) => v.startsWith('./compose/llmux-redis.json:/etc/llmux/llmux.json')));
+    assert.ok(svc.depends_on.includes('redis'));
+  }
+  assert.notEqual(a.ports[0], b.ports[0], 'each instance on its own port');
 });
 
 test('conf/sidecar.yaml: a Pod with llmux as a native sidecar, probes on /healthz, ConfigMap and Secret', () => {

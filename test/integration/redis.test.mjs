@@ -1,5 +1,5 @@
-// Shared state through a real redis-server: one key's rate limit and budget shared by two llmux
-// instances, Redis outages (on_error open admits, closed answers 503, recovery when it returns),
+// Shared state through a real redis-server: one key's rate limit and budget, one deployment's
+// rpm and a provider's Retry-After cooldown shared by two llmux instances, Redis outages (on_error open admits, closed answers 503, recovery when it returns),
 // a client that leaves while its admission waits for Redis, and requests without limits that
 // never touch Redis.
 import { test, before, after } from 'node:test';
@@ -12,6 +12,7 @@ const models = {
   m: { deployments: [{ provider: 'p', model: 'x' }] },
   priced: { deployments: [{ provider: 'p', model: 'x', price: { input: 1000, output: 1000 } }] },
   long: { deployments: [{ provider: 'p', model: 'x?tokens=120' }] },
+  cool: { deployments: [{ provider: 'p', model: 'busy?status=429&retry_after=30' }, { provider: 'p', model: 'calm' }] },
   spill: { deployments: [{ provider: 'p', model: 'first', rpm: 2 }, { provider: 'p', model: 'second' }] },
 };
 const keys = [
@@ -20,6 +21,7 @@ const keys = [
   { name: 'budget', key: 'sk-budget', budget_usd: 0.01 },
   { name: 'tokens', key: 'sk-tokens', tpm: 400 },
   { name: 'cancel', key: 'sk-cancel', rpm: 2 },
+  { name: 'spill', key: 'sk-spill', rpm: 3 },
 ];
 const config = (extra = {}) => ({
   providers: { p: provider(mock.baseUrl) }, models, keys,
@@ -67,6 +69,34 @@ test('a deployment rpm is one limit across instances: the third request moves on
   }
   assert.deepEqual(served, ['first', 'first', 'second', 'second', 'second']);
   assert.match(redis.cli('KEYS', `t${process.pid}:dep:*:req`), /^t\d+:dep:[0-9a-f]{32}:req$/, 'the counter lives in Redis');
+  // a key at its own limit is refused first, whatever the deployments would say
+  const st = [];
+  for (let i = 0; i < 4; i++) {
+    const r = await post((i % 2 ? b : a).base, '/v1/chat/completions', chat('spill'), auth('sk-spill'));
+    await r.text();
+    st.push(r.status);
+  }
+  assert.deepEqual(st, [200, 200, 200, 429]);
+});
+
+test('a provider\'s Retry-After seen by one instance cools the deployment down on the others too', async () => {
+  const r1 = await post(a.base, '/v1/chat/completions', chat('cool'), auth('sk-free'));
+  assert.equal(r1.status, 200);
+  await r1.text();
+  assert.equal(r1.headers.get('x-llmux-attempts'), '2', 'a met the 429 and failed over');
+  const state = async (inst) => {
+    const s = await (await fetch(`${inst.base}/v1/status`, { headers: auth('sk-free') })).json();
+    return s.health.deployments.find((d) => d.model.startsWith('busy')).state;
+  };
+  assert.equal(await state(a), 'cooldown');
+  await waitFor(async () => (await state(b)) === 'cooldown', { what: 'b cooled down through Redis' });
+  const before0 = (await mock.stats()).requests;
+  const r2 = await post(b.base, '/v1/chat/completions', chat('cool'), auth('sk-free'));
+  await r2.text();
+  assert.equal(r2.headers.get('x-llmux-attempts'), '1', 'b never asked the cooling deployment');
+  assert.equal(r2.headers.get('x-llmux-model'), 'calm');
+  assert.equal((await mock.stats()).requests, before0 + 1);
+  await waitFor(() => b.stderr().includes('Retry-After of another llmux instance'), { what: 'the cooldown logged' });
 });
 
 test('a budget spent through one instance is refused by the other, and both report the spend', async () => {
