@@ -144,10 +144,10 @@ static void attempt_health(struct attempt *a, int outcome, const struct health_s
         health_success(h, health_id(a), now, s);
     else if (outcome < 0)
         health_failure(h, health_id(a), now, a->retry_after_ms, why);
-    if (outcome < 0 && a->retry_after_ms) /* the other instances cool it down too */
-        cooldown_share(a->ex->gw, a->entry->deployment, a->retry_after_ms);
     else
         health_cancel(h, health_id(a), a->probe);
+    if (outcome < 0 && a->retry_after_ms) /* the other instances cool it down too */
+        cooldown_share(a->ex->gw, a->entry->deployment, a->retry_after_ms);
 }
 
 /* ---- timers ---- */
