@@ -2,6 +2,7 @@
  * helpers of the translating kinds (re-encoded bodies, OpenAI chunks built from scratch).
  * See include/llmux/adapter.h. */
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,37 @@ long adapter_json_long(const cJSON *o, const char *key)
     if (!cJSON_IsNumber(v) || !(v->valuedouble > -1e15 && v->valuedouble < 1e15))
         return 0;
     return (long)v->valuedouble;
+}
+
+long adapter_span_long(struct json_span v)
+{
+    double d;
+    if (json_number(v, &d) != 0 || !(d > -1e15 && d < 1e15)) /* as adapter_json_long */
+        return 0;
+    return (long)d;
+}
+
+void adapter_span_str(char *dst, size_t size, struct json_span v)
+{
+    size_t len;
+    json_string_copy(v, dst, size, &len); /* dst untouched when v is not a string */
+}
+
+int adapter_openai_usage_span(struct json_span usage, struct usage *u)
+{
+    static const char *const keys[] = {"prompt_tokens", "completion_tokens", "total_tokens",
+                                       "prompt_tokens_details"};
+    struct json_span m[4];
+    if (json_members(usage, keys, 4, m) != 0)
+        return 0;
+    u->prompt_tokens = adapter_span_long(m[0]);
+    u->completion_tokens = adapter_span_long(m[1]);
+    u->total_tokens = adapter_span_long(m[2]);
+    if (!u->total_tokens)
+        u->total_tokens = u->prompt_tokens + u->completion_tokens;
+    u->cached_tokens = adapter_span_long(json_get(m[3], "cached_tokens"));
+    u->known = 1;
+    return 1;
 }
 
 int adapter_openai_usage(const void *root_cjson, struct usage *u)
@@ -243,6 +275,45 @@ int adapter_emit_delta(const struct chunk_ident *who, int include_usage, cJSON *
     if (include_usage)
         cJSON_AddNullToObject(root, "usage");
     return emit_object(root, who, ci, emit, ctx);
+}
+
+int adapter_emit_text(const struct chunk_ident *who, int include_usage, const char *text,
+                      size_t len, struct chunk_info *ci, adapter_emit_fn emit, void *ctx)
+{
+    if (who->created < 0 || who->created >= INT_MAX) { /* cJSON would print it otherwise */
+        cJSON *delta = cJSON_CreateObject();
+        cJSON_AddItemToObject(delta, "content", cJSON_CreateString(text));
+        return adapter_emit_delta(who, include_usage, delta, NULL, ci, emit, ctx);
+    }
+    /* the bytes cJSON_PrintUnformatted gives for adapter_emit_delta's tree, written directly */
+    struct buf b;
+    buf_init(&b, 0);
+    int rc = buf_append_str(&b, "{\"id\":\"");
+    if (!rc)
+        rc = buf_append_json_str(&b, who->id, strlen(who->id));
+    if (!rc)
+        rc = buf_append_str(&b, "\",\"object\":\"chat.completion.chunk\",\"created\":");
+    if (!rc)
+        rc = buf_append_uint(&b, (unsigned long long)who->created);
+    if (!rc)
+        rc = buf_append_str(&b, ",\"model\":\"");
+    if (!rc)
+        rc = buf_append_json_str(&b, who->model, strlen(who->model));
+    if (!rc)
+        rc = buf_append_str(&b, "\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"");
+    if (!rc)
+        rc = buf_append_json_str(&b, text, len);
+    if (!rc)
+        rc = buf_append_str(&b, include_usage ? "\"},\"finish_reason\":null}],\"usage\":null}"
+                                              : "\"},\"finish_reason\":null}]}");
+    if (!rc) {
+        snprintf(ci->id, sizeof(ci->id), "%s", who->id);
+        snprintf(ci->model, sizeof(ci->model), "%s", who->model);
+        ci->created = who->created;
+        rc = emit(ctx, buf_head(&b), buf_size(&b), ci);
+    }
+    buf_free(&b);
+    return rc;
 }
 
 int adapter_emit_usage(const struct chunk_ident *who, const struct usage *u, adapter_emit_fn emit,

@@ -7,6 +7,7 @@
  * after being classified. See include/llmux/adapter.h.
  */
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -171,48 +172,81 @@ static int azure_encode(const struct provider *p, const char *model, size_t mode
     return rc;
 }
 
-static void copy_str(char *dst, size_t size, const cJSON *v)
+/* A number as cJSON's valueint holds it: clamped to int. */
+static int clamp_int(double d)
 {
-    if (cJSON_IsString(v)) {
-        size_t n = strlen(v->valuestring);
-        if (n >= size)
-            n = size - 1;
-        memcpy(dst, v->valuestring, n);
-        dst[n] = 0;
+    return d >= INT_MAX ? INT_MAX : d <= (double)INT_MIN ? INT_MIN : (int)d;
+}
+
+/* A string member whose decoded text is not empty (cJSON's valuestring[0]: a leading \u0000
+ * counts as empty). Spans here come from a validated chunk. */
+static int nonempty_string(struct json_span v)
+{
+    return json_type(v) == JSON_STRING && v.n > 2 && !(v.n >= 8 && memcmp(v.s, "\"\\u0000", 7) == 0);
+}
+
+/* The per-stream state: where a content text with escapes is decoded (allocated with the first
+ * such text, reused for every later one). */
+struct openai_stream {
+    struct buf text;
+};
+
+/* Point ci->text at the decoded text of the string v: in place when it has no escapes, else
+ * decoded into the stream's buffer; up to a decoded NUL, as a C string would be. */
+static int set_text(struct adapter_stream *s, struct json_span v, struct chunk_info *ci)
+{
+    const char *p;
+    size_t len;
+    if (json_string_raw(v, &p, &len) == 0) {
+        ci->text = p;
+        ci->text_len = len;
+        return 0;
     }
+    struct openai_stream *st = s->state;
+    if (!st) {
+        st = s->state = calloc(1, sizeof(*st));
+        if (!st)
+            return UV_ENOMEM;
+        buf_init(&st->text, 0);
+    }
+    buf_reset(&st->text);
+    if (buf_append(&st->text, v.s, v.n) != 0) /* room for the decoded text and its NUL */
+        return UV_ENOMEM;
+    json_string_copy(v, st->text.data, v.n, &len);
+    ci->text = st->text.data;
+    ci->text_len = strnlen(st->text.data, len);
+    return 0;
 }
 
-static int nonempty_string(const cJSON *v)
+/* Fill ci from one choice; returns whether it carries anything a client would see (or a
+ * negative code when out of memory). */
+static int read_choice(struct adapter_stream *s, struct json_span choice, struct chunk_info *ci,
+                       int first)
 {
-    return cJSON_IsString(v) && v->valuestring[0];
-}
-
-/* Fill ci from one choice; returns whether it carries anything a client would see. */
-static int read_choice(const cJSON *choice, struct chunk_info *ci, int first)
-{
+    static const char *const choice_keys[] = {"finish_reason", "text", "delta"};
+    static const char *const delta_keys[] = {"content",           "refusal",    "reasoning",
+                                             "reasoning_content", "tool_calls", "function_call"};
+    struct json_span c[3], d[6];
     int seen = 0;
-    const cJSON *fr = cJSON_GetObjectItemCaseSensitive(choice, "finish_reason");
-    if (fr && !cJSON_IsNull(fr))
+    json_members(choice, choice_keys, 3, c); /* not an object: nothing found */
+    json_members(c[2], delta_keys, 6, d);
+    enum json_type fr = json_type(c[0]);
+    if (fr != JSON_ABSENT && fr != JSON_NULL)
         ci->finish = seen = 1;
-    const cJSON *text = cJSON_GetObjectItemCaseSensitive(choice, "text");
-    const cJSON *delta = cJSON_GetObjectItemCaseSensitive(choice, "delta");
-    const cJSON *content = cJSON_GetObjectItemCaseSensitive(delta, "content");
-    if (nonempty_string(text) || nonempty_string(content)) {
-        const char *s = nonempty_string(text) ? text->valuestring : content->valuestring;
-        if (first) {
-            ci->text = s;
-            ci->text_len = strlen(s);
-        }
+    if (nonempty_string(c[1]) || nonempty_string(d[0])) {
+        int rc = first ? set_text(s, nonempty_string(c[1]) ? c[1] : d[0], ci) : 0;
+        if (rc)
+            return rc;
         seen = 1;
     }
-    static const char *const others[] = {"refusal", "reasoning", "reasoning_content"};
-    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
-        if (nonempty_string(cJSON_GetObjectItemCaseSensitive(delta, others[i])))
+    for (size_t i = 1; i <= 3; i++) { /* refusal, reasoning, reasoning_content */
+        if (nonempty_string(d[i]))
             seen = 1;
     }
-    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(delta, "tool_calls");
-    const cJSON *fc = cJSON_GetObjectItemCaseSensitive(delta, "function_call");
-    if ((cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0) || cJSON_IsObject(fc))
+    size_t pos = 0;
+    struct json_span call;
+    if ((json_type(d[4]) == JSON_ARRAY && json_next(d[4], &pos, &call) == 0) ||
+        json_type(d[5]) == JSON_OBJECT)
         ci->tool_call = seen = 1;
     return seen;
 }
@@ -222,6 +256,13 @@ static int openai_stream_open(struct adapter_stream *s)
     return 0;
 }
 
+/* The chunk's members the exchange reads, in the order of the spans below. */
+enum { M_ID, M_MODEL, M_CREATED, M_ERROR, M_USAGE, M_CHOICES, M_COUNT };
+static const char *const chunk_keys[M_COUNT] = {"id",    "model", "created",
+                                                "error", "usage", "choices"};
+
+/* Classified by scanning the chunk in place (src/json.c): no tree, no copy of its strings, no
+ * allocation (unless a content text has escapes, decoded into the stream's buffer). */
 static int openai_stream_event(struct adapter_stream *s, const char *event, size_t event_len,
                                const char *data, size_t len, adapter_emit_fn emit, void *ctx)
 {
@@ -232,37 +273,36 @@ static int openai_stream_event(struct adapter_stream *s, const char *event, size
         ci.kind = CHUNK_DONE;
         return emit(ctx, data, len, &ci);
     }
-    cJSON *root = cJSON_ParseWithLength(data, len);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
+    struct json_span m[M_COUNT];
+    if (json_members(json_text(data, len), chunk_keys, M_COUNT, m) != 0)
         return LLMUX_EPROTO;
-    }
-    copy_str(ci.id, sizeof(ci.id), cJSON_GetObjectItemCaseSensitive(root, "id"));
-    copy_str(ci.model, sizeof(ci.model), cJSON_GetObjectItemCaseSensitive(root, "model"));
-    ci.created = adapter_json_long(root, "created");
-    const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
-    if (err && !cJSON_IsNull(err)) {
+    adapter_span_str(ci.id, sizeof(ci.id), m[M_ID]);
+    adapter_span_str(ci.model, sizeof(ci.model), m[M_MODEL]);
+    ci.created = adapter_span_long(m[M_CREATED]);
+    enum json_type et = json_type(m[M_ERROR]);
+    if (et != JSON_ABSENT && et != JSON_NULL) {
         ci.kind = CHUNK_ERROR;
-        copy_str(ci.error, sizeof(ci.error), cJSON_GetObjectItemCaseSensitive(err, "message"));
+        adapter_span_str(ci.error, sizeof(ci.error), json_get(m[M_ERROR], "message"));
         if (!ci.error[0])
             strcpy(ci.error, "the provider reported an error in the stream");
-        const cJSON *code = cJSON_GetObjectItemCaseSensitive(err, "code");
-        ci.retryable = cJSON_IsNumber(code) ? code->valueint == 429 || code->valueint >= 500
-                                            : 1;
+        double code;
+        ci.retryable = json_number(json_get(m[M_ERROR], "code"), &code) == 0
+                           ? clamp_int(code) == 429 || clamp_int(code) >= 500
+                           : 1;
     } else {
-        ci.kind = adapter_openai_usage(root, &ci.usage) ? CHUNK_CONTENT : CHUNK_PREAMBLE;
-        const cJSON *c;
-        int first = 1;
-        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "choices"))
-        {
-            if (read_choice(c, &ci, first))
+        ci.kind = adapter_openai_usage_span(m[M_USAGE], &ci.usage) ? CHUNK_CONTENT
+                                                                   : CHUNK_PREAMBLE;
+        size_t pos = 0;
+        struct json_span c;
+        for (int first = 1; json_next(m[M_CHOICES], &pos, &c) == 0; first = 0) {
+            int seen = read_choice(s, c, &ci, first);
+            if (seen < 0)
+                return seen;
+            if (seen)
                 ci.kind = CHUNK_CONTENT;
-            first = 0;
         }
     }
-    int rc = emit(ctx, data, len, &ci);
-    cJSON_Delete(root);
-    return rc;
+    return emit(ctx, data, len, &ci);
 }
 
 static int openai_stream_finish(struct adapter_stream *s, adapter_emit_fn emit, void *ctx)
@@ -272,6 +312,11 @@ static int openai_stream_finish(struct adapter_stream *s, adapter_emit_fn emit, 
 
 static void openai_stream_close(struct adapter_stream *s)
 {
+    struct openai_stream *st = s->state;
+    if (st)
+        buf_free(&st->text);
+    free(st);
+    s->state = NULL;
 }
 
 int adapter_body_usage(const char *body, size_t len, cJSON **usage)

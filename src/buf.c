@@ -120,6 +120,10 @@ int buf_append_json_str(struct buf *b, const char *s, size_t n)
             esc = "\\r";
         else if (c == '\t')
             esc = "\\t";
+        else if (c == '\b') /* as cJSON and JSON.stringify write them */
+            esc = "\\b";
+        else if (c == '\f')
+            esc = "\\f";
         else if (c < 0x20) {
             memcpy(u, "\\u00", 4);
             u[4] = hex[c >> 4];

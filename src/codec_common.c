@@ -35,15 +35,61 @@ int codec_translate(const char *body, size_t len, codec_build_fn build, struct b
     return rc;
 }
 
-int codec_parse_chunk(const char *data, size_t len, const struct chunk_info *ci, cJSON **root)
+int codec_read_chunk(const char *data, size_t len, const struct chunk_info *ci,
+                     struct codec_chunk *c)
 {
-    *root = ci->kind == CHUNK_DONE ? NULL : cJSON_ParseWithLength(data, len);
-    if (ci->kind != CHUNK_DONE && !cJSON_IsObject(*root)) {
-        cJSON_Delete(*root);
-        *root = NULL;
+    static const char *const keys[] = {"model", "created", "usage", "choices"};
+    static const char *const choice_keys[] = {"delta", "finish_reason"};
+    static const char *const delta_keys[] = {"content", "tool_calls"};
+    struct json_span top[4], ch[2], d[2], first = {NULL, 0, 0};
+    memset(c, 0, sizeof(*c));
+    if (ci->kind == CHUNK_DONE)
+        return 0;
+    if (json_members(json_text(data, len), keys, 4, top) != 0)
         return LLMUX_EPROTO;
-    }
+    size_t pos = 0;
+    json_next(top[3], &pos, &first); /* choices[0] (cJSON_GetArrayItem(choices, 0)) */
+    json_members(first, choice_keys, 2, ch);
+    json_members(ch[0], delta_keys, 2, d);
+    c->model = top[0];
+    c->created = top[1];
+    c->usage = top[2];
+    c->content = d[0];
+    c->tool_calls = d[1];
+    c->finish = ch[1];
     return 0;
+}
+
+int codec_str(struct json_span v, struct codec_str *t)
+{
+    size_t len;
+    t->heap = NULL;
+    t->p = NULL;
+    t->len = 0;
+    int rc = json_string_raw(v, &t->p, &t->len);
+    if (rc < 0) {
+        t->p = NULL;
+        return 0;
+    }
+    if (rc == 0)
+        return 1;
+    char *dst = t->tmp;
+    if (v.n > sizeof(t->tmp)) /* the decoded text is shorter than its escaped form */
+        dst = t->heap = malloc(v.n);
+    if (!dst) {
+        t->p = NULL;
+        return 0;
+    }
+    json_string_copy(v, dst, v.n, &len);
+    t->p = dst;
+    t->len = strnlen(dst, len);
+    return 1;
+}
+
+void codec_str_free(struct codec_str *t)
+{
+    free(t->heap);
+    t->heap = NULL;
 }
 
 int codec_parse_completion(const char *body, size_t len, cJSON **root, const cJSON **choice,

@@ -471,12 +471,12 @@ static int messages_body(const char *body, size_t len, struct buf *out)
 /* ---- streams ---- */
 
 
-static void message_start(struct codec_stream *s, const cJSON *root, struct buf *out)
+static void message_start(struct codec_stream *s, struct json_span model, struct buf *out)
 {
     s->started = 1;
     s->block = -1;
     adapter_new_id(s->id, sizeof(s->id), "msg_");
-    adapter_copy_str(s->model, sizeof(s->model), cJSON_GetObjectItemCaseSensitive(root, "model"));
+    adapter_span_str(s->model, sizeof(s->model), model);
     codec_event_open(out, "message_start");
     buf_append_str(out, ",\"message\":{\"id\":\"");
     buf_append_str(out, s->id);
@@ -508,44 +508,58 @@ static void block_start(struct codec_stream *s, int kind, struct buf *out)
 }
 
 static void block_delta(struct codec_stream *s, const char *type, const char *key,
-                        const char *text, struct buf *out)
+                        const char *text, size_t len, struct buf *out)
 {
     codec_event_open(out, "content_block_delta");
-    buf_printf(out, ",\"index\":%d,\"delta\":{\"type\":\"%s\",\"%s\":\"", s->block, type, key);
-    buf_append_json_str(out, text, strlen(text));
+    buf_append_str(out, ",\"index\":");
+    buf_append_uint(out, (unsigned long long)s->block);
+    buf_append_str(out, ",\"delta\":{\"type\":\"");
+    buf_append_str(out, type);
+    buf_append_str(out, "\",\"");
+    buf_append_str(out, key);
+    buf_append_str(out, "\":\"");
+    buf_append_json_str(out, text, len);
     buf_append_str(out, "\"}");
     codec_event_close(out);
 }
 
-static void on_text(struct codec_stream *s, const char *text, struct buf *out)
+static void on_text(struct codec_stream *s, const char *text, size_t len, struct buf *out)
 {
     if (s->block < 0 || s->block_kind != 0) {
         block_start(s, 0, out);
         buf_append_str(out, "\"type\":\"text\",\"text\":\"\"}");
         codec_event_close(out);
     }
-    block_delta(s, "text_delta", "text", text, out);
+    block_delta(s, "text_delta", "text", text, len, out);
 }
 
-static void on_tool_call(struct codec_stream *s, const cJSON *tc, struct buf *out)
+static void on_tool_call(struct codec_stream *s, struct json_span tc, struct buf *out)
 {
-    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
-    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(tc, "id"));
-    const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(fn, "name"));
-    const char *args = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(fn, "arguments"));
-    int index = (int)adapter_json_long(tc, "index");
-    if (id || s->block < 0 || s->block_kind != 1 || index != s->tool) {
+    static const char *const keys[] = {"id", "index", "function"};
+    static const char *const fn_keys[] = {"name", "arguments"};
+    struct json_span m[3], fn[2];
+    struct codec_str id, name, args;
+    json_members(tc, keys, 3, m);
+    json_members(m[2], fn_keys, 2, fn);
+    codec_str(m[0], &id);
+    codec_str(fn[0], &name);
+    codec_str(fn[1], &args);
+    int index = (int)adapter_span_long(m[1]);
+    if (id.p || s->block < 0 || s->block_kind != 1 || index != s->tool) {
         block_start(s, 1, out);
         s->tool = index;
         buf_append_str(out, "\"type\":\"tool_use\",\"id\":\"");
-        buf_append_json_str(out, id ? id : "", id ? strlen(id) : 0);
+        buf_append_json_str(out, id.p ? id.p : "", id.len);
         buf_append_str(out, "\",\"name\":\"");
-        buf_append_json_str(out, name ? name : "", name ? strlen(name) : 0);
+        buf_append_json_str(out, name.p ? name.p : "", name.len);
         buf_append_str(out, "\",\"input\":{}}");
         codec_event_close(out);
     }
-    if (args && args[0])
-        block_delta(s, "input_json_delta", "partial_json", args, out);
+    if (args.len)
+        block_delta(s, "input_json_delta", "partial_json", args.p, args.len, out);
+    codec_str_free(&id);
+    codec_str_free(&name);
+    codec_str_free(&args);
 }
 
 static void message_end(struct codec_stream *s, const struct usage *total, struct buf *out)
@@ -571,35 +585,34 @@ static int messages_stream_chunk(struct codec_stream *s, const char *data, size_
                                  const struct chunk_info *ci, const struct usage *total,
                                  struct buf *out)
 {
-    cJSON *root;
-    if (codec_parse_chunk(data, len, ci, &root) != 0)
+    struct codec_chunk c;
+    if (codec_read_chunk(data, len, ci, &c) != 0)
         return LLMUX_EPROTO;
     if (!s->started)
-        message_start(s, root, out);
+        message_start(s, c.model, out);
     if (ci->kind == CHUNK_DONE) {
         message_end(s, total, out);
         return 0;
     }
     struct usage u;
     memset(&u, 0, sizeof(u));
-    if (adapter_openai_usage(root, &u))
+    if (adapter_openai_usage_span(c.usage, &u))
         s->usage = u;
-    const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
-    const cJSON *delta = cJSON_GetObjectItemCaseSensitive(choice, "delta");
-    const char *text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(delta, "content"));
-    if (text && text[0])
-        on_text(s, text, out);
-    const cJSON *tc;
-    cJSON_ArrayForEach(tc, cJSON_GetObjectItemCaseSensitive(delta, "tool_calls"))
+    struct codec_str text;
+    if (codec_str(c.content, &text) && text.len)
+        on_text(s, text.p, text.len, out);
+    codec_str_free(&text);
+    size_t pos = 0;
+    struct json_span tc;
+    while (json_next(c.tool_calls, &pos, &tc) == 0)
         on_tool_call(s, tc, out);
-    const char *finish =
-        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(choice, "finish_reason"));
-    if (finish) {
+    if (json_type(c.finish) == JSON_STRING) {
+        char finish[32] = "";
+        adapter_span_str(finish, sizeof(finish), c.finish);
         s->finished = 1;
         snprintf(s->stop, sizeof(s->stop), "%s", stop_reason(finish));
         block_stop(s, out);
     }
-    cJSON_Delete(root);
     return 0;
 }
 

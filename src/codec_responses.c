@@ -584,15 +584,16 @@ static void lifecycle(struct codec_stream *s, struct buf *out, const char *type,
     codec_event_close(out);
 }
 
-static void stream_start(struct codec_stream *s, const cJSON *root, struct buf *out)
+static void stream_start(struct codec_stream *s, const struct codec_chunk *c, struct buf *out)
 {
     s->started = 1;
     s->block = -1;
     buf_init(&s->text, MAX_OUTPUT);
     buf_init(&s->items, MAX_OUTPUT);
     adapter_new_id(s->id, sizeof(s->id), "resp_");
-    adapter_copy_str(s->model, sizeof(s->model), cJSON_GetObjectItemCaseSensitive(root, "model"));
-    s->created = adapter_json_long(root, "created");
+    if (c)
+        adapter_span_str(s->model, sizeof(s->model), c->model);
+    s->created = c ? adapter_span_long(c->created) : 0;
     if (!s->created)
         s->created = (long long)time(NULL);
     lifecycle(s, out, "response.created", "in_progress", NULL, NULL, NULL, NULL);
@@ -670,43 +671,51 @@ static int item_open(struct codec_stream *s, int kind, struct buf *out)
     return rc;
 }
 
-static int on_text(struct codec_stream *s, const char *text, struct buf *out)
+static int on_text(struct codec_stream *s, const char *text, size_t len, struct buf *out)
 {
     int rc = s->block < 0 || s->block_kind != 0 ? item_open(s, 0, out) : 0;
     event_open(s, out, "response.output_text.delta");
     item_ref(s, out, 1);
     buf_append_str(out, ",\"delta\":");
-    json_str(out, text, strlen(text));
+    json_str(out, text, len);
     buf_append_str(out, ",\"logprobs\":[]");
     codec_event_close(out);
-    return rc ? rc : buf_append_str(&s->text, text);
+    return rc ? rc : buf_append(&s->text, text, len);
 }
 
-static int on_tool_call(struct codec_stream *s, const cJSON *tc, struct buf *out)
+static int on_tool_call(struct codec_stream *s, struct json_span tc, struct buf *out)
 {
-    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
-    const char *id = str_of(tc, "id"), *args = str_of(fn, "arguments");
-    int index = (int)adapter_json_long(tc, "index"), rc = 0;
-    if (id || s->block < 0 || s->block_kind != 1 || index != s->tool) {
+    static const char *const keys[] = {"id", "index", "function"};
+    static const char *const fn_keys[] = {"name", "arguments"};
+    struct json_span m[3], fn[2];
+    struct codec_str id, args;
+    json_members(tc, keys, 3, m);
+    json_members(m[2], fn_keys, 2, fn);
+    codec_str(m[0], &id);
+    codec_str(fn[1], &args);
+    int index = (int)adapter_span_long(m[1]), rc = 0;
+    if (id.p || s->block < 0 || s->block_kind != 1 || index != s->tool) {
         rc = item_close(s, out);
         s->tool = index;
         s->name[0] = 0;
-        adapter_copy_str(s->name, sizeof(s->name), cJSON_GetObjectItemCaseSensitive(fn, "name"));
-        if (id)
-            snprintf(s->call_id, sizeof(s->call_id), "%s", id);
+        adapter_span_str(s->name, sizeof(s->name), fn[0]);
+        if (id.p)
+            snprintf(s->call_id, sizeof(s->call_id), "%.*s", (int)id.len, id.p);
         else
             adapter_new_id(s->call_id, sizeof(s->call_id), "call_");
         if (!rc)
             rc = item_open(s, 1, out);
     }
-    if (!rc && args && args[0]) {
+    if (!rc && args.len) {
         event_open(s, out, "response.function_call_arguments.delta");
         item_ref(s, out, 0);
         buf_append_str(out, ",\"delta\":");
-        json_str(out, args, strlen(args));
+        json_str(out, args.p, args.len);
         codec_event_close(out);
-        rc = buf_append_str(&s->text, args);
+        rc = buf_append(&s->text, args.p, args.len);
     }
+    codec_str_free(&id);
+    codec_str_free(&args);
     return rc;
 }
 
@@ -714,11 +723,11 @@ static int responses_stream_chunk(struct codec_stream *s, const char *data, size
                                   const struct chunk_info *ci, const struct usage *total,
                                   struct buf *out)
 {
-    cJSON *root;
-    if (codec_parse_chunk(data, len, ci, &root) != 0)
+    struct codec_chunk c;
+    if (codec_read_chunk(data, len, ci, &c) != 0)
         return LLMUX_EPROTO;
     if (!s->started)
-        stream_start(s, root, out);
+        stream_start(s, &c, out);
     int rc = 0;
     if (ci->kind == CHUNK_DONE) {
         rc = item_close(s, out);
@@ -730,28 +739,24 @@ static int responses_stream_chunk(struct codec_stream *s, const char *data, size
     }
     struct usage u;
     memset(&u, 0, sizeof(u));
-    if (adapter_openai_usage(root, &u)) {
+    if (adapter_openai_usage_span(c.usage, &u)) {
         s->usage = u;
-        s->reasoning_tokens = reasoning_tokens(root);
+        s->reasoning_tokens =
+            adapter_span_long(json_get(c.usage, "completion_tokens_details.reasoning_tokens"));
     }
-    const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
-    const cJSON *delta = cJSON_GetObjectItemCaseSensitive(choice, "delta");
-    const char *text = str_of(delta, "content");
-    if (text && text[0])
-        rc = on_text(s, text, out);
-    const cJSON *tc;
-    cJSON_ArrayForEach(tc, cJSON_GetObjectItemCaseSensitive(delta, "tool_calls"))
-    {
-        if (!rc)
-            rc = on_tool_call(s, tc, out);
-    }
-    const char *finish = str_of(choice, "finish_reason");
-    if (finish && !rc) {
+    struct codec_str text;
+    if (codec_str(c.content, &text) && text.len)
+        rc = on_text(s, text.p, text.len, out);
+    codec_str_free(&text);
+    size_t pos = 0;
+    struct json_span tc;
+    while (!rc && json_next(c.tool_calls, &pos, &tc) == 0)
+        rc = on_tool_call(s, tc, out);
+    if (json_type(c.finish) == JSON_STRING && !rc) {
         s->finished = 1;
-        snprintf(s->stop, sizeof(s->stop), "%s", finish);
+        adapter_span_str(s->stop, sizeof(s->stop), c.finish);
         rc = item_close(s, out);
     }
-    cJSON_Delete(root);
     return rc;
 }
 

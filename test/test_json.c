@@ -1,6 +1,9 @@
 /* json_top_key: the byte span of a top-level member, which the openai adapter replaces to
  * rewrite `model` without re-encoding the body. Nested and escaped look-alikes must not match.
- * json_valid: the strict validator the api runs on every request body instead of a parse. */
+ * json_valid: the strict validator the api runs on every request body instead of a parse.
+ * json_members/get/next, json_string_*, json_number: how the adapters read a stream event in
+ * place; they must see what cJSON would (decoded keys, first duplicate, decoded strings, the
+ * same numbers) and refuse what is not JSON, hostile input included. */
 #include <string.h>
 
 #include <stdint.h>
@@ -39,9 +42,214 @@ static void test_fixed(void)
     }
 }
 
+static struct json_span T(const char *s)
+{
+    return json_text(s, strlen(s));
+}
+
+/* The text of a span, for comparing ("(absent)" when absent). */
+static const char *text_of(struct json_span v, char *out, size_t size)
+{
+    if (!v.s)
+        return "(absent)";
+    snprintf(out, size, "%.*s", (int)v.n, v.s);
+    return out;
+}
+
+static void test_members(void)
+{
+    static const char *const keys[] = {"id", "usage", "choices", "missing"};
+    struct json_span f[4];
+    char o[128];
+    const char *ev = " {\"id\":\"x\",\"choices\":[{\"a\":1}],\"usage\":null,\"id\":\"dup\"} ";
+    CHECK_INT(json_members(T(ev), keys, 4, f), 0);
+    CHECK_STR(text_of(f[0], o, sizeof(o)), "\"x\""); /* the first of duplicates */
+    CHECK_STR(text_of(f[1], o, sizeof(o)), "null");
+    CHECK_STR(text_of(f[2], o, sizeof(o)), "[{\"a\":1}]");
+    CHECK_STR(text_of(f[3], o, sizeof(o)), "(absent)");
+    CHECK(f[0].valid && f[2].valid);
+    CHECK_INT(json_type(f[0]), JSON_STRING);
+    CHECK_INT(json_type(f[1]), JSON_NULL);
+    CHECK_INT(json_type(f[2]), JSON_ARRAY);
+    CHECK_INT(json_type(f[3]), JSON_ABSENT);
+    /* escaped keys match decoded, as cJSON compares them; up to a decoded NUL */
+    CHECK_INT(json_members(T("{\"\\u0069d\":1,\"us\\u0061ge\":2}"), keys, 2, f), 0);
+    CHECK_STR(text_of(f[0], o, sizeof(o)), "1");
+    CHECK_STR(text_of(f[1], o, sizeof(o)), "2");
+    CHECK_INT(json_members(T("{\"id\\u0000x\":3}"), keys, 1, f), 0);
+    CHECK_STR(text_of(f[0], o, sizeof(o)), "3");
+    CHECK_INT(json_members(T("{\"i\\\"d\":3,\"Id\":4,\"idx\":5}"), keys, 1, f), 0);
+    CHECK_STR(text_of(f[0], o, sizeof(o)), "(absent)");
+    /* not an object, or not valid anywhere in it (after the members wanted, too): -1, nothing */
+    static const char *const bad[] = {
+        "[1]", "\"id\"", "", "{\"id\":1", "{\"id\":1}x", "{\"id\":1,}", "{\"id\":1,\"z\":[1,]}",
+        "{\"id\":1,\"z\":\"\\ud800\"}", "{\"id\":1,\"z\":\"\x01\"}", "{\"id\":1,\"z\":01}",
+        "{\"id\":\"unterminated}", "{\"id\":1,\"z\":\"\\u12\"}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CHECK_INT(json_members(T(bad[i]), keys, 1, f), -1);
+        CHECK(f[0].s == NULL);
+    }
+    /* nesting past 128 is refused even below the members wanted */
+    char deep[300];
+    int k = snprintf(deep, sizeof(deep), "{\"id\":1,\"z\":");
+    memset(deep + k, '[', 130);
+    memset(deep + k + 130, ']', 130);
+    deep[k + 260] = '}';
+    CHECK_INT(json_members(json_text(deep, (size_t)k + 261), keys, 1, f), -1);
+    /* a trusted span (from json_members) is walked without being validated again */
+    CHECK_INT(json_members(T("{\"choices\":{\"id\":\"in\",\"x\":[\"]\",{\"y\":\"}\"}]}}"), keys, 3,
+                           f),
+              0);
+    struct json_span inner[1];
+    CHECK_INT(json_members(f[2], keys, 1, inner), 0);
+    CHECK_STR(text_of(inner[0], o, sizeof(o)), "\"in\"");
+}
+
+static void test_get_next(void)
+{
+    char o[128];
+    struct json_span ev = T("{\"error\":{\"message\":\"m\",\"code\":429},\"a\":{\"b\":{\"c\":[1]}}}");
+    CHECK_STR(text_of(json_get(ev, "error.code"), o, sizeof(o)), "429");
+    CHECK_STR(text_of(json_get(ev, "a.b.c"), o, sizeof(o)), "[1]");
+    CHECK_STR(text_of(json_get(ev, "a.b.x"), o, sizeof(o)), "(absent)");
+    CHECK_STR(text_of(json_get(ev, "error.code.x"), o, sizeof(o)), "(absent)"); /* not an object */
+    CHECK_STR(text_of(json_get(T("[{\"a\":1}]"), "a"), o, sizeof(o)), "(absent)");
+    struct json_span absent = {NULL, 0, 0};
+    CHECK_STR(text_of(json_get(absent, "a"), o, sizeof(o)), "(absent)");
+    CHECK_STR(text_of(json_get(T("{\"a\":[1,}"), "a"), o, sizeof(o)), "(absent)");
+
+    /* elements of an array, values of an object (cJSON_ArrayForEach walks both) */
+    const char *want[] = {"1", "\"two\"", "{\"x\":[3]}", "null"};
+    size_t pos = 0, i = 0;
+    struct json_span item;
+    struct json_span arr = T(" [1 , \"two\",{\"x\":[3]}, null ] ");
+    while (i < 4 && json_next(arr, &pos, &item) == 0)
+        CHECK_STR(text_of(item, o, sizeof(o)), want[i++]);
+    CHECK_INT(i, 4);
+    CHECK_INT(json_next(arr, &pos, &item), 1);
+    pos = 0;
+    CHECK_INT(json_next(T("{\"k\":\"v\"}"), &pos, &item), 0);
+    CHECK_STR(text_of(item, o, sizeof(o)), "\"v\"");
+    pos = 0;
+    CHECK_INT(json_next(T("[]"), &pos, &item), 1);
+    static const char *const bad[] = {"[1,]", "[,1]", "[1 2]", "\"s\"", "[\"open]", "{1:2}"};
+    for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+        pos = 0;
+        int rc;
+        while ((rc = json_next(T(bad[b]), &pos, &item)) == 0)
+            ;
+        CHECK_INT(rc, -1);
+    }
+    CHECK_INT(json_next(absent, &pos, &item), -1);
+}
+
+static void test_strings(void)
+{
+    char d[64];
+    size_t len;
+    const char *p;
+    CHECK_INT(json_string_raw(T("\"plain text\""), &p, &len), 0);
+    CHECK(len == 10 && memcmp(p, "plain text", 10) == 0);
+    CHECK_INT(json_string_raw(T("\"a\\nb\""), &p, &len), 1);
+    CHECK_INT(json_string_raw(T("\"open"), &p, &len), -1);
+    CHECK_INT(json_string_raw(T("12"), &p, &len), -1);
+    CHECK_INT(json_string_raw(T("\"a\"b\""), &p, &len), -1); /* more after the string */
+    static const struct {
+        const char *in, *out;
+        size_t len;
+    } cases[] = {
+        {"\"\"", "", 0},
+        {"\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"", "\"\\/\b\f\n\r\t", 8},
+        {"\"caf\\u00e9 \\u20ac\"", "caf\xc3\xa9 \xe2\x82\xac", 9},
+        {"\"\\ud83d\\ude00!\"", "\xf0\x9f\x98\x80!", 5},   /* a surrogate pair: one character */
+        {"\"\\uD834\\uDD1E\"", "\xf0\x9d\x84\x9e", 4},      /* upper-case hex */
+        {"\"\xc3\xa9 raw\"", "\xc3\xa9 raw", 6},              /* raw UTF-8 as it is */
+        {"\"a\\u0000b\"", "a", 3},                           /* a NUL decoded: len says 3 */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(d, 'Z', sizeof(d));
+        CHECK_INT(json_string_copy(T(cases[i].in), d, sizeof(d), &len), 0);
+        CHECK_INT(len, cases[i].len);
+        CHECK_STR(d, cases[i].out);
+    }
+    CHECK_INT(json_string_copy(T("\"a\\u0000b\""), d, sizeof(d), &len), 0);
+    CHECK(d[1] == 0 && d[2] == 'b');
+    /* truncated to the buffer (NUL-terminated), with the whole length reported */
+    memset(d, 'Z', sizeof(d));
+    CHECK_INT(json_string_copy(T("\"abc\\u00e9def\""), d, 5, &len), 0);
+    CHECK_INT(len, 8);
+    CHECK_STR(d, "abc\xc3");
+    CHECK(d[5] == 'Z');
+    CHECK_INT(json_string_copy(T("\"abcdef\""), d, 4, &len), 0);
+    CHECK_STR(d, "abc");
+    d[0] = 'Z';
+    CHECK_INT(json_string_copy(T("\"abc\""), d, 0, &len), 0); /* size 0: nothing written */
+    CHECK(d[0] == 'Z' && len == 3);
+    /* not strings, or invalid ones: -1 and dst untouched */
+    static const char *const bad[] = {
+        "\"\\ud83d\"", "\"\\ude00\"", "\"\\ud83d\\u0041\"", "\"\\u12\"", "\"\\x\"", "\"a",
+        "\"\x01\"", "null", "", "\"\\",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        d[0] = 'Z';
+        CHECK_INT(json_string_copy(T(bad[i]), d, sizeof(d), &len), -1);
+        CHECK(d[0] == 'Z');
+    }
+    /* a long escaped string, all escapes at every word offset */
+    char big[600];
+    size_t n = 0;
+    big[n++] = '"';
+    for (int i = 0; i < 50; i++) {
+        memcpy(big + n, "\\n\\u00e9x", 9);
+        n += 9;
+    }
+    big[n++] = '"';
+    char out[400];
+    CHECK_INT(json_string_copy(json_text(big, n), out, sizeof(out), &len), 0);
+    CHECK_INT(len, 200);
+    CHECK(memcmp(out, "\n\xc3\xa9x\n\xc3\xa9x", 8) == 0 && out[199] == 'x' && out[200] == 0);
+}
+
+static void test_numbers(void)
+{
+    double d = -1;
+    CHECK(json_number(T("0"), &d) == 0 && d == 0);
+    CHECK(json_number(T("1700000000"), &d) == 0 && d == 1700000000.0);
+    CHECK(json_number(T("-42"), &d) == 0 && d == -42);
+    CHECK(json_number(T("999999999999999"), &d) == 0 && d == 999999999999999.0);
+    CHECK(json_number(T("12345678901234567890"), &d) == 0 && d > 1.2345e19 && d < 1.2346e19);
+    CHECK(json_number(T("1.5e3"), &d) == 0 && d == 1500);
+    CHECK(json_number(T("-0.25"), &d) == 0 && d == -0.25);
+    CHECK(json_number(T("1e400"), &d) == 0 && d > 1e308); /* out of range: HUGE_VAL */
+    CHECK(json_number(T("1e-400"), &d) == 0 && d == 0);
+    char huge[80];
+    memset(huge, '9', sizeof(huge));
+    CHECK(json_number(json_text(huge, 63), &d) == 0 && d > 9.9e62);
+    CHECK(json_number(json_text(huge, 80), &d) == 0 && d > 9.9e79); /* past the stack copy */
+    huge[0] = '0';
+    huge[1] = '.';
+    CHECK(json_number(json_text(huge, 80), &d) == 0 && d > 0.99 && d <= 1); /* long, in range */
+    static const char *const bad[] = {"01", "1.", "-", "+1", ".5", "1e", "0x10", "\"1\"",
+                                      "NaN", "1 ", "", "true"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK_INT(json_number(T(bad[i]), &d), -1);
+    /* a trusted span: a number json_members found */
+    static const char *const keys[] = {"n"};
+    struct json_span f[1];
+    CHECK_INT(json_members(T("{\"n\":-7.5}"), keys, 1, f), 0);
+    CHECK(json_number(f[0], &d) == 0 && d == -7.5);
+    CHECK_INT(json_members(T("{\"n\":\"7\"}"), keys, 1, f), 0);
+    CHECK_INT(json_number(f[0], &d), -1);
+}
+
 int main(void)
 {
     test_fixed();
+    test_members();
+    test_get_next();
+    test_strings();
+    test_numbers();
     char o[256];
     CHECK_STR(span("{\"model\":\"gpt\"}", "model", o), "\"gpt\"");
     CHECK_STR(span(" {\n \"model\" : \"a\\\"b\" , \"x\":1}", "model", o), "\"a\\\"b\"");

@@ -3,7 +3,11 @@
  * and into the events of a client API with a codec (Messages, Responses: the emit then also
  * runs the codec's stream_chunk, as the exchange does).
  *
- *   build/bench/llmux-translate-bench [events]     (default 200000 per kind)
+ *   build/bench/llmux-translate-bench [events [KIND [CLIENT]]]   (default 200000 per kind)
+ *
+ * KIND (openai, anthropic, gemini) and CLIENT (chat, messages, responses) run one pair only:
+ * under callgrind, the instructions of N2 events minus those of N1 events, over N2 - N1, are
+ * the exact instructions per event (bench/results/2026-12-02-adapter-scan.md).
  *
  * Each kind gets a realistic event: a ~5-token text delta in the provider's own JSON (OpenAI's
  * chunk is classified and forwarded as it is; Anthropic's content_block_delta and Gemini's
@@ -72,6 +76,7 @@ static int cmp_u64(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     long events = argc > 1 ? atol(argv[1]) : 200000;
+    const char *only_kind = argc > 2 ? argv[2] : NULL, *only_client = argc > 3 ? argv[3] : NULL;
     if (events < BATCH * 10)
         events = BATCH * 10;
     static const struct kind kinds[] = {
@@ -138,6 +143,10 @@ int main(int argc, char **argv)
     printf("%-30s %12s %12s %12s\n", "kind -> client", "median ns", "p99 ns", "events");
     for (size_t r = 0; r < nruns; r++) {
         const struct kind *kd = &kinds[runs[r].kind];
+        const char *client_name = runs[r].codec ? runs[r].codec->name : "chat";
+        if ((only_kind && strcmp(only_kind, kd->name) != 0) ||
+            (only_client && strcmp(only_client, client_name) != 0))
+            continue;
         struct client cl;
         memset(&cl, 0, sizeof(cl));
         cl.codec = runs[r].codec;
@@ -176,7 +185,7 @@ int main(int argc, char **argv)
         buf_free(&cl.out);
         qsort(per, nbatches, sizeof(*per), cmp_u64);
         char name[40];
-        snprintf(name, sizeof(name), "%s -> %s", kd->name, cl.codec ? cl.codec->name : "chat");
+        snprintf(name, sizeof(name), "%s -> %s", kd->name, client_name);
         printf("%-30s %12llu %12llu %12ld\n", name, (unsigned long long)per[nbatches / 2],
                (unsigned long long)per[nbatches * 99 / 100], done);
         if (cl.bytes == 0)

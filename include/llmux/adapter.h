@@ -23,6 +23,7 @@
 
 #include "llmux/buf.h"
 #include "llmux/config.h"
+#include "llmux/json.h"
 
 enum api_endpoint { API_CHAT, API_COMPLETIONS, API_EMBEDDINGS };
 
@@ -101,8 +102,10 @@ struct chunk_info {
     long long created;
     char error[200];  /* CHUNK_ERROR: the provider's message */
     int retryable;    /* CHUNK_ERROR: e.g. Anthropic overloaded_error: another deployment may serve */
-    const char *text; /* chat/completions: content text of choice 0 in this chunk (borrowed,
-                         valid during emit), NULL when none; used for continuation */
+    const char *text; /* chat/completions: content text of choice 0 in this chunk, decoded
+                         (text[0..text_len), no NUL in it, not NUL-terminated: it may point
+                         into the event; borrowed, valid during emit), NULL when none; used
+                         for continuation */
     size_t text_len;
     int tool_call;    /* the chunk carries a tool-call delta */
     int finish;       /* the chunk carries a finish_reason */
@@ -189,6 +192,12 @@ struct cJSON;
 int adapter_body_usage(const char *body, size_t len, struct cJSON **usage);
 /* Usage from OpenAI's usage object. Returns 1 when present. */
 int adapter_openai_usage(const void *root_cjson, struct usage *u);
+/* The same from the text of the usage member (src/json.c spans; absent or not an object: 0). */
+int adapter_openai_usage_span(struct json_span usage, struct usage *u);
+/* adapter_json_long and adapter_copy_str over a span: the number as a long (0 when absent, not
+ * a number or out of +-1e15), the decoded string copied (dst untouched when not a string). */
+long adapter_span_long(struct json_span v);
+void adapter_span_str(char *dst, size_t size, struct json_span v);
 
 /* Helpers for the kinds that translate (src/adapters/): re-encoded requests, and OpenAI chunks
  * built from another wire format. */
@@ -230,6 +239,10 @@ struct chunk_ident {
 int adapter_emit_delta(const struct chunk_ident *who, int include_usage, struct cJSON *delta,
                        const char *finish, struct chunk_info *ci, adapter_emit_fn emit,
                        void *ctx);
+/* adapter_emit_delta with the delta {"content": text} (text[0..len), no NUL inside), written
+ * without a cJSON tree: the same bytes, one buffer. ci->text may point at text. */
+int adapter_emit_text(const struct chunk_ident *who, int include_usage, const char *text,
+                      size_t len, struct chunk_info *ci, adapter_emit_fn emit, void *ctx);
 /* Emit the final usage chunk (choices [] and usage), CHUNK_CONTENT with ci.usage set. */
 int adapter_emit_usage(const struct chunk_ident *who, const struct usage *u, adapter_emit_fn emit,
                        void *ctx);

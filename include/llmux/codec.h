@@ -136,10 +136,28 @@ int codec_fail(char *why, size_t size, int rc, const char *fmt, const char *arg)
  * built, then `stream` with stream_options.include_usage when the client streams, printed. */
 int codec_translate(const char *body, size_t len, codec_build_fn build, struct buf *out,
                     char *why, size_t why_size);
-/* A canonical chunk parsed into *root (NULL for [DONE]; caller frees with cJSON_Delete), or
- * LLMUX_EPROTO when it is not a JSON object. */
-int codec_parse_chunk(const char *data, size_t len, const struct chunk_info *ci,
-                      struct cJSON **root);
+/* What the codecs read of a canonical chunk, as spans of its text (src/json.c; absent ones have
+ * s NULL): model, created, usage, and of choices[0] the delta's content and tool_calls and the
+ * finish_reason. */
+struct codec_chunk {
+    struct json_span model, created, usage, content, tool_calls, finish;
+};
+/* Scan a canonical chunk in place (no tree, no allocation): 0, or LLMUX_EPROTO when it is not
+ * a valid JSON object. [DONE] (ci->kind CHUNK_DONE) gives 0 with everything absent. */
+int codec_read_chunk(const char *data, size_t len, const struct chunk_info *ci,
+                     struct codec_chunk *c);
+/* A string span's decoded text, up to a decoded NUL (as cJSON's valuestring would be): in
+ * place when it has no escapes, else decoded into tmp (or, when longer, a heap copy that
+ * codec_str_free releases). */
+struct codec_str {
+    const char *p; /* NULL when the span is not a string */
+    size_t len;
+    char *heap;
+    char tmp[512];
+};
+/* Returns whether v is a string (p set). Pair every call with codec_str_free. */
+int codec_str(struct json_span v, struct codec_str *t);
+void codec_str_free(struct codec_str *t);
 /* A chat.completion parsed: *root (caller frees with cJSON_Delete), its first choice and that
  * choice's message; LLMUX_EPROTO (nothing to free) when there is no message. */
 int codec_parse_completion(const char *body, size_t len, struct cJSON **root,

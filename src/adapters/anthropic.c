@@ -650,10 +650,10 @@ static int on_block(struct adapter_stream *s, struct anthropic_stream *st, const
             return LLMUX_EPROTO;
         if (!part->valuestring[0])
             return 0;
-        delta = cJSON_CreateObject();
-        ci.text =
-            cJSON_GetStringValue(cJSON_AddStringToObject(delta, "content", part->valuestring));
-        ci.text_len = ci.text ? strlen(ci.text) : 0;
+        ci.text = part->valuestring;
+        ci.text_len = strlen(ci.text);
+        return adapter_emit_text(&st->who, s->req->include_usage, ci.text, ci.text_len, &ci,
+                                 emit, ctx);
     } else if (st->in_json) {
         return 0; /* its start carries an empty input: nothing to relay yet */
     } else if (strcmp(t, "text") == 0 || strcmp(t, "text_delta") == 0) {
@@ -663,9 +663,10 @@ static int on_block(struct adapter_stream *s, struct anthropic_stream *st, const
         const char *rest = skip_stripped(st, text->valuestring);
         if (!rest[0])
             return 0;
-        delta = cJSON_CreateObject();
-        ci.text = cJSON_GetStringValue(cJSON_AddStringToObject(delta, "content", rest));
-        ci.text_len = ci.text ? strlen(ci.text) : 0;
+        ci.text = rest;
+        ci.text_len = strlen(rest);
+        return adapter_emit_text(&st->who, s->req->include_usage, ci.text, ci.text_len, &ci,
+                                 emit, ctx);
     } else if (strcmp(t, "tool_use") == 0) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(b, "id");
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(b, "name");

@@ -617,12 +617,14 @@ static int emit_part(struct adapter_stream *s, struct gemini_stream *st, const c
     struct chunk_info ci;
     memset(&ci, 0, sizeof(ci));
     ci.kind = CHUNK_CONTENT;
-    cJSON *delta = cJSON_CreateObject();
     if (cJSON_IsString(text) && text->valuestring[0] && !is_thought(part)) {
-        ci.text =
-            cJSON_GetStringValue(cJSON_AddStringToObject(delta, "content", text->valuestring));
-        ci.text_len = ci.text ? strlen(ci.text) : 0;
-    } else if (cJSON_IsObject(call)) {
+        ci.text = text->valuestring;
+        ci.text_len = strlen(ci.text);
+        return adapter_emit_text(&st->who, s->req->include_usage, ci.text, ci.text_len, &ci,
+                                 emit, ctx);
+    }
+    cJSON *delta = cJSON_CreateObject();
+    if (cJSON_IsObject(call)) {
         cJSON *tc = tool_call(part, st->calls++, 1);
         if (!tc) {
             cJSON_Delete(delta);
