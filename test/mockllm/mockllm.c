@@ -1,10 +1,10 @@
-/* mockllm: an upstream imitation of the OpenAI, Azure OpenAI, Anthropic and Gemini APIs, built on
- * llmux's own server module and scripted per request so tests can provoke every failure a real
- * provider shows. See README.md here.
+/* mockllm: an upstream imitation of the OpenAI (chat and Responses), Azure OpenAI, Anthropic and
+ * Gemini APIs, built on llmux's own server module and scripted per request so tests can provoke
+ * every failure a real provider shows. See README.md here.
  *
  * This file is the core: routing (which wire format, which model), the script, the decision of
- * what to answer, and the pacing of streams; the wire formats live in openai.c, anthropic.c and
- * gemini.c (mockllm.h). One struct reply per API request: its script, a uv_timer that paces the
+ * what to answer, and the pacing of streams; the wire formats live in openai.c, responses.c,
+ * anthropic.c and gemini.c (mockllm.h). One struct reply per API request: its script, a uv_timer that paces the
  * response (delay, time to first token, tokens per second), and the server_req while it is
  * valid. A reply is freed in its timer's close callback; client aborts (on_abort) just drop `req`.
  */
@@ -488,7 +488,8 @@ static int route_of(const char *path, const char *query, struct route *rt)
     } fixed[] = {{"/v1/chat/completions", &wire_openai, API_CHAT},
                  {"/v1/completions", &wire_openai, API_COMPLETIONS},
                  {"/v1/embeddings", &wire_openai, API_EMBEDDINGS},
-                 {"/v1/messages", &wire_anthropic, API_CHAT}};
+                 {"/v1/messages", &wire_anthropic, API_CHAT},
+                 {"/v1/responses", &wire_responses, API_CHAT}};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
         if (strcmp(path, fixed[i].path) == 0) {
             *rt = (struct route){.wire = fixed[i].wire, .api = fixed[i].api, .stream = -1};
