@@ -111,6 +111,25 @@ void adapter_span_str(char *dst, size_t size, struct json_span v)
     json_string_copy(v, dst, size, &len); /* dst untouched when v is not a string */
 }
 
+int adapter_span_text(struct buf *scratch, struct json_span v, const char **p, size_t *len)
+{
+    int rc = json_string_raw(v, p, len);
+    if (rc <= 0)
+        return rc < 0 ? LLMUX_EPROTO : 0;
+    buf_reset(scratch);
+    if (buf_append(scratch, v.s, v.n) != 0) /* room for the decoded text and its NUL */
+        return UV_ENOMEM;
+    json_string_copy(v, scratch->data, v.n, len);
+    *p = scratch->data;
+    *len = strnlen(scratch->data, *len);
+    return 0;
+}
+
+cJSON *adapter_span_tree(struct json_span v)
+{
+    return v.s ? cJSON_ParseWithLength(v.s, v.n) : NULL;
+}
+
 int adapter_openai_usage_span(struct json_span usage, struct usage *u)
 {
     static const char *const keys[] = {"prompt_tokens", "completion_tokens", "total_tokens",

@@ -198,6 +198,13 @@ int adapter_openai_usage_span(struct json_span usage, struct usage *u);
  * a number or out of +-1e15), the decoded string copied (dst untouched when not a string). */
 long adapter_span_long(struct json_span v);
 void adapter_span_str(char *dst, size_t size, struct json_span v);
+/* The decoded text of the string v as a cJSON valuestring reads (up to a decoded NUL): in
+ * place when it has no escapes (*p then points into v, not NUL-terminated), else decoded into
+ * `scratch` (reset first). Returns 0, UV_ENOMEM, or LLMUX_EPROTO when v is not a string. */
+int adapter_span_text(struct buf *scratch, struct json_span v, const char **p, size_t *len);
+/* A cJSON parse of the span v (NULL when absent), for the rare members a stream event still
+ * reads as a tree (errors, tool calls); free with cJSON_Delete. */
+struct cJSON *adapter_span_tree(struct json_span v);
 
 /* Helpers for the kinds that translate (src/adapters/): re-encoded requests, and OpenAI chunks
  * built from another wire format. */
