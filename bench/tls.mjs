@@ -16,7 +16,7 @@ import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import {
   BIN, BUILD, LOAD_CORE, PATH, PROXY_CORE, ROOT, bench, children, errorsOf, f0, f1, freePort,
-  killAll, latencyRounds, llmuxConfig, loadavg, log, median, procStatus, signed, sleep, start, startNginx,
+  killAll, latencyRounds, llmuxConfig, loadavg, log, median, procStatus, rotate, signed, sleep, start, startNginx,
   startSpinners, started, stop, tmp,
 } from './lib.mjs';
 
@@ -25,10 +25,13 @@ const STREAMS = Number(process.env.BENCH_TLS_STREAMS || 1000);
 const MOCK_SCRIPT = 'tokens=16&tps=1000&stamp=1';
 const HELD = 'bench?tokens=20&tps=1'; // streams held open for the memory figure
 const BURST = 'bench?tokens=16&tps=0'; // a stream whose events come together (a few reads)
+// BENCH_TLS_PARTS: the sections to run (all by default), BENCH_TLS_WORKLOADS: of small,stream
+const PARTS = (process.env.BENCH_TLS_PARTS || 'latency,syscalls,cold,burst,memory,crypto').split(',');
+const part = (x) => PARTS.includes(x);
 const WORKLOADS = [
   { id: 'small', title: 'non-stream, 1 KB request body', args: ['-b', '1024'], secs: 1, strace: ['-n', '400'] },
   { id: 'stream', title: 'stream, 1 KB request body, 16 tokens 1 ms apart', args: ['-s', '-b', '1024'], secs: 1.5, strace: ['-n', '100'] },
-];
+].filter((w) => (process.env.BENCH_TLS_WORKLOADS || 'small,stream').split(',').includes(w.id));
 // system calls only: the events of one upstream read leave in one client write
 const BURST_W = { id: 'burst', title: 'stream, 1 KB request body, 16 tokens at once', args: ['-s', '-b', '1024'], strace: ['-n', '100'] };
 const loadStart = loadavg();
@@ -40,7 +43,7 @@ spawnSync('sh', [join(ROOT, 'test', 'gen-certs.sh'), certs], { stdio: 'ignore' }
 await startSpinners();
 
 const ports = {};
-for (const k of ['tls', 'plain', 'llmux', 'base', 'nginx', 'llmuxCold', 'nginxCold']) ports[k] = await freePort();
+for (const k of ['tls', 'plain', 'llmux', 'base', 'nginx', 'llmuxCold', 'nginxCold', 'burst']) ports[k] = await freePort();
 const tlsArgs = ['--tls-cert', join(certs, 'localhost.pem'), '--tls-key', join(certs, 'localhost.key')];
 log(`HTTPS mockllm and a plain one (direct) on core ${LOAD_CORE} with the load client; proxies on core ${PROXY_CORE}`);
 const mockTls = await start('mock-tls', BIN.mock, ['--listen', `127.0.0.1:${ports.tls}`, '--quiet', '--script', MOCK_SCRIPT, ...tlsArgs],
@@ -88,16 +91,18 @@ for (const s of systems) {
   }
 }
 async function tlsStats() {
-  // the HTTPS mock's own counters, read over TLS with the test CA
-  const r = spawnSync('curl', ['-s', '--cacert', join(certs, 'ca.pem'), `https://localhost:${ports.tls}/mock/stats`], { encoding: 'utf8' });
+  // the HTTPS mock's own counters, read over TLS with the test CA (TLS 1.2 without a session:
+  // this read's own handshake counts as a full one, which callers subtract)
+  const r = spawnSync('curl', ['-s', '--tlsv1.2', '--tls-max', '1.2', '--cacert', join(certs, 'ca.pem'),
+    `https://localhost:${ports.tls}/mock/stats`], { encoding: 'utf8' });
   return JSON.parse(r.stdout);
 }
 
 // ---- 1. latency and CPU, one request at a time, rounds interleaved ----
-const lat = await latencyRounds(systems, WORKLOADS, ROUNDS);
+const lat = part('latency') ? await latencyRounds(systems, WORKLOADS, ROUNDS) : null;
 const med = (runs, pick) => median(runs.map(pick));
 const S = {};
-for (const w of WORKLOADS) {
+for (const w of lat ? WORKLOADS : []) {
   S[w.id] = {};
   for (const s of systems) {
     const runs = lat[w.id][s.name];
@@ -132,7 +137,7 @@ async function strace(pid, target, args) {
     epoll: per('epoll_wait'), total };
 }
 const sys = {};
-for (const w of [...WORKLOADS, BURST_W]) {
+for (const w of part('syscalls') ? [...WORKLOADS, BURST_W] : []) {
   sys[w.id] = {};
   for (const s of systems.slice(1)) {
     log(`system calls: ${s.name}, ${w.title}`);
@@ -141,34 +146,63 @@ for (const w of [...WORKLOADS, BURST_W]) {
 }
 
 // ---- 3. new TLS connections per second: proxies that keep no upstream connection ----
+const cold = {};
+if (part('cold')) {
 log('cold TLS connections');
 const llmuxCold = await startLlmux('llmux-cold', ports.llmuxCold, 0);
 const nginxCold = await startNginxTls('nginx-cold', ports.nginxCold, false);
-const cold = {};
 for (const [name, port, pid] of [['llmux', ports.llmuxCold, llmuxCold.pid], ['nginx', ports.nginxCold, nginxCold.workerPid]]) {
-  // right after start, a burst of 32 at once: no session to resume yet
-  let before = await tlsStats();
-  const burst = await bench(url(port), ['-c', '32', '-n', '32', '--timeout', '30']);
-  let after = await tlsStats();
-  const b = { ok: burst.ok, handshakes: after.tls_handshakes - before.tls_handshakes, resumed: after.tls_resumed - before.tls_resumed };
   const runs = [];
+  await bench(url(port), ['-c', '1', '-n', '1', '--timeout', '30']); // a session to resume
+  let before, after;
   for (let r = 0; r < 3; r++) {
     before = await tlsStats();
     const j = await bench(url(port), ['-c', '8', '-w', '0.3', '-d', '2', '-p', String(pid)]);
     after = await tlsStats();
     runs.push({ rps: j.throughput_rps, cpu: j.process?.cpu_us_per_req, p50: j.latency_us.p50, errors: errorsOf(j),
-      handshakes: after.tls_handshakes - before.tls_handshakes, resumed: after.tls_resumed - before.tls_resumed });
+      handshakes: after.tls_handshakes - before.tls_handshakes - 1, resumed: after.tls_resumed - before.tls_resumed });
   }
-  cold[name] = { burst: b, rps: median(runs.map((x) => x.rps)), cpu: median(runs.map((x) => x.cpu)),
+  cold[name] = { rps: median(runs.map((x) => x.rps)), cpu: median(runs.map((x) => x.cpu)),
     p50: median(runs.map((x) => x.p50)), errors: runs.reduce((a, x) => a + x.errors, 0),
     handshakes: runs.reduce((a, x) => a + x.handshakes, 0), resumed: runs.reduce((a, x) => a + x.resumed, 0) };
 }
 await stop(llmuxCold);
 await stop(nginxCold.proc);
+}
+
+// ---- 3b. a cold burst: a proxy just started, N requests at once, no session yet ----
+// Each round starts every proxy afresh (rounds interleaved) and sends it BURST_N requests at
+// once: each is a new TLS connection. Full and resumed handshakes are counted by the mock (and
+// by llmux itself: /v1/status upstream_tls_handshakes); the rate is connections / the burst's
+// elapsed time (first request sent to last answer).
+const BURST_N = part('burst') ? (process.env.BENCH_TLS_BURST || '32,128').split(',').map(Number) : [];
+const burstSystems = [['llmux', BIN.llmux, true], ['nginx', null, false]];
+if (process.env.LLMUX_BASE) burstSystems.push(['llmux-base', process.env.LLMUX_BASE, false]);
+const coldBurst = {};
+for (const n of BURST_N) {
+  coldBurst[n] = Object.fromEntries(burstSystems.map(([name]) => [name, []]));
+  for (let r = 0; r < ROUNDS; r++) {
+    log(`cold burst of ${n}, round ${r + 1}/${ROUNDS}`);
+    for (const [name, bin, status] of rotate(burstSystems, r)) {
+      const proc = bin ? await startLlmux(`burst-${name}-${n}-${r}`, ports.burst, 256, bin)
+        : await startNginxTls(`burst-nginx-${n}-${r}`, ports.burst, true);
+      const pid = bin ? proc.pid : proc.workerPid;
+      const before = await tlsStats();
+      const j = await bench(url(ports.burst), ['-c', String(n), '-n', String(n), '--timeout', '30', '-p', String(pid)]);
+      const after = await tlsStats();
+      const own = status ? await fetch(`http://127.0.0.1:${ports.burst}/v1/status`).then((x) => x.json()) : null;
+      const hs = after.tls_handshakes - before.tls_handshakes - 1;
+      coldBurst[n][name].push({ ms: j.elapsed_s * 1000, rate: hs / j.elapsed_s, cpu: j.process?.cpu_us_per_req * j.ok / hs,
+        p50: j.latency_us.p50, p99: j.latency_us.p99, handshakes: hs, resumed: after.tls_resumed - before.tls_resumed,
+        own: own?.upstream_tls_handshakes, errors: errorsOf(j) });
+      await stop(bin ? proc : proc.proc);
+    }
+  }
+}
 
 // ---- 4. memory per TLS stream held open ----
 const mem = {};
-for (const s of systems.slice(1)) {
+for (const s of part('memory') ? systems.slice(1) : []) {
   log(`memory: ${STREAMS} TLS streams held open through ${s.name}`);
   const idle = procStatus(s.pid);
   const j = await bench(s.url, ['-c', String(STREAMS), '-n', String(STREAMS), '-r', '500', '-s', '-m', s.model,
@@ -179,7 +213,7 @@ for (const s of systems.slice(1)) {
 }
 
 // ---- 5. crypto costs (the cipher suite order) ----
-const crypto = JSON.parse(spawnSync('taskset', ['-c', String(PROXY_CORE), join(BUILD, 'bench', 'llmux-crypto-bench')], { encoding: 'utf8' }).stdout);
+const crypto = part('crypto') && JSON.parse(spawnSync('taskset', ['-c', String(PROXY_CORE), join(BUILD, 'bench', 'llmux-crypto-bench')], { encoding: 'utf8' }).stdout);
 
 // ---------------------------------------------------------------------------------------------
 const date = new Date().toISOString().slice(0, 10);
@@ -189,6 +223,7 @@ const version = (cmd, args) => {
 };
 const md = [];
 const D = (wid) => S[wid].direct;
+const sum2 = (runs, k) => runs.reduce((a, x) => a + x.own[k], 0);
 const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b ? (a / b).toFixed(2) : '–');
 md.push(`# llmux with a TLS upstream, ${date}`, '',
   `Generated by \`make bench\` (bench/tls.mjs, method in [bench/README.md](../README.md)) in ${Math.round((Date.now() - started) / 1000)} s.`, '',
@@ -202,7 +237,7 @@ md.push(`# llmux with a TLS upstream, ${date}`, '',
   (process.env.LLMUX_BASE ? ` "llmux-base" is \`${process.env.LLMUX_BASE}\`, measured in the same rounds.` : ''),
   `- Load average at the start ${loadStart}, at the end ${loadavg()}.`, '');
 
-for (const w of WORKLOADS) {
+for (const w of lat ? WORKLOADS : []) {
   const d = D(w.id);
   md.push(`## ${w.title}`, '', `One request at a time, ${ROUNDS} interleaved rounds, medians of the round values (µs).`, '',
     `| system | p50 | p99 | added p50 | added p99 |${w.id === 'stream' ? ' event transit p50 | p99 |' : ''} CPU µs/${w.id === 'stream' ? 'stream' : 'request'} (median; per round) | CPU / nginx | ok | errors |`,
@@ -213,38 +248,53 @@ for (const w of WORKLOADS) {
     md.push(`| ${s.name} | ${f1(x.p50)} | ${f1(x.p99)} | ${add('p50')} | ${add('p99')} |${w.id === 'stream' ? ` ${f1(x.t50)} | ${f1(x.t99)} |` : ''} ` +
       `${s.pid ? `${f1(x.cpu)} (${x.cpus.map(f1).join(', ')})` : ''} | ${s.name.startsWith('llmux') ? ratio(x.cpu, S[w.id].nginx.cpu) : ''} | ${x.count.toLocaleString('en-US')} | ${x.errors} |`);
   }
-  md.push('', `System calls of the proxy per ${w.id === 'stream' ? 'stream' : 'request'} (strace -c -f on the proxy for ${w.strace[1]} sequential ` +
+  if (sys[w.id]) md.push('', `System calls of the proxy per ${w.id === 'stream' ? 'stream' : 'request'} (strace -c -f on the proxy for ${w.strace[1]} sequential ` +
     `${w.id === 'stream' ? 'streams' : 'requests'} on one client connection; the upstream connection is pooled):`, '',
     '| system | write | writev | read | epoll_wait | all |', '|---|--:|--:|--:|--:|--:|');
-  for (const s of systems.slice(1)) {
+  for (const s of sys[w.id] ? systems.slice(1) : []) {
     const x = sys[w.id][s.name];
     md.push(`| ${s.name} | ${f1(x.write)} | ${f1(x.writev)} | ${f1(x.read)} | ${f1(x.epoll)} | ${f1(x.total)} |`);
   }
   md.push('');
 }
 
-md.push(`## ${BURST_W.title}: system calls`, '', 'The mock sends the 16 events as fast as it can, so the proxy reads several in one read: ' +
+if (sys.burst) md.push(`## ${BURST_W.title}: system calls`, '', 'The mock sends the 16 events as fast as it can, so the proxy reads several in one read: ' +
   `per stream, over ${BURST_W.strace[1]} streams one at a time (strace -c -f on the proxy).`, '',
   '| system | write | writev | read | epoll_wait | all |', '|---|--:|--:|--:|--:|--:|');
-for (const s of systems.slice(1)) {
+for (const s of sys.burst ? systems.slice(1) : []) {
   const x = sys.burst[s.name];
   md.push(`| ${s.name} | ${f1(x.write)} | ${f1(x.writev)} | ${f1(x.read)} | ${f1(x.epoll)} | ${f1(x.total)} |`);
 }
 md.push('');
 
-md.push('## New TLS connections', '',
+if (part('cold')) md.push('## New TLS connections', '',
   'A proxy that keeps no upstream connection (llmux `pool.max_idle_per_origin: 0`, nginx without `keepalive`), so every request ' +
   'is a new TLS connection that may resume the session of an earlier one: 8 connections closed loop for 2 s, 3 rounds (medians; ' +
-  'handshakes and resumptions counted by the HTTPS mockllm over the 3 rounds). Before that, right after the proxy started, a burst ' +
-  'of 32 requests at once, when no session exists yet.', '',
-  '| system | new TLS connections/s | CPU µs per connection | p50 µs | resumed / handshakes | hit rate | first burst: resumed / handshakes | errors |',
-  '|---|--:|--:|--:|--:|--:|--:|--:|');
+  'handshakes and resumptions counted by the HTTPS mockllm over the 3 rounds), after one request made a session.', '',
+  '| system | new TLS connections/s | CPU µs per connection | p50 µs | resumed / handshakes | hit rate | errors |',
+  '|---|--:|--:|--:|--:|--:|--:|');
 for (const [n, c] of Object.entries(cold))
-  md.push(`| ${n} | ${f0(c.rps)} | ${f1(c.cpu)} | ${f1(c.p50)} | ${c.resumed} / ${c.handshakes} | ${f1(100 * c.resumed / c.handshakes)} % | ` +
-    `${c.burst.resumed} / ${c.burst.handshakes} | ${c.errors} |`);
+  md.push(`| ${n} | ${f0(c.rps)} | ${f1(c.cpu)} | ${f1(c.p50)} | ${c.resumed} / ${c.handshakes} | ${f1(100 * c.resumed / c.handshakes)} % | ${c.errors} |`);
 md.push('');
 
-md.push('## Memory per TLS stream', '',
+if (BURST_N.length) md.push('## A cold burst', '',
+  `Each round starts the proxy afresh (upstream keep-alive as above, no session yet) and sends it N requests at once: N new TLS ` +
+  `connections. ${ROUNDS} interleaved rounds; medians of the round values. Rate = handshakes / the burst's time (first request ` +
+  'sent to last answer); CPU = the proxy\'s CPU time over the burst / handshakes; handshakes counted by the HTTPS mockllm over all ' +
+  'rounds (llmux\'s own count, /v1/status `upstream_tls_handshakes`, in the last column).', '',
+  '| system | N | burst ms (median; per round) | new TLS connections/s | CPU µs per connection | p99 µs | resumed / handshakes | hit rate | llmux: full / resumed | errors |',
+  '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+for (const [n, bySystem] of Object.entries(coldBurst))
+  for (const [name, runs] of Object.entries(bySystem)) {
+    const sum = (k) => runs.reduce((a, x) => a + x[k], 0);
+    const own = runs[0].own ? `${sum2(runs, 'full')} / ${sum2(runs, 'resumed')}` : '';
+    md.push(`| ${name} | ${n} | ${f1(median(runs.map((x) => x.ms)))} (${runs.map((x) => f1(x.ms)).join(', ')}) | ` +
+      `${f0(median(runs.map((x) => x.rate)))} | ${f1(median(runs.map((x) => x.cpu)))} | ${f0(median(runs.map((x) => x.p99)))} | ` +
+      `${sum('resumed')} / ${sum('handshakes')} | ${f1(100 * sum('resumed') / sum('handshakes'))} % | ${own} | ${sum('errors')} |`);
+  }
+md.push('');
+
+if (part('memory')) md.push('## Memory per TLS stream', '',
   `${f0(STREAMS)} streams (20 tokens at 1 token/s, started at 500/s) held open through each proxy; per stream = (RSS at the sample ` +
   'with the most streams in flight − idle RSS) / streams in flight. nginx: the worker.', '',
   '| system | RSS idle (KiB) | RSS at the peak | in flight | KiB per stream | ok | errors |', '|---|--:|--:|--:|--:|--:|--:|');
@@ -252,10 +302,10 @@ for (const [n, m] of Object.entries(mem))
   md.push(`| ${n} | ${f0(m.idle)} | ${f0(m.peak)} | ${f0(m.inflight)} | ${f1(m.per)} | ${f0(m.ok)} | ${m.errors} |`);
 md.push('');
 
-md.push('## Crypto costs with mbedTLS 2.28 (llmux-crypto-bench, CPU time, core ' + `${PROXY_CORE})`, '',
+if (crypto) md.push('## Crypto costs with mbedTLS 2.28 (llmux-crypto-bench, CPU time, core ' + `${PROXY_CORE})`, '',
   '| AEAD | ns/byte, 1,400-byte records | ns/byte, 16 KiB records |', '|---|--:|--:|');
-for (const [k, v] of Object.entries(crypto.seal_ns_per_byte)) md.push(`| ${k} | ${v['1400']} | ${v['16384']} |`);
-md.push('', `ECDHE (key pair + shared secret): ${Object.entries(crypto.ecdhe_ms).map(([k, v]) => `${k} ${v} ms`).join(', ')}; ` +
+for (const [k, v] of Object.entries(crypto ? crypto.seal_ns_per_byte : {})) md.push(`| ${k} | ${v['1400']} | ${v['16384']} |`);
+if (crypto) md.push('', `ECDHE (key pair + shared secret): ${Object.entries(crypto.ecdhe_ms).map(([k, v]) => `${k} ${v} ms`).join(', ')}; ` +
   `ECDSA P-256 verify ${crypto.ecdsa_p256_verify_ms} ms. llmux offers ChaCha20-Poly1305 first, then AES-128-GCM and AES-256-GCM ` +
   '(ECDHE only), and P-256 first among the groups: the fastest of each here.', '');
 

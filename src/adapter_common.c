@@ -111,6 +111,25 @@ void adapter_span_str(char *dst, size_t size, struct json_span v)
     json_string_copy(v, dst, size, &len); /* dst untouched when v is not a string */
 }
 
+int adapter_span_text(struct buf *scratch, struct json_span v, const char **p, size_t *len)
+{
+    int rc = json_string_raw(v, p, len);
+    if (rc <= 0)
+        return rc < 0 ? LLMUX_EPROTO : 0;
+    buf_reset(scratch);
+    if (buf_append(scratch, v.s, v.n) != 0) /* room for the decoded text and its NUL */
+        return UV_ENOMEM;
+    json_string_copy(v, scratch->data, v.n, len);
+    *p = scratch->data;
+    *len = strnlen(scratch->data, *len);
+    return 0;
+}
+
+cJSON *adapter_span_tree(struct json_span v)
+{
+    return v.s ? cJSON_ParseWithLength(v.s, v.n) : NULL;
+}
+
 int adapter_openai_usage_span(struct json_span usage, struct usage *u)
 {
     static const char *const keys[] = {"prompt_tokens", "completion_tokens", "total_tokens",
@@ -720,4 +739,107 @@ cJSON *adapter_stop_list(const cJSON *request)
         return list;
     }
     return cJSON_IsArray(stop) && cJSON_GetArraySize(stop) > 0 ? cJSON_Duplicate(stop, 1) : NULL;
+}
+
+int adapter_native_relay(struct adapter_stream *s, const char *event, size_t event_len,
+                         const char *data, size_t len, const struct chunk_info *ci,
+                         adapter_emit_fn emit, void *ctx)
+{
+    struct buf *frame = &((struct adapter_native *)s->state)->frame;
+    buf_reset(frame);
+    int rc = event_len ? buf_append_str(frame, "event: ") : 0;
+    if (!rc && event_len)
+        rc = buf_append(frame, event, event_len);
+    if (!rc && event_len)
+        rc = buf_append(frame, "\n", 1);
+    for (size_t at = 0; !rc && at <= len;) { /* one data line per line of the data */
+        const char *nl = memchr(data + at, '\n', len - at);
+        size_t n = nl ? (size_t)(nl - (data + at)) : len - at;
+        rc = buf_append(frame, "data: ", 6);
+        if (!rc)
+            rc = buf_append(frame, data + at, n);
+        if (!rc)
+            rc = buf_append(frame, "\n", 1);
+        at += n + 1;
+    }
+    if (!rc)
+        rc = buf_append(frame, "\n", 1);
+    return rc ? rc : emit(ctx, buf_head(frame), buf_size(frame), ci);
+}
+
+int adapter_native_body(const char *body, size_t len, struct usage *u,
+                        void (*read_usage)(const cJSON *us, struct usage *u))
+{
+    memset(u, 0, sizeof(*u));
+    cJSON *us;
+    if (adapter_body_usage(body, len, &us) != 0)
+        return LLMUX_EPROTO;
+    read_usage(us, u);
+    cJSON_Delete(us);
+    return 0;
+}
+
+int adapter_encode_native(const struct provider *p, const char *auth_fmt, const char *extra,
+                          const char *model, size_t model_len, const struct canon_request *req,
+                          struct upstream_request *out)
+{
+    if (!req->native || req->prefix) { /* a continuation translates */
+        adapter_encode_init(out);
+        return LLMUX_EKIND;
+    }
+    struct canon_request n = *req;
+    n.body = req->native;
+    n.body_len = req->native_len;
+    n.model_start = req->native_model_start;
+    n.model_end = req->native_model_end;
+    char path[512];
+    snprintf(path, sizeof(path), "%s%s", p->base_path, req->native_path);
+    return adapter_encode_spliced(p, path, auth_fmt, extra, model, model_len, &n, out);
+}
+
+int adapter_native_open(struct adapter_stream *s)
+{
+    struct adapter_native *st = calloc(1, sizeof(*st));
+    if (!st)
+        return UV_ENOMEM;
+    buf_init(&st->frame, 0);
+    s->state = st;
+    return 0;
+}
+
+int adapter_native_finish(struct adapter_stream *s, adapter_emit_fn emit, void *ctx)
+{
+    return s->done;
+}
+
+void adapter_native_close(struct adapter_stream *s)
+{
+    struct adapter_native *st = s->state;
+    if (st)
+        buf_free(&st->frame);
+    free(st);
+    s->state = NULL;
+}
+
+cJSON *adapter_member(const char *data, size_t len, const char *key)
+{
+    size_t vs, ve;
+    return json_top_key(data, len, key, &vs, &ve) == 0 ? cJSON_ParseWithLength(data + vs, ve - vs)
+                                                       : NULL;
+}
+
+int adapter_member_type(const char *data, size_t len, const char *key, const char *const *names,
+                        int n)
+{
+    size_t vs = 0, ve = len, ts, te;
+    if ((key && json_top_key(data, len, key, &vs, &ve) != 0) ||
+        json_top_key(data + vs, ve - vs, "type", &ts, &te) != 0 || te - ts < 2)
+        return -1;
+    const char *t = data + vs + ts + 1;
+    size_t tl = te - ts - 2;
+    for (int i = 0; i < n; i++) {
+        if (strlen(names[i]) == tl && memcmp(names[i], t, tl) == 0)
+            return i;
+    }
+    return -1;
 }

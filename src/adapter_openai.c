@@ -195,13 +195,8 @@ struct openai_stream {
  * decoded into the stream's buffer; up to a decoded NUL, as a C string would be. */
 static int set_text(struct adapter_stream *s, struct json_span v, struct chunk_info *ci)
 {
-    const char *p;
-    size_t len;
-    if (json_string_raw(v, &p, &len) == 0) {
-        ci->text = p;
-        ci->text_len = len;
+    if (json_string_raw(v, &ci->text, &ci->text_len) == 0)
         return 0;
-    }
     struct openai_stream *st = s->state;
     if (!st) {
         st = s->state = calloc(1, sizeof(*st));
@@ -209,13 +204,7 @@ static int set_text(struct adapter_stream *s, struct json_span v, struct chunk_i
             return UV_ENOMEM;
         buf_init(&st->text, 0);
     }
-    buf_reset(&st->text);
-    if (buf_append(&st->text, v.s, v.n) != 0) /* room for the decoded text and its NUL */
-        return UV_ENOMEM;
-    json_string_copy(v, st->text.data, v.n, &len);
-    ci->text = st->text.data;
-    ci->text_len = strnlen(st->text.data, len);
-    return 0;
+    return adapter_span_text(&st->text, v, &ci->text, &ci->text_len);
 }
 
 /* Fill ci from one choice; returns whether it carries anything a client would see (or a

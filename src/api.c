@@ -480,9 +480,10 @@ static int codec_canon(struct server_req *req, const struct client_codec *codec,
                        struct canon_request *creq, const struct plan *plan, int count_tokens,
                        char *why, size_t why_size)
 {
-    int need = plan->continue_on_failure && !count_tokens;
+    /* a continuation after a passthrough attempt is translated */
+    int need = plan->continue_on_failure && codec->native_continues && !count_tokens;
     for (size_t i = 0; i < plan->n && !count_tokens; i++)
-        need |= (int)plan->entries[i].provider->kind != codec->native_kind;
+        need |= !codec->native_for || !codec->native_for(plan->entries[i].provider);
     struct buf own;
     buf_init(&own, 0);
     int rc = 0, untranslatable = 0;
@@ -527,7 +528,7 @@ static int codec_canon(struct server_req *req, const struct client_codec *codec,
     creq->native_headers = block + headers_at;
     creq->why = block + why_at;
     creq->native_path = count_tokens ? "/messages/count_tokens" : codec->native_path;
-    creq->want_text = plan->continue_on_failure;
+    creq->want_text = plan->continue_on_failure && codec->native_continues;
     creq->include_usage = creq->stream; /* the translation asks for the stream's usage */
     if (json_top_key(creq->native, creq->native_len, "model", &creq->native_model_start,
                      &creq->native_model_end) != 0)
@@ -746,13 +747,15 @@ static void status(struct gateway *gw, struct server_req *req)
                "{\"worker\":%d,\"worker_pid\":%ld,\"config_generation\":%llu,"
                "\"config_loaded_at\":%lld,\"configs_in_use\":%llu,\"draining\":%s,"
                "\"requests\":%llu,\"active\":%llu,\"failovers\":%llu,"
-               "\"upstream_connects\":%llu,\"upstream_reuses\":%llu,\"health\":",
+               "\"upstream_connects\":%llu,\"upstream_reuses\":%llu,"
+               "\"upstream_tls_handshakes\":{\"full\":%llu,\"resumed\":%llu},\"health\":",
                gw->worker, (long)getpid(), (unsigned long long)gw->rt->generation,
                (long long)gw->rt->loaded_at, (unsigned long long)gw->runtimes, gw->draining ? "true" : "false",
                (unsigned long long)gw->stats.requests,
                (unsigned long long)gw->stats.exchanges_active,
                (unsigned long long)gw->stats.failovers, (unsigned long long)ps->connects,
-               (unsigned long long)ps->reuses);
+               (unsigned long long)ps->reuses, (unsigned long long)ps->tls_full,
+               (unsigned long long)ps->tls_resumed);
     health_status_json(gw->rt->health, uv_now(gw->loop), &b);
     buf_append_str(&b, ",\"keys\":[");
     const struct config *cfg = gw->rt->cfg;

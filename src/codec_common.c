@@ -118,3 +118,14 @@ void codec_event_close(struct buf *out)
 {
     buf_append_str(out, "}\n\n");
 }
+
+void codec_each_event(struct codec_stream *s, const char *bytes, size_t len,
+                      void (*fn)(struct codec_stream *s, const char *ev, size_t len))
+{
+    for (size_t at = 0; at < len;) {
+        const char *end = memmem(bytes + at, len - at, "\n\n", 2);
+        size_t n = end ? (size_t)(end - (bytes + at)) : len - at;
+        fn(s, bytes + at, n);
+        at += n + 2;
+    }
+}

@@ -661,13 +661,7 @@ static void observe_event(struct codec_stream *s, const char *ev, size_t len)
 
 static void messages_observe(struct codec_stream *s, const char *bytes, size_t len)
 {
-    size_t at = 0;
-    while (at < len) {
-        const char *end = memmem(bytes + at, len - at, "\n\n", 2);
-        size_t n = end ? (size_t)(end - (bytes + at)) : len - at;
-        observe_event(s, bytes + at, n);
-        at += n + 2;
-    }
+    codec_each_event(s, bytes, len, observe_event);
 }
 
 static int messages_stream_error(struct codec_stream *s, int status, const char *message,
@@ -683,6 +677,11 @@ static int messages_stream_error(struct codec_stream *s, int status, const char 
 
 static const char *const forwarded[] = {"anthropic-version", "anthropic-beta", NULL};
 
+static int messages_native_for(const struct provider *p)
+{
+    return p->kind == PROVIDER_ANTHROPIC;
+}
+
 const struct client_codec codec_messages = {
     .name = "messages",
     .metrics_endpoint = 3,
@@ -690,8 +689,9 @@ const struct client_codec codec_messages = {
     .request = codec_messages_request,
     .native_path = "/messages",
     .forward_headers = forwarded, /* anthropic-version first: the native adapter looks there */
-    .native_kind = PROVIDER_ANTHROPIC,
+    .native_for = messages_native_for,
     .native = &adapter_anthropic_native,
+    .native_continues = 1,
     .ping = "event: ping\ndata: {\"type\": \"ping\"}\n\n",
     .stream_chunk = messages_stream_chunk,
     .observe = messages_observe,

@@ -36,6 +36,7 @@
  * never a response.completed. Keep-alive before commit: SSE comments.
  */
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,7 @@
 
 #include "llmux/codec.h"
 #include "llmux/errors.h"
+#include "llmux/json.h"
 
 #define MAX_OUTPUT (8u << 20) /* the output kept for response.completed */
 
@@ -345,18 +347,27 @@ static int build(const cJSON *in, cJSON *o, char *why, size_t size)
         cJSON *m = chat_message("system");
         cJSON_AddStringToObject(m, "content", instructions->valuestring);
         cJSON_AddItemToArray(messages, m);
+    } else if (instructions && !cJSON_IsString(instructions) && !cJSON_IsArray(instructions) &&
+               !cJSON_IsNull(instructions)) {
+        return codec_fail(why, size, UV_EINVAL,
+                          "instructions: must be a string or an array of input items%s", "");
+    }
+    /* instructions as items (e.g. developer messages) go first, then the input's */
+    const cJSON *lists[2] = {cJSON_IsArray(instructions) ? instructions : NULL,
+                             cJSON_IsArray(input) ? input : NULL};
+    const cJSON *item;
+    int rc = 0;
+    for (int l = 0; l < 2; l++) {
+        cJSON_ArrayForEach(item, lists[l])
+        {
+            if ((rc = add_item(item, messages, why, size)) != 0)
+                return rc;
+        }
     }
     if (cJSON_IsString(input)) {
         cJSON *m = chat_message("user");
         cJSON_AddStringToObject(m, "content", input->valuestring);
         cJSON_AddItemToArray(messages, m);
-    }
-    const cJSON *item, *items = cJSON_IsArray(input) ? input : NULL;
-    int rc = 0;
-    cJSON_ArrayForEach(item, items)
-    {
-        if ((rc = add_item(item, messages, why, size)) != 0)
-            return rc;
     }
     if ((rc = add_tools(in, o, why, size)) != 0 || (rc = add_format(in, o, why, size)) != 0)
         return rc;
@@ -455,9 +466,9 @@ static void response_object(struct buf *out, const char *id, long long created,
                             const char *output, size_t output_len, const struct usage *u,
                             long reasoning, const char *cost)
 {
-    buf_append_str(out, "{\"id\":\"");
-    buf_append_str(out, id);
-    buf_append_str(out, "\",\"object\":\"response\",\"created_at\":");
+    buf_append_str(out, "{\"id\":");
+    json_str(out, id, strlen(id));
+    buf_append_str(out, ",\"object\":\"response\",\"created_at\":");
     buf_append_uint(out, (unsigned long long)(created > 0 ? created : 0));
     buf_append_str(out, ",\"status\":\"");
     buf_append_str(out, status);
@@ -759,6 +770,53 @@ static int responses_stream_error(struct codec_stream *s, int status, const char
     return 0;
 }
 
+/* One passthrough event (adapter_openai_responses' framing `event: NAME\ndata: DATA\n`): what
+ * an honest end after it needs, i.e. the next sequence number, the response's id, model and
+ * creation time (response.created), and the output items done so far (output_item.done). */
+static void observe_event(struct codec_stream *s, const char *ev, size_t len)
+{
+    const char *d = memmem(ev, len, "data: ", 6);
+    if (!d)
+        return;
+    d += 6;
+    const char *nl = memchr(d, '\n', len - (size_t)(d - ev));
+    size_t n = nl ? (size_t)(nl - d) : len - (size_t)(d - ev), vs, ve;
+    long seq = json_top_key(d, n, "sequence_number", &vs, &ve) == 0 ? strtol(d + vs, NULL, 10) : -1;
+    if (seq >= 0 && seq < LONG_MAX)
+        s->seq = seq + 1;
+    static const char *const types[] = {"response.created", "response.output_item.done"};
+    int t = adapter_member_type(d, n, NULL, types, 2);
+    if (t == 0 && !s->started && json_top_key(d, n, "response", &vs, &ve) == 0) {
+        s->started = 1;
+        s->block = -1;
+        buf_init(&s->items, MAX_OUTPUT);
+        static const char *const keys[] = {"id", "model"};
+        char *dst[] = {s->id, s->model};
+        size_t sizes[] = {sizeof(s->id), sizeof(s->model)};
+        for (int k = 0; k < 2; k++) {
+            cJSON *v = adapter_member(d + vs, ve - vs, keys[k]);
+            adapter_copy_str(dst[k], sizes[k], v);
+            cJSON_Delete(v);
+        }
+        size_t cs, ce;
+        if (json_top_key(d + vs, ve - vs, "created_at", &cs, &ce) == 0)
+            s->created = strtoll(d + vs + cs, NULL, 10);
+    } else if (t == 1 && s->started && json_top_key(d, n, "item", &vs, &ve) == 0) {
+        if (buf_size(&s->items) == 0 || buf_append(&s->items, ",", 1) == 0)
+            buf_append(&s->items, d + vs, ve - vs);
+    }
+}
+
+static void responses_observe(struct codec_stream *s, const char *bytes, size_t len)
+{
+    codec_each_event(s, bytes, len, observe_event);
+}
+
+static int responses_native_for(const struct provider *p)
+{
+    return p->kind == PROVIDER_OPENAI && p->responses_native;
+}
+
 static void responses_stream_free(struct codec_stream *s)
 {
     buf_free(&s->text);
@@ -770,9 +828,13 @@ const struct client_codec codec_responses = {
     .metrics_endpoint = 4,
     .main_key = "input",
     .request = codec_responses_request,
-    .native_kind = -1,
+    .native_path = "/responses",
+    .native_for = responses_native_for,
+    .native = &adapter_openai_responses,
+    .native_continues = 0, /* a continuation cannot go on in the provider's own items */
     .ping = ": ping\n\n",
     .stream_chunk = responses_stream_chunk,
+    .observe = responses_observe,
     .stream_error = responses_stream_error,
     .body = responses_body,
     .stream_free = responses_stream_free,

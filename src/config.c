@@ -495,13 +495,13 @@ static int valid_env_name(const char *s)
 /* One provider: the path already names it. */
 static int parse_provider(struct ctx *x, const cJSON *obj, struct provider *p)
 {
-    static const char *const keys[] = {"kind",        "base_url",    "api_key_env",
-                                       "ca_file",     "api_version", "default_max_tokens"};
+    static const char *const keys[] = {"kind",        "base_url",    "api_key_env",       "ca_file",
+                                       "api_version", "responses",   "default_max_tokens"};
     if (!cJSON_IsObject(obj))
         return fail(x, "must be an object");
     if (strchr(obj->string, '/'))
         return fail(x, "provider name must not contain '/'");
-    int rc = check_keys(x, obj, keys, 6);
+    int rc = check_keys(x, obj, keys, 7);
     if (rc)
         return rc;
     rc = dup_string(x, obj->string, &p->name);
@@ -555,6 +555,22 @@ static int parse_provider(struct ctx *x, const cJSON *obj, struct provider *p)
                         : p->kind == PROVIDER_ANTHROPIC ? "2023-06-01"
                                                         : "",
                         &p->api_version);
+    const char *responses = NULL; /* how POST /v1/responses reaches it: translated or native */
+    if (rc == 0)
+        rc = get_string(x, obj, "responses", 0, &responses);
+    if (rc == 0 && responses) {
+        p->responses_native = strcmp(responses, "native") == 0;
+        if (!p->responses_native && strcmp(responses, "translate") != 0) {
+            path_key(x, "responses");
+            return fail(x, "must be \"native\" (the provider serves POST /responses itself) or "
+                           "\"translate\"");
+        }
+        if (p->responses_native && p->kind != PROVIDER_OPENAI) {
+            path_key(x, "responses");
+            return fail(x, "\"native\" is for openai-kind providers (the Responses API is "
+                           "OpenAI's); other kinds are always translated");
+        }
+    }
     p->default_max_tokens = 4096;
     if (rc == 0)
         rc = read_numbers(x, obj, provider_fields, p);

@@ -55,11 +55,32 @@ struct tls_ctx {
     mbedtls_x509_crt cert;
     mbedtls_pk_context key;
     mbedtls_ssl_cache_context cache; /* server: sessions clients may resume */
-    /* one saved session for resumption (the last host handshaken with) */
-    mbedtls_ssl_session session;
-    char session_host[256];
+    struct tls_origin *origins;      /* client: sessions and handshakes per host and port */
+    uint64_t handshakes, resumed;    /* tls_ctx_counts() */
+    uint64_t offered;                /* server: handshakes that offered a session ID */
+};
+
+/* A client context's session for one origin (host name and port: a session is never offered
+ * to another name, nor to another port of the same name), and the burst that waits for it.
+ * The first connection to an origin that has no session yet leads: its full handshake makes
+ * the session. Connections that reach the server meanwhile park after their TCP connect (no
+ * ClientHello sent) until it is done, then resume it: a cold burst of N connections costs one
+ * ECDHE and certificate check instead of N. They stop waiting and make full handshakes of
+ * their own when the server leaves the leader waiting for an answer much longer than a whole
+ * full handshake to this origin took last time (wait_ms(); the leader's own CPU time, however
+ * slow, does not count); when it fails or is closed, the first of them leads instead. */
+struct tls_origin {
+    struct tls_origin *next;
+    uint16_t port;
     int has_session;
-    uint64_t handshakes, resumed; /* tls_ctx_counts() */
+    mbedtls_ssl_session session;
+    struct conn *leader;   /* the full handshake in flight that will give a session */
+    uint64_t leader_since; /* uv_now() when it started */
+    uint64_t leader_asked; /* ... when it last began to wait for the server */
+    uint64_t full_ms;      /* how long the last full handshake took (0: none yet) */
+    struct conn *waiters;  /* parked, first come first */
+    uv_timer_t *timer;     /* wakes the waiters while there are any */
+    char host[];
 };
 
 struct conn {
@@ -69,7 +90,11 @@ struct conn {
     void *data;
     struct tls_ctx *tls;
     mbedtls_ssl_context *ssl; /* TLS only (allocated: plain sockets do not pay for it) */
+    struct tls_origin *origin; /* TLS client */
+    struct conn *next_waiter;  /* in origin->waiters while parked */
+    int parked;
     int handshaking;
+    int verified; /* a certificate chain was checked: the handshake was a full one */
     int resumed;
     char host[256];
     struct buf rx;  /* TLS: ciphertext received and not yet consumed by mbedTLS */
@@ -153,7 +178,6 @@ static int tls_ctx_base(struct tls_ctx *t, int endpoint, char *err, size_t errle
     mbedtls_x509_crt_init(&t->ca);
     mbedtls_x509_crt_init(&t->cert);
     mbedtls_pk_init(&t->key);
-    mbedtls_ssl_session_init(&t->session);
     mbedtls_ssl_cache_init(&t->cache);
     int rc = mbedtls_ctr_drbg_seed(&t->drbg, mbedtls_entropy_func, &t->entropy,
                                    (const unsigned char *)"llmux", 5);
@@ -202,8 +226,9 @@ int tls_ctx_client(const char *ca_file, struct tls_ctx **out, char *err, size_t 
 /* The server's session cache, counting the sessions it resumes. */
 static int cache_get(void *data, mbedtls_ssl_session *session)
 {
-    struct tls_ctx *t = data;
+    struct tls_ctx *t = data; /* called only when the client offered a session ID */
     int rc = mbedtls_ssl_cache_get(&t->cache, session);
+    t->offered++;
     t->resumed += rc == 0;
     return rc;
 }
@@ -237,17 +262,25 @@ int tls_ctx_server(const char *cert_file, const char *key_file, struct tls_ctx *
     return 0;
 }
 
-void tls_ctx_counts(const struct tls_ctx *t, uint64_t *handshakes, uint64_t *resumed)
+void tls_ctx_counts(const struct tls_ctx *t, uint64_t *handshakes, uint64_t *resumed,
+                    uint64_t *offered)
 {
     *handshakes = t->handshakes;
     *resumed = t->resumed;
+    if (offered)
+        *offered = t->offered;
 }
 
 void tls_ctx_free(struct tls_ctx *t)
 {
     if (!t)
         return;
-    mbedtls_ssl_session_free(&t->session);
+    while (t->origins) { /* no conn uses it any more: none waits, no timer is left */
+        struct tls_origin *o = t->origins;
+        t->origins = o->next;
+        mbedtls_ssl_session_free(&o->session);
+        free(o);
+    }
     mbedtls_ssl_cache_free(&t->cache);
     mbedtls_pk_free(&t->key);
     mbedtls_x509_crt_free(&t->cert);
@@ -638,6 +671,160 @@ uint64_t conn_flushed(const struct conn *c)
     return c->accepted - uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
 }
 
+/* ---- client sessions: one per origin, shared by a burst ---- */
+
+#define WAIT_FIRST_MS 1000 /* the leader's time before any full handshake was timed */
+#define WAIT_MIN_MS 50
+
+static void tls_pump(struct conn *c);
+
+static uint16_t addr_port(const struct sockaddr *a)
+{
+    return ntohs(a->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)a)->sin6_port
+                                          : ((const struct sockaddr_in *)a)->sin_port);
+}
+
+static struct tls_origin *origin_get(struct tls_ctx *t, const char *host, uint16_t port)
+{
+    for (struct tls_origin *o = t->origins; o; o = o->next)
+        if (o->port == port && strcmp(o->host, host) == 0)
+            return o;
+    size_t n = strlen(host) + 1;
+    struct tls_origin *o = calloc(1, sizeof(*o) + n);
+    if (!o)
+        return NULL;
+    memcpy(o->host, host, n);
+    o->port = port;
+    mbedtls_ssl_session_init(&o->session);
+    o->next = t->origins;
+    t->origins = o;
+    return o;
+}
+
+/* How long the server may leave the leader waiting before the others give up on it: four
+ * times the last full handshake to the origin (a resumed handshake after it costs little, so
+ * waiting pays even when it is longer than a full handshake of one's own would take, as in a
+ * burst, where the client's CPU is the limit), within [WAIT_MIN_MS, WAIT_FIRST_MS]. */
+static uint64_t wait_ms(const struct tls_origin *o)
+{
+    uint64_t ms = o->full_ms ? 4 * o->full_ms : WAIT_FIRST_MS;
+    return ms < WAIT_MIN_MS ? WAIT_MIN_MS : ms > WAIT_FIRST_MS ? WAIT_FIRST_MS : ms;
+}
+
+static int on_verify(void *data, mbedtls_x509_crt *crt, int depth, uint32_t *flags);
+static void on_origin_timer(uv_timer_t *t);
+
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Wake the waiters in `ms` (from the loop: never inside another connection's callback). */
+static int origin_arm(struct tls_origin *o, uv_loop_t *loop, uint64_t ms)
+{
+    if (!o->timer) {
+        o->timer = malloc(sizeof(*o->timer));
+        if (!o->timer)
+            return UV_ENOMEM;
+        uv_timer_init(loop, o->timer);
+        o->timer->data = o;
+    }
+    return uv_timer_start(o->timer, on_origin_timer, ms, 0);
+}
+
+/* The TCP connection is up: send the ClientHello offering the origin's session, or wait for
+ * the leader's when it has none yet (may_wait). */
+static void tls_begin(struct conn *c, int may_wait)
+{
+    struct tls_origin *o = c->origin;
+    if (o->has_session) {
+        mbedtls_ssl_set_session(c->ssl, &o->session); /* a failure: a full handshake */
+    } else if (!o->leader) {
+        o->leader = c;
+        o->leader_since = o->leader_asked = uv_now(c->tcp.loop);
+    } else if (may_wait) {
+        uint64_t now = uv_now(c->tcp.loop), until = o->leader_asked + wait_ms(o);
+        if (now < until && origin_arm(o, c->tcp.loop, until - now) == 0) {
+            struct conn **at = &o->waiters;
+            while (*at)
+                at = &(*at)->next_waiter;
+            *at = c;
+            c->parked = 1;
+            return;
+        }
+    }
+    tls_pump(c);
+}
+
+/* The leader's handshake ended (the session is saved if it succeeded), or its deadline came. */
+static void on_origin_timer(uv_timer_t *t)
+{
+    struct tls_origin *o = t->data;
+    while (o->waiters) {
+        uint64_t now = uv_now(t->loop), until = o->leader_asked + wait_ms(o);
+        if (!o->has_session && o->leader && now < until) {
+            uv_timer_start(t, on_origin_timer, until - now, 0);
+            return;
+        }
+        struct conn *c = o->waiters;
+        o->waiters = c->next_waiter;
+        c->next_waiter = NULL;
+        c->parked = 0;
+        tls_begin(c, 0); /* resumes, leads, or (past the deadline) makes a full handshake */
+    }
+    if (o->timer) {
+        uv_close((uv_handle_t *)o->timer, free_handle);
+        o->timer = NULL;
+    }
+}
+
+/* c stops waiting or leading (it failed, was closed or is done). */
+static void origin_leave(struct conn *c)
+{
+    struct tls_origin *o = c->origin;
+    if (c->parked) {
+        struct conn **at = &o->waiters;
+        while (*at != c)
+            at = &(*at)->next_waiter;
+        *at = c->next_waiter;
+        c->parked = 0;
+    }
+    if (o->leader == c)
+        o->leader = NULL;
+    if (o->waiters && (!o->leader || o->has_session))
+        origin_arm(o, c->tcp.loop, 0); /* they resume, or the first leads */
+    if (!o->waiters && o->timer) {
+        uv_close((uv_handle_t *)o->timer, free_handle);
+        o->timer = NULL;
+    }
+}
+
+/* A certificate chain is being checked: a full handshake (a resumed one checks none). The
+ * result is mbedTLS's own (flags untouched). */
+static int on_verify(void *data, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+    (void)crt, (void)depth, (void)flags;
+    ((struct conn *)data)->verified = 1;
+    return 0;
+}
+
+/* A client handshake succeeded: keep its session for the origin (a resumed one only when it
+ * brought a new ticket) and let the waiters resume it. */
+static void session_made(struct conn *c)
+{
+    struct tls_origin *o = c->origin;
+    c->resumed = !c->verified;
+    c->tls->resumed += c->resumed;
+    if (!c->resumed || (c->ssl->session && c->ssl->session->ticket_len > 0)) {
+        mbedtls_ssl_session_free(&o->session);
+        mbedtls_ssl_session_init(&o->session);
+        o->has_session = mbedtls_ssl_get_session(c->ssl, &o->session) == 0;
+    }
+    if (o->leader == c)
+        o->full_ms = uv_now(c->tcp.loop) - o->leader_since;
+    origin_leave(c);
+}
+
 /* ---- reading ---- */
 
 static void fail(struct conn *c, int status)
@@ -646,6 +833,8 @@ static void fail(struct conn *c, int status)
         return;
     c->eof_sent = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->origin)
+        origin_leave(c);
     if (c->handshaking && !c->tls->server && c->cbs->on_connect) {
         c->handshaking = 0;
         c->cbs->on_connect(c, status);
@@ -699,8 +888,13 @@ static void tls_pump(struct conn *c)
         int rc = mbedtls_ssl_handshake(c->ssl);
         if (cork_end() != 0 && (rc == 0 || rc == MBEDTLS_ERR_SSL_WANT_READ))
             rc = MBEDTLS_ERR_NET_SEND_FAILED;
-        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
+            if (c->origin && c->origin->leader == c) { /* waiting for the server from now */
+                uv_update_time(c->tcp.loop);
+                c->origin->leader_asked = uv_now(c->tcp.loop);
+            }
             return;
+        }
         if (rc) {
             handshake_failed(c, rc);
             return;
@@ -708,19 +902,8 @@ static void tls_pump(struct conn *c)
         c->handshaking = 0;
         c->tls->handshakes++;
         release_record_buffers(c);
-        if (!c->tls->server) {
-            /* Resumed: the server accepted the session ID we offered. */
-            const mbedtls_ssl_session *now = c->ssl->session;
-            const mbedtls_ssl_session *saved = &c->tls->session;
-            c->resumed = c->resumed && now && saved->id_len > 0 && now->id_len == saved->id_len &&
-                         memcmp(now->id, saved->id, saved->id_len) == 0;
-            c->tls->resumed += c->resumed;
-            mbedtls_ssl_session_free(&c->tls->session);
-            mbedtls_ssl_session_init(&c->tls->session);
-            mbedtls_ssl_get_session(c->ssl, &c->tls->session);
-            c->tls->has_session = 1;
-            snprintf(c->tls->session_host, sizeof(c->tls->session_host), "%s", c->host);
-        }
+        if (!c->tls->server)
+            session_made(c);
         if (c->cbs->on_connect)
             c->cbs->on_connect(c, 0);
         if (c->closing)
@@ -762,6 +945,11 @@ static void tcp_read(struct conn *c, ssize_t n, const uv_buf_t *b)
         return;
     if (!c->tls) {
         c->cbs->on_read(c, b->base, (size_t)n);
+        return;
+    }
+    if (c->parked) { /* the server spoke before our ClientHello */
+        snprintf(c->error, sizeof(c->error), "TLS handshake failed: unexpected data");
+        fail(c, LLMUX_ETLS);
         return;
     }
     if (buf_size(&c->rx) == 0) { /* mbedTLS reads the read buffer in place */
@@ -833,9 +1021,7 @@ static int tls_setup(struct conn *c)
     if (!c->tls->server) {
         if (mbedtls_ssl_set_hostname(c->ssl, c->host) != 0)
             return LLMUX_ETLS;
-        if (c->tls->has_session && strcmp(c->tls->session_host, c->host) == 0 &&
-            mbedtls_ssl_set_session(c->ssl, &c->tls->session) == 0)
-            c->resumed = 1;
+        mbedtls_ssl_set_verify(c->ssl, on_verify, c);
     }
     mbedtls_ssl_set_bio(c->ssl, c, bio_send, bio_recv, NULL);
     c->handshaking = 1;
@@ -870,7 +1056,7 @@ static void on_tcp_connect(uv_connect_t *req, int status)
         c->cbs->on_connect(c, 0);
         return;
     }
-    tls_pump(c); /* sends the ClientHello */
+    tls_begin(c, 1);
 }
 
 int conn_connect(uv_loop_t *loop, const struct sockaddr *addr, struct tls_ctx *tls,
@@ -883,7 +1069,7 @@ int conn_connect(uv_loop_t *loop, const struct sockaddr *addr, struct tls_ctx *t
     c->data = data;
     c->tls = tls;
     snprintf(c->host, sizeof(c->host), "%s", host ? host : "");
-    if (tls && tls_setup(c) != 0) {
+    if (tls && (tls_setup(c) != 0 || !(c->origin = origin_get(tls, c->host, addr_port(addr))))) {
         ssl_free(c);
         free(c);
         return LLMUX_ETLS;
@@ -944,6 +1130,8 @@ void conn_close(struct conn *c, int reset)
         batch.len = 0;
         batch.c = NULL;
     }
+    if (c->origin)
+        origin_leave(c);
     if (c->tls && !c->handshaking && !reset && !c->eof_sent)
         mbedtls_ssl_close_notify(c->ssl); /* best effort */
     c->closing = 1;

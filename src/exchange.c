@@ -682,8 +682,9 @@ static void hold_event(struct buf *b, const char *data, size_t len)
     buf_append(b, "\n\n", 2);
 }
 
-/* A passthrough event whose data (one line) has the usage, with the request's cost spliced
- * into it, into ex->cbuf. Returns 1, or 0 (write it as it is). */
+/* A passthrough event whose data (one line) has the usage (its own, or its `response`'s: the
+ * Responses API's end events), with the request's cost spliced into it, into ex->cbuf. Returns
+ * 1, or 0 (write it as it is). */
 static int native_costed(struct exchange *ex, const char *ev, size_t len)
 {
     const char *d = memmem(ev, len, "data: ", 6);
@@ -693,14 +694,21 @@ static int native_costed(struct exchange *ex, const char *ev, size_t len)
     const char *nl = memchr(d, '\n', len - (size_t)(d - ev));
     if (!nl || (size_t)(ev + len - nl) != 2) /* one data line, then the event's end */
         return 0;
+    size_t vs, ve;
+    const char *end = nl;
+    if (json_top_key(d, (size_t)(nl - d), "usage", &vs, &ve) != 0 &&
+        json_top_key(d, (size_t)(nl - d), "response", &vs, &ve) == 0) {
+        end = d + ve;
+        d += vs;
+    }
     struct buf json;
     buf_init(&json, 0);
-    int ok = exchange_cost_splice(ex, d, (size_t)(nl - d), &json);
+    int ok = exchange_cost_splice(ex, d, (size_t)(end - d), &json);
     if (ok) {
         buf_reset(&ex->cbuf);
         buf_append(&ex->cbuf, ev, (size_t)(d - ev));
         buf_append(&ex->cbuf, buf_head(&json), buf_size(&json));
-        ok = buf_append(&ex->cbuf, nl, 2) == 0;
+        ok = buf_append(&ex->cbuf, end, (size_t)(ev + len - end)) == 0;
     }
     buf_free(&json);
     return ok;
@@ -1160,7 +1168,7 @@ static int attempt_start(struct exchange *ex, struct attempt *a, const struct pl
     a->rec = ex->n_rec++;
     a->entry = e;
     const struct client_codec *codec = ex->creq.codec;
-    a->native = codec && codec->native_kind == (int)e->provider->kind && !a->continuation;
+    a->native = codec && codec->native_for && codec->native_for(e->provider) && !a->continuation;
     a->ad = a->native ? codec->native : adapter_for(e->provider->kind);
     a->t_start = now_ms(ex);
     a->t_sent = a->t_start;
@@ -1285,6 +1293,8 @@ static int deployment_admit(struct exchange *ex, const struct plan_entry *e)
 static int continue_stream(struct exchange *ex, struct attempt *a)
 {
     if (!ex->plan.continue_on_failure || ex->no_continue || ex->creq.endpoint == API_EMBEDDINGS)
+        return 0;
+    if (a->native && !ex->creq.codec->native_continues) /* ends with the codec's stream_error */
         return 0;
     if (ex->next_entry >= ex->plan.n || ex->n_rec == EX_MAX_RECORDS)
         return 0;

@@ -327,6 +327,8 @@ static void on_uc_connect(struct conn *c, int status)
         upstream_connect_next(u);
     } else {
         u->pool->stats.connects++;
+        if (u->origin->tls)
+            (*(conn_tls_resumed(c) ? &u->pool->stats.tls_resumed : &u->pool->stats.tls_full))++;
         upstream_send(u);
     }
     leave(u);

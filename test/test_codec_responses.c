@@ -64,11 +64,26 @@ static void test_request(void)
     CHECK_STR(out.data, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
     buf_free(&out);
 
+    /* instructions as input items (developer and system messages), before the input string */
+    const char *items = "{\"model\":\"m\",\"input\":\"hi\",\"instructions\":["
+                        "{\"type\":\"message\",\"role\":\"developer\",\"content\":[{\"type\":"
+                        "\"input_text\",\"text\":\"D\"}]},{\"role\":\"system\",\"content\":\"S\"}]}";
+    buf_init(&out, 0);
+    CHECK_INT(codec_responses_request(items, strlen(items), &out, why, sizeof(why)), 0);
+    buf_append(&out, "", 1);
+    CHECK_STR(out.data, "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"D\"},"
+                        "{\"role\":\"system\",\"content\":\"S\"},{\"role\":\"user\",\"content\":"
+                        "\"hi\"}]}");
+    buf_free(&out);
+
     struct {
         const char *body;
         int rc;
         const char *says;
     } refused[] = {
+        {"{\"model\":\"m\",\"input\":\"hi\",\"instructions\":7}", UV_EINVAL, "instructions"},
+        {"{\"model\":\"m\",\"input\":\"hi\",\"tools\":[{\"type\":\"custom\",\"name\":"
+         "\"apply_patch\"}]}", LLMUX_EKIND, "\"custom\""},
         {"{\"model\":\"m\",\"input\":\"hi\",\"previous_response_id\":\"resp_1\"}", UV_EINVAL,
          "previous_response_id: llmux keeps no responses"},
         {"{\"model\":\"m\",\"input\":[{\"type\":\"item_reference\",\"id\":\"msg_1\"}]}", UV_EINVAL,

@@ -215,6 +215,27 @@ static void test_errors(void)
     CHECK_STR(parse_err("{" PROV ",\"keys\":[\"\"]}"), "$.keys[0]: must be a non-empty string or an object");
     CHECK_STR(parse_err("{" PROV ",\"keys\":[\"ok\",7]}"), "$.keys[1]: must be a non-empty string or an object");
 
+    /* "responses": how POST /v1/responses reaches an openai-kind provider. */
+    CHECK_STR(parse_err("{\"providers\":{\"x\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
+                        "\"responses\":\"passthrough\"}}}"),
+              "$.providers.x.responses: must be \"native\" (the provider serves POST /responses "
+              "itself) or \"translate\"");
+    CHECK_STR(parse_err("{\"providers\":{\"x\":{\"kind\":\"anthropic\",\"base_url\":\"http://h\","
+                        "\"responses\":\"native\"}}}"),
+              "$.providers.x.responses: \"native\" is for openai-kind providers (the Responses API "
+              "is OpenAI's); other kinds are always translated");
+    CHECK_STR(parse_err("{\"providers\":{\"x\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
+                        "\"responses\":true}}}"),
+              "$.providers.x.responses: must be a non-empty string");
+    struct config *nc = parse("{\"providers\":{\"n\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
+              "\"responses\":\"native\"},\"t\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
+              "\"responses\":\"translate\"},\"d\":{\"kind\":\"openai\",\"base_url\":\"http://h\"}}}");
+    CHECK(nc && nc->n_providers == 3);
+    for (size_t i = 0; nc && i < nc->n_providers; i++)
+        CHECK_INT(nc->providers[i].responses_native, strcmp(nc->providers[i].name, "n") == 0);
+    if (nc)
+        config_unref(nc);
+
     /* Names that are not plain identifiers are written ["..."]. */
     CHECK_STR(parse_err("{" PROV ",\"models\":{\"llama-3.3\":{\"deployments\":["
                         "{\"provider\":\"x\",\"model\":\"b\"}]}}}"),

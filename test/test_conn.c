@@ -266,10 +266,10 @@ int main(void)
     CHECK_INT(cl.resumed, 1); /* the session of the first connection was resumed */
     free(cl.expect);
     uint64_t handshakes, resumed;
-    tls_ctx_counts(good, &handshakes, &resumed); /* every connection after the first resumed */
+    tls_ctx_counts(good, &handshakes, &resumed, NULL); /* every connection after the first resumed */
     CHECK_INT(handshakes, 3);
     CHECK_INT(resumed, 2);
-    tls_ctx_counts(srv_tls, &handshakes, &resumed); /* the server's cache resumed them */
+    tls_ctx_counts(srv_tls, &handshakes, &resumed, NULL); /* the server's cache resumed them */
     CHECK_INT(handshakes, 3);
     CHECK_INT(resumed, 2);
 

@@ -198,6 +198,13 @@ int adapter_openai_usage_span(struct json_span usage, struct usage *u);
  * a number or out of +-1e15), the decoded string copied (dst untouched when not a string). */
 long adapter_span_long(struct json_span v);
 void adapter_span_str(char *dst, size_t size, struct json_span v);
+/* The decoded text of the string v as a cJSON valuestring reads (up to a decoded NUL): in
+ * place when it has no escapes (*p then points into v, not NUL-terminated), else decoded into
+ * `scratch` (reset first). Returns 0, UV_ENOMEM, or LLMUX_EPROTO when v is not a string. */
+int adapter_span_text(struct buf *scratch, struct json_span v, const char **p, size_t *len);
+/* A cJSON parse of the span v (NULL when absent), for the rare members a stream event still
+ * reads as a tree (errors, tool calls); free with cJSON_Delete. */
+struct cJSON *adapter_span_tree(struct json_span v);
 
 /* Helpers for the kinds that translate (src/adapters/): re-encoded requests, and OpenAI chunks
  * built from another wire format. */
@@ -312,6 +319,42 @@ int adapter_content_items(const struct cJSON *content, struct cJSON *items,
  * not an array of numbers. */
 int adapter_write_embeddings(struct buf *out, const struct canon_request *req, const char *model,
                              const struct cJSON *list, const char *key);
+/* The passthrough adapters (a client API spoken by the provider itself, include/llmux/codec.h). */
+
+/* Encode the client's own body (req->native) with the model spliced, to
+ * {p->base_path}{req->native_path}, with the key header auth_fmt and `extra` header lines (each
+ * ending in CRLF). LLMUX_EKIND (out empty) when there is no native body or for a continuation,
+ * which is translated. */
+int adapter_encode_native(const struct provider *p, const char *auth_fmt, const char *extra,
+                          const char *model, size_t model_len, const struct canon_request *req,
+                          struct upstream_request *out);
+/* A passthrough stream's state (adapter_stream.state): the frame of the event being relayed and
+ * the usage reported so far. stream_open, stream_finish (whether the end marker came: s->done)
+ * and stream_close of the passthrough adapters. */
+struct adapter_native {
+    struct buf frame;
+    struct usage usage;
+};
+int adapter_native_open(struct adapter_stream *s);
+int adapter_native_finish(struct adapter_stream *s, adapter_emit_fn emit, void *ctx);
+void adapter_native_close(struct adapter_stream *s);
+/* The member `key` of the JSON object data, parsed on its own (NULL when absent). Caller frees
+ * with cJSON_Delete. */
+struct cJSON *adapter_member(const char *data, size_t len, const char *key);
+/* The `type` string of the object member `key` of data (key NULL: of data itself), compared with
+ * each of names: the index of the one it is, or -1. */
+int adapter_member_type(const char *data, size_t len, const char *key, const char *const *names,
+                        int n);
+/* Emit (with ci) a passthrough's SSE event as the provider framed it, built in the state's
+ * frame: `event: NAME\n` (when event_len > 0), one `data: ` line per line of data, and the blank
+ * line. Returns emit's value or a buffer error. */
+int adapter_native_relay(struct adapter_stream *s, const char *event, size_t event_len,
+                         const char *data, size_t len, const struct chunk_info *ci,
+                         adapter_emit_fn emit, void *ctx);
+/* decode_body of a passthrough: the body is relayed as it is; 0 when it is a JSON object, its
+ * `usage` read by read_usage into u; else LLMUX_EPROTO. */
+int adapter_native_body(const char *body, size_t len, struct usage *u,
+                        void (*read_usage)(const struct cJSON *us, struct usage *u));
 /* Append n bytes as base64 (RFC 4648, padded). */
 int adapter_append_base64(struct buf *b, const void *p, size_t n);
 /* Append s[0..n) as one URL path segment: unreserved bytes as they are, others %XX. */

@@ -18,8 +18,10 @@
  * `model`); the codec's functions are called only for bytes that go to the client, in order, so
  * the state is the client's view. A codec that grows buffers in it frees them in stream_free.
  *
- * Codecs: codec_messages (POST /v1/messages, src/codec_messages.c) and codec_responses (POST
- * /v1/responses, src/codec_responses.c; always translated, its errors are OpenAI's own shape).
+ * Codecs: codec_messages (POST /v1/messages, src/codec_messages.c; native to anthropic-kind
+ * providers) and codec_responses (POST /v1/responses, src/codec_responses.c; native to openai-kind
+ * providers configured with "responses": "native", translated to every other; its errors are
+ * OpenAI's own shape).
  */
 #ifndef LLMUX_CODEC_H
 #define LLMUX_CODEC_H
@@ -68,8 +70,13 @@ struct client_codec {
     int (*request)(const char *body, size_t len, struct buf *out, char *why, size_t why_size);
     const char *native_path;            /* the passthrough's path under the provider's base */
     const char *const *forward_headers; /* client headers the passthrough forwards; NULL ends */
-    int native_kind;    /* the provider kind whose wire is the client's (passthrough); -1 none */
-    const struct adapter *native; /* the passthrough adapter for that kind */
+    /* Whether provider p speaks the client's API itself: attempts on it pass the client's bytes
+     * through (the `native` adapter) instead of translating twice. NULL: none does. */
+    int (*native_for)(const struct provider *p);
+    const struct adapter *native; /* the passthrough adapter */
+    /* A continuation may follow a broken passthrough attempt (on another kind, translated, in
+     * the same client message); 0: a passthrough stream that breaks ends with stream_error. */
+    int native_continues;
     const char *ping;   /* keep-alive bytes before commit (an SSE event or comment) */
     /* A canonical chunk (the JSON after "data: ", or "[DONE]") to the client's events,
      * appended to out. `total` is the usage the client is told (continuations add up). */
@@ -96,6 +103,11 @@ extern const struct client_codec codec_responses;
  * the model spliced, to {base_path}{req->native_path}; the client's anthropic-version and
  * anthropic-beta forwarded (req->native_headers); events relayed as they came. */
 extern const struct adapter adapter_anthropic_native;
+
+/* The passthrough adapter of an openai-kind provider that serves the Responses API itself
+ * ("responses": "native"): the client's Responses body (req->native) with the model spliced, to
+ * {base_path}/responses; events and bodies relayed as they came. */
+extern const struct adapter adapter_openai_responses;
 
 /* A Messages request body (a JSON object) as a canonical chat body appended to out, with
  * stream_options.include_usage when it streams. Returns 0; UV_EINVAL with the reason in why
@@ -153,6 +165,10 @@ int codec_parse_completion(const char *body, size_t len, struct cJSON **root,
 /* `event: TYPE\ndata: {"type":"TYPE"` (the caller adds members), and the event's end `}\n\n`. */
 void codec_event_open(struct buf *out, const char *type);
 void codec_event_close(struct buf *out);
+
+/* fn on each SSE event of a passthrough's bytes (events ending in a blank line), without it. */
+void codec_each_event(struct codec_stream *s, const char *bytes, size_t len,
+                      void (*fn)(struct codec_stream *s, const char *ev, size_t len));
 
 /* An estimate of a Messages request's input tokens (count_tokens without an anthropic
  * deployment): see the README. */

@@ -12,7 +12,10 @@
  * Every socket gets TCP_NODELAY. TLS: minimum TLS 1.2; client side verifies the peer chain
  * (REQUIRED) against the tls_ctx's CA chain and checks the host name given to conn_connect()
  * (also sent as SNI); a verification failure fails the connect with LLMUX_ETLSVERIFY and is
- * never downgraded to an unverified connection. Client sessions are resumed when possible.
+ * never downgraded to an unverified connection. Client sessions are resumed when possible:
+ * the context keeps one per origin (host name and port), and while the first full handshake to
+ * an origin is in flight, further connections to it wait for its session (after their TCP
+ * connect, up to a bound: see conn.c) instead of making full handshakes of their own.
  */
 #ifndef LLMUX_CONN_H
 #define LLMUX_CONN_H
@@ -31,8 +34,11 @@ int tls_ctx_client(const char *ca_file, struct tls_ctx **out, char *err, size_t 
 /* Server context presenting cert_file (PEM chain) with key_file. */
 int tls_ctx_server(const char *cert_file, const char *key_file, struct tls_ctx **out, char *err,
                    size_t errlen);
-/* Handshakes completed with this context, and how many of them resumed a session. */
-void tls_ctx_counts(const struct tls_ctx *t, uint64_t *handshakes, uint64_t *resumed);
+/* Handshakes completed with this context, and how many of them resumed a session. Server
+ * side, `offered` (may be NULL) counts the handshakes whose client offered a session ID,
+ * resumed or not (a client never offers one session to two origins). */
+void tls_ctx_counts(const struct tls_ctx *t, uint64_t *handshakes, uint64_t *resumed,
+                    uint64_t *offered);
 /* Frees the context. Every conn using it must be closed (on_close run) before. */
 void tls_ctx_free(struct tls_ctx *t);
 

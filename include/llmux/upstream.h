@@ -37,6 +37,8 @@ struct pool_stats {
     uint64_t reuses;      /* requests sent on a pooled connection */
     uint64_t idle;        /* idle connections now */
     uint64_t open;        /* connections now (busy, idle or closing) */
+    uint64_t tls_full;    /* TLS handshakes of new connections: full (key exchange and */
+    uint64_t tls_resumed; /* certificate check) or resuming the origin's session */
 };
 
 int pool_create(uv_loop_t *loop, struct dns *dns, size_t max_idle, uint32_t idle_timeout_ms,

@@ -478,9 +478,8 @@ static int anthropic_encode(const struct provider *p, const char *model, size_t 
 
 /* ---- responses ---- */
 
-static const char *finish_reason(const cJSON *stop_reason)
+static const char *finish_of(const char *s)
 {
-    const char *s = cJSON_IsString(stop_reason) ? stop_reason->valuestring : "";
     if (strcmp(s, "max_tokens") == 0)
         return "length";
     if (strcmp(s, "tool_use") == 0)
@@ -488,6 +487,30 @@ static const char *finish_reason(const cJSON *stop_reason)
     if (strcmp(s, "refusal") == 0)
         return "content_filter";
     return "stop"; /* end_turn, stop_sequence, pause_turn */
+}
+
+static const char *finish_reason(const cJSON *stop_reason)
+{
+    return finish_of(cJSON_IsString(stop_reason) ? stop_reason->valuestring : "");
+}
+
+/* adapter_anthropic_usage over the span of the usage member. */
+static void usage_span(struct json_span us, struct usage *u)
+{
+    static const char *const keys[] = {"input_tokens", "cache_read_input_tokens",
+                                       "cache_creation_input_tokens", "output_tokens"};
+    struct json_span m[4];
+    if (json_members(us, keys, 4, m) != 0) /* absent or not an object */
+        return;
+    if (m[0].s) {
+        long read = adapter_span_long(m[1]);
+        u->prompt_tokens = adapter_span_long(m[0]) + read + adapter_span_long(m[2]);
+        u->cached_tokens = read;
+    }
+    if (m[3].s)
+        u->completion_tokens = adapter_span_long(m[3]);
+    u->total_tokens = u->prompt_tokens + u->completion_tokens;
+    u->known = 1;
 }
 
 void adapter_anthropic_usage(const cJSON *us, struct usage *u)
@@ -578,6 +601,7 @@ struct anthropic_stream {
     char json_name[JSON_TOOL_MAX];
     char ws[WS_MAX]; /* whitespace stripped from a prefill, still to drop from the text */
     size_t ws_len;
+    struct buf text; /* a text with escapes, decoded (allocated with the first one) */
 };
 
 static int anthropic_stream_open(struct adapter_stream *s)
@@ -585,6 +609,7 @@ static int anthropic_stream_open(struct adapter_stream *s)
     struct anthropic_stream *st = calloc(1, sizeof(*st));
     if (!st)
         return UV_ENOMEM;
+    buf_init(&st->text, 0);
     adapter_new_id(st->who.id, sizeof(st->who.id), "chatcmpl-");
     snprintf(st->who.model, sizeof(st->who.model), "%s", s->model ? s->model : "");
     st->who.created = (long long)time(NULL);
@@ -600,17 +625,18 @@ static int anthropic_stream_open(struct adapter_stream *s)
     return 0;
 }
 
-/* Drop from the start of a continuation's text the whitespace the prefill lost. */
-static const char *skip_stripped(struct anthropic_stream *st, const char *text)
+/* Drop from the start of a continuation's text[0..len) the whitespace the prefill lost:
+ * returns how many bytes to skip. */
+static size_t skip_stripped(struct anthropic_stream *st, const char *text, size_t len)
 {
     size_t i = 0;
-    while (st->ws_len > 0 && text[i] && text[i] == st->ws[0]) {
+    while (st->ws_len > 0 && i < len && text[i] == st->ws[0]) {
         memmove(st->ws, st->ws + 1, --st->ws_len);
         i++;
     }
-    if (text[i])
+    if (i < len)
         st->ws_len = 0; /* the continuation has begun: nothing more to drop */
-    return text + i;
+    return i;
 }
 
 int adapter_anthropic_error_event(const cJSON *err, adapter_emit_fn emit, void *ctx)
@@ -624,21 +650,34 @@ int adapter_anthropic_error_event(const cJSON *err, adapter_emit_fn emit, void *
     return adapter_emit_error(text, t, NULL, retry, emit, ctx);
 }
 
-/* content_block_start and content_block_delta. */
-static int on_block(struct adapter_stream *s, struct anthropic_stream *st, const cJSON *ev,
-                    int start, adapter_emit_fn emit, void *ctx)
+/* A text block's start or delta: its text (in place unless it has escapes) goes out. */
+static int on_text(struct adapter_stream *s, struct anthropic_stream *st, struct json_span text,
+                   adapter_emit_fn emit, void *ctx)
 {
-    const cJSON *b = cJSON_GetObjectItemCaseSensitive(ev, start ? "content_block" : "delta");
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(b, "type");
-    if (!cJSON_IsString(type))
-        return LLMUX_EPROTO;
-    const char *t = type->valuestring;
+    struct chunk_info ci;
+    memset(&ci, 0, sizeof(ci));
+    ci.kind = CHUNK_CONTENT;
+    int rc = adapter_span_text(&st->text, text, &ci.text, &ci.text_len);
+    if (rc)
+        return rc;
+    size_t skip = skip_stripped(st, ci.text, ci.text_len);
+    ci.text += skip;
+    ci.text_len -= skip;
+    if (ci.text_len == 0)
+        return 0;
+    return adapter_emit_text(&st->who, s->req->include_usage, ci.text, ci.text_len, &ci, emit,
+                             ctx);
+}
+
+/* The kinds on_block reads from a tree of the block: tool use (and the response_format tool's
+ * input, which is the content). */
+static int on_block_tree(struct adapter_stream *s, struct anthropic_stream *st, const cJSON *b,
+                         const char *t, int start, adapter_emit_fn emit, void *ctx)
+{
     struct chunk_info ci;
     memset(&ci, 0, sizeof(ci));
     ci.kind = CHUNK_CONTENT;
     cJSON *delta = NULL;
-    if (start) /* blocks do not interleave: a delta belongs to the latest block started */
-        st->in_json = 0;
     if (strcmp(t, "tool_use") == 0 && st->json) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(b, "name");
         st->in_json = cJSON_IsString(name) && strcmp(name->valuestring, st->json_name) == 0;
@@ -656,17 +695,6 @@ static int on_block(struct adapter_stream *s, struct anthropic_stream *st, const
                                  emit, ctx);
     } else if (st->in_json) {
         return 0; /* its start carries an empty input: nothing to relay yet */
-    } else if (strcmp(t, "text") == 0 || strcmp(t, "text_delta") == 0) {
-        const cJSON *text = cJSON_GetObjectItemCaseSensitive(b, "text");
-        if (!cJSON_IsString(text))
-            return LLMUX_EPROTO;
-        const char *rest = skip_stripped(st, text->valuestring);
-        if (!rest[0])
-            return 0;
-        ci.text = rest;
-        ci.text_len = strlen(rest);
-        return adapter_emit_text(&st->who, s->req->include_usage, ci.text, ci.text_len, &ci,
-                                 emit, ctx);
     } else if (strcmp(t, "tool_use") == 0) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(b, "id");
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(b, "name");
@@ -694,17 +722,49 @@ static int on_block(struct adapter_stream *s, struct anthropic_stream *st, const
     return adapter_emit_delta(&st->who, s->req->include_usage, delta, NULL, &ci, emit, ctx);
 }
 
+/* content_block_start and content_block_delta: the block (or delta) object is scanned for its
+ * type, and a text read in place; the rarer kinds (tool use, the response_format tool) are
+ * read from a tree of the block. */
+static int on_block(struct adapter_stream *s, struct anthropic_stream *st, struct json_span block,
+                    int start, adapter_emit_fn emit, void *ctx)
+{
+    static const char *const keys[] = {"type", "text"};
+    struct json_span m[2];
+    char t[32] = ""; /* longer types are none of ours, and stay so when cut to 31 bytes */
+    json_members(block, keys, 2, m); /* not an object: nothing found */
+    if (json_type(m[0]) != JSON_STRING)
+        return LLMUX_EPROTO;
+    adapter_span_str(t, sizeof(t), m[0]);
+    if (start) /* blocks do not interleave: a delta belongs to the latest block started */
+        st->in_json = 0;
+    if (strcmp(t, "tool_use") != 0 && strcmp(t, "input_json_delta") != 0) {
+        if (st->in_json || (strcmp(t, "text") != 0 && strcmp(t, "text_delta") != 0))
+            return 0; /* thinking, signatures, citations, server tools: not relayed */
+        if (json_type(m[1]) != JSON_STRING)
+            return LLMUX_EPROTO;
+        return on_text(s, st, m[1], emit, ctx);
+    }
+    cJSON *b = adapter_span_tree(block);
+    int rc = on_block_tree(s, st, b, t, start, emit, ctx);
+    cJSON_Delete(b);
+    return rc;
+}
+
+/* The event's members, in the order of the spans below. */
+enum { E_TYPE, E_MESSAGE, E_BLOCK, E_DELTA, E_USAGE, E_ERROR, E_COUNT };
+static const char *const event_keys[E_COUNT] = {"type",  "message", "content_block",
+                                                "delta", "usage",   "error"};
+
+/* Read by scanning the event in place (src/json.c): no tree but for errors and tool use. */
 static int anthropic_stream_event(struct adapter_stream *s, const char *event, size_t event_len,
                                   const char *data, size_t len, adapter_emit_fn emit, void *ctx)
 {
     struct anthropic_stream *st = s->state;
-    cJSON *ev = cJSON_ParseWithLength(data, len);
-    if (!cJSON_IsObject(ev)) {
-        cJSON_Delete(ev);
+    struct json_span ev[E_COUNT];
+    if (json_members(json_text(data, len), event_keys, E_COUNT, ev) != 0)
         return LLMUX_EPROTO;
-    }
     char type[64] = "";
-    adapter_copy_str(type, sizeof(type), cJSON_GetObjectItemCaseSensitive(ev, "type"));
+    adapter_span_str(type, sizeof(type), ev[E_TYPE]);
     if (!type[0] && event_len < sizeof(type)) {
         memcpy(type, event, event_len);
         type[event_len] = 0;
@@ -713,32 +773,31 @@ static int anthropic_stream_event(struct adapter_stream *s, const char *event, s
     memset(&ci, 0, sizeof(ci));
     int rc = 0;
     if (strcmp(type, "message_start") == 0) {
-        const cJSON *m = cJSON_GetObjectItemCaseSensitive(ev, "message");
-        if (!cJSON_IsObject(m)) {
+        static const char *const keys[] = {"id", "model", "usage"};
+        struct json_span m[3];
+        if (json_type(ev[E_MESSAGE]) != JSON_OBJECT ||
+            json_members(ev[E_MESSAGE], keys, 3, m) != 0) {
             rc = LLMUX_EPROTO;
         } else {
-            adapter_copy_str(st->who.id, sizeof(st->who.id),
-                             cJSON_GetObjectItemCaseSensitive(m, "id"));
-            adapter_copy_str(st->who.model, sizeof(st->who.model),
-                             cJSON_GetObjectItemCaseSensitive(m, "model"));
-            adapter_anthropic_usage(cJSON_GetObjectItemCaseSensitive(m, "usage"), &st->usage);
+            adapter_span_str(st->who.id, sizeof(st->who.id), m[0]);
+            adapter_span_str(st->who.model, sizeof(st->who.model), m[1]);
+            usage_span(m[2], &st->usage);
             rc = adapter_emit_role(&st->who, s->req->include_usage, emit, ctx);
         }
     } else if (strcmp(type, "content_block_start") == 0) {
-        rc = on_block(s, st, ev, 1, emit, ctx);
+        rc = on_block(s, st, ev[E_BLOCK], 1, emit, ctx);
     } else if (strcmp(type, "content_block_delta") == 0) {
-        rc = on_block(s, st, ev, 0, emit, ctx);
+        rc = on_block(s, st, ev[E_DELTA], 0, emit, ctx);
     } else if (strcmp(type, "message_delta") == 0) {
-        const cJSON *delta = cJSON_GetObjectItemCaseSensitive(ev, "delta");
-        adapter_anthropic_usage(cJSON_GetObjectItemCaseSensitive(ev, "usage"), &st->usage);
-        if (st->finished) { /* a later message_delta only updates the usage */
-            cJSON_Delete(ev);
+        usage_span(ev[E_USAGE], &st->usage);
+        if (st->finished) /* a later message_delta only updates the usage */
             return 0;
-        }
         st->finished = 1;
         ci.kind = CHUNK_CONTENT;
         ci.finish = 1;
-        const char *finish = finish_reason(cJSON_GetObjectItemCaseSensitive(delta, "stop_reason"));
+        char stop[16] = ""; /* longer reasons are none of ours, and stay so when cut */
+        adapter_span_str(stop, sizeof(stop), json_get(ev[E_DELTA], "stop_reason"));
+        const char *finish = finish_of(stop);
         if (st->json && st->tools == 0 && strcmp(finish, "tool_calls") == 0)
             finish = "stop"; /* only the forced tool was called: a plain answer */
         rc = adapter_emit_delta(&st->who, s->req->include_usage, NULL, finish, &ci, emit, ctx);
@@ -754,10 +813,11 @@ static int anthropic_stream_event(struct adapter_stream *s, const char *event, s
         if (!rc)
             rc = adapter_emit_done(&st->usage, emit, ctx);
     } else if (strcmp(type, "error") == 0) {
-        rc = adapter_anthropic_error_event(cJSON_GetObjectItemCaseSensitive(ev, "error"), emit, ctx);
+        cJSON *err = adapter_span_tree(ev[E_ERROR]);
+        rc = adapter_anthropic_error_event(err, emit, ctx);
+        cJSON_Delete(err);
     }
     /* content_block_stop, ping and event types added later: nothing to relay */
-    cJSON_Delete(ev);
     return rc;
 }
 
@@ -768,7 +828,10 @@ static int anthropic_stream_finish(struct adapter_stream *s, adapter_emit_fn emi
 
 static void anthropic_stream_close(struct adapter_stream *s)
 {
-    free(s->state);
+    struct anthropic_stream *st = s->state;
+    if (st)
+        buf_free(&st->text);
+    free(st);
     s->state = NULL;
 }
 

@@ -32,17 +32,6 @@
 static int native_encode(const struct provider *p, const char *model, size_t model_len,
                          const struct canon_request *req, struct upstream_request *out)
 {
-    if (!req->native || req->prefix) { /* a continuation translates */
-        adapter_encode_init(out);
-        return LLMUX_EKIND;
-    }
-    struct canon_request n = *req;
-    n.body = req->native;
-    n.body_len = req->native_len;
-    n.model_start = req->native_model_start;
-    n.model_end = req->native_model_end;
-    char path[512];
-    snprintf(path, sizeof(path), "%s%s", p->base_path, req->native_path);
     const char *h = req->native_headers ? req->native_headers : "";
     struct buf extra;
     buf_init(&extra, 0);
@@ -53,62 +42,12 @@ static int native_encode(const struct provider *p, const char *model, size_t mod
     if (!rc)
         rc = buf_printf(&extra, "%s", h);
     if (!rc)
-        rc = adapter_encode_spliced(p, path, "x-api-key: %s\r\n", buf_head(&extra), model,
-                                    model_len, &n, out);
+        rc = adapter_encode_native(p, "x-api-key: %s\r\n", buf_head(&extra), model, model_len,
+                                   req, out);
     else
         adapter_encode_init(out);
     buf_free(&extra);
     return rc;
-}
-
-struct native_stream {
-    struct buf frame;
-    struct usage usage;
-};
-
-static int native_stream_open(struct adapter_stream *s)
-{
-    struct native_stream *st = calloc(1, sizeof(*st));
-    if (!st)
-        return UV_ENOMEM;
-    buf_init(&st->frame, 0);
-    s->state = st;
-    return 0;
-}
-
-static void native_stream_close(struct adapter_stream *s)
-{
-    struct native_stream *st = s->state;
-    if (st)
-        buf_free(&st->frame);
-    free(st);
-    s->state = NULL;
-}
-
-/* The member `key` of data, parsed on its own (NULL when absent). Caller frees. */
-static cJSON *member(const char *data, size_t len, const char *key)
-{
-    size_t vs, ve;
-    return json_top_key(data, len, key, &vs, &ve) == 0 ? cJSON_ParseWithLength(data + vs, ve - vs)
-                                                       : NULL;
-}
-
-/* The `type` string of the object member `key` of data, compared with each of names: the
- * index of the one it is, or -1. */
-static int member_type(const char *data, size_t len, const char *key, const char *const *names,
-                       int n)
-{
-    size_t vs, ve, ts, te;
-    if (json_top_key(data, len, key, &vs, &ve) != 0 ||
-        json_top_key(data + vs, ve - vs, "type", &ts, &te) != 0)
-        return -1;
-    const char *t = data + vs + ts + 1;
-    size_t tl = te - ts - 2;
-    for (int i = 0; i < n; i++) {
-        if (strlen(names[i]) == tl && memcmp(names[i], t, tl) == 0)
-            return i;
-    }
-    return -1;
 }
 
 static int name_is(const char *event, size_t len, const char *name)
@@ -119,29 +58,29 @@ static int name_is(const char *event, size_t len, const char *name)
 static int native_stream_event(struct adapter_stream *s, const char *event, size_t event_len,
                                const char *data, size_t len, adapter_emit_fn emit, void *ctx)
 {
-    struct native_stream *st = s->state;
+    struct adapter_native *st = s->state;
     struct chunk_info ci;
     memset(&ci, 0, sizeof(ci));
     ci.kind = CHUNK_PREAMBLE;
     cJSON *parsed = NULL;
     if (name_is(event, event_len, "content_block_delta")) {
         static const char *const deltas[] = {"text_delta", "input_json_delta"};
-        int t = member_type(data, len, "delta", deltas, 2);
+        int t = adapter_member_type(data, len, "delta", deltas, 2);
         ci.kind = CHUNK_CONTENT;
         ci.tool_call = t == 1;
         if (t == 0 && s->req->want_text) {
-            parsed = member(data, len, "delta");
+            parsed = adapter_member(data, len, "delta");
             ci.text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(parsed, "text"));
             ci.text_len = ci.text ? strlen(ci.text) : 0;
         }
     } else if (name_is(event, event_len, "content_block_start")) {
         static const char *const tools[] = {"tool_use", "server_tool_use", "mcp_tool_use"};
-        if (member_type(data, len, "content_block", tools, 3) >= 0) {
+        if (adapter_member_type(data, len, "content_block", tools, 3) >= 0) {
             ci.kind = CHUNK_CONTENT;
             ci.tool_call = 1;
         }
     } else if (name_is(event, event_len, "message_start")) {
-        parsed = member(data, len, "message");
+        parsed = adapter_member(data, len, "message");
         if (!cJSON_IsObject(parsed)) {
             cJSON_Delete(parsed);
             return LLMUX_EPROTO;
@@ -151,7 +90,7 @@ static int native_stream_event(struct adapter_stream *s, const char *event, size
                          cJSON_GetObjectItemCaseSensitive(parsed, "model"));
         adapter_anthropic_usage(cJSON_GetObjectItemCaseSensitive(parsed, "usage"), &st->usage);
     } else if (name_is(event, event_len, "message_delta")) {
-        parsed = member(data, len, "usage");
+        parsed = adapter_member(data, len, "usage");
         adapter_anthropic_usage(parsed, &st->usage);
         ci.kind = CHUNK_CONTENT;
         ci.finish = 1;
@@ -168,45 +107,15 @@ static int native_stream_event(struct adapter_stream *s, const char *event, size
         return rc;
     }
     /* content_block_stop, ping and event types added later: preamble (held before commit) */
-    buf_reset(&st->frame);
-    int rc = event_len ? buf_append_str(&st->frame, "event: ") : 0;
-    if (!rc && event_len)
-        rc = buf_append(&st->frame, event, event_len);
-    if (!rc && event_len)
-        rc = buf_append(&st->frame, "\n", 1);
-    for (size_t at = 0; !rc && at <= len;) { /* one data line per line of the data */
-        const char *nl = memchr(data + at, '\n', len - at);
-        size_t n = nl ? (size_t)(nl - (data + at)) : len - at;
-        rc = buf_append(&st->frame, "data: ", 6);
-        if (!rc)
-            rc = buf_append(&st->frame, data + at, n);
-        if (!rc)
-            rc = buf_append(&st->frame, "\n", 1);
-        at += n + 1;
-    }
-    if (!rc)
-        rc = buf_append(&st->frame, "\n", 1);
-    if (!rc)
-        rc = emit(ctx, buf_head(&st->frame), buf_size(&st->frame), &ci);
+    int rc = adapter_native_relay(s, event, event_len, data, len, &ci, emit, ctx);
     cJSON_Delete(parsed);
     return rc;
-}
-
-static int native_stream_finish(struct adapter_stream *s, adapter_emit_fn emit, void *ctx)
-{
-    return s->done;
 }
 
 static int native_decode_body(const struct canon_request *req, const char *model,
                               const char *body, size_t len, struct buf *out, struct usage *u)
 {
-    memset(u, 0, sizeof(*u));
-    cJSON *us;
-    if (adapter_body_usage(body, len, &us) != 0)
-        return LLMUX_EPROTO;
-    adapter_anthropic_usage(us, u);
-    cJSON_Delete(us);
-    return 0;
+    return adapter_native_body(body, len, u, adapter_anthropic_usage);
 }
 
 static enum verdict native_decode_error(int status, const char *body, size_t len,
@@ -229,10 +138,10 @@ const struct adapter adapter_anthropic_native = {
     .kind = "anthropic",
     .prefill = 1,
     .encode = native_encode,
-    .stream_open = native_stream_open,
+    .stream_open = adapter_native_open,
     .stream_event = native_stream_event,
-    .stream_finish = native_stream_finish,
-    .stream_close = native_stream_close,
+    .stream_finish = adapter_native_finish,
+    .stream_close = adapter_native_close,
     .decode_body = native_decode_body,
     .decode_error = native_decode_error,
 };

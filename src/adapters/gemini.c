@@ -445,21 +445,43 @@ static const char *finish_reason(const char *r, int called)
     return called ? "tool_calls" : "stop"; /* STOP, OTHER, MALFORMED_FUNCTION_CALL... */
 }
 
+/* usageMetadata's counts, in this order. */
+static const char *const usage_keys[] = {"promptTokenCount", "candidatesTokenCount",
+                                         "thoughtsTokenCount", "totalTokenCount",
+                                         "cachedContentTokenCount"};
+
+static void set_usage(struct usage *u, const long n[5])
+{
+    u->prompt_tokens = n[0];
+    u->completion_tokens = n[1] + n[2];
+    u->total_tokens = n[3] ? n[3] : u->prompt_tokens + u->completion_tokens;
+    u->cached_tokens = n[4];
+    u->known = 1;
+}
+
 /* usageMetadata into u; returns whether there was one. */
 static int read_usage(const cJSON *root, struct usage *u)
 {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "usageMetadata");
     if (!cJSON_IsObject(m))
         return 0;
-    u->prompt_tokens = adapter_json_long(m, "promptTokenCount");
-    u->completion_tokens =
-        adapter_json_long(m, "candidatesTokenCount") + adapter_json_long(m, "thoughtsTokenCount");
-    u->total_tokens = adapter_json_long(m, "totalTokenCount");
-    if (!u->total_tokens)
-        u->total_tokens = u->prompt_tokens + u->completion_tokens;
-    u->cached_tokens = adapter_json_long(m, "cachedContentTokenCount");
-    u->known = 1;
+    long n[5];
+    for (size_t i = 0; i < 5; i++)
+        n[i] = adapter_json_long(m, usage_keys[i]);
+    set_usage(u, n);
     return 1;
+}
+
+/* The same from the span of usageMetadata. */
+static void usage_span(struct json_span um, struct usage *u)
+{
+    struct json_span m[5];
+    if (json_members(um, usage_keys, 5, m) != 0) /* absent or not an object */
+        return;
+    long n[5];
+    for (size_t i = 0; i < 5; i++)
+        n[i] = adapter_span_long(m[i]);
+    set_usage(u, n);
 }
 
 /* A functionCall part as an OpenAI tool call (index n when with_index); NULL without a name. */
@@ -575,6 +597,7 @@ struct gemini_stream {
     int started;  /* the role chunk went out */
     int calls;    /* tool calls emitted: the next index */
     int finished; /* a finishReason was seen */
+    struct buf text; /* a text with escapes, decoded (allocated with the first one) */
 };
 
 static int gemini_stream_open(struct adapter_stream *s)
@@ -582,6 +605,7 @@ static int gemini_stream_open(struct adapter_stream *s)
     struct gemini_stream *st = calloc(1, sizeof(*st));
     if (!st)
         return UV_ENOMEM;
+    buf_init(&st->text, 0);
     adapter_new_id(st->who.id, sizeof(st->who.id), "chatcmpl-");
     snprintf(st->who.model, sizeof(st->who.model), "%s", s->model ? s->model : "");
     st->who.created = (long long)time(NULL);
@@ -608,91 +632,105 @@ static int emit_error(const cJSON *err, adapter_emit_fn emit, void *ctx)
                               st[0] ? st : NULL, retry, emit, ctx);
 }
 
-/* The chunks of one part: text (not thoughts) or a whole function call. */
-static int emit_part(struct adapter_stream *s, struct gemini_stream *st, const cJSON *part,
+/* The chunks of one part: text (not thoughts), read in place, or a whole function call (from
+ * a tree of the part). */
+static int emit_part(struct adapter_stream *s, struct gemini_stream *st, struct json_span part,
                      adapter_emit_fn emit, void *ctx)
 {
-    const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
-    const cJSON *call = cJSON_GetObjectItemCaseSensitive(part, "functionCall");
+    static const char *const keys[] = {"text", "functionCall", "thought"};
+    struct json_span m[3];
+    json_members(part, keys, 3, m); /* not an object: nothing found */
     struct chunk_info ci;
     memset(&ci, 0, sizeof(ci));
     ci.kind = CHUNK_CONTENT;
-    if (cJSON_IsString(text) && text->valuestring[0] && !is_thought(part)) {
-        ci.text = text->valuestring;
-        ci.text_len = strlen(ci.text);
-        return adapter_emit_text(&st->who, s->req->include_usage, ci.text, ci.text_len, &ci,
-                                 emit, ctx);
+    if (json_type(m[0]) == JSON_STRING && json_type(m[2]) != JSON_TRUE) {
+        int rc = adapter_span_text(&st->text, m[0], &ci.text, &ci.text_len);
+        if (rc)
+            return rc;
+        if (ci.text_len > 0)
+            return adapter_emit_text(&st->who, s->req->include_usage, ci.text, ci.text_len, &ci,
+                                     emit, ctx);
     }
-    cJSON *delta = cJSON_CreateObject();
-    if (cJSON_IsObject(call)) {
-        cJSON *tc = tool_call(part, st->calls++, 1);
-        if (!tc) {
-            cJSON_Delete(delta);
-            return LLMUX_EPROTO;
-        }
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(delta, "tool_calls"), tc);
-        ci.tool_call = 1;
-    } else {
-        cJSON_Delete(delta);
+    if (json_type(m[1]) != JSON_OBJECT)
         return 0;
-    }
+    cJSON *p = adapter_span_tree(part);
+    cJSON *tc = tool_call(p, st->calls++, 1);
+    cJSON_Delete(p);
+    if (!tc)
+        return LLMUX_EPROTO;
+    cJSON *delta = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(delta, "tool_calls"), tc);
+    ci.tool_call = 1;
     return adapter_emit_delta(&st->who, s->req->include_usage, delta, NULL, &ci, emit, ctx);
 }
 
-static int on_response(struct adapter_stream *s, struct gemini_stream *st, const cJSON *root,
-                       adapter_emit_fn emit, void *ctx)
+/* A response chunk's members, in the order of the spans below. */
+enum { R_ERROR, R_ID, R_VERSION, R_USAGE, R_CANDIDATES, R_FEEDBACK, R_COUNT };
+static const char *const response_keys[R_COUNT] = {
+    "error", "responseId", "modelVersion", "usageMetadata", "candidates", "promptFeedback"};
+
+static int on_response(struct adapter_stream *s, struct gemini_stream *st,
+                       const struct json_span *r, adapter_emit_fn emit, void *ctx)
 {
     struct chunk_info ci;
     memset(&ci, 0, sizeof(ci));
     int rc = 0;
     if (!st->started) {
         st->started = 1;
-        adapter_copy_str(st->who.id, sizeof(st->who.id),
-                         cJSON_GetObjectItemCaseSensitive(root, "responseId"));
-        adapter_copy_str(st->who.model, sizeof(st->who.model),
-                         cJSON_GetObjectItemCaseSensitive(root, "modelVersion"));
+        adapter_span_str(st->who.id, sizeof(st->who.id), r[R_ID]);
+        adapter_span_str(st->who.model, sizeof(st->who.model), r[R_VERSION]);
         rc = adapter_emit_role(&st->who, s->req->include_usage, emit, ctx);
     }
-    read_usage(root, &st->usage);
-    const cJSON *cand = first_candidate(root);
-    const cJSON *parts = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(cand, "content"), "parts");
-    const cJSON *p;
-    cJSON_ArrayForEach(p, parts)
-    {
+    usage_span(r[R_USAGE], &st->usage);
+    size_t pos = 0;
+    struct json_span cand = {0}, p;
+    int has_cand = json_next(r[R_CANDIDATES], &pos, &cand) == 0; /* the first */
+    struct json_span parts = has_cand ? json_get(cand, "content.parts") : cand;
+    for (pos = 0; json_next(parts, &pos, &p) == 0;) {
         if (rc)
             return rc;
         rc = emit_part(s, st, p, emit, ctx);
     }
-    const cJSON *fr = cJSON_GetObjectItemCaseSensitive(cand, "finishReason");
-    int blocked = !cand && prompt_blocked(root);
-    if (rc || st->finished || (!cJSON_IsString(fr) && !blocked))
+    struct json_span fr = has_cand ? json_get(cand, "finishReason") : cand;
+    int blocked =
+        !has_cand && json_type(json_get(r[R_FEEDBACK], "blockReason")) == JSON_STRING;
+    if (rc || st->finished || (json_type(fr) != JSON_STRING && !blocked))
         return rc;
     st->finished = 1;
     memset(&ci, 0, sizeof(ci));
     ci.kind = CHUNK_CONTENT;
     ci.finish = 1;
-    const char *reason = blocked ? "content_filter" : finish_reason(fr->valuestring, st->calls);
-    return adapter_emit_delta(&st->who, s->req->include_usage, NULL, reason, &ci, emit, ctx);
+    char reason[32] = ""; /* longer reasons are none of ours, and stay so when cut */
+    adapter_span_str(reason, sizeof(reason), fr);
+    return adapter_emit_delta(&st->who, s->req->include_usage, NULL,
+                              blocked ? "content_filter" : finish_reason(reason, st->calls), &ci,
+                              emit, ctx);
 }
 
+/* Read by scanning the chunk in place (src/json.c): no tree but for errors and function calls.
+ * An error may come as [{"error":...}]. */
 static int gemini_stream_event(struct adapter_stream *s, const char *event, size_t event_len,
                                const char *data, size_t len, adapter_emit_fn emit, void *ctx)
 {
     struct gemini_stream *st = s->state;
-    cJSON *root = cJSON_ParseWithLength(data, len);
-    if (cJSON_IsArray(root) && cJSON_IsObject(root->child)) { /* [{"error":...}] */
-        cJSON *first = cJSON_DetachItemViaPointer(root, root->child);
-        cJSON_Delete(root);
+    struct json_span root = json_text(data, len), first;
+    size_t i = 0, pos = 0;
+    while (i < len && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r'))
+        i++;
+    if (i < len && data[i] == '[') {
+        if (!json_valid(data, len) || json_next(root, &pos, &first) != 0 ||
+            json_type(first) != JSON_OBJECT)
+            return LLMUX_EPROTO;
         root = first;
     }
-    int rc = LLMUX_EPROTO;
-    const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
-    if (cJSON_IsObject(err))
-        rc = emit_error(err, emit, ctx);
-    else if (cJSON_IsObject(root))
-        rc = on_response(s, st, root, emit, ctx);
-    cJSON_Delete(root);
+    struct json_span r[R_COUNT];
+    if (json_members(root, response_keys, R_COUNT, r) != 0)
+        return LLMUX_EPROTO;
+    if (json_type(r[R_ERROR]) != JSON_OBJECT)
+        return on_response(s, st, r, emit, ctx);
+    cJSON *err = adapter_span_tree(r[R_ERROR]);
+    int rc = emit_error(err, emit, ctx);
+    cJSON_Delete(err);
     return rc;
 }
 
@@ -712,7 +750,10 @@ static int gemini_stream_finish(struct adapter_stream *s, adapter_emit_fn emit, 
 
 static void gemini_stream_close(struct adapter_stream *s)
 {
-    free(s->state);
+    struct gemini_stream *st = s->state;
+    if (st)
+        buf_free(&st->text);
+    free(st);
     s->state = NULL;
 }
 

@@ -7,6 +7,9 @@
  * Besides memory errors it checks what clients rely on: a translated request is one JSON
  * object with "messages", and a refusal says why; a body is one JSON object; the stream is a
  * series of complete `event: NAME\ndata: JSON\n\n` events (Responses: numbered 0, 1, 2...).
+ * With the first byte's bit 2, the pieces are a passthrough's provider bytes instead, given to
+ * observe(); the honest end that follows must then be whole events too (Responses: numbered
+ * after the last sequence_number observed).
  */
 #include <cjson/cJSON.h>
 #include <stdint.h>
@@ -67,6 +70,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     long seq = 0;
     int broken = 0;
     buf_reset(&out);
+    if (data[0] & 4) { /* a passthrough stream observed, then broken */
+        for (const char *p = copy; p < copy + size - 1; p += strlen(p) + 1)
+            c->observe(&s, p, strlen(p));
+        seq = s.seq;
+        c->stream_error(&s, 502, "broken \"stream\"", &out);
+        check_events(&out, 0, responses, &seq);
+        if (c->stream_free)
+            c->stream_free(&s);
+        buf_free(&out);
+        free(copy);
+        return 0;
+    }
     for (const char *p = copy; p < copy + size - 1 && !broken; p += strlen(p) + 1) {
         size_t n = strlen(p);
         struct buf body;

@@ -90,13 +90,15 @@ async function terminate(proc, name, ms = 10000) {
 
 // One HTTP(S) GET/POST to a mock's admin endpoints on a fresh connection (agent: false), so the
 // test's own admin traffic never sits in a pool that would skew the mock's connection counts.
+// TLS 1.2 at most (all the mock speaks): a TLS 1.3 client would offer a random session ID
+// (middlebox compatibility) that the mock would count as a session offered (tls_offered).
 function adminRequest(port, tls, method, path, host = '127.0.0.1') {
   const mod = tls ? https : http;
   return new Promise((resolve, reject) => {
     const req = mod.request({
       host: tls ? 'localhost' : host, port, method, path, agent: false,
       headers: { connection: 'close' },
-      ...(tls ? { ca: readFileSync(join(CERTS, 'ca.pem')), servername: 'localhost' } : {}),
+      ...(tls ? { ca: readFileSync(join(CERTS, 'ca.pem')), servername: 'localhost', maxVersion: 'TLSv1.2' } : {}),
     }, (res) => {
       let body = '';
       res.setEncoding('utf8');

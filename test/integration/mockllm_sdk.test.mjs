@@ -1,5 +1,5 @@
 // Fidelity check of mockllm: the official clients (@anthropic-ai/sdk, @google/genai, openai's
-// OpenAI and AzureOpenAI) call mockllm DIRECTLY, with no llmux in between. Every scripted answer
+// OpenAI (chat and the Responses API) and AzureOpenAI) call mockllm DIRECTLY, with no llmux in between. Every scripted answer
 // must parse in the SDK the way a real provider's does: text, streams, tool calls, usage, and
 // errors mapped to the SDK's own error classes.
 import { test, before, after } from 'node:test';
@@ -326,4 +326,93 @@ test('openai: context length error is a BadRequestError with its code; max_token
   const r = await openai.chat.completions.create({ model: 'm?tokens=6', messages: user(), max_tokens: 2 });
   assert.equal(r.choices[0].message.content, mockText(2));
   assert.equal(r.choices[0].finish_reason, 'length');
+});
+
+// ---------------------------------------------------------------- OpenAI Responses API
+
+test('openai responses: create (text, usage, max_output_tokens -> incomplete) and errors', async () => {
+  const r = await openai.responses.create({ model: 'm?tokens=5', input: 'hello', instructions: 'Be brief.' });
+  assert.match(r.id, /^resp_/);
+  assert.equal(r.object, 'response');
+  assert.equal(r.status, 'completed');
+  assert.equal(r.model, 'm');
+  assert.equal(r.output_text, mockText(5)); // the SDK's own reading of output[].content[]
+  assert.equal(r.output[0].type, 'message');
+  assert.equal(r.output[0].role, 'assistant');
+  assert.equal(r.usage.output_tokens, 5);
+  assert.ok(r.usage.input_tokens > 0);
+  assert.equal(r.usage.total_tokens, r.usage.input_tokens + 5);
+  assert.equal((await mock.last()).url, '/v1/responses');
+
+  const cut = await openai.responses.create({ model: 'm?tokens=6', input: 'hello', max_output_tokens: 2 });
+  assert.equal(cut.status, 'incomplete');
+  assert.equal(cut.incomplete_details.reason, 'max_output_tokens');
+  assert.equal(cut.output_text, mockText(2));
+
+  await assert.rejects(openai.responses.create({ model: 'm?status=429', input: 'x' }),
+    (e) => e instanceof openaiSdk.RateLimitError);
+  await assert.rejects(openai.responses.create({ model: 'm?context_window=2', input: 'x' }), (e) => {
+    assert.ok(e instanceof openaiSdk.BadRequestError, e.constructor.name);
+    assert.equal(e.code, 'context_length_exceeded');
+    assert.equal(e.param, 'input');
+    return true;
+  });
+});
+
+test('openai responses: stream, the documented lifecycle with sequence numbers, finalResponse', async () => {
+  const stream = openai.responses.stream({ model: 'm?tokens=4', input: 'hello' });
+  const events = [];
+  stream.on('event', (e) => events.push(e));
+  const deltas = [];
+  stream.on('response.output_text.delta', (e) => deltas.push(e.delta));
+  const final = await stream.finalResponse();
+  assert.deepEqual(events.map((e) => e.type), ['response.created', 'response.in_progress',
+    'response.output_item.added', 'response.content_part.added',
+    ...Array(4).fill('response.output_text.delta'), 'response.output_text.done',
+    'response.content_part.done', 'response.output_item.done', 'response.completed']);
+  assert.deepEqual(events.map((e) => e.sequence_number), events.map((_, i) => i));
+  assert.equal(deltas.join(''), mockText(4));
+  assert.equal(final.status, 'completed');
+  assert.equal(final.output_text, mockText(4));
+  assert.equal(final.usage.output_tokens, 4);
+});
+
+test('openai responses: function and custom tool calls, non-stream and streamed', async () => {
+  const tools = [{ type: 'function', name: 'get_weather', parameters: WEATHER_TOOL.input_schema, strict: false }];
+  const r = await openai.responses.create({ model: 'm?tool=get_weather', input: 'weather?', tools });
+  const call = r.output[0];
+  assert.equal(call.type, 'function_call');
+  assert.match(call.call_id, /^call_/);
+  assert.equal(call.name, 'get_weather');
+  assert.deepEqual(JSON.parse(call.arguments), TOOL_ARGS);
+
+  const stream = openai.responses.stream({ model: 'm?tool=get_weather', input: 'weather?', tools });
+  let argEvents = 0;
+  stream.on('response.function_call_arguments.delta', () => argEvents++);
+  const final = await stream.finalResponse();
+  assert.ok(argEvents > 1, `arguments in several events, got ${argEvents}`);
+  assert.deepEqual(JSON.parse(final.output[0].arguments), TOOL_ARGS);
+
+  // a freeform custom tool (Codex's apply_patch): a custom_tool_call with a string input
+  const custom = [{ type: 'custom', name: 'apply_patch', description: 'Apply a patch' }];
+  const types = [];
+  const cs = openai.responses.stream({ model: 'm?tool=apply_patch', input: 'patch it', tools: custom });
+  cs.on('event', (e) => types.push(e.type));
+  const cf = await cs.finalResponse();
+  assert.equal(cf.output[0].type, 'custom_tool_call');
+  assert.equal(cf.output[0].name, 'apply_patch');
+  assert.equal(cf.output[0].input, JSON.stringify(TOOL_ARGS));
+  assert.ok(types.includes('response.custom_tool_call_input.delta'), types.join());
+  assert.ok(types.includes('response.custom_tool_call_input.done'), types.join());
+});
+
+test('openai responses: an in-stream failure ends with response.failed, the final response failed', async () => {
+  const stream = openai.responses.stream({ model: 'm?tokens=5&error_after=2', input: 'hello' });
+  const types = [];
+  stream.on('event', (e) => types.push(e.type));
+  const final = await stream.finalResponse();
+  assert.equal(final.status, 'failed');
+  assert.equal(final.error.code, 'server_error');
+  assert.equal(types.at(-1), 'response.failed');
+  assert.equal(types.filter((t) => t === 'response.output_text.delta').length, 2);
 });

@@ -1,10 +1,10 @@
-/* mockllm: an upstream imitation of the OpenAI, Azure OpenAI, Anthropic and Gemini APIs, built on
- * llmux's own server module and scripted per request so tests can provoke every failure a real
- * provider shows. See README.md here.
+/* mockllm: an upstream imitation of the OpenAI (chat and Responses), Azure OpenAI, Anthropic and
+ * Gemini APIs, built on llmux's own server module and scripted per request so tests can provoke
+ * every failure a real provider shows. See README.md here.
  *
  * This file is the core: routing (which wire format, which model), the script, the decision of
- * what to answer, and the pacing of streams; the wire formats live in openai.c, anthropic.c and
- * gemini.c (mockllm.h). One struct reply per API request: its script, a uv_timer that paces the
+ * what to answer, and the pacing of streams; the wire formats live in openai.c, responses.c,
+ * anthropic.c and gemini.c (mockllm.h). One struct reply per API request: its script, a uv_timer that paces the
  * response (delay, time to first token, tokens per second), and the server_req while it is
  * valid. A reply is freed in its timer's close callback; client aborts (on_abort) just drop `req`.
  */
@@ -488,7 +488,8 @@ static int route_of(const char *path, const char *query, struct route *rt)
     } fixed[] = {{"/v1/chat/completions", &wire_openai, API_CHAT},
                  {"/v1/completions", &wire_openai, API_COMPLETIONS},
                  {"/v1/embeddings", &wire_openai, API_EMBEDDINGS},
-                 {"/v1/messages", &wire_anthropic, API_CHAT}};
+                 {"/v1/messages", &wire_anthropic, API_CHAT},
+                 {"/v1/responses", &wire_responses, API_CHAT}};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
         if (strcmp(path, fixed[i].path) == 0) {
             *rt = (struct route){.wire = fixed[i].wire, .api = fixed[i].api, .stream = -1};
@@ -524,19 +525,19 @@ static void handler(void *data, struct server_req *req)
         server_respond(req, 200, json_ct, 1, body, sizeof(body) - 1);
     } else if (strcmp(path, "/mock/stats") == 0) {
         const struct server_stats *st = server_get_stats(srv);
-        char body[320];
-        uint64_t handshakes = 0, resumed = 0;
+        char body[360];
+        uint64_t handshakes = 0, resumed = 0, offered = 0;
         if (tls)
-            tls_ctx_counts(tls, &handshakes, &resumed);
+            tls_ctx_counts(tls, &handshakes, &resumed, &offered);
         int n = snprintf(body, sizeof(body),
                          "{\"connections\":%llu,\"active_connections\":%llu,\"requests\":%llu,"
                          "\"aborted\":%llu,\"streams_completed\":%llu,\"tls_handshakes\":%llu,"
-                         "\"tls_resumed\":%llu}",
+                         "\"tls_resumed\":%llu,\"tls_offered\":%llu}",
                          (unsigned long long)st->connections,
                          (unsigned long long)st->active_connections - 1,
                          (unsigned long long)api_requests, (unsigned long long)st->aborted,
                          (unsigned long long)streams_completed, (unsigned long long)handshakes,
-                         (unsigned long long)resumed);
+                         (unsigned long long)resumed, (unsigned long long)offered);
         server_respond(req, 200, json_ct, 1, body, (size_t)n);
     } else if (strcmp(path, "/mock/last") == 0) {
         server_respond(req, 200, json_ct, 1,

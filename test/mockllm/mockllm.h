@@ -1,5 +1,5 @@
 /* mockllm.h: what mockllm's core (mockllm.c: routing, scripts, pacing) shares with its wire
- * formats (openai.c, anthropic.c, gemini.c).
+ * formats (openai.c, responses.c, anthropic.c, gemini.c).
  *
  * The core turns every API request into one struct reply and decides WHAT to answer: an error,
  * a reset, a stall, or an answer of `pieces` pieces (content tokens "w<i> ", or fragments of a
@@ -77,6 +77,8 @@ struct reply {
     char tool_id[48];        /* tool call id, in the provider's style */
     char request_id[32];     /* Anthropic's request-id header */
     unsigned long long seq;  /* the request's number, for ids */
+    long events;             /* Responses: the next stream event's sequence_number */
+    int custom;              /* Responses: the scripted tool is a custom (freeform) tool */
     long long created;
 };
 
@@ -106,7 +108,15 @@ struct wire {
     int request_id;            /* every response carries a request-id header (Anthropic) */
 };
 
-extern const struct wire wire_openai, wire_anthropic, wire_gemini;
+extern const struct wire wire_openai, wire_anthropic, wire_gemini, wire_responses;
+
+/* openai.c's pieces the Responses wire (responses.c) shares: a JSON string of s; the text of
+ * piece i (i < 0: the whole answer) as the inside of a JSON string; OpenAI's error body and
+ * context-length error. */
+void mock_json_str(struct buf *b, const char *s);
+void mock_text_json(const struct reply *r, int i, struct buf *out);
+void mock_openai_error_body(const struct reply *r, const struct mock_error *e, struct buf *out);
+void mock_openai_context_error(const struct reply *r, int m, int n, struct mock_error *e);
 
 /* Whether the answer is a tool call (script `tool` on a chat request). */
 int mock_is_tool(const struct reply *r);

@@ -7,7 +7,7 @@
 
 #include "mockllm.h"
 
-static void json_str(struct buf *b, const char *s)
+void mock_json_str(struct buf *b, const char *s)
 {
     buf_append(b, "\"", 1);
     buf_append_json_str(b, s, strlen(s));
@@ -17,13 +17,13 @@ static void json_str(struct buf *b, const char *s)
 static void json_str_or_null(struct buf *b, const char *s)
 {
     if (s)
-        json_str(b, s);
+        mock_json_str(b, s);
     else
         buf_append_str(b, "null");
 }
 
 /* The raw text of piece i (or of the whole answer, i < 0), as the inside of a JSON string. */
-static void text_json(const struct reply *r, int i, struct buf *out)
+void mock_text_json(const struct reply *r, int i, struct buf *out)
 {
     struct buf t;
     buf_init(&t, 0);
@@ -76,7 +76,7 @@ static int openai_read(struct reply *r, const cJSON *body, struct mock_error *e)
     return 0;
 }
 
-static void openai_error_body(const struct reply *r, const struct mock_error *e, struct buf *out)
+void mock_openai_error_body(const struct reply *r, const struct mock_error *e, struct buf *out)
 {
     const char *type = e->type            ? e->type
                        : e->status == 429 ? "rate_limit_error"
@@ -85,9 +85,9 @@ static void openai_error_body(const struct reply *r, const struct mock_error *e,
                                           : "invalid_request_error";
     const char *code = e->code ? e->code : e->status == 429 ? "rate_limit_exceeded" : NULL;
     buf_append_str(out, "{\"error\":{\"message\":");
-    json_str(out, e->message);
+    mock_json_str(out, e->message);
     buf_append_str(out, ",\"type\":");
-    json_str(out, type);
+    mock_json_str(out, type);
     buf_append_str(out, ",\"param\":");
     json_str_or_null(out, e->param);
     buf_append_str(out, ",\"code\":");
@@ -95,7 +95,7 @@ static void openai_error_body(const struct reply *r, const struct mock_error *e,
     buf_append_str(out, "}}");
 }
 
-static void openai_context_error(const struct reply *r, int m, int n, struct mock_error *e)
+void mock_openai_context_error(const struct reply *r, int m, int n, struct mock_error *e)
 {
     e->status = 400;
     e->type = "invalid_request_error";
@@ -112,20 +112,20 @@ static void full_chat(const struct reply *r, struct buf *b)
     buf_printf(b,
                "{\"id\":\"%s\",\"object\":\"chat.completion\",\"created\":%lld,\"model\":", r->id,
                r->created);
-    json_str(b, r->model);
+    mock_json_str(b, r->model);
     buf_append_str(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",");
     if (mock_is_tool(r)) {
         buf_printf(b,
                    "\"content\":null,\"tool_calls\":[{\"id\":\"%s\",\"type\":\"function\","
                    "\"function\":{\"name\":",
                    r->tool_id);
-        json_str(b, r->s.tool);
+        mock_json_str(b, r->s.tool);
         buf_append_str(b, ",\"arguments\":\"");
-        text_json(r, -1, b);
+        mock_text_json(r, -1, b);
         buf_append_str(b, "\"}}],");
     } else {
         buf_append_str(b, "\"content\":\"");
-        text_json(r, -1, b);
+        mock_text_json(r, -1, b);
         buf_append_str(b, "\",");
     }
     buf_printf(b, "\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"%s\"}],\"usage\":",
@@ -141,9 +141,9 @@ static void openai_full(const struct reply *r, struct buf *b)
     } else if (r->api == API_COMPLETIONS) {
         buf_printf(b, "{\"id\":\"%s\",\"object\":\"text_completion\",\"created\":%lld,\"model\":",
                    r->id, r->created);
-        json_str(b, r->model);
+        mock_json_str(b, r->model);
         buf_append_str(b, ",\"choices\":[{\"index\":0,\"text\":\"");
-        text_json(r, -1, b);
+        mock_text_json(r, -1, b);
         buf_printf(b,
                    "\",\"logprobs\":null,\"finish_reason\":\"%s\"}],\"usage\":", finish_reason(r));
         usage_json(r, r->pieces, b);
@@ -157,7 +157,7 @@ static void openai_full(const struct reply *r, struct buf *b)
             buf_append_str(b, "]}");
         }
         buf_append_str(b, "],\"model\":");
-        json_str(b, r->model);
+        mock_json_str(b, r->model);
         buf_printf(b, ",\"usage\":{\"prompt_tokens\":%d,\"total_tokens\":%d}}", r->inputs * 4,
                    r->inputs * 4);
     }
@@ -170,7 +170,7 @@ static void send_chunk(struct reply *r, const struct buf *choice)
     buf_init(&b, 0);
     buf_printf(&b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", r->id,
                r->api == API_CHAT ? "chat.completion.chunk" : "text_completion", r->created);
-    json_str(&b, r->model);
+    mock_json_str(&b, r->model);
     if (r->api == API_CHAT)
         buf_append_str(&b, ",\"system_fingerprint\":\"fp_mock\"");
     buf_printf(&b, ",\"choices\":[{\"index\":0,%.*s}]", (int)buf_size(choice), buf_head(choice));
@@ -195,7 +195,7 @@ static void openai_stream_head(struct reply *r)
             "\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,"
             "\"id\":\"%s\",\"type\":\"function\",\"function\":{\"name\":",
             r->tool_id);
-        json_str(&c, r->s.tool);
+        mock_json_str(&c, r->s.tool);
         buf_append_str(&c, ",\"arguments\":\"\"}}],\"refusal\":null},\"logprobs\":null,"
                            "\"finish_reason\":null");
     } else {
@@ -217,7 +217,7 @@ static void openai_stream_piece(struct reply *r, int i)
                        "\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"");
     else
         buf_append_str(&c, "\"delta\":{\"content\":\"");
-    text_json(r, i, &c);
+    mock_text_json(r, i, &c);
     if (r->api != API_CHAT)
         buf_append_str(&c, "\"");
     else
@@ -238,7 +238,7 @@ static void openai_stream_end(struct reply *r)
         buf_reset(&b);
         buf_printf(&b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", r->id,
                    r->api == API_CHAT ? "chat.completion.chunk" : "text_completion", r->created);
-        json_str(&b, r->model);
+        mock_json_str(&b, r->model);
         if (r->api == API_CHAT)
             buf_append_str(&b, ",\"system_fingerprint\":\"fp_mock\"");
         buf_append_str(&b, ",\"choices\":[],\"usage\":");
@@ -254,15 +254,15 @@ static void openai_stream_error(struct reply *r, const struct mock_error *e)
 {
     struct buf b;
     buf_init(&b, 0);
-    openai_error_body(r, e, &b);
+    mock_openai_error_body(r, e, &b);
     mock_sse(r, NULL, buf_head(&b), buf_size(&b));
     buf_free(&b);
 }
 
 const struct wire wire_openai = {
     .read = openai_read,
-    .error_body = openai_error_body,
-    .context_error = openai_context_error,
+    .error_body = mock_openai_error_body,
+    .context_error = mock_openai_context_error,
     .full = openai_full,
     .stream_head = openai_stream_head,
     .stream_piece = openai_stream_piece,

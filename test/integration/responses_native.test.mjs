@@ -1,0 +1,263 @@
+// POST /v1/responses passed through to an openai-kind provider configured with
+// "responses": "native" (mockllm serves the Responses API itself), judged by the official
+// `openai` SDK (responses.create / responses.stream) and raw requests:
+// - the upstream receives the client's body byte for byte except `model`, at {base}/responses,
+//   with the provider's key; the answer comes back as the provider sent it (the body, and the
+//   stream's events with their own sequence numbers), with only usage.cost added when priced;
+// - what llmux cannot translate goes through natively: a Codex-shaped request with a freeform
+//   custom tool (apply_patch), reasoning items, include, store; previous_response_id when every
+//   deployment of the plan is native (else the stateless 400); a custom tool skips the plan's
+//   translated deployments, and with none native it is the 400 naming the tool type;
+// - failover from a native deployment answering 500 to a translated one of another kind, unseen;
+// - a native stream that breaks after commit ends with llmux's response.failed, numbered after
+//   the provider's last event, even with on_stream_failure "continue" (no continuation).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { startMock, startLlmux, post, mockText, rid } from './lib.mjs';
+
+const require = createRequire(new URL('../node/package.json', import.meta.url));
+const OpenAI = require('openai').default;
+
+const KEYS = { LLMUX_IT_NATIVE: 'sk-native-upstream', LLMUX_IT_ANTHROPIC: 'sk-ant-it-upstream' };
+const TOOL_ARGS = { city: 'Paris', unit: 'celsius', days: 3 };
+const PRICE = { input: 2, output: 8 }; // $ per million tokens
+const APPLY_PATCH = { type: 'custom', name: 'apply_patch', description: 'Use the apply_patch tool to edit files',
+  format: { type: 'grammar', syntax: 'lark', definition: 'start: begin_patch hunk+ end_patch' } };
+let nat, ant, llmux, client;
+
+before(async () => {
+  [nat, ant] = await Promise.all([startMock(), startMock()]);
+  const dep = (provider, model, extra = {}) => ({ provider, model, ...extra });
+  llmux = await startLlmux({
+    timeouts_ms: { connect: 1000, first_byte: 3000, idle: 1000, total: 15000 },
+    providers: {
+      nat: { kind: 'openai', base_url: nat.baseUrl, api_key_env: 'LLMUX_IT_NATIVE', responses: 'native' },
+      ant: { kind: 'anthropic', base_url: ant.baseUrl, api_key_env: 'LLMUX_IT_ANTHROPIC' },
+    },
+    models: {
+      native: { deployments: [dep('nat', 'gpt-n?tokens=4')] },
+      'native-tool': { deployments: [dep('nat', 'gpt-n?tool=apply_patch')] },
+      priced: { deployments: [dep('nat', 'gpt-n?tokens=5', { price: PRICE })] },
+      failover: { deployments: [dep('nat', 'gpt-n?status=500'), dep('ant', 'claude-x?tokens=3')] },
+      mixed: { deployments: [dep('ant', 'claude-x?tokens=2'), dep('nat', 'gpt-n?tool=apply_patch')] },
+      claude: { deployments: [dep('ant', 'claude-x?tokens=2')] },
+      cut: { on_stream_failure: 'continue', deployments: [dep('nat', 'gpt-n?tokens=6&reset_after=3'),
+        dep('ant', 'claude-x?tokens=6')] },
+      'cut-failed': { deployments: [dep('nat', 'gpt-n?tokens=6&error_after=2')] },
+      small: { deployments: [dep('nat', 'gpt-n?context_window=4')] },
+    },
+  }, { env: KEYS });
+  client = new OpenAI({ baseURL: `${llmux.base}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 20000 });
+});
+
+after(async () => {
+  await llmux?.stop();
+  await Promise.all([nat?.stop(), ant?.stop()]);
+});
+
+// mockllm's per-request ids and times made equal, to compare a relayed stream with a direct one.
+const normalize = (text) => text.replace(/(resp|msg|fc|ctc|call)_mock\d+/g, '$1_mockN')
+  .replace(/"created_at":\d+/g, '"created_at":0');
+
+// The events of an SSE body as [{event, data}], every `event:` equal to its data's type.
+function events(text) {
+  return text.split('\n\n').filter((b) => b && !b.startsWith(':')).map((b) => {
+    const m = b.match(/^event: (\S+)\ndata: (.*)$/s);
+    assert.ok(m, `not an event: ${JSON.stringify(b)}`);
+    const data = JSON.parse(m[2]);
+    assert.equal(data.type, m[1]);
+    return data;
+  });
+}
+
+test('create: the upstream gets the client body byte for byte but the model; the Response comes back as sent', async () => {
+  const params = { model: 'native', instructions: 'Be brief.', input: [{ role: 'user', content: 'hi' }],
+    store: true, include: ['reasoning.encrypted_content'], metadata: { k: 'v' }, service_tier: 'flex',
+    text: { format: { type: 'text' }, verbosity: 'low' }, truncation: 'auto' };
+  const { data: r, response } = await client.responses.create(params).withResponse();
+  assert.equal(response.headers.get('x-llmux-provider'), 'nat');
+  assert.match(r.id, /^resp_mock\d+$/); // the provider's own id, not one llmux made
+  assert.equal(r.model, 'gpt-n');
+  assert.equal(r.output_text, mockText(4));
+  assert.equal(r.usage.output_tokens, 4);
+  assert.equal(r.usage.cost, undefined); // unpriced: nothing added
+  const last = await nat.last();
+  assert.equal(last.url, '/v1/responses');
+  assert.equal(last.body, JSON.stringify(params).replace('"native"', '"gpt-n?tokens=4"'));
+  assert.equal(last.headers.authorization, `Bearer ${KEYS.LLMUX_IT_NATIVE}`); // the provider's key
+
+  const direct = await (await post(`http://127.0.0.1:${nat.port}`, '/v1/responses',
+    { ...params, model: 'gpt-n?tokens=4' })).text();
+  const relayed = await (await post(llmux.base, '/v1/responses', params)).text();
+  assert.equal(normalize(relayed), normalize(direct));
+});
+
+test('stream: the events come back byte for byte, with the provider\'s sequence numbers', async () => {
+  const body = { model: 'native', input: 'hello', stream: true };
+  const direct = await (await post(`http://127.0.0.1:${nat.port}`, '/v1/responses',
+    { ...body, model: 'gpt-n?tokens=4' })).text();
+  const res = await post(llmux.base, '/v1/responses', body);
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('content-type'), 'text/event-stream');
+  const text = await res.text();
+  assert.equal(normalize(text), normalize(direct));
+  const evs = events(text);
+  assert.deepEqual(evs.map((e) => e.sequence_number), evs.map((_, i) => i));
+  assert.equal(JSON.parse((await nat.last()).body).stream, true);
+  assert.equal((await nat.last()).body, JSON.stringify(body).replace('"native"', '"gpt-n?tokens=4"'));
+
+  const stream = client.responses.stream({ model: 'native', input: 'hello' });
+  let deltas = '';
+  stream.on('response.output_text.delta', (e) => { deltas += e.delta; });
+  const final = await stream.finalResponse();
+  assert.equal(deltas, mockText(4));
+  assert.equal(final.status, 'completed');
+  assert.match(final.id, /^resp_mock\d+$/);
+  assert.equal(final.output_text, mockText(4));
+  assert.equal(final.usage.output_tokens, 4);
+});
+
+test('a Codex-shaped request with a custom tool (apply_patch) passes natively', async () => {
+  const body = {
+    model: 'native-tool',
+    instructions: 'You are Codex, based on GPT-5. You are running as a coding agent in the Codex CLI.',
+    input: [
+      { type: 'message', role: 'developer', content: [{ type: 'input_text', text: '<permissions instructions>' }] },
+      { type: 'message', role: 'user', content: [{ type: 'input_text', text: 'fix the typo' }] },
+      { type: 'reasoning', id: 'rs_1', summary: [], encrypted_content: 'gAAAAB-opaque' },
+      { type: 'custom_tool_call', id: 'ctc_0', call_id: 'call_0', name: 'apply_patch', input: '*** Begin Patch\n*** End Patch' },
+      { type: 'custom_tool_call_output', call_id: 'call_0', output: 'Done!' },
+      { type: 'message', role: 'user', content: [{ type: 'input_text', text: 'again' }] },
+    ],
+    tools: [APPLY_PATCH, { type: 'web_search' }, { type: 'function', name: 'shell', strict: false,
+      parameters: { type: 'object', properties: { command: { type: 'array', items: { type: 'string' } } } } }],
+    tool_choice: 'auto', parallel_tool_calls: false, reasoning: { effort: 'medium', summary: 'auto' },
+    store: false, stream: true, include: ['reasoning.encrypted_content'],
+    prompt_cache_key: '0199a213-81c0-7800-8aa1-bbab2a035a53',
+  };
+  const res = await post(llmux.base, '/v1/responses', body,
+    { authorization: 'Bearer sk-codex', originator: 'codex_cli_rs', 'openai-beta': 'responses=experimental' });
+  assert.equal(res.status, 200, await res.clone().text());
+  const evs = events(await res.text());
+  const types = evs.map((e) => e.type);
+  assert.ok(types.includes('response.custom_tool_call_input.delta'), types.join());
+  assert.deepEqual(types.slice(-3), ['response.custom_tool_call_input.done', 'response.output_item.done',
+    'response.completed']);
+  const item = evs.at(-1).response.output[0];
+  assert.equal(item.type, 'custom_tool_call');
+  assert.equal(item.name, 'apply_patch');
+  assert.deepEqual(JSON.parse(item.input), TOOL_ARGS);
+  evs.forEach((e, i) => assert.equal(e.sequence_number, i));
+  const last = await nat.last();
+  assert.equal(last.body, JSON.stringify(body).replace('"native-tool"', '"gpt-n?tool=apply_patch"'));
+  assert.equal(last.headers.authorization, `Bearer ${KEYS.LLMUX_IT_NATIVE}`);
+
+  // the SDK reads the same custom tool call
+  const final = await client.responses.stream({ ...body, stream: undefined }).finalResponse();
+  assert.equal(final.output[0].type, 'custom_tool_call');
+  assert.equal(final.output[0].input, JSON.stringify(TOOL_ARGS));
+});
+
+test('a custom tool skips the plan\'s translated deployments; with none native it is a 400 naming the type', async () => {
+  const before = (await ant.stats()).requests;
+  const { data: r, response } = await client.responses.create({ model: 'mixed', input: 'patch it',
+    tools: [APPLY_PATCH] }).withResponse();
+  assert.equal(response.headers.get('x-llmux-provider'), 'nat');
+  assert.equal(r.output[0].type, 'custom_tool_call');
+  assert.equal((await ant.stats()).requests, before); // never asked: it cannot carry the tool
+  // the same plan without the custom tool: the translated deployment first serves it
+  const plain = await client.responses.create({ model: 'mixed', input: 'hi' });
+  assert.equal(plain.output_text, mockText(2));
+  assert.equal((await ant.stats()).requests, before + 1);
+
+  await assert.rejects(client.responses.create({ model: 'claude', input: 'patch it', tools: [APPLY_PATCH] }), (e) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, e.constructor.name);
+    assert.match(e.message, /tools of type "custom"/);
+    return true;
+  });
+});
+
+test('previous_response_id passes when every deployment is native, else the stateless 400', async () => {
+  const r = await client.responses.create({ model: 'native', input: 'and then?', previous_response_id: 'resp_abc',
+    store: true });
+  assert.equal(r.output_text, mockText(4));
+  assert.equal(JSON.parse((await nat.last()).body).previous_response_id, 'resp_abc');
+  await assert.rejects(client.responses.create({ model: 'mixed', input: 'and then?', previous_response_id: 'resp_abc' }),
+    (e) => {
+      assert.ok(e instanceof OpenAI.BadRequestError, e.constructor.name);
+      assert.match(e.message, /previous_response_id: llmux keeps no responses/);
+      return true;
+    });
+});
+
+test('the cost goes into the usage of the body and of response.completed, nothing else changes', async () => {
+  const want = (u) => (u.input_tokens * 2 + u.output_tokens * 8) / 1e6;
+  const r = await client.responses.create({ model: 'priced', input: 'hello' });
+  assert.equal(Math.round(r.usage.cost * 1e12), Math.round(want(r.usage) * 1e12));
+  const body = { model: 'priced', input: 'hello', stream: true };
+  const direct = await (await post(`http://127.0.0.1:${nat.port}`, '/v1/responses',
+    { ...body, model: 'gpt-n?tokens=5' })).text();
+  const relayed = await (await post(llmux.base, '/v1/responses', body)).text();
+  const evs = events(relayed);
+  const u = evs.at(-1).response.usage;
+  assert.equal(Math.round(u.cost * 1e12), Math.round(want(u) * 1e12));
+  assert.equal(u.cost_details.failed_attempts_cost, 0);
+  // every event but the last is the provider's byte for byte; the last only gains the cost
+  const cut = (t) => normalize(t).split('\n\n');
+  assert.deepEqual(cut(relayed).slice(0, -2), cut(direct).slice(0, -2));
+  const stripped = JSON.parse(JSON.stringify(evs.at(-1)));
+  delete stripped.response.usage.cost;
+  delete stripped.response.usage.cost_details;
+  assert.deepEqual(JSON.parse(normalize(JSON.stringify(stripped))),
+    JSON.parse(normalize(cut(direct).at(-2).split('data: ')[1])));
+});
+
+test('failover from a native deployment answering 500 to an anthropic one, unseen', async () => {
+  const { data: r, response } = await client.responses.create({ model: 'failover', input: 'hi' }).withResponse();
+  assert.equal(r.output_text, mockText(3));
+  assert.equal(response.headers.get('x-llmux-attempts'), '2');
+  assert.equal(response.headers.get('x-llmux-provider'), 'ant');
+  const stream = client.responses.stream({ model: 'failover', input: 'hi' });
+  const types = [];
+  stream.on('event', (e) => types.push(e.type));
+  const final = await stream.finalResponse();
+  assert.equal(final.status, 'completed');
+  assert.equal(final.output_text, mockText(3));
+  assert.equal(types.filter((t) => t === 'response.created').length, 1);
+  assert.equal(types.at(-1), 'response.completed');
+});
+
+test('a native stream that breaks after commit ends with response.failed, never continued', async () => {
+  for (const [model, reason] of [['cut', /reset|ended/], ['cut-failed', /scripted stream error/]]) {
+    const id = rid('native-cut');
+    const antBefore = (await ant.stats()).requests;
+    const res = await post(llmux.base, '/v1/responses', { model, input: 'hi', stream: true }, { 'x-request-id': id });
+    assert.equal(res.status, 200);
+    const evs = events(await res.text());
+    const types = evs.map((e) => e.type);
+    assert.ok(types.includes('response.output_text.delta'), types.join());
+    assert.ok(!types.includes('response.completed'), types.join());
+    const last = evs.at(-1);
+    assert.equal(last.type, 'response.failed', model);
+    assert.equal(last.response.status, 'failed');
+    assert.equal(last.response.id, evs[0].response.id); // the provider's response, ended
+    assert.match(last.response.error.message, reason);
+    evs.forEach((e, i) => assert.equal(e.sequence_number, i, `${model}: ${e.type}`));
+    assert.equal((await ant.stats()).requests, antBefore, `${model}: no continuation`);
+    const log = await llmux.logFor(id);
+    assert.equal(log.outcome, 'truncated');
+    assert.equal(log.endpoint, 'responses');
+  }
+  const final = await client.responses.stream({ model: 'cut', input: 'hi' }).finalResponse();
+  assert.equal(final.status, 'failed');
+});
+
+test('a provider\'s refusal comes back in its own shape', async () => {
+  await assert.rejects(client.responses.create({ model: 'small', input: 'x'.repeat(64) }), (e) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, e.constructor.name);
+    assert.equal(e.code, 'context_length_exceeded');
+    assert.equal(e.param, 'input');
+    return true;
+  });
+});
