@@ -37,6 +37,7 @@
 #include "exchange_int.h"
 
 #include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,7 @@
 #include "llmux/health.h"
 #include "llmux/json.h"
 #include "llmux/redact.h"
+#include "llmux/redis.h"
 #include "llmux/upstream.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -1536,11 +1538,54 @@ static void cache_ask_usage(struct exchange *ex)
     ex->hide_usage = 1;
 }
 
+/* A miss (or refresh) will store its answer: a stream's chunks are captured for it. */
+static void cache_miss(struct exchange *ex)
+{
+    if (ex->creq.stream && (ex->cap = cache_capture_new()) && !ex->creq.include_usage)
+        cache_ask_usage(ex);
+}
+
+/* An entry's Redis key (state.redis): PREFIXcache:HEX of the cache key. */
+static void redis_cache_key(const struct exchange *ex, char *out, size_t size)
+{
+    static const char hex[] = "0123456789abcdef";
+    int n = snprintf(out, size, "%.80scache:", ex->rt->cfg->state.prefix);
+    for (int i = 0; i < CACHE_KEY_LEN && (size_t)n + 2 < size; i++, n += 2) {
+        out[n] = hex[ex->cache_key[i] >> 4];
+        out[n + 1] = hex[ex->cache_key[i] & 15];
+    }
+    out[n] = 0;
+}
+
+static void exchange_plan(struct exchange *ex);
+
+/* Redis answered a lookup: a hit is answered from it; a miss, or no answer (Redis down or
+ * slow: the cache never refuses a request), runs the plan. */
+static void on_cache_reply(void *data, redisReply *reply)
+{
+    struct exchange *ex = data;
+    if (ex->state == EX_ADMITTING) { /* else the client left meanwhile */
+        busy_enter(ex);
+        struct cache *c = &ex->gw->cache;
+        if (reply && reply->type == REDIS_REPLY_STRING &&
+            cache_answer(ex, reply->str, reply->len)) {
+            c->results[CACHE_HIT]++;
+        } else {
+            c->results[ex->cache]++;
+            cache_miss(ex);
+            exchange_plan(ex);
+        }
+        busy_leave(ex);
+    }
+    exchange_release(ex);
+}
+
 /* What the cache does for a request to an alias with a cache, before the plan runs: bypass
  * (x-llmux-cache: no-store; an endpoint other than chat), or a lookup by key (not for
  * x-llmux-cache: refresh) that answers a hit here. A miss or refresh keeps its
  * answer when it completes (cache_keep). Returns 1 when the request was answered (a hit, or a
- * 400 for an unknown x-llmux-cache value), 0 to go on. */
+ * 400 for an unknown x-llmux-cache value), 0 to go on, 2 when Redis will answer
+ * (on_cache_reply goes on). */
 static COLD int cache_lookup(struct exchange *ex)
 {
     struct cache *c = &ex->gw->cache;
@@ -1563,16 +1608,25 @@ static COLD int cache_lookup(struct exchange *ex)
         ex->cache = refresh ? CACHE_REFRESH : CACHE_MISS;
         cache_key("chat", ex->client_model, ex->adm.key_name, ex->creq.body, ex->creq.body_len,
                   ex->cache_key);
-        struct cache_store *s = c->store;
-        const char *blob;
-        size_t len;
-        if (!refresh && s->ops->get(s, ex->cache_key, cache_now_ms(), &blob, &len) == 0 &&
-            cache_answer(ex, blob, len)) {
-            c->results[CACHE_HIT]++;
-            return 1;
+        if (!refresh && ex->gw->redis) { /* shared entries: the answer comes back later */
+            char key[160];
+            redis_cache_key(ex, key, sizeof(key));
+            const char *argv[] = {"GET", key};
+            if (redis_command(ex->gw->redis, 2, argv, NULL, on_cache_reply, ex) == 0) {
+                ex->handles++; /* the reply comes back to ex, whatever happens meanwhile */
+                return 2;
+            }
+        } else if (!refresh) {
+            struct cache_store *s = c->store;
+            const char *blob;
+            size_t len;
+            if (s->ops->get(s, ex->cache_key, cache_now_ms(), &blob, &len) == 0 &&
+                cache_answer(ex, blob, len)) {
+                c->results[CACHE_HIT]++;
+                return 1;
+            }
         }
-        if (ex->creq.stream && (ex->cap = cache_capture_new()) && !ex->creq.include_usage)
-            cache_ask_usage(ex);
+        cache_miss(ex);
     }
     c->results[ex->cache]++;
     return 0;
@@ -1586,13 +1640,25 @@ static COLD void cache_keep(struct exchange *ex, const char *body, size_t len)
         !cache_storable(body, len))
         return;
     struct cache_store *s = ex->gw->cache.store;
-    uint64_t now = cache_now_ms();
+    uint64_t now = cache_now_ms(), ttl_ms = (uint64_t)ex->plan.alias->cache_ttl_s * 1000;
     struct buf entry;
     buf_init(&entry, 0);
-    if (cache_entry_make(now, body, len, &entry) == 0 &&
-        s->ops->put(s, ex->cache_key, buf_head(&entry), buf_size(&entry), now,
-                    (uint64_t)ex->plan.alias->cache_ttl_s * 1000) == 0)
+    if (cache_entry_make(now, body, len, &entry) != 0) {
+        buf_free(&entry);
+        return;
+    }
+    if (ex->gw->redis) { /* shared: SET key entry PX ttl, without waiting */
+        char key[160], px[24];
+        redis_cache_key(ex, key, sizeof(key));
+        snprintf(px, sizeof(px), "%llu", (unsigned long long)ttl_ms);
+        const char *argv[] = {"SET", key, buf_head(&entry), "PX", px};
+        const size_t lens[] = {3, strlen(key), buf_size(&entry), 2, strlen(px)};
+        if (redis_command(ex->gw->redis, 5, argv, lens, NULL, NULL) == 0)
+            ex->gw->cache.stored++;
+    } else if (s->ops->put(s, ex->cache_key, buf_head(&entry), buf_size(&entry), now, ttl_ms) ==
+               0) {
         ex->gw->cache.stored++;
+    }
     buf_free(&entry);
 }
 
@@ -1749,7 +1815,13 @@ int exchange_start(struct gateway *gw, struct server_req *req, const struct cano
 void exchange_go(struct exchange *ex)
 {
     if (ex->plan.alias && ex->plan.alias->cache_ttl_s && cache_lookup(ex))
-        return; /* answered from the cache: no plan runs */
+        return; /* answered from the cache (no plan runs), or Redis will say */
+    exchange_plan(ex);
+}
+
+/* Admitted and not answered from the cache: the plan runs. */
+static void exchange_plan(struct exchange *ex)
+{
     set_state(ex, EX_PLANNED);
     const struct plan *plan = &ex->plan;
     if (ex->creq.stream && plan->timeouts.ping_ms)

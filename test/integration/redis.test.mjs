@@ -12,6 +12,7 @@ const models = {
   m: { deployments: [{ provider: 'p', model: 'x' }] },
   priced: { deployments: [{ provider: 'p', model: 'x', price: { input: 1000, output: 1000 } }] },
   long: { deployments: [{ provider: 'p', model: 'x?tokens=120' }] },
+  cached: { cache: { ttl_s: 60 }, deployments: [{ provider: 'p', model: 'x?tokens=12' }] },
   cool: { deployments: [{ provider: 'p', model: 'busy?status=429&retry_after=30' }, { provider: 'p', model: 'calm' }] },
   spill: { deployments: [{ provider: 'p', model: 'first', rpm: 2 }, { provider: 'p', model: 'second' }] },
 };
@@ -97,6 +98,27 @@ test('a provider\'s Retry-After seen by one instance cools the deployment down o
   assert.equal(r2.headers.get('x-llmux-model'), 'calm');
   assert.equal((await mock.stats()).requests, before0 + 1);
   await waitFor(() => b.stderr().includes('Retry-After of another llmux instance'), { what: 'the cooldown logged' });
+});
+
+test('the response cache lives in Redis: an answer stored by one instance is a hit on the other', async () => {
+  const body = chat('cached', { messages: [{ role: 'user', content: `shared ${process.pid}` }] });
+  const before0 = (await mock.stats()).requests;
+  const r1 = await post(a.base, '/v1/chat/completions', body, auth('sk-free'));
+  assert.equal(r1.headers.get('x-llmux-cache'), 'miss');
+  const first = await r1.json();
+  await waitFor(() => redis.cli('KEYS', `t${process.pid}:cache:*`).length > 0, { what: 'the entry in Redis' });
+  const r2 = await post(b.base, '/v1/chat/completions', body, auth('sk-free'));
+  assert.equal(r2.headers.get('x-llmux-cache'), 'hit');
+  assert.equal((await r2.json()).choices[0].message.content, first.choices[0].message.content);
+  // the same entry replayed as a stream by the other instance
+  const r3 = await post(b.base, '/v1/chat/completions', { ...body, stream: true }, auth('sk-free'));
+  assert.equal(r3.headers.get('x-llmux-cache'), 'hit');
+  const text = (await r3.text()).split('\n').filter((l) => l.startsWith('data: {'))
+    .map((l) => JSON.parse(l.slice(6)).choices[0]?.delta?.content ?? '').join('');
+  assert.equal(text, first.choices[0].message.content);
+  assert.equal((await mock.stats()).requests, before0 + 1, 'one provider call for three answers');
+  assert.match(redis.cli('KEYS', `t${process.pid}:cache:*`), /^t\d+:cache:[0-9a-f]{64}$/);
+  assert.ok(Number(redis.cli('PTTL', redis.cli('KEYS', `t${process.pid}:cache:*`))) > 50000, 'stored with its ttl');
 });
 
 test('a budget spent through one instance is refused by the other, and both report the spend', async () => {
@@ -196,6 +218,10 @@ test('Redis down: open admits (logged once), closed answers 503; both recover wh
     const free = await post(closed.base, '/v1/chat/completions', chat('m'), auth('sk-free'));
     assert.equal(free.status, 200, 'a key without limits does not need Redis');
     await free.text();
+    const cached = await post(closed.base, '/v1/chat/completions', chat('cached'), auth('sk-free'));
+    assert.equal(cached.status, 200, 'a cache lookup that Redis cannot answer is a miss');
+    assert.equal(cached.headers.get('x-llmux-cache'), 'miss');
+    await cached.text();
     const st = await (await fetch(`${open.base}/v1/status`, { headers: auth('sk-free') })).json();
     assert.equal(st.redis.up, false);
     assert.ok(st.redis.outages >= 1 && st.redis.failed >= 1);
