@@ -823,12 +823,17 @@ static void responses_stream_free(struct codec_stream *s)
     buf_free(&s->items);
 }
 
+/* Codex sends OpenAI-Beta (responses=experimental); the account headers (organization,
+ * project) are not the client's to choose: llmux's key is the one used. */
+static const char *const forwarded[] = {"openai-beta", NULL};
+
 const struct client_codec codec_responses = {
     .name = "responses",
     .metrics_endpoint = 4,
     .main_key = "input",
     .request = codec_responses_request,
     .native_path = "/responses",
+    .forward_headers = forwarded,
     .native_for = responses_native_for,
     .native = &adapter_openai_responses,
     .native_continues = 0, /* a continuation cannot go on in the provider's own items */

@@ -152,6 +152,8 @@ test('a Codex-shaped request with a custom tool (apply_patch) passes natively', 
   const last = await nat.last();
   assert.equal(last.body, JSON.stringify(body).replace('"native-tool"', '"gpt-n?tool=apply_patch"'));
   assert.equal(last.headers.authorization, `Bearer ${KEYS.LLMUX_IT_NATIVE}`);
+  assert.equal(last.headers['openai-beta'], 'responses=experimental', 'Codex\'s OpenAI-Beta is forwarded');
+  assert.equal(last.headers.originator, undefined, 'only the headers the passthrough names');
 
   // the SDK reads the same custom tool call
   const final = await client.responses.stream({ ...body, stream: undefined }).finalResponse();
