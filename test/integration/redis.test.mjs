@@ -259,3 +259,29 @@ test('a Redis slower than state.timeout_ms does not hold requests: the connectio
     await c.stop();
   }
 });
+
+test('a Redis with a password: AUTH from password_env works; a wrong one is an outage, never logged', async () => {
+  const locked = await startRedis({ args: ['--requirepass', 'r3dis-s3cret'] });
+  const cfg = (varName) => ({
+    providers: { p: provider(mock.baseUrl) }, models, keys,
+    state: { redis: locked.url, password_env: varName, prefix: `pw${process.pid}:`, on_error: 'closed' },
+  });
+  const good = await startLlmux(cfg('LLMUX_IT_REDIS_PW'), { env: { LLMUX_IT_REDIS_PW: 'r3dis-s3cret' } });
+  const bad = await startLlmux(cfg('LLMUX_IT_REDIS_PW'), { env: { LLMUX_IT_REDIS_PW: 'wrong-pw' } });
+  try {
+    await waitFor(() => good.stderr().includes('"redis_up"'), { what: 'authenticated' });
+    const r = await post(good.base, '/v1/chat/completions', chat('m'), auth('sk-cancel'));
+    await r.text();
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('x-ratelimit-limit-requests'), '2', 'limits through the locked Redis');
+    await waitFor(() => /redis_down.*setup refused/.test(bad.stderr()), { what: 'the refused AUTH logged' });
+    const e = await post(bad.base, '/v1/chat/completions', chat('m'), auth('sk-cancel'));
+    await expectError(e, 503, 'state_unavailable');
+    for (const inst of [good, bad])
+      assert.ok(!inst.stderr().includes('r3dis-s3cret') && !inst.stderr().includes('wrong-pw'), 'a password in the log');
+  } finally {
+    await good.stop();
+    await bad.stop();
+    await locked.stop();
+  }
+});
