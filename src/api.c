@@ -93,16 +93,13 @@ static const struct client_codec *route_codec(const struct route *rt)
  * API), the request id (the SDKs read it as error.request_id), and x-should-retry: false where
  * retrying cannot help (llmux already tried every deployment it could, or the request itself is
  * at fault). */
-static void api_error_with(struct server_req *req, const char *rid, int status, const char *type,
-                           const char *code, const char *param, const char *message,
-                           const struct http_header *extra, size_t n_extra, int retry)
+static void api_error(struct server_req *req, const char *rid, int status, const char *type,
+                      const char *code, const char *param, const char *message)
 {
-    struct http_header h[12] = {{"x-request-id", 12, rid, strlen(rid)}};
+    struct http_header h[3] = {{"x-request-id", 12, rid, strlen(rid)}};
     size_t n = 1;
-    if (!retry)
+    if (status != 500)
         h[n++] = (struct http_header){"x-should-retry", 14, "false", 5};
-    for (size_t i = 0; i < n_extra && n < 11; i++)
-        h[n++] = extra[i];
     int known;
     const struct client_codec *codec = route_codec(find_route(server_req_request(req), &known));
     if (!codec || !codec->error) {
@@ -115,12 +112,6 @@ static void api_error_with(struct server_req *req, const char *rid, int status, 
     h[n++] = (struct http_header){"content-type", 12, "application/json", 16};
     server_respond(req, status, h, n, buf_head(&b), buf_size(&b));
     buf_free(&b);
-}
-
-static void api_error(struct server_req *req, const char *rid, int status, const char *type,
-                      const char *code, const char *param, const char *message)
-{
-    api_error_with(req, rid, status, type, code, param, message, NULL, 0, status == 500);
 }
 
 static void list_models(struct gateway *gw, struct server_req *req)

@@ -81,21 +81,30 @@ static void on_poll(uv_timer_t *t)
         free(r);
 }
 
-void cooldown_start(struct gateway *gw)
+void cooldown_init(struct gateway *gw)
 {
-    if (gw->cooldown_on)
-        return;
     uv_timer_init(gw->loop, &gw->cooldown_timer);
     uv_unref((uv_handle_t *)&gw->cooldown_timer); /* never keeps the loop alive */
     gw->cooldown_timer.data = gw;
-    uv_timer_start(&gw->cooldown_timer, on_poll, POLL_MS, POLL_MS);
     gw->cooldown_on = 1;
+}
+
+void cooldown_start(struct gateway *gw)
+{
+    if (gw->cooldown_on && !uv_is_active((uv_handle_t *)&gw->cooldown_timer))
+        uv_timer_start(&gw->cooldown_timer, on_poll, POLL_MS, POLL_MS);
 }
 
 void cooldown_stop(struct gateway *gw)
 {
+    if (gw->cooldown_on)
+        uv_timer_stop(&gw->cooldown_timer);
+}
+
+void cooldown_close(struct gateway *gw)
+{
     if (!gw->cooldown_on)
         return;
     gw->cooldown_on = 0;
-    uv_close((uv_handle_t *)&gw->cooldown_timer, NULL);
+    uv_close((uv_handle_t *)&gw->cooldown_timer, NULL); /* embedded: freed with the gateway */
 }

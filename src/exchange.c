@@ -272,8 +272,8 @@ static size_t common_headers(struct exchange *ex, struct http_header *h, char *a
     return n;
 }
 
-/* A whole JSON answer (before commit). An error also says the client should not retry on top
- * of our own failover. */
+/* A whole JSON answer (before commit). `error`: the client should not retry on top of our own
+ * failover (x-should-retry: false); `retry_after` (seconds, 429/503) says when to come back. */
 static void respond_json(struct exchange *ex, int status, char *owned, const char *body,
                          size_t len, int error, const char *retry_after)
 {
@@ -284,7 +284,7 @@ static void respond_json(struct exchange *ex, int status, char *owned, const cha
     h[n++] = (struct http_header){"content-type", 12, "application/json", 16};
     if (error)
         h[n++] = (struct http_header){"x-should-retry", 14, "false", 5};
-    if (error && retry_after && retry_after[0] && (status == 429 || status == 503))
+    if (retry_after && retry_after[0] && (status == 429 || status == 503))
         h[n++] = (struct http_header){"retry-after", 11, retry_after, strlen(retry_after)};
     ex->bytes_out += len;
     struct server_req *req = ex->req;
@@ -1839,26 +1839,15 @@ static void exchange_plan(struct exchange *ex)
 void exchange_refuse(struct exchange *ex, int status, const char *type, const char *code,
                      const char *message, uint64_t retry_us, int retry)
 {
-    struct http_header h[24];
-    char attempts[16], tried[64], after[24];
-    ex->status = status;
+    char after[24] = "";
+    if (retry_us)
+        snprintf(after, sizeof(after), "%llu", (unsigned long long)((retry_us + 999999) / 1000000));
     ex->outcome = "error";
     snprintf(ex->end_reason, sizeof(ex->end_reason), "%.199s", message);
-    size_t n = common_headers(ex, h, attempts, sizeof(attempts), tried, sizeof(tried));
-    h[n++] = (struct http_header){"content-type", 12, "application/json", 16};
-    if (!retry)
-        h[n++] = (struct http_header){"x-should-retry", 14, "false", 5};
-    if (retry_us) {
-        snprintf(after, sizeof(after), "%llu", (unsigned long long)((retry_us + 999999) / 1000000));
-        h[n++] = (struct http_header){"retry-after", 11, after, strlen(after)};
-    }
     struct buf b;
     buf_init(&b, 0);
     format_error(ex, status, type, code, message, &b);
-    ex->bytes_out += buf_size(&b);
-    struct server_req *req = ex->req;
-    ex->req = NULL;
-    server_respond(req, status, h, n, buf_head(&b), buf_size(&b));
+    respond_json(ex, status, NULL, buf_head(&b), buf_size(&b), !retry, after);
     buf_free(&b);
     exchange_end(ex);
 }

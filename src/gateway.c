@@ -188,6 +188,7 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
     uv_timer_init(loop, &gw->trim_timer);
     uv_unref((uv_handle_t *)&gw->trim_timer); /* never keeps the loop alive */
     gw->trim_timer_on = 1;
+    cooldown_init(gw);
     int rc = dns_create(loop, &gw->dns);
     if (rc) {
         snprintf(err, errlen, "cannot start the resolver: %s", llmux_strerror(rc));
@@ -307,7 +308,7 @@ void gateway_close(struct gateway *gw)
         pool_close(gw->pool);
     redis_close(gw->redis);
     gw->redis = NULL;
-    cooldown_stop(gw);
+    cooldown_close(gw);
     if (gw->dns)
         dns_close(gw->dns);
     gw->pool = NULL;

@@ -9,8 +9,11 @@
 
 /* A provider asked to wait `ms` before the next request to deployment d: tell the others. */
 void cooldown_share(struct gateway *gw, const struct deployment *d, uint64_t ms);
-/* Read the others' cooldowns once a second (gw->redis must be set). */
+/* The poll timer: made once with the gateway, closed with it; started while there is a
+ * Redis connection (a reload may drop or replace it), stopped otherwise. */
+void cooldown_init(struct gateway *gw);
 void cooldown_start(struct gateway *gw);
 void cooldown_stop(struct gateway *gw);
+void cooldown_close(struct gateway *gw);
 
 #endif
