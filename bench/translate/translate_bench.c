@@ -25,6 +25,15 @@
 #include "llmux/adapter.h"
 #include "llmux/codec.h"
 
+/* Anthropic's text delta and its stream's opening event (the translated and native rows). */
+#define ANTHROPIC_EVENTS                                                                           \
+    "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","          \
+    "\"text\":\" the quick brown fox\"}}",                                                          \
+        "message_start",                                                                           \
+        "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"type\":\"message\","         \
+        "\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"stop_reason\":null,"       \
+        "\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}"
+
 #define BATCH 100
 
 struct kind {
@@ -87,12 +96,7 @@ int main(int argc, char **argv)
          "\"finish_reason\":null}]}",
          NULL, NULL},
         {"anthropic", &adapter_anthropic, "content_block_delta",
-         "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
-         "\"text\":\" the quick brown fox\"}}",
-         "message_start",
-         "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"type\":\"message\","
-         "\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"stop_reason\":null,"
-         "\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}"},
+         ANTHROPIC_EVENTS},
         {"gemini", &adapter_gemini, "",
          "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\" the quick brown fox\"}],"
          "\"role\":\"model\"},\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":12,"
@@ -108,12 +112,7 @@ int main(int argc, char **argv)
          "\"resp_0123456789abcdef\",\"object\":\"response\",\"created_at\":1700000000,"
          "\"status\":\"in_progress\",\"model\":\"gpt-5\",\"output\":[],\"usage\":null}}"},
         {"anthropic (native)", &adapter_anthropic_native, "content_block_delta",
-         "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
-         "\"text\":\" the quick brown fox\"}}",
-         "message_start",
-         "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"type\":\"message\","
-         "\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"stop_reason\":null,"
-         "\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}"},
+         ANTHROPIC_EVENTS},
     };
     /* each translating kind to every client API, then each passthrough to its own */
     static const struct client_codec *const codecs[] = {NULL, &codec_messages, &codec_responses};
