@@ -331,6 +331,7 @@ void admission_start(struct exchange *ex)
     }
     uint64_t est = ex->creq.body_len / 4 + 1; /* prompt tokens, estimated from the body */
     if (key_limited) {
+        adm->limited = 1;
         adm->period = limits_period(k->budget_period, (int64_t)time(NULL));
         adm->rpm = k->rpm;
         adm->tpm = k->tpm;
@@ -396,7 +397,7 @@ void exchange_settle(struct exchange *ex)
     int64_t tok = ex->adm.tpm && ex->usage.known
                       ? (int64_t)ex->usage.total_tokens - (int64_t)ex->adm.est_tokens
                       : 0;
-    if (ex->gw->redis) { /* the spend goes to Redis even when admission was not asked there */
+    if (ex->gw->redis && ex->adm.limited) { /* also when Redis could not be asked (open) */
         if (tok || (priced && served + spent))
             settle_key(ex, 0, tok, priced ? served + spent : 0);
         return;

@@ -41,6 +41,8 @@ struct admission {
     uint64_t est_tokens;  /* charged to tpm at admission */
     uint64_t remaining_req, reset_req_us, remaining_tok, reset_tok_us;
     uint64_t period;      /* the budget period of the spend */
+    int limited;          /* the key has limits or a budget: with Redis, its spend goes there
+                             (a key without them keeps its spend in this instance) */
 };
 
 /* The budget period number of a unix time: 0 for "total", the UTC day or month. */

@@ -160,8 +160,8 @@ test('tpm through Redis: the estimate is corrected to the real usage at the end'
 
 test('requests of keys without limits never touch Redis', async () => {
   const n0 = evalshas();
-  for (let i = 0; i < 5; i++) {
-    const r = await post(a.base, '/v1/chat/completions', chat('m'), auth('sk-free'));
+  for (let i = 0; i < 5; i++) { // priced too: a key without limits keeps its spend locally
+    const r = await post(a.base, '/v1/chat/completions', chat(i % 2 ? 'm' : 'priced'), auth('sk-free'));
     assert.equal(r.status, 200);
     assert.equal(r.headers.get('x-ratelimit-limit-requests'), null);
     await r.text();
