@@ -3,7 +3,7 @@
 // both, SIGTERM drains both (streams in flight finish), and the access log's lines never mix.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startMock, startLlmux, provider, post, chat, sseData, chunksText, mockText, waitFor } from './lib.mjs';
@@ -48,6 +48,12 @@ test('two workers share the port; a killed worker is replaced; SIGHUP reloads bo
       return res.status === 200 && (await res.json()).choices[0].message.content === mockText(5);
     }));
     assert.equal(results.filter(Boolean).length, N);
+
+    // The access log is buffered for up to 100 ms (README): a SIGKILL loses what waits, so the
+    // lines of these N requests are on disk before the kill.
+    const logPath = join(dir, 'access.log');
+    const logLines = () => (existsSync(logPath) ? readFileSync(logPath, 'utf8').split('\n').filter((l) => l) : []);
+    await waitFor(() => logLines().length >= N, { what: 'the access log to be written', timeout: 15000 });
 
     // SIGKILL one worker: the supervisor logs it and starts another; requests keep working.
     process.kill(pids[0], 'SIGKILL');
@@ -97,7 +103,7 @@ test('two workers share the port; a killed worker is replaced; SIGHUP reloads bo
     assert.ok(llmux.stderr().includes('"msg":"supervisor stopped"'));
 
     // Every line of the shared access log is one whole JSON object.
-    const lines = readFileSync(join(dir, 'access.log'), 'utf8').split('\n').filter((l) => l);
+    const lines = logLines();
     assert.ok(lines.length >= N + 16, `${lines.length} access-log lines`);
     for (const l of lines) JSON.parse(l);
   } finally {
