@@ -230,10 +230,13 @@ static void model_sub(struct gateway *gw, struct server_req *req, const char *ri
     buf_init(&b, 0);
     int rc = n <= 0 ? -1
              : endpoints
-                 ? catalog_endpoints(gw->rt, name, (size_t)n, uv_now(gw->loop), (int64_t)time(NULL), &b)
+                 ? catalog_endpoints(gw->rt, gw->metrics.shm, name, (size_t)n, uv_now(gw->loop),
+                                     (int64_t)time(NULL), &b)
                  : catalog_model(gw->rt, name, (size_t)n, &b);
     if (rc == 0) {
         respond_json(req, 200, buf_head(&b), buf_size(&b));
+    } else if (rc != -1) {
+        api_error(req, rid, 500, "server_error", NULL, NULL, "out of memory");
     } else {
         char msg[600];
         snprintf(msg, sizeof(msg), "The model '%s' does not exist", n > 0 ? name : "");

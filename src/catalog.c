@@ -3,6 +3,7 @@
 #include "llmux/catalog.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -10,6 +11,7 @@
 #include "llmux/gateway.h"
 #include "llmux/health.h"
 #include "llmux/window.h"
+#include <uv.h>
 
 static const struct model *find_alias(const struct config *cfg, const char *id, size_t len)
 {
@@ -148,12 +150,15 @@ static void uptime(struct buf *b, const char *key, const struct window *w, int64
         buf_printf(b, "%.2f", pct);
 }
 
-int catalog_endpoints(const struct runtime *rt, const char *id, size_t len, uint64_t now_ms,
-                      int64_t now_s, struct buf *out)
+int catalog_endpoints(const struct runtime *rt, const struct shm *shm, const char *id, size_t len,
+                      uint64_t now_ms, int64_t now_s, struct buf *out)
 {
     const struct model *m = config_find_model(rt->cfg, id, len);
     if (!m)
         return -1;
+    struct dep_health *t = malloc(sizeof(*t)); /* every worker's record of a deployment */
+    if (!t)
+        return UV_ENOMEM;
     buf_append_str(out, "{\"data\":{\"id\":\"");
     buf_append_json_str(out, m->name, strlen(m->name));
     buf_append_str(out, "\",\"name\":\"");
@@ -162,6 +167,7 @@ int catalog_endpoints(const struct runtime *rt, const char *id, size_t len, uint
     for (size_t j = 0; j < m->n_deployments; j++) {
         const struct deployment *d = &m->deployments[j];
         const struct dep_health *h = rt->health->deps[d->health_id];
+        health_total(shm, h, t);
         buf_append_str(out, j ? ",{\"name\":\"" : "{\"name\":\"");
         buf_append_json_str(out, d->provider->name, strlen(d->provider->name));
         buf_append_str(out, " | ");
@@ -178,16 +184,17 @@ int catalog_endpoints(const struct runtime *rt, const char *id, size_t len, uint
         pricing(out, d);
         buf_printf(out, ",\"status\":\"%s\"",
                    d->provider->enabled ? health_state(h, now_ms) : "disabled");
-        uptime(out, "uptime_last_5m", &h->win, now_s, 5);
-        uptime(out, "uptime_last_30m", &h->win, now_s, 30);
-        uptime(out, "uptime_last_1d", &h->win, now_s, 24 * 60);
-        quantiles(out, "latency_last_30m", &h->win, now_s, WIN_TTFT);
-        quantiles(out, "throughput_last_30m", &h->win, now_s, WIN_TPS);
+        uptime(out, "uptime_last_5m", &t->win, now_s, 5);
+        uptime(out, "uptime_last_30m", &t->win, now_s, 30);
+        uptime(out, "uptime_last_1d", &t->win, now_s, 24 * 60);
+        quantiles(out, "latency_last_30m", &t->win, now_s, WIN_TTFT);
+        quantiles(out, "throughput_last_30m", &t->win, now_s, WIN_TPS);
         buf_append_str(out, ",\"requests\":");
-        buf_append_uint(out, h->requests);
+        buf_append_uint(out, t->requests);
         buf_append_str(out, ",\"failures\":");
-        buf_append_uint(out, h->failures);
+        buf_append_uint(out, t->failures);
         buf_append_str(out, "}");
     }
+    free(t);
     return buf_append_str(out, "]}}");
 }

@@ -70,10 +70,18 @@ static struct tls_ctx *tls_for(struct gateway *gw, const struct provider *p, cha
 }
 
 static struct limits *shared_limits;
+static struct shm *shared_shm;
+static int shared_worker;
 
-void gateway_share_limits(struct limits *l)
+void gateway_share(struct limits *l, struct shm *s)
 {
     shared_limits = l;
+    shared_shm = s;
+}
+
+void gateway_share_worker(int worker)
+{
+    shared_worker = worker;
 }
 
 struct runtime *runtime_ref(struct runtime *rt)
@@ -111,7 +119,7 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
     rt->generation = gw->rt ? gw->rt->generation + 1 : 1;
     rt->loaded_at = (int64_t)time(NULL);
     rt->origins = calloc(cfg->n_providers + 1, sizeof(*rt->origins));
-    rt->health = health_create(cfg, &gw->health, gw->rt ? gw->rt->health : NULL);
+    rt->health = health_create(cfg, &gw->health, gw->metrics.arena);
     rt->key_slots = calloc(cfg->n_keys + 1, sizeof(*rt->key_slots));
     for (size_t i = 0; rt->key_slots && i < cfg->n_keys; i++)
         rt->key_slots[i] = limits_slot(gw->limits, cfg->keys[i].name); /* NULL: table full */
@@ -125,7 +133,8 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
     if (!rt->origins || !rt->health || !rt->key_slots || !rt->dep_slots ||
         metrics_attach(&gw->metrics, cfg, &rt->aliases, &rt->routes) != 0) {
         runtime_unref(rt);
-        snprintf(err, errlen, "out of memory");
+        snprintf(err, errlen, "out of memory (or the shared registry of %zu MiB is full)",
+                 SHM_ARENA_BYTES >> 20);
         return UV_ENOMEM;
     }
     for (size_t i = 0; i < cfg->n_providers; i++) {
@@ -167,6 +176,11 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
     return 0;
 }
 
+static void on_publish(uv_timer_t *t)
+{
+    metrics_publish(container_of(t, struct gateway, publish_timer));
+}
+
 int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *err, size_t errlen)
 {
     memset(gw, 0, sizeof(*gw));
@@ -180,6 +194,24 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
         gw->limits = limits_create();
         gw->own_limits = 1;
     }
+    gw->worker = shared_worker;
+    gw->metrics.shm = shared_shm;
+    if (!gw->metrics.shm) {
+        gw->metrics.shm = shm_create(1);
+        gw->own_shm = 1;
+        gw->worker = 0;
+    }
+    if (!gw->metrics.shm) {
+        snprintf(err, errlen, "cannot map the shared registry");
+        return UV_ENOMEM;
+    }
+    gw->metrics.arena = gw->metrics.shm->arena[gw->worker];
+    if (shm_adopt(gw->metrics.shm, (uint32_t)gw->worker))
+        health_adopt(gw->metrics.arena); /* the records of the worker this one replaces */
+    if (metrics_init(&gw->metrics) != 0) {
+        snprintf(err, errlen, "the shared registry is full");
+        return UV_ENOMEM;
+    }
     gw->cache.store = cache_memory_new(cfg->cache_max_bytes);
     if (!gw->cache.store || generations_init(&gw->gens, cfg->generations_keep) != 0) {
         snprintf(err, errlen, "out of memory");
@@ -188,6 +220,10 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
     uv_timer_init(loop, &gw->trim_timer);
     uv_unref((uv_handle_t *)&gw->trim_timer); /* never keeps the loop alive */
     gw->trim_timer_on = 1;
+    uv_timer_init(loop, &gw->publish_timer); /* the worker's figures for the others' scrapes */
+    uv_unref((uv_handle_t *)&gw->publish_timer);
+    uv_timer_start(&gw->publish_timer, on_publish, 1000, 1000);
+    gw->publish_timer_on = 1;
     cooldown_init(gw);
     int rc = dns_create(loop, &gw->dns);
     if (rc) {
@@ -295,6 +331,11 @@ void gateway_quiet(struct gateway *gw)
 
 void gateway_close(struct gateway *gw)
 {
+    if (gw->publish_timer_on) {
+        gw->publish_timer_on = 0;
+        metrics_publish(gw); /* what a replacement worker carries on from */
+        uv_close((uv_handle_t *)&gw->publish_timer, NULL);
+    }
     if (gw->trim_timer_on) {
         gw->trim_timer_on = 0;
         uv_close((uv_handle_t *)&gw->trim_timer, NULL);
@@ -327,12 +368,13 @@ void gateway_free(struct gateway *gw)
         free(t);
     }
     buf_free(&gw->log_buf);
-    metrics_free(&gw->metrics);
     generations_free(&gw->gens);
     if (gw->cache.store)
         gw->cache.store->ops->free(gw->cache.store);
     if (gw->own_limits)
         limits_destroy(gw->limits);
+    if (gw->own_shm)
+        shm_destroy(gw->metrics.shm);
     memset(gw, 0, sizeof(*gw));
 }
 

@@ -8,43 +8,61 @@
 
 #define EWMA_ALPHA 0.2
 
-static struct dep_health *dep_new(const struct deployment *d)
+struct dep_health *health_in(const struct shm_arena *a, const char *provider, const char *model)
 {
-    struct dep_health *r = calloc(1, sizeof(*r));
-    if (!r)
-        return NULL;
-    r->provider = strdup(d->provider->name);
-    r->model = strdup(d->model);
-    if (!r->provider || !r->model) {
-        free(r->provider);
-        free(r->model);
-        free(r);
-        return NULL;
+    for (struct shm_link *l = shm_first(a, SHM_HEALTH); l; l = l->next) {
+        struct dep_health *r = (struct dep_health *)l;
+        if (strcmp(r->provider, provider) == 0 && strcmp(r->model, model) == 0)
+            return r;
     }
-    return r;
-}
-
-static void dep_unref(struct dep_health *r)
-{
-    if (!r || --r->refs > 0)
-        return;
-    free(r->provider);
-    free(r->model);
-    free(r);
-}
-
-/* prev's record for the identity of d, or NULL. */
-static struct dep_health *dep_find(const struct health *prev, const struct deployment *d)
-{
-    for (size_t i = 0; prev && i < prev->n; i++)
-        if (strcmp(prev->deps[i]->provider, d->provider->name) == 0 &&
-            strcmp(prev->deps[i]->model, d->model) == 0)
-            return prev->deps[i];
     return NULL;
 }
 
+/* arena's record for the identity of d, made when new; NULL when the arena is full. */
+static struct dep_health *dep_of(struct shm_arena *arena, const struct deployment *d)
+{
+    struct dep_health *r = health_in(arena, d->provider->name, d->model);
+    if (r)
+        return r;
+    r = shm_alloc(arena, sizeof(*r));
+    if (!r || !(r->provider = shm_strdup(arena, d->provider->name)) ||
+        !(r->model = shm_strdup(arena, d->model)))
+        return NULL;
+    shm_publish(arena, SHM_HEALTH, &r->link);
+    return r;
+}
+
+void health_adopt(struct shm_arena *a)
+{
+    for (struct shm_link *l = shm_first(a, SHM_HEALTH); l; l = l->next) {
+        struct dep_health *r = (struct dep_health *)l;
+        r->cancels += r->inflight;
+        r->inflight = 0;
+        r->probing = 0;
+    }
+}
+
+void health_total(const struct shm *s, const struct dep_health *mine, struct dep_health *t)
+{
+    *t = *mine;
+    t->requests = t->failures = t->cancels = t->total_ejections = 0;
+    t->inflight = 0;
+    memset(&t->win, 0, sizeof(t->win));
+    for (uint32_t w = 0; w < s->n; w++) {
+        const struct dep_health *r = health_in(s->arena[w], mine->provider, mine->model);
+        if (!r)
+            continue;
+        t->requests += r->requests;
+        t->failures += r->failures;
+        t->cancels += r->cancels;
+        t->inflight += r->inflight;
+        t->total_ejections += r->total_ejections;
+        window_merge(&t->win, &r->win);
+    }
+}
+
 struct health *health_create(const struct config *cfg, struct health_shared *sh,
-                             const struct health *prev)
+                             struct shm_arena *arena)
 {
     struct health *h = calloc(1, sizeof(*h));
     if (!h)
@@ -67,13 +85,11 @@ struct health *health_create(const struct config *cfg, struct health_shared *sh,
             if (h->dep[d->health_id])
                 continue;
             h->dep[d->health_id] = d;
-            struct dep_health *r = dep_find(prev, d);
-            h->deps[d->health_id] = r ? r : dep_new(d);
+            h->deps[d->health_id] = dep_of(arena, d);
             if (!h->deps[d->health_id]) {
                 health_free(h);
                 return NULL;
             }
-            h->deps[d->health_id]->refs++;
         }
     }
     return h;
@@ -83,8 +99,6 @@ void health_free(struct health *h)
 {
     if (!h)
         return;
-    for (size_t i = 0; h->deps && i < h->n; i++)
-        dep_unref(h->deps[i]);
     if (h->own_sh)
         free(h->sh);
     free(h->deps);

@@ -21,6 +21,7 @@
 #include "llmux/gateway.h"
 #include "llmux/health.h"
 #include "llmux/limits.h"
+#include "llmux/shm.h"
 #include "llmux/router.h"
 #include "llmux/server.h"
 
@@ -310,11 +311,11 @@ static int run_worker(struct config *cfg, const char *host, uint16_t port, int w
     char err[512];
     signal(SIGPIPE, SIG_IGN);
     uv_loop_t *loop = uv_default_loop();
+    gateway_share_worker(worker < 0 ? 0 : worker);
     if (gateway_init(&gw, loop, cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "llmux: %s\n", err);
         return 1;
     }
-    gw.worker = worker < 0 ? 0 : worker;
     router_seed(gw.id_seed);
     srand((unsigned)gw.id_seed);
     if (cfg->access_log) {
@@ -647,9 +648,15 @@ int main(int argc, char **argv)
         return 0;
     }
     report_providers(cfg);
-    /* per-key limits and spend: one table for every worker, made before they are forked */
+    /* per-key limits and spend: one table for every worker, made before they are forked; and
+     * the arenas of the workers' metrics and health records, which any of them reads */
     struct limits *limits = limits_create();
-    gateway_share_limits(limits);
+    struct shm *shm = shm_create(cfg->workers > 1 ? cfg->workers : 1);
+    if (!shm) {
+        fprintf(stderr, "llmux: cannot map the shared registry\n");
+        return 1;
+    }
+    gateway_share(limits, shm);
     claim_key_slots(limits, cfg);
     if (cfg->workers > 1)
         return supervise(cfg, limits);

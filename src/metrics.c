@@ -24,6 +24,9 @@ static const double chunk_le[MET_CHUNK_BOUNDS] = {0.01, 0.025, 0.05, 0.075, 0.1,
                                                   0.3,  0.4,   0.5,  0.75,  1.0, 2.5};
 static const int statuses[MET_STATUSES - 1] = {200, 400, 401, 403, 404, 408, 413, 422,
                                                429, 499, 500, 502, 503, 504, 529};
+static const double overhead_le[MET_SECONDS_BOUNDS] = {0.00001, 0.00002, 0.00005, 0.0001, 0.0002,
+                                                        0.0005,  0.001,   0.002,   0.005,  0.01,
+                                                        0.02,    0.05,    0.1,     1};
 static const char *const endpoints[MET_ENDPOINTS] = {"chat", "completions", "embeddings",
                                                      "messages", "responses"};
 
@@ -42,43 +45,76 @@ static int same(const char *a, const char *b)
     return strcmp(a, b) == 0;
 }
 
+/* Arena a's alias record called name, or NULL. */
+static struct alias_metrics *alias_in(const struct shm_arena *a, const char *name)
+{
+    for (struct shm_link *l = shm_first(a, SHM_ALIASES); l; l = l->next) {
+        struct alias_metrics *r = (struct alias_metrics *)l;
+        if (same(r->name, name))
+            return r;
+    }
+    return NULL;
+}
+
+/* Arena a's record of the route (alias, provider, model), or NULL. */
+static struct route_metrics *route_in(const struct shm_arena *a, const char *alias,
+                                      const char *provider, const char *model)
+{
+    for (struct shm_link *l = shm_first(a, SHM_ROUTES); l; l = l->next) {
+        struct route_metrics *r = (struct route_metrics *)l;
+        if (same(r->alias, alias) && same(r->provider, provider) && same(r->model, model))
+            return r;
+    }
+    return NULL;
+}
+
 static struct alias_metrics *alias_of(struct metrics *m, const char *name)
 {
-    for (struct alias_metrics *a = m->aliases; a; a = a->next)
-        if (same(a->name, name))
-            return a;
-    struct alias_metrics *a = calloc(1, sizeof(*a));
-    if (!a || !(a->name = strdup(name))) {
-        free(a);
+    struct alias_metrics *a = alias_in(m->arena, name);
+    if (a)
+        return a;
+    a = shm_alloc(m->arena, sizeof(*a));
+    if (!a || !(a->name = shm_strdup(m->arena, name)))
         return NULL;
-    }
-    a->next = m->aliases;
-    m->aliases = a;
+    shm_publish(m->arena, SHM_ALIASES, &a->link);
     return a;
 }
 
 static struct route_metrics *route_of(struct metrics *m, const char *alias,
                                       const struct deployment *d)
 {
-    for (struct route_metrics *r = m->routes; r; r = r->next)
-        if (same(r->alias, alias) && same(r->provider, d->provider->name) && same(r->model, d->model))
-            return r;
-    struct route_metrics *r = calloc(1, sizeof(*r));
-    if (!r)
+    struct route_metrics *r = route_in(m->arena, alias, d->provider->name, d->model);
+    if (r)
+        return r;
+    r = shm_alloc(m->arena, sizeof(*r));
+    if (!r || !(r->alias = shm_strdup(m->arena, alias)) ||
+        !(r->provider = shm_strdup(m->arena, d->provider->name)) ||
+        !(r->model = shm_strdup(m->arena, d->model)))
         return NULL;
-    r->alias = strdup(alias);
-    r->provider = strdup(d->provider->name);
-    r->model = strdup(d->model);
-    if (!r->alias || !r->provider || !r->model) {
-        free(r->alias);
-        free(r->provider);
-        free(r->model);
-        free(r);
-        return NULL;
-    }
-    r->next = m->routes;
-    m->routes = r;
+    shm_publish(m->arena, SHM_ROUTES, &r->link);
     return r;
+}
+
+int metrics_init(struct metrics *m)
+{
+    struct worker_metrics *w = (struct worker_metrics *)shm_first(m->arena, SHM_WORKER);
+    if (!w) {
+        w = shm_alloc(m->arena, sizeof(*w));
+        if (!w)
+            return UV_ENOMEM;
+        w->started = (int64_t)time(NULL);
+        shm_publish(m->arena, SHM_WORKER, &w->link);
+    }
+    for (int i = 0; i < MET_COUNTERS; i++) { /* a process this one replaces counted these */
+        w->base[i] += w->count[i];
+        w->count[i] = 0;
+    }
+    w->cpu_base += w->cpu;
+    w->cpu = 0;
+    memset(w->gauge, 0, sizeof(w->gauge));
+    memset(&w->overhead, 0, sizeof(w->overhead));
+    m->self = w;
+    return 0;
 }
 
 int metrics_attach(struct metrics *m, const struct config *cfg, struct alias_metrics ***aliases,
@@ -88,8 +124,6 @@ int metrics_attach(struct metrics *m, const struct config *cfg, struct alias_met
     *routes = calloc(cfg->n_routes + 1, sizeof(**routes));
     if (!*aliases || !*routes)
         return UV_ENOMEM;
-    if (!m->started)
-        m->started = (int64_t)time(NULL);
     for (size_t i = 0; i < cfg->n_models; i++) {
         const struct model *md = &cfg->models[i];
         if (!((*aliases)[i] = alias_of(m, md->name)))
@@ -103,24 +137,6 @@ int metrics_attach(struct metrics *m, const struct config *cfg, struct alias_met
         }
     }
     return 0;
-}
-
-void metrics_free(struct metrics *m)
-{
-    while (m->aliases) {
-        struct alias_metrics *a = m->aliases;
-        m->aliases = a->next;
-        free(a->name);
-        free(a);
-    }
-    while (m->routes) {
-        struct route_metrics *r = m->routes;
-        m->routes = r->next;
-        free(r->alias);
-        free(r->provider);
-        free(r->model);
-        free(r);
-    }
 }
 
 void metrics_request(struct alias_metrics *a, struct route_metrics *r, const struct met_request *q)
@@ -152,6 +168,65 @@ void metrics_request(struct alias_metrics *a, struct route_metrics *r, const str
         observe(&r->tokens[0], tokens_le, MET_TOKEN_BOUNDS, (double)q->input_tokens, 1);
     if (q->output_tokens >= 0)
         observe(&r->tokens[1], tokens_le, MET_TOKEN_BOUNDS, (double)q->output_tokens, 1);
+}
+
+/* ---- sums over the workers ---- */
+
+static void met_hist_add(struct met_hist *d, const struct met_hist *s)
+{
+    for (size_t i = 0; i <= MET_SECONDS_BOUNDS; i++)
+        d->b[i] += s->b[i];
+    d->n += s->n;
+    d->sum += s->sum;
+}
+
+/* Into t, the sum over every worker of the alias record `mine` (this worker's). */
+static void alias_total(const struct metrics *m, const struct alias_metrics *mine,
+                        struct alias_metrics *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->name = mine->name;
+    t->endpoint = mine->endpoint;
+    for (uint32_t w = 0; w < m->shm->n; w++) {
+        const struct alias_metrics *a = alias_in(m->shm->arena[w], mine->name);
+        if (!a)
+            continue;
+        for (int e = 0; e < MET_ENDPOINTS; e++)
+            for (int st = 0; st < MET_STATUSES; st++)
+                t->requests[e][st] += a->requests[e][st];
+        t->fallbacks += a->fallbacks;
+        t->hedges += a->hedges;
+        t->hedges_won += a->hedges_won;
+        t->continuations += a->continuations;
+        for (int st = 0; st < MET_STATUSES; st++)
+            met_hist_add(&t->failed[st], &a->failed[st]);
+    }
+}
+
+/* Into t, the sum over every worker of the route record `mine`. */
+static void route_total(const struct metrics *m, const struct route_metrics *mine,
+                        struct route_metrics *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->alias = mine->alias;
+    t->provider = mine->provider;
+    t->model = mine->model;
+    t->endpoint = mine->endpoint;
+    for (uint32_t w = 0; w < m->shm->n; w++) {
+        const struct route_metrics *r = route_in(m->shm->arena[w], mine->alias, mine->provider,
+                                                 mine->model);
+        if (!r)
+            continue;
+        if (r->served && !mine->served)
+            t->endpoint = r->endpoint;
+        t->served += r->served;
+        t->cost_pico += r->cost_pico;
+        met_hist_add(&t->tokens[0], &r->tokens[0]);
+        met_hist_add(&t->tokens[1], &r->tokens[1]);
+        met_hist_add(&t->duration, &r->duration);
+        met_hist_add(&t->ttfc, &r->ttfc);
+        met_hist_add(&t->tpoc, &r->tpoc);
+    }
 }
 
 /* ---- exposition ---- */
@@ -252,7 +327,8 @@ static int first_of(struct route_metrics *const *routes, size_t route_id)
 
 /* The series of one histogram over every route of the current config. which: 0 duration,
  * 1 ttfc, 2 tpoc, 3/4 input/output tokens. */
-static void route_hists(struct buf *b, const struct runtime *rt, const char *name, int which)
+static void route_hists(struct buf *b, const struct runtime *rt, const struct route_metrics *totals,
+                        const char *name, int which)
 {
     const struct config *cfg = rt->cfg;
     struct buf l;
@@ -262,7 +338,7 @@ static void route_hists(struct buf *b, const struct runtime *rt, const char *nam
             const struct deployment *d = &cfg->models[i].deployments[j];
             if (!first_of(rt->routes, d->route_id))
                 continue;
-            const struct route_metrics *r = rt->routes[d->route_id];
+            const struct route_metrics *r = &totals[d->route_id];
             buf_reset(&l);
             genai_labels(&l, d, cfg->models[i].name, operation(r->endpoint));
             if (which >= 3)
@@ -304,13 +380,25 @@ int metrics_render(struct gateway *gw, struct buf *b)
 {
     const struct runtime *rt = gw->rt;
     const struct config *cfg = rt->cfg;
+    /* every worker's records summed, by this config's aliases and routes */
+    struct alias_metrics *aliases = calloc(cfg->n_models + 1, sizeof(*aliases));
+    struct route_metrics *routes = calloc(cfg->n_routes + 1, sizeof(*routes));
+    if (!aliases || !routes) {
+        free(aliases);
+        free(routes);
+        return UV_ENOMEM;
+    }
+    for (size_t i = 0; i < cfg->n_models; i++)
+        alias_total(&gw->metrics, rt->aliases[i], &aliases[i]);
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        route_total(&gw->metrics, rt->routes[i], &routes[i]);
     head(b, "llmux_build_info", "gauge", "llmux's version");
     buf_printf(b, "llmux_build_info{version=\"%s\"} 1\n", LLMUX_VERSION);
 
     head(b, "llmux_requests_total", "counter",
          "Requests that reached an alias, by endpoint, alias and answer status");
     for (size_t i = 0; i < cfg->n_models; i++) {
-        const struct alias_metrics *a = rt->aliases[i];
+        const struct alias_metrics *a = &aliases[i];
         for (int e = 0; e < MET_ENDPOINTS; e++)
             for (int s = 0; s < MET_STATUSES; s++) {
                 if (!a->requests[e][s])
@@ -336,7 +424,7 @@ int metrics_render(struct gateway *gw, struct buf *b)
     for (size_t k = 0; k < 2; k++) {
         head(b, alias_counters[k].name, "counter", alias_counters[k].help);
         for (size_t i = 0; i < cfg->n_models; i++) {
-            const struct alias_metrics *a = rt->aliases[i];
+            const struct alias_metrics *a = &aliases[i];
             buf_printf(b, "%s{", alias_counters[k].name);
             label(b, "model", a->name, 1);
             buf_printf(b, "} %" PRIu64 "\n",
@@ -345,7 +433,7 @@ int metrics_render(struct gateway *gw, struct buf *b)
     }
     head(b, "llmux_hedges_total", "counter", "Hedged attempts started, and won, by alias");
     for (size_t i = 0; i < cfg->n_models; i++) {
-        const struct alias_metrics *a = rt->aliases[i];
+        const struct alias_metrics *a = &aliases[i];
         for (int won = 0; won < 2; won++) {
             buf_append_str(b, "llmux_hedges_total{");
             label(b, "model", a->name, 1);
@@ -357,43 +445,64 @@ int metrics_render(struct gateway *gw, struct buf *b)
     /* per deployment (provider, upstream model): the health records */
     const struct health *h = rt->health;
     uint64_t now = uv_now(gw->loop);
+    /* every worker's record of each deployment: counters summed; up when some worker sends
+       it requests */
+    struct dep_health *t = malloc(sizeof(*t));
+    uint64_t(*counts)[5] = calloc(h->n + 1, sizeof(*counts));
+    if (!t || !counts) {
+        free(t);
+        free(counts);
+        free(aliases);
+        free(routes);
+        return UV_ENOMEM;
+    }
+    for (size_t i = 0; i < h->n; i++) {
+        health_total(gw->metrics.shm, h->deps[i], t);
+        uint64_t done = t->requests - t->inflight;
+        counts[i][0] = done - t->failures - t->cancels;
+        counts[i][1] = t->failures;
+        counts[i][2] = t->cancels;
+        counts[i][3] = t->total_ejections;
+        for (uint32_t w = 0; w < gw->metrics.shm->n && h->dep[i]->provider->enabled; w++) {
+            const struct dep_health *d = health_in(gw->metrics.shm->arena[w], t->provider, t->model);
+            const char *st = d ? health_state(d, now) : "";
+            if (strcmp(st, "healthy") == 0 || strcmp(st, "half_open") == 0)
+                counts[i][4] = 1;
+        }
+    }
+    free(t);
     head(b, "llmux_attempts_total", "counter",
          "Upstream attempts by deployment and outcome (failure: the provider's fault)");
     for (size_t i = 0; i < h->n; i++) {
-        const struct dep_health *d = h->deps[i];
-        uint64_t done = d->requests - d->inflight;
-        uint64_t n[3] = {done - d->failures - d->cancels, d->failures, d->cancels};
         static const char *const outcome[3] = {"success", "failure", "cancelled"};
         for (int k = 0; k < 3; k++) {
             buf_append_str(b, "llmux_attempts_total{");
-            label(b, "provider", d->provider, 1);
-            label(b, "model", d->model, 0);
+            label(b, "provider", h->deps[i]->provider, 1);
+            label(b, "model", h->deps[i]->model, 0);
             label(b, "outcome", outcome[k], 0);
-            buf_printf(b, "} %" PRIu64 "\n", n[k]);
+            buf_printf(b, "} %" PRIu64 "\n", counts[i][k]);
         }
     }
     head(b, "llmux_deployment_up", "gauge",
-         "1 when the deployment takes requests (healthy or half-open), 0 when ejected, cooling "
-         "down or disabled");
+         "1 when the deployment takes requests (healthy or half-open) in at least one worker, 0 "
+         "when ejected or cooling down in all of them, or disabled");
     for (size_t i = 0; i < h->n; i++) {
-        const char *st = health_state(h->deps[i], now);
-        int up = h->dep[i]->provider->enabled &&
-                 (strcmp(st, "healthy") == 0 || strcmp(st, "half_open") == 0);
         buf_append_str(b, "llmux_deployment_up{");
         label(b, "provider", h->deps[i]->provider, 1);
         label(b, "model", h->deps[i]->model, 0);
-        buf_printf(b, "} %d\n", up);
+        buf_printf(b, "} %d\n", (int)counts[i][4]);
     }
     head(b, "llmux_ejections_total", "counter", "Circuit-breaker ejections by deployment");
     for (size_t i = 0; i < h->n; i++) {
         buf_append_str(b, "llmux_ejections_total{");
         label(b, "provider", h->deps[i]->provider, 1);
         label(b, "model", h->deps[i]->model, 0);
-        buf_printf(b, "} %" PRIu64 "\n", h->deps[i]->total_ejections);
+        buf_printf(b, "} %" PRIu64 "\n", counts[i][3]);
     }
+    free(counts);
     head(b, "llmux_cost_usd_total", "counter", "Spend of served requests in USD, by alias and provider");
     for (size_t i = 0; i < cfg->n_routes; i++) {
-        const struct route_metrics *r = rt->routes[i];
+        const struct route_metrics *r = &routes[i];
         if (!first_of(rt->routes, i))
             continue;
         buf_append_str(b, "llmux_cost_usd_total{");
@@ -417,25 +526,14 @@ int metrics_render(struct gateway *gw, struct buf *b)
         buf_append_fixed(b, limits_spent_now(rt->key_slots[i], k->budget_period), 12);
         buf_append_str(b, "\n");
     }
-    if (gw->redis) {
-        const struct redis_stats *rs = redis_stats(gw->redis);
-        head(b, "llmux_redis_up", "gauge", "1 when the shared-state Redis connection is up");
-        buf_printf(b, "llmux_redis_up %d\n", redis_up(gw->redis));
-        counter(b, "llmux_redis_commands_total", "Commands sent to Redis", rs->commands);
-        counter(b, "llmux_redis_failures_total",
-                "Redis commands unanswered (down, timed out) or refused unsent", rs->failed);
-        counter(b, "llmux_redis_outages_total", "Redis connection losses and failed connects",
-                rs->outages);
-    }
-
     head(b, "gen_ai_client_operation_duration_seconds", "histogram",
          "Duration of served GenAI operations (request received to the last byte)");
-    route_hists(b, rt, "gen_ai_client_operation_duration_seconds", 0);
+    route_hists(b, rt, routes, "gen_ai_client_operation_duration_seconds", 0);
     { /* requests no deployment served: by alias and error_type (the answer's status) */
         struct buf l;
         buf_init(&l, 0);
         for (size_t i = 0; i < cfg->n_models; i++) {
-            const struct alias_metrics *a = rt->aliases[i];
+            const struct alias_metrics *a = &aliases[i];
             for (int st = 0; st < MET_STATUSES; st++) {
                 if (!a->failed[st].n)
                     continue;
@@ -454,62 +552,115 @@ int metrics_render(struct gateway *gw, struct buf *b)
     }
     head(b, "gen_ai_client_operation_time_to_first_chunk_seconds", "histogram",
          "Streams: request received to the first content chunk");
-    route_hists(b, rt, "gen_ai_client_operation_time_to_first_chunk_seconds", 1);
+    route_hists(b, rt, routes, "gen_ai_client_operation_time_to_first_chunk_seconds", 1);
     head(b, "gen_ai_client_operation_time_per_output_chunk_seconds", "histogram",
          "Streams: time between output chunks after the first");
-    route_hists(b, rt, "gen_ai_client_operation_time_per_output_chunk_seconds", 2);
+    route_hists(b, rt, routes, "gen_ai_client_operation_time_per_output_chunk_seconds", 2);
     head(b, "gen_ai_client_token_usage", "histogram", "Tokens per served operation, input and output");
-    route_hists(b, rt, "gen_ai_client_token_usage", 3);
-    route_hists(b, rt, "gen_ai_client_token_usage", 4);
+    route_hists(b, rt, routes, "gen_ai_client_token_usage", 3);
+    route_hists(b, rt, routes, "gen_ai_client_token_usage", 4);
 
-    /* the worker */
+    /* the workers' own figures: counters and gauges summed, the overhead per worker */
+    metrics_publish(gw);
+    struct worker_metrics sum;
+    memset(&sum, 0, sizeof(sum));
+    sum.started = INT64_MAX;
+    int redis_workers = 0, redis_up_all = 1;
     head(b, "llmux_overhead_seconds", "histogram",
          "llmux's own time per request (handlers: parsing, routing, encoding, relaying)");
-    {
-        struct met_hist oh;
-        memset(&oh, 0, sizeof(oh));
-        static const double oh_le[MET_SECONDS_BOUNDS] = {
-            0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001,
-            0.002,   0.005,   0.01,    0.02,   0.05,   0.1,    1};
-        uint64_t prev = 0;
-        for (size_t i = 0; i < MET_SECONDS_BOUNDS; i++) {
-            uint64_t c = hist_count_le(&gw->stats.overhead_us, (uint64_t)(oh_le[i] * 1e6));
-            oh.b[i] = c - prev;
-            prev = c;
+    for (uint32_t w = 0; w < gw->metrics.shm->n; w++) {
+        const struct worker_metrics *wm =
+            (const struct worker_metrics *)shm_first(gw->metrics.shm->arena[w], SHM_WORKER);
+        if (!wm)
+            continue; /* not started yet */
+        for (int i = 0; i < MET_COUNTERS; i++)
+            sum.count[i] += wm->base[i] + wm->count[i];
+        sum.cpu += wm->cpu_base + wm->cpu;
+        for (int i = 0; i < MET_GAUGES; i++)
+            sum.gauge[i] += wm->gauge[i];
+        if (wm->gauge[MET_REDIS_UP] != 2) {
+            redis_workers++;
+            redis_up_all &= wm->gauge[MET_REDIS_UP] == 1;
         }
-        oh.b[MET_SECONDS_BOUNDS] = gw->stats.overhead_us.count - prev;
-        oh.n = gw->stats.overhead_us.count;
-        oh.sum = gw->stats.overhead_us.sum / 1e6;
+        if (wm->started < sum.started)
+            sum.started = wm->started;
         struct buf l; /* hist_lines adds ",le=...": one label first */
         buf_init(&l, 0);
-        buf_printf(&l, "{worker=\"%d\"", gw->worker);
-        hist_lines(b, "llmux_overhead_seconds", &l, &oh, oh_le, MET_SECONDS_BOUNDS);
+        buf_printf(&l, "{worker=\"%u\"", w);
+        hist_lines(b, "llmux_overhead_seconds", &l, &wm->overhead, overhead_le, MET_SECONDS_BOUNDS);
         buf_free(&l);
     }
-    const struct pool_stats *ps = pool_get_stats(gw->pool);
+    const uint64_t *c = sum.count, *g = sum.gauge;
     head(b, "llmux_upstream_connections", "gauge", "Upstream connections: open (busy or idle) and idle");
-    buf_printf(b, "llmux_upstream_connections{state=\"open\"} %" PRIu64 "\n", ps->open);
-    buf_printf(b, "llmux_upstream_connections{state=\"idle\"} %" PRIu64 "\n", ps->idle);
+    buf_printf(b, "llmux_upstream_connections{state=\"open\"} %" PRIu64 "\n", g[MET_CONNS_OPEN]);
+    buf_printf(b, "llmux_upstream_connections{state=\"idle\"} %" PRIu64 "\n", g[MET_CONNS_IDLE]);
     counter(b, "llmux_retry_budget_refusals_total", "Retries and hedges refused by the retry budget",
-            gw->health.budget_refusals);
-    const uint64_t *cr = gw->cache.results;
+            c[MET_BUDGET_REFUSALS]);
     head(b, "llmux_cache_requests_total", "counter",
          "Requests to aliases with a response cache, by what the cache did");
-    buf_printf(b, "llmux_cache_requests_total{result=\"hit\"} %" PRIu64 "\n", cr[CACHE_HIT]);
-    buf_printf(b, "llmux_cache_requests_total{result=\"miss\"} %" PRIu64 "\n",
-               cr[CACHE_MISS] + cr[CACHE_REFRESH]);
-    buf_printf(b, "llmux_cache_requests_total{result=\"bypass\"} %" PRIu64 "\n", cr[CACHE_BYPASS]);
-    struct cache_store_stats cs;
-    gw->cache.store->ops->stats(gw->cache.store, &cs);
+    buf_printf(b, "llmux_cache_requests_total{result=\"hit\"} %" PRIu64 "\n", c[MET_CACHE_HIT]);
+    buf_printf(b, "llmux_cache_requests_total{result=\"miss\"} %" PRIu64 "\n", c[MET_CACHE_MISS]);
+    buf_printf(b, "llmux_cache_requests_total{result=\"bypass\"} %" PRIu64 "\n",
+               c[MET_CACHE_BYPASS]);
     head(b, "llmux_cache_bytes", "gauge",
          "Bytes held by the response cache (entries and bookkeeping)");
-    buf_printf(b, "llmux_cache_bytes %" PRIu64 "\n", cs.bytes);
+    buf_printf(b, "llmux_cache_bytes %" PRIu64 "\n", g[MET_CACHE_BYTES]);
     head(b, "llmux_cache_entries", "gauge", "Answers held by the response cache");
-    buf_printf(b, "llmux_cache_entries %" PRIu64 "\n", cs.entries);
-    counter(b, "llmux_cache_stored_total", "Answers put into the response cache", gw->cache.stored);
+    buf_printf(b, "llmux_cache_entries %" PRIu64 "\n", g[MET_CACHE_ENTRIES]);
+    counter(b, "llmux_cache_stored_total", "Answers put into the response cache",
+            c[MET_CACHE_STORED]);
     counter(b, "llmux_cache_evictions_total", "Entries evicted to stay under cache.max_bytes",
-            cs.evictions);
+            c[MET_CACHE_EVICTIONS]);
+    if (redis_workers) {
+        head(b, "llmux_redis_up", "gauge",
+             "1 when every worker's connection to the shared-state Redis is up");
+        buf_printf(b, "llmux_redis_up %d\n", redis_up_all);
+        counter(b, "llmux_redis_commands_total", "Commands sent to Redis", c[MET_REDIS_COMMANDS]);
+        counter(b, "llmux_redis_failures_total",
+                "Redis commands unanswered (down, timed out) or refused unsent", c[MET_REDIS_FAILED]);
+        counter(b, "llmux_redis_outages_total", "Redis connection losses and failed connects",
+                c[MET_REDIS_OUTAGES]);
+    }
+    head(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes, all workers");
+    buf_printf(b, "process_resident_memory_bytes %" PRIu64 "\n", g[MET_RSS]);
+    head(b, "process_open_fds", "gauge", "Open file descriptors, all workers");
+    buf_printf(b, "process_open_fds %" PRIu64 "\n", g[MET_FDS]);
+    head(b, "process_cpu_seconds_total", "counter", "User and system CPU time in seconds, all workers");
+    buf_printf(b, "process_cpu_seconds_total %.6f\n", sum.cpu);
+    head(b, "process_start_time_seconds", "gauge", "Start time of the process, unix seconds");
+    free(aliases);
+    free(routes);
+    return buf_printf(b, "process_start_time_seconds %" PRId64 "\n", sum.started);
+}
 
+void metrics_publish(struct gateway *gw)
+{
+    struct worker_metrics *w = gw->metrics.self;
+    uint64_t *c = w->count, *g = w->gauge;
+    const uint64_t *cr = gw->cache.results;
+    c[MET_BUDGET_REFUSALS] = gw->health.budget_refusals;
+    c[MET_CACHE_HIT] = cr[CACHE_HIT];
+    c[MET_CACHE_MISS] = cr[CACHE_MISS] + cr[CACHE_REFRESH];
+    c[MET_CACHE_BYPASS] = cr[CACHE_BYPASS];
+    c[MET_CACHE_STORED] = gw->cache.stored;
+    struct cache_store_stats cs;
+    gw->cache.store->ops->stats(gw->cache.store, &cs);
+    c[MET_CACHE_EVICTIONS] = cs.evictions;
+    g[MET_CACHE_BYTES] = cs.bytes;
+    g[MET_CACHE_ENTRIES] = cs.entries;
+    g[MET_REDIS_UP] = 2;
+    if (gw->redis) {
+        const struct redis_stats *rs = redis_stats(gw->redis);
+        c[MET_REDIS_COMMANDS] = rs->commands;
+        c[MET_REDIS_FAILED] = rs->failed;
+        c[MET_REDIS_OUTAGES] = rs->outages;
+        g[MET_REDIS_UP] = redis_up(gw->redis) ? 1 : 0;
+    }
+    if (gw->pool) {
+        const struct pool_stats *ps = pool_get_stats(gw->pool);
+        g[MET_CONNS_OPEN] = ps->open;
+        g[MET_CONNS_IDLE] = ps->idle;
+    }
     long page = sysconf(_SC_PAGESIZE);
     unsigned long size = 0, resident = 0;
     FILE *f = fopen("/proc/self/statm", "r");
@@ -518,16 +669,21 @@ int metrics_render(struct gateway *gw, struct buf *b)
             resident = 0;
         fclose(f);
     }
-    head(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes");
-    buf_printf(b, "process_resident_memory_bytes %lu\n", resident * (unsigned long)page);
-    head(b, "process_open_fds", "gauge", "Open file descriptors");
-    buf_printf(b, "process_open_fds %d\n", open_fds());
+    g[MET_RSS] = (uint64_t)resident * (uint64_t)page;
+    int fds = open_fds();
+    g[MET_FDS] = fds > 0 ? (uint64_t)fds : 0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    head(b, "process_cpu_seconds_total", "counter", "User and system CPU time in seconds");
-    buf_printf(b, "process_cpu_seconds_total %.6f\n",
-               (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
-                   ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6);
-    head(b, "process_start_time_seconds", "gauge", "Start time of the process, unix seconds");
-    return buf_printf(b, "process_start_time_seconds %" PRId64 "\n", gw->metrics.started);
+    w->cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+             ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+    const struct hist *oh = &gw->stats.overhead_us;
+    uint64_t prev = 0;
+    for (size_t i = 0; i < MET_SECONDS_BOUNDS; i++) {
+        uint64_t n = hist_count_le(oh, (uint64_t)(overhead_le[i] * 1e6));
+        w->overhead.b[i] = n - prev;
+        prev = n;
+    }
+    w->overhead.b[MET_SECONDS_BOUNDS] = oh->count - prev;
+    w->overhead.n = oh->count;
+    w->overhead.sum = oh->sum / 1e6;
 }

@@ -53,6 +53,41 @@ void window_add(struct window *w, int64_t now, int failed, double ttft_ms, doubl
     }
 }
 
+static void hist_merge(struct win_hist *d, const struct win_hist *s)
+{
+    if (!s->n)
+        return;
+    if (!d->n || s->min < d->min)
+        d->min = s->min;
+    if (!d->n || s->max > d->max)
+        d->max = s->max;
+    d->n += s->n;
+    for (size_t i = 0; i < WIN_BINS; i++)
+        d->bin[i] += s->bin[i];
+}
+
+static void ring_merge(struct win_slot *d, const struct win_slot *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!s[i].epoch || s[i].epoch < d[i].epoch)
+            continue;
+        if (s[i].epoch > d[i].epoch) {
+            d[i] = s[i];
+            continue;
+        }
+        d[i].ok += s[i].ok;
+        d[i].failed += s[i].failed;
+        hist_merge(&d[i].h[WIN_TTFT], &s[i].h[WIN_TTFT]);
+        hist_merge(&d[i].h[WIN_TPS], &s[i].h[WIN_TPS]);
+    }
+}
+
+void window_merge(struct window *dst, const struct window *src)
+{
+    ring_merge(dst->minute, src->minute, WIN_MINUTES);
+    ring_merge(dst->hour, src->hour, WIN_HOURS);
+}
+
 /* The ring holding the last `minutes` (the hour ring for more than 30) and the range of
  * slot epochs in the window. */
 static const struct win_slot *ring_for(const struct window *w, int64_t now, unsigned minutes,

@@ -8,6 +8,7 @@
 #include "llmux/config.h"
 #include "llmux/health.h"
 #include "llmux/router.h"
+#include "llmux/shm.h"
 
 static const char *conf_json =
     "{\"listen\":\"127.0.0.1:0\","
@@ -65,7 +66,8 @@ static void test_routing(void)
         fprintf(stderr, "config: %s\n", err);
         return;
     }
-    struct health *h = health_create(cfg, NULL, NULL);
+    struct shm *shm = shm_create(1);
+    struct health *h = health_create(cfg, NULL, shm->arena[0]);
     struct plan p;
     struct route_prefs rp;
 
@@ -208,6 +210,7 @@ static void test_routing(void)
     CHECK_INT(allowed, 100);
     CHECK_INT(health_retry_allowed(h, 31000), 1); /* the window moved on */
     health_free(h);
+    shm_destroy(shm);
     config_unref(cfg);
 }
 

@@ -17,9 +17,12 @@ int catalog_list(const struct runtime *rt, struct buf *out);
 /* One model object. Returns 0, or -1 when `id` (len bytes) is no alias with an enabled
  * deployment. */
 int catalog_model(const struct runtime *rt, const char *id, size_t len, struct buf *out);
-/* {"data":{"id","name","endpoints":[...]}}. now_ms: the loop's clock (health state);
- * now_s: unix time (the windows). Returns 0, or -1 for an unknown alias. */
-int catalog_endpoints(const struct runtime *rt, const char *id, size_t len, uint64_t now_ms,
-                      int64_t now_s, struct buf *out);
+/* {"data":{"id","name","endpoints":[...]}}: uptime, latency, throughput and attempts summed
+ * over every worker of shm; the status is this worker's circuit. now_ms: the loop's clock
+ * (health state); now_s: unix time (the windows). Returns 0, -1 for an unknown alias, or
+ * UV_ENOMEM. */
+struct shm;
+int catalog_endpoints(const struct runtime *rt, const struct shm *shm, const char *id, size_t len,
+                      uint64_t now_ms, int64_t now_s, struct buf *out);
 
 #endif

@@ -23,6 +23,7 @@
 #include "llmux/hist.h"
 #include "llmux/limits.h"
 #include "llmux/metrics.h"
+#include "llmux/shm.h"
 
 struct dns;
 struct health;
@@ -83,21 +84,27 @@ struct gateway {
     uv_timer_t cooldown_timer; /* reads the cooldowns other instances shared (src/cooldown.c) */
     int cooldown_on;
     int own_limits;          /* made by gateway_init (no supervisor shared one) */
+    int own_shm;             /* the registry arenas too */
     struct gateway_stats stats;
     uint64_t id_seed;
     uv_timer_t trim_timer; /* hands freed memory back after a quiet second (gateway_quiet) */
+    uv_timer_t publish_timer; /* the worker's figures into its arena, once a second */
+    int publish_timer_on;
     int trim_timer_on;
     uint64_t quiet_since; /* when the last request ended with none left in flight */
     int draining; /* SIGTERM came: /healthz answers 503 */
-    int worker;   /* index among the supervisor's workers (0 when there is one process) */
+    int worker;   /* index among the supervisor's workers (0 when there is one process): its
+                     arena of metrics and health records is metrics.shm->arena[worker] */
 };
 
 /* Set up everything for cfg (takes a reference) except the server. Returns 0 or a negative
  * code with a message in err. */
 int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *err, size_t errlen);
-/* The limits table every gateway of this process (and its forks) uses; set before forking
- * workers. Without it, gateway_init makes its own. */
-void gateway_share_limits(struct limits *l);
+/* The limits table and the registry arenas every gateway of this process (and its forks)
+ * uses; set before forking workers. Without them, gateway_init makes its own. */
+void gateway_share(struct limits *l, struct shm *s);
+/* The index of the worker the next gateway_init is for (0 without workers): its arena. */
+void gateway_share_worker(int worker);
 /* Log lines (access log, health events) go to f, buffered: written when 32 KiB wait or 100 ms
  * after the first waiting line, so a request costs no write() of its own. */
 void gateway_open_log(struct gateway *gw, FILE *f);

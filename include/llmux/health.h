@@ -25,16 +25,19 @@
 
 #include "llmux/buf.h"
 #include "llmux/config.h"
+#include "llmux/shm.h"
 #include "llmux/window.h"
 
 #define HEALTH_TTFT_SAMPLES 64
 
 /* One deployment's record, keyed by identity (provider name + upstream model), shared by the
  * health tables of every runtime that has the deployment: a reload keeps what is known about
- * it, and an exchange started on the old config feeds the same record. */
+ * it, and an exchange started on the old config feeds the same record. Records live in the
+ * worker's shared arena (include/llmux/shm.h) and are never freed: other workers read them
+ * (health_total), and a deployment a reload drops and a later one brings back finds its own. */
 struct dep_health {
-    int refs;       /* health tables holding it */
-    char *provider; /* identity (owned copies: a record outlives the config it came from) */
+    struct shm_link link;
+    char *provider; /* identity (copies in the arena: a record outlives the config it came from) */
     char *model;
     double ttft_ms;               /* EWMA; 0 until measured */
     double latency_ms;            /* EWMA of whole successful attempts */
@@ -77,11 +80,19 @@ struct health {
     int own_sh; /* sh was allocated by health_create */
 };
 
-/* The table for every distinct deployment of cfg. Records of `prev` (may be NULL) with the
- * same identity are shared, not copied. sh: the worker's shared part (NULL: the table gets
- * its own, for tests). Returns NULL when out of memory. */
+/* The table for every distinct deployment of cfg, with the records of arena (made there when
+ * new). sh: the worker's shared part (NULL: the table gets its own, for tests). Returns NULL
+ * when out of memory or the arena is full. */
 struct health *health_create(const struct config *cfg, struct health_shared *sh,
-                             const struct health *prev);
+                             struct shm_arena *arena);
+/* Arena a's record of (provider, model), or NULL. */
+struct dep_health *health_in(const struct shm_arena *a, const char *provider, const char *model);
+/* A worker took over the arena of a dead one: its attempts in flight will never end, so they
+ * count as cancelled, and a probe it had in flight is no longer. */
+void health_adopt(struct shm_arena *a);
+/* Into t, the sum over every worker of s of the record `mine`: attempts, failures,
+ * cancellations and ejections added, windows merged (identity and the rest: mine's). */
+void health_total(const struct shm *s, const struct dep_health *mine, struct dep_health *t);
 void health_free(struct health *h);
 
 /* Whether the deployment may take a request now: not ejected, not cooling down, or its

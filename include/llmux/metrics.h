@@ -1,10 +1,12 @@
-/* metrics: the worker's counters and histograms for Prometheus (GET /metrics), kept in records
- * made when a config is loaded: one per alias and one per route (alias, provider, upstream
- * model). A record is found by identity, so it survives reloads that keep it; the registry
- * only grows (by the routes a reload adds) and is freed at exit. Recording a finished request
- * is array indexing and a few additions: no allocation, no formatting, no lookup by name.
- * Per-deployment state (up, ejections, attempts) comes from the health records, which are
- * keyed the same way.
+/* metrics: the counters and histograms for Prometheus (GET /metrics), kept in records made
+ * when a config is loaded: one per alias and one per route (alias, provider, upstream model).
+ * Records live in the worker's shared arena (include/llmux/shm.h) and are found by identity,
+ * so they survive reloads that keep them and a worker's restart; the registry only grows (by
+ * the routes a reload adds). Recording a finished request is array indexing and a few
+ * additions in the worker's own records: no allocation, no formatting, no lookup by name, no
+ * sharing of a cache line with another worker. A scrape, answered by any worker, sums the
+ * records of every worker. Per-deployment state (up, ejections, attempts) comes from the
+ * health records, which are kept the same way.
  *
  * Histograms use OpenTelemetry's recommended bucket bounds for the GenAI client metrics. */
 #ifndef LLMUX_METRICS_H
@@ -15,6 +17,7 @@
 
 #include "llmux/buf.h"
 #include "llmux/config.h"
+#include "llmux/shm.h"
 
 #define MET_SECONDS_BOUNDS 14 /* 0.01 .. 81.92 s, doubling */
 #define MET_TOKEN_BOUNDS 14   /* 1 .. 67108864 tokens, x4 */
@@ -29,36 +32,75 @@ struct met_hist {
 };
 
 struct route_metrics {
+    struct shm_link link;
     char *alias, *provider, *model;
     uint64_t served;
     struct met_hist tokens[2]; /* input, output */
     struct met_hist duration, ttfc, tpoc;
     uint64_t cost_pico; /* $ 1e-12 */
     int endpoint;       /* of its latest request: the GenAI operation name */
-    struct route_metrics *next;
 };
 
 struct alias_metrics {
+    struct shm_link link;
     char *name;
     uint64_t requests[MET_ENDPOINTS][MET_STATUSES];
     uint64_t fallbacks, hedges, hedges_won, continuations;
     struct met_hist failed[MET_STATUSES]; /* durations of requests no deployment served, by
                                              the answer's status (error_type) */
     int endpoint;
-    struct alias_metrics *next;
+};
+
+/* What a worker counts outside the alias and route records (its retry budget, cache, Redis
+ * connection, upstream pool, process), copied into its arena once a second and before each
+ * scrape it answers, so that any worker answers for all. Counters carry on over a restart
+ * (base: what the processes this worker replaced had counted); gauges are this process's. */
+enum met_counter {
+    MET_BUDGET_REFUSALS,
+    MET_CACHE_HIT,
+    MET_CACHE_MISS,
+    MET_CACHE_BYPASS,
+    MET_CACHE_STORED,
+    MET_CACHE_EVICTIONS,
+    MET_REDIS_COMMANDS,
+    MET_REDIS_FAILED,
+    MET_REDIS_OUTAGES,
+    MET_COUNTERS
+};
+enum met_gauge {
+    MET_CACHE_BYTES,
+    MET_CACHE_ENTRIES,
+    MET_CONNS_OPEN,
+    MET_CONNS_IDLE,
+    MET_RSS,
+    MET_FDS,
+    MET_REDIS_UP, /* 0 down, 1 up, 2 no Redis */
+    MET_GAUGES
+};
+struct worker_metrics {
+    struct shm_link link;
+    uint64_t base[MET_COUNTERS], count[MET_COUNTERS];
+    double cpu_base, cpu; /* CPU seconds */
+    uint64_t gauge[MET_GAUGES];
+    struct met_hist overhead; /* this process's own time per request (llmux_overhead_seconds) */
+    int64_t started;          /* unix seconds: when the first process of this worker started */
 };
 
 struct metrics {
-    struct route_metrics *routes;
-    struct alias_metrics *aliases;
-    int64_t started; /* unix seconds */
+    struct shm *shm;         /* every worker's arena (borrowed) */
+    struct shm_arena *arena; /* this worker's: where its records are made */
+    struct worker_metrics *self; /* this worker's figures in its arena */
 };
 
+/* The worker's record in m->arena (taken over from the process it replaces, if any). Returns
+ * 0 or UV_ENOMEM. */
+int metrics_init(struct metrics *m);
+
 /* For cfg, the records of its aliases (by model index) and routes (by deployment route_id),
- * made when new, in arrays the caller frees. Returns 0 or UV_ENOMEM. */
+ * made in m->arena when new, in arrays the caller frees. Returns 0, or UV_ENOMEM (out of
+ * memory, or the arena is full). */
 int metrics_attach(struct metrics *m, const struct config *cfg, struct alias_metrics ***aliases,
                    struct route_metrics ***routes);
-void metrics_free(struct metrics *m);
 
 /* A finished request. endpoint: MET_ENDPOINTS index; r: the route that served (NULL: none). */
 struct met_request {
@@ -77,6 +119,8 @@ void metrics_request(struct alias_metrics *a, struct route_metrics *r, const str
 
 struct runtime;
 struct gateway;
+/* Copy the worker's own figures (struct worker_metrics) into its arena. */
+void metrics_publish(struct gateway *gw);
 /* The Prometheus text exposition (format 0.0.4) of gw into out. */
 int metrics_render(struct gateway *gw, struct buf *out);
 

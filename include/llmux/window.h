@@ -42,6 +42,10 @@ struct window {
  * known (> 0) its time to first token and output tokens per second. */
 void window_add(struct window *w, int64_t now, int failed, double ttft_ms, double tps);
 
+/* Add src into dst: slots of the same minute (hour) add up, a newer slot replaces an older
+ * one in the same place. */
+void window_merge(struct window *dst, const struct window *src);
+
 /* Percent of attempts that did not fail over the last `minutes` (at most 30, or 1440 for the
  * last day from the hour slots). Returns 0, or -1 when there were none. */
 int window_uptime(const struct window *w, int64_t now, unsigned minutes, double *pct);

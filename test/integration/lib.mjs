@@ -503,3 +503,20 @@ export async function startRedis({ args = [] } = {}) {
   await self.start();
   return self;
 }
+
+// The value of the one Prometheus sample whose name and labels match (labels: a subset, exact
+// values).
+export function sample(text, name, labels = {}) {
+  const hits = text.split('\n').filter((l) => {
+    if (!l.startsWith(`${name}{`) && !l.startsWith(`${name} `)) return false;
+    return Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`));
+  });
+  assert.equal(hits.length, 1, `${name} ${JSON.stringify(labels)}: ${hits.length} samples\n${hits.join('\n')}`);
+  return Number(hits[0].slice(hits[0].lastIndexOf(' ') + 1));
+}
+
+// promtool (Debian's prometheus) accepts text as an exposition.
+export function promtool(text) {
+  const lint = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  assert.equal(lint.status, 0, `promtool check metrics: ${lint.stdout}${lint.stderr}`);
+}

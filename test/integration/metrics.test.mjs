@@ -3,8 +3,7 @@
 // duration histograms), with no key or request id in any label, behind the gateway key.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { startMock, startLlmux, provider, post, chat, readSse } from './lib.mjs';
+import { startMock, startLlmux, provider, post, chat, readSse, sample, promtool } from './lib.mjs';
 
 let good, bad, llmux;
 const KEY = 'sk-llmux-metrics-test-key';
@@ -40,26 +39,11 @@ async function scrape() {
   return res.text();
 }
 
-// The value of the one sample whose name and labels match (labels: a subset, exact values).
-function sample(text, name, labels = {}) {
-  const hits = text.split('\n').filter((l) => {
-    if (!l.startsWith(`${name}{`) && !l.startsWith(`${name} `)) return false;
-    return Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`));
-  });
-  assert.equal(hits.length, 1, `${name} ${JSON.stringify(labels)}: ${hits.length} samples\n${hits.join('\n')}`);
-  return Number(hits[0].slice(hits[0].lastIndexOf(' ') + 1));
-}
-
 test('/metrics needs the gateway key when keys are set', async () => {
   const res = await fetch(`${llmux.base}/metrics`);
   assert.equal(res.status, 401);
   await res.text();
 });
-
-function promtool(text) {
-  const lint = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
-  assert.equal(lint.status, 0, `promtool check metrics: ${lint.stdout}${lint.stderr}`);
-}
 
 test('promtool accepts /metrics, counters move by exactly the traffic, no secret in a label', async () => {
   const first = await scrape();

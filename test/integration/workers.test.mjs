@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startMock, startLlmux, provider, post, chat, sseData, chunksText, mockText, waitFor } from './lib.mjs';
+import { startMock, startLlmux, provider, post, chat, sseData, chunksText, mockText, waitFor, sample, promtool } from './lib.mjs';
 
 // /v1/status on a fresh connection (so the kernel picks a worker for each).
 async function status(llmux) {
@@ -106,6 +106,87 @@ test('two workers share the port; a killed worker is replaced; SIGHUP reloads bo
     const lines = logLines();
     assert.ok(lines.length >= N + 16, `${lines.length} access-log lines`);
     for (const l of lines) JSON.parse(l);
+  } finally {
+    await llmux.stop();
+    await mock.stop();
+  }
+});
+
+// A scrape on a fresh connection (so the kernel picks a worker for each).
+async function scrape(llmux) {
+  const res = await fetch(llmux.base + '/metrics', { headers: { connection: 'close' } });
+  assert.equal(res.status, 200);
+  return res.text();
+}
+
+test('workers: any worker answers /metrics and /v1/models/{id}/endpoints for all, across a worker restart', async () => {
+  const mock = await startMock();
+  const dir = mkdtempSync(join(tmpdir(), 'llmux-workers-'));
+  const llmux = await startLlmux(config(mock, dir, {
+    a: { deployments: [{ provider: 'm', model: 'x?tokens=5' }] },
+    c: { deployments: [{ provider: 'm', model: 'y?tokens=3' }], cache: { ttl_s: 60 } },
+  }));
+  const labels = { endpoint: 'chat', model: 'a', status: '200' };
+  const attempt = { provider: 'm', model: 'x?tokens=5', outcome: 'success' };
+  try {
+    // Requests until both workers have served some: each worker counted its own.
+    let sent = 0;
+    await waitFor(async () => {
+      for (let i = 0; i < 8; i++, sent++) {
+        const res = await post(llmux.base, '/v1/chat/completions', chat('a'), { connection: 'close' });
+        assert.equal(res.status, 200);
+        await res.json();
+      }
+      const s = await bothWorkers(llmux);
+      return [...s.values()].every((x) => x.requests > 0);
+    }, { what: 'requests served by both workers', timeout: 30000 });
+    // Cache traffic on both workers: a miss then hits (each worker has its own memory store).
+    let cacheRequests = 0;
+    for (let i = 0; i < 6; i++, cacheRequests++) {
+      const res = await post(llmux.base, '/v1/chat/completions', chat('c'), { connection: 'close' });
+      assert.equal(res.status, 200);
+      await res.json();
+    }
+
+    // Every scrape, whichever worker answers it, counts every request once; so does the
+    // endpoints document. (The workers publish their own figures within a second.)
+    const cacheTotal = (t) => ['hit', 'miss'].reduce((n, r) => n + sample(t, 'llmux_cache_requests_total', { result: r }), 0);
+    await waitFor(async () => cacheTotal(await scrape(llmux)) === cacheRequests, { what: 'the cache counts of both workers', timeout: 5000, every: 50 });
+    for (let i = 0; i < 8; i++) {
+      const text = await scrape(llmux);
+      assert.equal(sample(text, 'llmux_requests_total', labels), sent, `scrape ${i}`);
+      assert.equal(sample(text, 'llmux_attempts_total', attempt), sent);
+      assert.equal(sample(text, 'gen_ai_client_operation_duration_seconds_count', { gen_ai_request_model: 'a' }), sent);
+      assert.equal(cacheTotal(text), cacheRequests);
+      assert.equal(sample(text, 'llmux_deployment_up', { provider: 'm', model: 'x?tokens=5' }), 1);
+      for (const w of ['0', '1']) assert.ok(sample(text, 'llmux_overhead_seconds_count', { worker: w }) > 0, `worker ${w}'s overhead`);
+      if (i === 0) promtool(text);
+      const res = await fetch(llmux.base + '/v1/models/a/endpoints', { headers: { connection: 'close' } });
+      const ep = (await res.json()).data.endpoints[0];
+      assert.equal(ep.requests, sent);
+      assert.equal(ep.uptime_last_5m, 100);
+      assert.ok(ep.latency_last_30m && ep.latency_last_30m.p50 > 0);
+    }
+    const cpuBefore = sample(await scrape(llmux), 'process_cpu_seconds_total');
+
+    // A worker killed and started again: its replacement carries on from its counts, so no
+    // counter goes back, and new requests add to them.
+    const w = await bothWorkers(llmux);
+    const victim = w.get(0).worker_pid;
+    process.kill(victim, 'SIGKILL');
+    await waitFor(() => llmux.stderr().includes('"msg":"worker died"'), { what: 'the supervisor to notice', timeout: 15000 });
+    await bothWorkers(llmux, (s) => s.worker_pid !== victim, 'a replacement worker');
+    for (let i = 0; i < 4; i++, sent++) {
+      const res = await post(llmux.base, '/v1/chat/completions', chat('a'), { connection: 'close' });
+      assert.equal(res.status, 200);
+      await res.json();
+    }
+    for (let i = 0; i < 6; i++) {
+      const text = await scrape(llmux);
+      assert.equal(sample(text, 'llmux_requests_total', labels), sent, `after the restart, scrape ${i}`);
+      assert.equal(sample(text, 'llmux_attempts_total', attempt), sent);
+      assert.ok(sample(text, 'process_cpu_seconds_total') >= cpuBefore, 'CPU seconds never go back');
+    }
   } finally {
     await llmux.stop();
     await mock.stop();
