@@ -167,11 +167,11 @@ static void generation(struct gateway *gw, struct server_req *req, const char *r
                   "the generation id is missing: GET /v1/generation?id=<x-request-id>");
         return;
     }
-    const struct gen_rec *g = generations_find(&gw->gens, id);
+    struct gen_rec *g = generations_find(gw->metrics.shm, id);
     if (!g) {
         char msg[160];
-        snprintf(msg, sizeof(msg), "Generation %s not found (this worker keeps the last %zu)", id,
-                 gw->gens.keep);
+        snprintf(msg, sizeof(msg), "Generation %s not found (llmux keeps the last %zu per worker)",
+                 id, gw->gens ? gw->gens->keep : 0);
         api_error(req, rid, 404, "invalid_request_error", "generation_not_found", "id", msg);
         return;
     }
@@ -179,6 +179,7 @@ static void generation(struct gateway *gw, struct server_req *req, const char *r
     buf_init(&b, 0);
     buf_append_str(&b, "{\"data\":");
     generation_json(g, &b);
+    free(g);
     buf_append_str(&b, "}");
     respond_json(req, 200, buf_head(&b), buf_size(&b));
     buf_free(&b);
@@ -198,14 +199,13 @@ static void generations(struct gateway *gw, struct server_req *req)
     struct buf b;
     buf_init(&b, 0);
     buf_append_str(&b, "{\"data\":[");
-    long n = 0;
-    const struct gen_rec *g;
-    for (size_t k = 0; n < limit && (g = generations_nth(&gw->gens, k)); k++) {
-        if (failed && !generation_failed(g))
-            continue;
-        if (n++)
+    struct gen_rec *recs[100];
+    size_t n = generations_newest(gw->metrics.shm, (size_t)limit, failed, recs);
+    for (size_t k = 0; k < n; k++) {
+        if (k)
             buf_append_str(&b, ",");
-        generation_json(g, &b);
+        generation_json(recs[k], &b);
+        free(recs[k]);
     }
     buf_append_str(&b, "]}");
     respond_json(req, 200, buf_head(&b), buf_size(&b));

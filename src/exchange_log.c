@@ -275,34 +275,41 @@ static const char *keep_str(char **tail, const char *s, size_t n)
     return d;
 }
 
-/* OpenRouter's generation record (GET /v1/generation?id=): one allocation holding the fields,
- * the attempts and their strings; formatted only when asked for. */
+/* OpenRouter's generation record (GET /v1/generation?id=): one block holding the fields, the
+ * attempts and their strings (built on the stack unless it is large), copied into the
+ * worker's ring; formatted only when asked for. */
 void exchange_generation(struct exchange *ex)
 {
     struct gateway *gw = ex->gw;
-    if (!gw->gens.keep)
+    if (!gw->gens)
         return;
     static const char *const ep[] = {"chat", "completions", "embeddings"};
     const struct plan_entry *e = ex->winner && ex->status < 400 ? ex->winner->entry : NULL;
     size_t alias = strlen(ex->client_model), fin = strlen(ex->finish_reason);
-    size_t strings = alias + 1 + (fin ? fin + 1 : 0) +
+    const char *endpoint = ex->creq.codec ? ex->creq.codec->name : ep[ex->creq.endpoint];
+    const char *cache = ex->cache ? cache_result_name(ex->cache) : NULL;
+    size_t strings = alias + 1 + (fin ? fin + 1 : 0) + strlen(endpoint) + 1 +
+                     (cache ? strlen(cache) + 1 : 0) +
                      (e ? strlen(e->provider->name) + 1 + e->model_len + 1 : 0);
     for (size_t i = 0; i < ex->n_rec; i++)
         strings += strlen(ex->rec[i].provider->name) + 1 + ex->rec[i].model_len + 1 +
                    strlen(ex->rec[i].reason) + 1;
     size_t head = sizeof(struct gen_rec) + ex->n_rec * sizeof(struct gen_attempt);
-    struct gen_rec *r = malloc(head + strings);
+    _Alignas(16) char space[2048];
+    struct gen_rec *r = head + strings <= sizeof(space) ? (struct gen_rec *)space
+                                                        : malloc(head + strings);
     if (!r)
         return;
+    r->size = head + strings;
     char *tail = (char *)r + head;
     uint64_t now = uv_now(gw->loop), served = 0, spent = 0;
     memcpy(r->id, ex->request_id, sizeof(r->id));
     r->alias = keep_str(&tail, ex->client_model, alias);
-    r->endpoint = ex->creq.codec ? ex->creq.codec->name : ep[ex->creq.endpoint];
+    r->endpoint = keep_str(&tail, endpoint, strlen(endpoint));
     r->provider = e ? keep_str(&tail, e->provider->name, strlen(e->provider->name)) : NULL;
     r->upstream_model = e ? keep_str(&tail, e->model, e->model_len) : NULL;
     r->finish = fin ? keep_str(&tail, ex->finish_reason, fin) : NULL;
-    r->cache = ex->cache ? cache_result_name(ex->cache) : NULL;
+    r->cache = cache ? keep_str(&tail, cache, strlen(cache)) : NULL;
     r->created = ex->created;
     r->status = ex->status;
     r->streamed = ex->creq.stream;
@@ -332,5 +339,7 @@ void exchange_generation(struct exchange *ex)
         g->priced = a->served ? r->priced : a->cost_pico > 0;
         g->cost_pico = a->served ? served : a->cost_pico;
     }
-    generations_add(&gw->gens, r);
+    generations_add(gw->gens, r, uv_hrtime());
+    if ((char *)r != space)
+        free(r);
 }

@@ -197,7 +197,7 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
     gw->worker = shared_worker;
     gw->metrics.shm = shared_shm;
     if (!gw->metrics.shm) {
-        gw->metrics.shm = shm_create(1);
+        gw->metrics.shm = shm_create(1, SHM_ARENA_BYTES + generations_bytes(cfg->generations_keep));
         gw->own_shm = 1;
         gw->worker = 0;
     }
@@ -208,12 +208,13 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
     gw->metrics.arena = gw->metrics.shm->arena[gw->worker];
     if (shm_adopt(gw->metrics.shm, (uint32_t)gw->worker))
         health_adopt(gw->metrics.arena); /* the records of the worker this one replaces */
-    if (metrics_init(&gw->metrics) != 0) {
+    if (metrics_init(&gw->metrics) != 0 ||
+        generations_attach(gw->metrics.arena, cfg->generations_keep, &gw->gens) != 0) {
         snprintf(err, errlen, "the shared registry is full");
         return UV_ENOMEM;
     }
     gw->cache.store = cache_memory_new(cfg->cache_max_bytes);
-    if (!gw->cache.store || generations_init(&gw->gens, cfg->generations_keep) != 0) {
+    if (!gw->cache.store) {
         snprintf(err, errlen, "out of memory");
         return UV_ENOMEM;
     }
@@ -368,7 +369,6 @@ void gateway_free(struct gateway *gw)
         free(t);
     }
     buf_free(&gw->log_buf);
-    generations_free(&gw->gens);
     if (gw->cache.store)
         gw->cache.store->ops->free(gw->cache.store);
     if (gw->own_limits)

@@ -8,48 +8,214 @@
 #include <time.h>
 #include <uv.h>
 
-int generations_init(struct generations *g, size_t keep)
+size_t generations_bytes(size_t keep)
 {
-    memset(g, 0, sizeof(*g));
-    g->keep = keep;
-    g->ring = keep ? calloc(keep, sizeof(*g->ring)) : NULL;
-    return keep && !g->ring ? UV_ENOMEM : 0;
+    if (!keep)
+        return 0;
+    size_t data = keep * GEN_BYTES_PER_RECORD;
+    if (data < 65536)
+        data = 65536; /* room for any record */
+    return sizeof(struct gen_ring) + keep * sizeof(struct gen_slot) + data + 64;
 }
 
-void generations_free(struct generations *g)
+int generations_attach(struct shm_arena *a, size_t keep, struct gen_ring **out)
 {
-    for (size_t i = 0; i < g->keep; i++)
-        free(g->ring[i]);
-    free(g->ring);
-    memset(g, 0, sizeof(*g));
+    *out = NULL;
+    if (!keep)
+        return 0;
+    struct gen_ring *g = (struct gen_ring *)shm_first(a, SHM_GENERATIONS);
+    if (!g) { /* else: a restarted worker carries on with its predecessor's ring */
+        size_t data = generations_bytes(keep) - sizeof(*g) - keep * sizeof(struct gen_slot) - 64;
+        g = shm_alloc(a, sizeof(*g));
+        struct gen_slot *slots = g ? shm_alloc(a, keep * sizeof(*slots)) : NULL;
+        unsigned char *bytes = slots ? shm_alloc(a, data) : NULL;
+        if (!bytes)
+            return UV_ENOMEM;
+        g->keep = keep;
+        g->bytes = data;
+        g->slot = slots;
+        g->data = bytes;
+        shm_publish(a, SHM_GENERATIONS, &g->link);
+    }
+    *out = g;
+    return 0;
 }
 
-void generations_add(struct generations *g, struct gen_rec *r)
+static uint64_t id_hash(const char *id)
 {
-    if (!g->keep) {
-        free(r);
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 1099511628211ull;
+    return h;
+}
+
+/* The string pointers of a record, to turn into offsets from its start and back. */
+static size_t pointers(struct gen_rec *r, const char ***p)
+{
+    size_t n = 0;
+    p[n++] = &r->alias;
+    p[n++] = &r->endpoint;
+    p[n++] = &r->provider;
+    p[n++] = &r->upstream_model;
+    p[n++] = &r->finish;
+    p[n++] = &r->cache;
+    for (size_t i = 0; i < r->n_attempts; i++) {
+        p[n++] = &r->attempts[i].provider;
+        p[n++] = &r->attempts[i].model;
+        p[n++] = &r->attempts[i].error;
+    }
+    return n;
+}
+
+#define GEN_MAX_ATTEMPTS 64
+#define GEN_MAX_POINTERS (6 + 3 * GEN_MAX_ATTEMPTS)
+
+/* Copy `size` ring bytes from position pos into out (wrapping). */
+static void ring_read(const struct gen_ring *g, uint64_t pos, size_t size, void *out)
+{
+    size_t at = (size_t)(pos % g->bytes), first = g->bytes - at < size ? g->bytes - at : size;
+    memcpy(out, g->data + at, first);
+    memcpy((char *)out + first, g->data, size - first);
+}
+
+static void ring_write(struct gen_ring *g, uint64_t pos, const void *in, size_t size)
+{
+    size_t at = (size_t)(pos % g->bytes), first = g->bytes - at < size ? g->bytes - at : size;
+    memcpy(g->data + at, in, first);
+    memcpy(g->data, (const char *)in + first, size - first);
+}
+
+void generations_add(struct gen_ring *g, struct gen_rec *r, uint64_t ended)
+{
+    if (!g || r->size > g->bytes / 4 || r->n_attempts > GEN_MAX_ATTEMPTS)
         return;
-    }
-    free(g->ring[g->next]);
-    g->ring[g->next] = r;
-    g->next = (g->next + 1) % g->keep;
-    if (g->n < g->keep)
-        g->n++;
+    const char **p[GEN_MAX_POINTERS];
+    size_t np = pointers(r, p);
+    for (size_t i = 0; i < np; i++) /* pointers into the block -> offsets (0: NULL) */
+        *p[i] = *p[i] ? (const char *)(uintptr_t)(*p[i] - (const char *)r) : NULL;
+    uint64_t n = atomic_load_explicit(&g->count, memory_order_relaxed);
+    uint64_t pos = atomic_load_explicit(&g->reserved, memory_order_relaxed);
+    struct gen_slot *sl = &g->slot[n % g->keep];
+    /* readers of the bytes about to be written, or of this slot, see that they changed */
+    atomic_store_explicit(&sl->seq, 0, memory_order_relaxed);
+    atomic_store_explicit(&g->reserved, pos + r->size, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    ring_write(g, pos, r, r->size);
+    sl->pos = pos;
+    sl->size = (uint32_t)r->size;
+    sl->id_hash = id_hash(r->id);
+    sl->ended = ended;
+    sl->failed = (uint32_t)generation_failed(r);
+    atomic_store_explicit(&sl->seq, n + 1, memory_order_release);
+    atomic_store_explicit(&g->count, n + 1, memory_order_release);
 }
 
-const struct gen_rec *generations_nth(const struct generations *g, size_t k)
+/* A copy of record n of g (caller frees), or NULL when it is gone or being written over. */
+static struct gen_rec *copy_out(const struct gen_ring *g, uint64_t n)
 {
-    return k < g->n ? g->ring[(g->next + g->keep - 1 - k) % g->keep] : NULL;
+    const struct gen_slot *sl = &g->slot[n % g->keep];
+    if (atomic_load_explicit(&((struct gen_slot *)sl)->seq, memory_order_acquire) != n + 1)
+        return NULL;
+    uint64_t pos = sl->pos;
+    size_t size = sl->size;
+    if (size < sizeof(struct gen_rec) || size > g->bytes / 4)
+        return NULL;
+    struct gen_rec *r = malloc(size);
+    if (!r)
+        return NULL;
+    ring_read(g, pos, size, r);
+    atomic_thread_fence(memory_order_acquire);
+    uint64_t reserved = atomic_load_explicit(&((struct gen_ring *)g)->reserved, memory_order_relaxed);
+    if (atomic_load_explicit(&((struct gen_slot *)sl)->seq, memory_order_relaxed) != n + 1 ||
+        reserved - pos > g->bytes || r->size != size || r->n_attempts > GEN_MAX_ATTEMPTS ||
+        sizeof(*r) + r->n_attempts * sizeof(r->attempts[0]) > size) {
+        free(r); /* written over while it was copied */
+        return NULL;
+    }
+    const char **p[GEN_MAX_POINTERS];
+    size_t np = pointers(r, p);
+    for (size_t i = 0; i < np; i++) { /* offsets -> pointers into the copy */
+        uintptr_t off = (uintptr_t)*p[i];
+        if (off >= size) {
+            free(r);
+            return NULL;
+        }
+        *p[i] = off ? (const char *)r + off : NULL;
+    }
+    ((char *)r)[size - 1] = 0; /* the last string ends the block */
+    return r;
 }
 
-const struct gen_rec *generations_find(const struct generations *g, const char *id)
+struct gen_rec *generations_find(const struct shm *s, const char *id)
 {
-    for (size_t k = 0; k < g->n; k++) {
-        const struct gen_rec *r = generations_nth(g, k);
-        if (strcmp(r->id, id) == 0)
-            return r;
+    uint64_t h = id_hash(id);
+    struct gen_rec *best = NULL;
+    uint64_t best_t = 0;
+    for (uint32_t w = 0; w < s->n; w++) {
+        const struct gen_ring *g = (const struct gen_ring *)shm_first(s->arena[w], SHM_GENERATIONS);
+        if (!g)
+            continue;
+        uint64_t count = atomic_load_explicit(&((struct gen_ring *)g)->count, memory_order_acquire);
+        for (uint64_t k = 0; k < count && k < g->keep; k++) {
+            uint64_t n = count - 1 - k;
+            const struct gen_slot *sl = &g->slot[n % g->keep];
+            if (sl->id_hash != h || (best && sl->ended <= best_t))
+                continue;
+            struct gen_rec *r = copy_out(g, n);
+            if (r && strcmp(r->id, id) == 0) {
+                free(best);
+                best = r;
+                best_t = sl->ended;
+                break; /* this ring's newest */
+            }
+            free(r);
+        }
     }
-    return NULL;
+    return best;
+}
+
+size_t generations_newest(const struct shm *s, size_t limit, int failed, struct gen_rec **out)
+{
+    uint64_t count[SHM_MAX_WORKERS], next[SHM_MAX_WORKERS]; /* per worker: records, the cursor */
+    const struct gen_ring *ring[SHM_MAX_WORKERS];
+    for (uint32_t w = 0; w < s->n; w++) {
+        ring[w] = (const struct gen_ring *)shm_first(s->arena[w], SHM_GENERATIONS);
+        count[w] = ring[w] ? atomic_load_explicit(&((struct gen_ring *)ring[w])->count,
+                                                  memory_order_acquire)
+                           : 0;
+        next[w] = 0;
+    }
+    size_t got = 0;
+    while (got < limit) { /* merge the rings newest first */
+        int pick = -1;
+        uint64_t pick_t = 0;
+        for (uint32_t w = 0; w < s->n; w++) {
+            while (next[w] < count[w] && next[w] < ring[w]->keep) {
+                const struct gen_slot *sl = &ring[w]->slot[(count[w] - 1 - next[w]) % ring[w]->keep];
+                if (!failed || sl->failed)
+                    break;
+                next[w]++;
+            }
+            if (next[w] >= count[w] || next[w] >= ring[w]->keep)
+                continue;
+            uint64_t ms = ring[w]->slot[(count[w] - 1 - next[w]) % ring[w]->keep].ended;
+            if (pick < 0 || ms > pick_t) {
+                pick = (int)w;
+                pick_t = ms;
+            }
+        }
+        if (pick < 0)
+            break;
+        struct gen_rec *r = copy_out(ring[pick], count[pick] - 1 - next[pick]);
+        next[pick]++;
+        if (r && failed && !generation_failed(r)) {
+            free(r);
+            continue;
+        }
+        if (r)
+            out[got++] = r;
+    }
+    return got;
 }
 
 int generation_failed(const struct gen_rec *r)

@@ -19,6 +19,7 @@
 #include "llmux/config.h"
 #include "llmux/errors.h"
 #include "llmux/gateway.h"
+#include "llmux/generation.h"
 #include "llmux/health.h"
 #include "llmux/limits.h"
 #include "llmux/shm.h"
@@ -651,7 +652,8 @@ int main(int argc, char **argv)
     /* per-key limits and spend: one table for every worker, made before they are forked; and
      * the arenas of the workers' metrics and health records, which any of them reads */
     struct limits *limits = limits_create();
-    struct shm *shm = shm_create(cfg->workers > 1 ? cfg->workers : 1);
+    struct shm *shm = shm_create(cfg->workers > 1 ? cfg->workers : 1,
+                                 SHM_ARENA_BYTES + generations_bytes(cfg->generations_keep));
     if (!shm) {
         fprintf(stderr, "llmux: cannot map the shared registry\n");
         return 1;

@@ -5,21 +5,25 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-struct shm *shm_create(uint32_t n)
+struct shm *shm_create(uint32_t n, size_t bytes)
 {
-    if (n < 1 || n > SHM_MAX_WORKERS)
+    bytes = (bytes + 4095) & ~(size_t)4095;
+    if (n < 1 || n > SHM_MAX_WORKERS || bytes < 2 * sizeof(struct shm_arena))
         return NULL;
     /* the table of arenas lives in the mapping too, so it is at the same place in every fork */
     size_t head = (sizeof(struct shm) + 4095) & ~(size_t)4095;
-    size_t total = head + (size_t)n * SHM_ARENA_BYTES;
+    size_t total = head + (size_t)n * bytes;
     void *p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
     if (p == MAP_FAILED)
         return NULL;
     struct shm *s = p; /* zero-filled: every arena empty, owned by nobody */
     s->n = n;
-    for (uint32_t i = 0; i < n; i++)
-        s->arena[i] = (struct shm_arena *)((char *)p + head + (size_t)i * SHM_ARENA_BYTES);
+    s->arena_bytes = bytes;
+    for (uint32_t i = 0; i < n; i++) {
+        s->arena[i] = (struct shm_arena *)((char *)p + head + (size_t)i * bytes);
+        s->arena[i]->size = bytes - sizeof(struct shm_arena);
+    }
     return s;
 }
 
@@ -28,7 +32,7 @@ void shm_destroy(struct shm *s)
     if (!s)
         return;
     size_t head = (sizeof(struct shm) + 4095) & ~(size_t)4095;
-    munmap(s, head + (size_t)s->n * SHM_ARENA_BYTES);
+    munmap(s, head + (size_t)s->n * s->arena_bytes);
 }
 
 int shm_adopt(struct shm *s, uint32_t i)
@@ -43,7 +47,7 @@ int shm_adopt(struct shm *s, uint32_t i)
 void *shm_alloc(struct shm_arena *a, size_t size)
 {
     size = (size + 15) & ~(size_t)15;
-    if (size > SHM_ARENA_BYTES - sizeof(*a) - a->used)
+    if (size > a->size - a->used)
         return NULL;
     void *p = a->data + a->used; /* zero: never handed out before */
     a->used += size;

@@ -66,7 +66,7 @@ static void test_routing(void)
         fprintf(stderr, "config: %s\n", err);
         return;
     }
-    struct shm *shm = shm_create(1);
+    struct shm *shm = shm_create(1, SHM_ARENA_BYTES);
     struct health *h = health_create(cfg, NULL, shm->arena[0]);
     struct plan p;
     struct route_prefs rp;

@@ -77,7 +77,7 @@ struct gateway {
     int log_timer_on;
     struct health_shared health; /* the retry budget and counters, across reloads */
     struct metrics metrics;      /* counters and histograms by alias and route */
-    struct generations gens; /* finished requests' records (GET /v1/generation) */
+    struct gen_ring *gens;   /* finished requests' records, in the arena (NULL: none kept) */
     struct cache cache;      /* the response cache: kept across reloads (keyed by content) */
     struct limits *limits;   /* per-key limits and spend, shared by the workers */
     struct redis *redis;     /* state.redis: limits and spend across instances (NULL: none) */

@@ -1,14 +1,28 @@
 /* generation: the record of a finished request for GET /v1/generation (OpenRouter's
- * "generation"), kept in a ring per worker. A record is one allocation: fixed fields, then the
- * attempts, then the strings they point to; it is turned into JSON only when asked for, so a
- * request pays a few copies, not the formatting. */
+ * "generation") and /v1/generations. Each worker keeps the records of its requests in a ring
+ * in its shared arena (include/llmux/shm.h), so any worker answers for all: a lookup by id
+ * reads every worker's ring. A record is one block: fixed fields, then the attempts, then the
+ * strings they point to; it is turned into JSON only when asked for, so a request pays a few
+ * copies, not the formatting.
+ *
+ * The ring is bytes (records packed end to end, wrapping) plus one slot per record (where it
+ * is, its id's hash, when it ended, whether an attempt failed). Only the owner writes; a
+ * reader copies a record out and keeps the copy only if the owner did not write over it
+ * meanwhile (the ring's reserved position, checked after the copy, as a seqlock would), so a
+ * reader never sees a torn record. Pointers inside a record are stored as offsets from its
+ * start and turned back into pointers in the copy. */
 #ifndef LLMUX_GENERATION_H
 #define LLMUX_GENERATION_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "llmux/buf.h"
+#include "llmux/shm.h"
+
+#define GEN_BYTES_PER_RECORD 512 /* the ring's bytes per kept record: a record with two
+                                    attempts takes about 400 */
 
 struct gen_attempt {
     const char *provider, *model, *error; /* error NULL for the one that served */
@@ -21,30 +35,49 @@ struct gen_attempt {
 struct gen_rec {
     char id[80];
     const char *alias, *endpoint, *provider, *upstream_model, *finish; /* NULL: unknown */
-    const char *cache; /* "hit", "miss", "bypass" (static); NULL: the alias has no cache */
+    const char *cache; /* "hit", "miss", "bypass"; NULL: the alias has no cache */
     int64_t created; /* unix seconds */
     int status, streamed, usage_known, priced;
     long latency_ms, generation_ms, duration_ms; /* < 0: none */
     long prompt, completion, cached;
     uint64_t total_pico;
+    size_t size; /* bytes of the whole block */
     size_t n_attempts;
     struct gen_attempt attempts[];
 };
 
-struct generations {
-    struct gen_rec **ring;
-    size_t keep, next, n;
+struct gen_slot {
+    _Atomic uint64_t seq; /* record number + 1 held here; 0: none yet */
+    uint64_t pos;         /* where its bytes start (ring position, not wrapped) */
+    uint64_t id_hash;
+    uint64_t ended;       /* uv_hrtime() (one clock for every worker): rings merge newest first */
+    uint32_t size;
+    uint32_t failed;      /* an attempt did not serve */
 };
 
-/* A ring of `keep` (0: keeps nothing). Returns 0 or UV_ENOMEM. */
-int generations_init(struct generations *g, size_t keep);
-void generations_free(struct generations *g);
-/* Keep r (taken; the oldest is freed when `keep` are held). */
-void generations_add(struct generations *g, struct gen_rec *r);
-/* The newest record of request `id`, or NULL. */
-const struct gen_rec *generations_find(const struct generations *g, const char *id);
-/* The k-th newest record (0: the newest), or NULL. */
-const struct gen_rec *generations_nth(const struct generations *g, size_t k);
+struct gen_ring {
+    struct shm_link link;
+    size_t keep;               /* slots */
+    size_t bytes;              /* data */
+    _Atomic uint64_t count;    /* records ever added */
+    _Atomic uint64_t reserved; /* ring bytes ever handed out (a reader's check) */
+    struct gen_slot *slot;
+    unsigned char *data;
+};
+
+/* The address space a ring of `keep` records takes in an arena (0 for keep 0). */
+size_t generations_bytes(size_t keep);
+/* Arena a's ring (made when it has none: keep 0 makes none). Returns 0, or UV_ENOMEM when the
+ * arena is full. *out is NULL when keep is 0. */
+int generations_attach(struct shm_arena *a, size_t keep, struct gen_ring **out);
+/* Copy the record r (r->size bytes, its pointers inside the block) into the ring. */
+void generations_add(struct gen_ring *g, struct gen_rec *r, uint64_t ended);
+/* The newest record of request `id` in any worker's ring, copied (caller frees), or NULL. */
+struct gen_rec *generations_find(const struct shm *s, const char *id);
+/* Up to `limit` of the newest records across the workers, newest first (failed: only those
+ * with an attempt that did not serve), copied into out[] (caller frees each); returns how
+ * many. */
+size_t generations_newest(const struct shm *s, size_t limit, int failed, struct gen_rec **out);
 /* A record as its JSON object. */
 int generation_json(const struct gen_rec *r, struct buf *out);
 /* Whether an attempt of r did not serve (a failure, or a cancelled hedge). */

@@ -18,10 +18,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define SHM_ARENA_BYTES ((size_t)32 << 20) /* address space per worker; pages used as touched */
+#define SHM_ARENA_BYTES ((size_t)32 << 20) /* address space per worker for metrics and health
+                                              records (plus the generations ring); pages are
+                                              used as they are touched */
 #define SHM_MAX_WORKERS 64
 
-enum shm_list { SHM_ALIASES, SHM_ROUTES, SHM_HEALTH, SHM_WORKER, SHM_LISTS };
+enum shm_list { SHM_ALIASES, SHM_ROUTES, SHM_HEALTH, SHM_WORKER, SHM_GENERATIONS, SHM_LISTS };
 
 /* A record on a list starts with this. */
 struct shm_link {
@@ -29,6 +31,7 @@ struct shm_link {
 };
 
 struct shm_arena {
+    size_t size;                             /* bytes of data[] */
     size_t used;                             /* bytes of data[] handed out */
     pid_t owner;                             /* the process that writes it (0: none yet) */
     _Atomic(struct shm_link *) lists[SHM_LISTS]; /* newest first */
@@ -36,13 +39,14 @@ struct shm_arena {
 };
 
 struct shm {
-    uint32_t n; /* workers */
+    uint32_t n;         /* workers */
+    size_t arena_bytes; /* each (header included) */
     struct shm_arena *arena[SHM_MAX_WORKERS];
 };
 
-/* n arenas (1..SHM_MAX_WORKERS) in one mapping; NULL when it cannot be made. Free with
- * shm_destroy. */
-struct shm *shm_create(uint32_t n);
+/* n arenas (1..SHM_MAX_WORKERS) of `bytes` each (address space, not memory) in one mapping;
+ * NULL when it cannot be made. Free with shm_destroy. */
+struct shm *shm_create(uint32_t n, size_t bytes);
 void shm_destroy(struct shm *s);
 
 /* Arena i for the calling process: returns 1 when it belonged to another (dead) process whose

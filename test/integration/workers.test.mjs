@@ -131,10 +131,12 @@ test('workers: any worker answers /metrics and /v1/models/{id}/endpoints for all
   try {
     // Requests until both workers have served some: each worker counted its own.
     let sent = 0;
+    const ids = [];
     await waitFor(async () => {
       for (let i = 0; i < 8; i++, sent++) {
         const res = await post(llmux.base, '/v1/chat/completions', chat('a'), { connection: 'close' });
         assert.equal(res.status, 200);
+        ids.push(res.headers.get('x-request-id'));
         await res.json();
       }
       const s = await bothWorkers(llmux);
@@ -167,6 +169,19 @@ test('workers: any worker answers /metrics and /v1/models/{id}/endpoints for all
       assert.equal(ep.uptime_last_5m, 100);
       assert.ok(ep.latency_last_30m && ep.latency_last_30m.p50 > 0);
     }
+    // Every request's generation record, asked for on a fresh connection (any worker).
+    for (const id of ids) {
+      const res = await fetch(`${llmux.base}/v1/generation?id=${id}`, { headers: { connection: 'close' } });
+      assert.equal(res.status, 200, id);
+      const g = (await res.json()).data;
+      assert.equal(g.id, id);
+      assert.equal(g.model, 'a');
+      assert.equal(g.provider_responses.length, 1);
+    }
+    const list = await (await fetch(`${llmux.base}/v1/generations?limit=100`, { headers: { connection: 'close' } })).json();
+    assert.equal(list.data.length, Math.min(100, sent + cacheRequests), 'the trail lists both workers\' requests');
+    const listed = new Set(list.data.map((g) => g.id));
+    if (sent + cacheRequests <= 100) for (const id of ids) assert.ok(listed.has(id), id);
     const cpuBefore = sample(await scrape(llmux), 'process_cpu_seconds_total');
 
     // A worker killed and started again: its replacement carries on from its counts, so no
