@@ -263,16 +263,14 @@ void exchange_sniff_finish(struct exchange *ex, const char *json, size_t len)
     }
 }
 
-/* Room for a string in a record's tail: its copy, or NULL for NULL. */
-static const char *keep_str(char **tail, const char *s, size_t n)
+/* A string copied to the tail of record r: its offset in r. */
+static uint32_t keep_str(struct gen_rec *r, char **tail, const char *s, size_t n)
 {
-    if (!s)
-        return NULL;
     char *d = *tail;
     memcpy(d, s, n);
     d[n] = 0;
     *tail += n + 1;
-    return d;
+    return (uint32_t)(d - (char *)r);
 }
 
 /* OpenRouter's generation record (GET /v1/generation?id=): one block holding the fields, the
@@ -300,16 +298,15 @@ void exchange_generation(struct exchange *ex)
                                                         : malloc(head + strings);
     if (!r)
         return;
-    r->size = head + strings;
     char *tail = (char *)r + head;
     uint64_t now = uv_now(gw->loop), served = 0, spent = 0;
     memcpy(r->id, ex->request_id, sizeof(r->id));
-    r->alias = keep_str(&tail, ex->client_model, alias);
-    r->endpoint = keep_str(&tail, endpoint, strlen(endpoint));
-    r->provider = e ? keep_str(&tail, e->provider->name, strlen(e->provider->name)) : NULL;
-    r->upstream_model = e ? keep_str(&tail, e->model, e->model_len) : NULL;
-    r->finish = fin ? keep_str(&tail, ex->finish_reason, fin) : NULL;
-    r->cache = cache ? keep_str(&tail, cache, strlen(cache)) : NULL;
+    r->alias = keep_str(r, &tail, ex->client_model, alias);
+    r->endpoint = keep_str(r, &tail, endpoint, strlen(endpoint));
+    r->provider = e ? keep_str(r, &tail, e->provider->name, strlen(e->provider->name)) : 0;
+    r->upstream_model = e ? keep_str(r, &tail, e->model, e->model_len) : 0;
+    r->finish = fin ? keep_str(r, &tail, ex->finish_reason, fin) : 0;
+    r->cache = cache ? keep_str(r, &tail, cache, strlen(cache)) : 0;
     r->created = ex->created;
     r->status = ex->status;
     r->streamed = ex->creq.stream;
@@ -326,11 +323,9 @@ void exchange_generation(struct exchange *ex)
     for (size_t i = 0; i < ex->n_rec; i++) {
         const struct attempt_record *a = &ex->rec[i];
         struct gen_attempt *g = &r->attempts[i];
-        g->provider = keep_str(&tail, a->provider->name, strlen(a->provider->name));
-        g->model = keep_str(&tail, a->model, a->model_len);
-        g->error = keep_str(&tail, a->reason, strlen(a->reason));
-        if (a->served || !a->reason[0])
-            g->error = NULL;
+        g->provider = keep_str(r, &tail, a->provider->name, strlen(a->provider->name));
+        g->model = keep_str(r, &tail, a->model, a->model_len);
+        g->error = a->served || !a->reason[0] ? 0 : keep_str(r, &tail, a->reason, strlen(a->reason));
         g->status = a->status;
         g->ms = a->ms;
         g->hedge = a->hedge;
@@ -339,7 +334,8 @@ void exchange_generation(struct exchange *ex)
         g->priced = a->served ? r->priced : a->cost_pico > 0;
         g->cost_pico = a->served ? served : a->cost_pico;
     }
-    generations_add(gw->gens, r, uv_hrtime());
+    r->size = (size_t)(tail - (char *)r);
+    generations_add(gw->gens, r, now);
     if ((char *)r != space)
         free(r);
 }

@@ -41,34 +41,25 @@ int generations_attach(struct shm_arena *a, size_t keep, struct gen_ring **out)
     return 0;
 }
 
+/* A hash of an id, eight bytes at a time (ids are 32 hex characters unless a client sent its
+ * own x-request-id): a collision only costs a copy and a comparison. */
 static uint64_t id_hash(const char *id)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *id; id++)
-        h = (h ^ (unsigned char)*id) * 1099511628211ull;
+    size_t n = strnlen(id, sizeof(((struct gen_rec *)0)->id));
+    uint64_t h = n;
+    while (n) {
+        uint64_t w = 0;
+        size_t k = n < 8 ? n : 8;
+        memcpy(&w, id, k);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ull;
+        h ^= h >> 29;
+        id += k;
+        n -= k;
+    }
     return h;
 }
 
-/* The string pointers of a record, to turn into offsets from its start and back. */
-static size_t pointers(struct gen_rec *r, const char ***p)
-{
-    size_t n = 0;
-    p[n++] = &r->alias;
-    p[n++] = &r->endpoint;
-    p[n++] = &r->provider;
-    p[n++] = &r->upstream_model;
-    p[n++] = &r->finish;
-    p[n++] = &r->cache;
-    for (size_t i = 0; i < r->n_attempts; i++) {
-        p[n++] = &r->attempts[i].provider;
-        p[n++] = &r->attempts[i].model;
-        p[n++] = &r->attempts[i].error;
-    }
-    return n;
-}
-
 #define GEN_MAX_ATTEMPTS 64
-#define GEN_MAX_POINTERS (6 + 3 * GEN_MAX_ATTEMPTS)
 
 /* Copy `size` ring bytes from position pos into out (wrapping). */
 static void ring_read(const struct gen_ring *g, uint64_t pos, size_t size, void *out)
@@ -85,14 +76,10 @@ static void ring_write(struct gen_ring *g, uint64_t pos, const void *in, size_t 
     memcpy(g->data, (const char *)in + first, size - first);
 }
 
-void generations_add(struct gen_ring *g, struct gen_rec *r, uint64_t ended)
+void generations_add(struct gen_ring *g, const struct gen_rec *r, uint64_t ended)
 {
     if (!g || r->size > g->bytes / 4 || r->n_attempts > GEN_MAX_ATTEMPTS)
         return;
-    const char **p[GEN_MAX_POINTERS];
-    size_t np = pointers(r, p);
-    for (size_t i = 0; i < np; i++) /* pointers into the block -> offsets (0: NULL) */
-        *p[i] = *p[i] ? (const char *)(uintptr_t)(*p[i] - (const char *)r) : NULL;
     uint64_t n = atomic_load_explicit(&g->count, memory_order_relaxed);
     uint64_t pos = atomic_load_explicit(&g->reserved, memory_order_relaxed);
     struct gen_slot *sl = &g->slot[n % g->keep];
@@ -132,17 +119,19 @@ static struct gen_rec *copy_out(const struct gen_ring *g, uint64_t n)
         free(r); /* written over while it was copied */
         return NULL;
     }
-    const char **p[GEN_MAX_POINTERS];
-    size_t np = pointers(r, p);
-    for (size_t i = 0; i < np; i++) { /* offsets -> pointers into the copy */
-        uintptr_t off = (uintptr_t)*p[i];
-        if (off >= size) {
-            free(r);
-            return NULL;
-        }
-        *p[i] = off ? (const char *)r + off : NULL;
+    ((char *)r)[size - 1] = 0; /* the last string ends the block, whatever an offset says */
+    uint32_t off[6] = {r->alias, r->endpoint, r->provider, r->upstream_model, r->finish, r->cache};
+    for (size_t i = 0; i < 6; i++)
+        if (off[i] >= size)
+            off[i] = 0;
+    r->alias = off[0], r->endpoint = off[1], r->provider = off[2];
+    r->upstream_model = off[3], r->finish = off[4], r->cache = off[5];
+    for (size_t i = 0; i < r->n_attempts; i++) {
+        struct gen_attempt *a = &r->attempts[i];
+        a->provider = a->provider < size ? a->provider : 0;
+        a->model = a->model < size ? a->model : 0;
+        a->error = a->error < size ? a->error : 0;
     }
-    ((char *)r)[size - 1] = 0; /* the last string ends the block */
     return r;
 }
 
@@ -261,10 +250,10 @@ int generation_json(const struct gen_rec *r, struct buf *b)
     buf_append_str(b, "{\"id\":\"");
     buf_append_json_str(b, r->id, strlen(r->id));
     buf_append_str(b, "\"");
-    str(b, "model", r->alias);
-    str(b, "endpoint", r->endpoint);
-    str(b, "provider_name", r->provider);
-    str(b, "upstream_model", r->upstream_model);
+    str(b, "model", gen_str(r, r->alias));
+    str(b, "endpoint", gen_str(r, r->endpoint));
+    str(b, "provider_name", gen_str(r, r->provider));
+    str(b, "upstream_model", gen_str(r, r->upstream_model));
     buf_printf(b, ",\"streamed\":%s", r->streamed ? "true" : "false");
     time_t t = (time_t)r->created;
     struct tm tm;
@@ -278,18 +267,20 @@ int generation_json(const struct gen_rec *r, struct buf *b)
     num(b, "tokens_prompt", r->usage_known, r->prompt);
     num(b, "tokens_completion", r->usage_known, r->completion);
     num(b, "tokens_cached", r->usage_known, r->cached);
-    str(b, "finish_reason", r->finish);
-    str(b, "cache", r->cache);
+    str(b, "finish_reason", gen_str(r, r->finish));
+    str(b, "cache", gen_str(r, r->cache));
     dollars(b, "total_cost", r->priced, r->total_pico);
     buf_append_str(b, ",\"provider_responses\":[");
     for (size_t i = 0; i < r->n_attempts; i++) {
         const struct gen_attempt *a = &r->attempts[i];
-        buf_append_str(b, i ? ",{\"provider_name\":\"" : "{\"provider_name\":\"");
-        buf_append_json_str(b, a->provider, strlen(a->provider));
+        buf_append_str(b, i ? ",{" : "{");
+        buf_append_str(b, "\"provider_name\":\"");
+        const char *provider = gen_str(r, a->provider);
+        buf_append_json_str(b, provider ? provider : "", provider ? strlen(provider) : 0);
         buf_append_str(b, "\"");
-        str(b, "model", a->model);
+        str(b, "model", gen_str(r, a->model));
         num(b, "status", a->status != 0, a->status);
-        str(b, "error", a->error);
+        str(b, "error", gen_str(r, a->error));
         num(b, "latency", 1, (long)a->ms);
         buf_printf(b, ",\"is_hedge\":%s,\"is_continuation\":%s,\"served\":%s",
                    a->hedge ? "true" : "false", a->continuation ? "true" : "false",

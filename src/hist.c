@@ -73,6 +73,17 @@ uint64_t hist_count_le(const struct hist *h, uint64_t v)
     return n;
 }
 
+void hist_counts_le(const struct hist *h, const uint64_t *v, size_t n, uint64_t *out)
+{
+    uint64_t sum = 0;
+    unsigned i = 0;
+    for (size_t k = 0; k < n; k++) {
+        for (unsigned last = bucket_of(v[k]); i <= last; i++)
+            sum += h->b[i];
+        out[k] = sum;
+    }
+}
+
 double hist_mean(const struct hist *h)
 {
     return h->count ? h->sum / (double)h->count : 0.0;

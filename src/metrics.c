@@ -677,11 +677,15 @@ void metrics_publish(struct gateway *gw)
     w->cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
              ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
     const struct hist *oh = &gw->stats.overhead_us;
-    uint64_t prev = 0;
+    if (oh->count == w->overhead.n)
+        return; /* no request since the last copy */
+    uint64_t le_us[MET_SECONDS_BOUNDS], n[MET_SECONDS_BOUNDS], prev = 0;
+    for (size_t i = 0; i < MET_SECONDS_BOUNDS; i++)
+        le_us[i] = (uint64_t)(overhead_le[i] * 1e6);
+    hist_counts_le(oh, le_us, MET_SECONDS_BOUNDS, n);
     for (size_t i = 0; i < MET_SECONDS_BOUNDS; i++) {
-        uint64_t n = hist_count_le(oh, (uint64_t)(overhead_le[i] * 1e6));
-        w->overhead.b[i] = n - prev;
-        prev = n;
+        w->overhead.b[i] = n[i] - prev;
+        prev = n[i];
     }
     w->overhead.b[MET_SECONDS_BOUNDS] = oh->count - prev;
     w->overhead.n = oh->count;

@@ -27,20 +27,20 @@ static struct gen_rec *make(unsigned long n, size_t *size)
     memset(space, 0, sizeof(space));
     char *tail = space + sizeof(*r) + attempts * sizeof(r->attempts[0]);
     snprintf(r->id, sizeof(r->id), "gen-%lu", n);
-    r->alias = tail;
+    r->alias = (uint32_t)(tail - space);
     tail += sprintf(tail, "alias-%lu", n);
     memset(tail, (int)('a' + n % 26), pad);
     tail += pad;
     *tail++ = 0;
-    r->endpoint = tail;
+    r->endpoint = (uint32_t)(tail - space);
     tail += sprintf(tail, "chat") + 1;
     r->n_attempts = attempts;
     r->status = 200;
     r->duration_ms = (long)n;
     for (size_t i = 0; i < attempts; i++) {
-        r->attempts[i].provider = tail;
+        r->attempts[i].provider = (uint32_t)(tail - space);
         tail += sprintf(tail, "p") + 1;
-        r->attempts[i].model = tail;
+        r->attempts[i].model = (uint32_t)(tail - space);
         tail += sprintf(tail, "model-%lu-%zu", n, i) + 1;
         r->attempts[i].served = !(i == attempts - 1 && n % 2);
         r->attempts[i].status = r->attempts[i].served ? 200 : 502;
@@ -59,18 +59,20 @@ static int whole(const struct gen_rec *r)
         return 0;
     snprintf(want, sizeof(want), "alias-%lu", n);
     size_t k = strlen(want);
-    if (!r->alias || strncmp(r->alias, want, k) != 0 || strlen(r->alias) != k + pad ||
-        !r->endpoint || strcmp(r->endpoint, "chat"))
+    const char *alias = gen_str(r, r->alias), *endpoint = gen_str(r, r->endpoint);
+    if (!alias || strncmp(alias, want, k) != 0 || strlen(alias) != k + pad || !endpoint ||
+        strcmp(endpoint, "chat"))
         return 0;
     for (size_t i = 0; i < pad; i++)
-        if (r->alias[k + i] != (char)('a' + n % 26))
+        if (alias[k + i] != (char)('a' + n % 26))
             return 0;
     for (size_t i = 0; i < r->n_attempts; i++) {
         snprintf(want, sizeof(want), "model-%lu-%zu", n, i);
-        if (!r->attempts[i].model || strcmp(r->attempts[i].model, want) != 0)
+        const char *model = gen_str(r, r->attempts[i].model);
+        if (!model || strcmp(model, want) != 0)
             return 0;
     }
-    return r->provider == NULL && r->finish == NULL;
+    return r->provider == 0 && r->finish == 0;
 }
 
 static void add(struct gen_ring *g, unsigned long n, uint64_t t)

@@ -9,8 +9,8 @@
  * is, its id's hash, when it ended, whether an attempt failed). Only the owner writes; a
  * reader copies a record out and keeps the copy only if the owner did not write over it
  * meanwhile (the ring's reserved position, checked after the copy, as a seqlock would), so a
- * reader never sees a torn record. Pointers inside a record are stored as offsets from its
- * start and turned back into pointers in the copy. */
+ * reader never sees a torn record. A record's strings are offsets from its start (gen_str),
+ * so it means the same wherever it is copied. */
 #ifndef LLMUX_GENERATION_H
 #define LLMUX_GENERATION_H
 
@@ -24,8 +24,9 @@
 #define GEN_BYTES_PER_RECORD 512 /* the ring's bytes per kept record: a record with two
                                     attempts takes about 400 */
 
+/* Offsets of strings from the start of their record (0: none). */
 struct gen_attempt {
-    const char *provider, *model, *error; /* error NULL for the one that served */
+    uint32_t provider, model, error; /* error 0 for the one that served */
     int status;                           /* 0: none */
     uint64_t ms;
     int hedge, continuation, served, priced;
@@ -34,8 +35,8 @@ struct gen_attempt {
 
 struct gen_rec {
     char id[80];
-    const char *alias, *endpoint, *provider, *upstream_model, *finish; /* NULL: unknown */
-    const char *cache; /* "hit", "miss", "bypass"; NULL: the alias has no cache */
+    uint32_t alias, endpoint, provider, upstream_model, finish; /* 0: unknown */
+    uint32_t cache; /* "hit", "miss", "bypass"; 0: the alias has no cache */
     int64_t created; /* unix seconds */
     int status, streamed, usage_known, priced;
     long latency_ms, generation_ms, duration_ms; /* < 0: none */
@@ -50,7 +51,7 @@ struct gen_slot {
     _Atomic uint64_t seq; /* record number + 1 held here; 0: none yet */
     uint64_t pos;         /* where its bytes start (ring position, not wrapped) */
     uint64_t id_hash;
-    uint64_t ended;       /* uv_hrtime() (one clock for every worker): rings merge newest first */
+    uint64_t ended;       /* loop ms (one clock for every worker): rings merge newest first */
     uint32_t size;
     uint32_t failed;      /* an attempt did not serve */
 };
@@ -65,13 +66,20 @@ struct gen_ring {
     unsigned char *data;
 };
 
+/* A string of r (off: one of its offsets), or NULL. */
+static inline const char *gen_str(const struct gen_rec *r, uint32_t off)
+{
+    return off ? (const char *)r + off : NULL;
+}
+
 /* The address space a ring of `keep` records takes in an arena (0 for keep 0). */
 size_t generations_bytes(size_t keep);
 /* Arena a's ring (made when it has none: keep 0 makes none). Returns 0, or UV_ENOMEM when the
  * arena is full. *out is NULL when keep is 0. */
 int generations_attach(struct shm_arena *a, size_t keep, struct gen_ring **out);
-/* Copy the record r (r->size bytes, its pointers inside the block) into the ring. */
-void generations_add(struct gen_ring *g, struct gen_rec *r, uint64_t ended);
+/* Copy the record r (r->size bytes) into the ring. ended: uv_now() (one clock for every
+ * worker). */
+void generations_add(struct gen_ring *g, const struct gen_rec *r, uint64_t ended);
 /* The newest record of request `id` in any worker's ring, copied (caller frees), or NULL. */
 struct gen_rec *generations_find(const struct shm *s, const char *id);
 /* Up to `limit` of the newest records across the workers, newest first (failed: only those

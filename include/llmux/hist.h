@@ -7,6 +7,7 @@
 #ifndef LLMUX_HIST_H
 #define LLMUX_HIST_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "llmux/buf.h"
@@ -31,6 +32,8 @@ void hist_add(struct hist *h, uint64_t v);
 uint64_t hist_quantile(const struct hist *h, double q);
 /* How many values were at most v (to within a bucket: the one holding v counts whole). */
 uint64_t hist_count_le(const struct hist *h, uint64_t v);
+/* hist_count_le for each of n ascending values v[] into out[], in one pass. */
+void hist_counts_le(const struct hist *h, const uint64_t *v, size_t n, uint64_t *out);
 /* Mean; 0 when empty. */
 double hist_mean(const struct hist *h);
 /* {"count","mean","p50","p90","p99","p999","max"} appended to out. */
