@@ -245,8 +245,11 @@ void exchange_metrics(struct exchange *ex)
 
 void exchange_sniff_finish(struct exchange *ex, const char *json, size_t len)
 {
-    static const char *const keys[] = {"\"finish_reason\"", "\"stop_reason\""};
-    for (size_t k = 0; k < 2 && !ex->finish_reason[0]; k++) {
+    /* chat's and Anthropic's keys; then a Response's (native passthrough): the reason in
+       incomplete_details, else its status ("completed") */
+    static const char *const keys[] = {"\"finish_reason\"", "\"stop_reason\"", "\"reason\"",
+                                       "\"status\""};
+    for (size_t k = 0; k < 4 && !ex->finish_reason[0]; k++) {
         const char *p = memmem(json, len, keys[k], strlen(keys[k]));
         if (!p)
             continue;

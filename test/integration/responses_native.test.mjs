@@ -255,6 +255,20 @@ test('a native stream that breaks after commit ends with response.failed, never 
   assert.equal(final.status, 'failed');
 });
 
+test('the generation record says how a native answer ended: completed, or why incomplete', async () => {
+  for (const stream of [false, true]) {
+    for (const [extra, finish] of [[{}, 'completed'], [{ max_output_tokens: 2 }, 'max_output_tokens']]) {
+      const id = rid('native-finish');
+      const res = await post(llmux.base, '/v1/responses', { model: 'native', input: 'hi', stream, ...extra }, { 'x-request-id': id });
+      assert.equal(res.status, 200);
+      await res.text();
+      await llmux.logFor(id); // the request has ended
+      const g = (await (await fetch(`${llmux.base}/v1/generation?id=${id}`)).json()).data;
+      assert.equal(g.finish_reason, finish, `stream ${stream}`);
+    }
+  }
+});
+
 test('a provider\'s refusal comes back in its own shape', async () => {
   await assert.rejects(client.responses.create({ model: 'small', input: 'x'.repeat(64) }), (e) => {
     assert.ok(e instanceof OpenAI.BadRequestError, e.constructor.name);
