@@ -779,9 +779,9 @@ int adapter_native_body(const char *body, size_t len, struct usage *u,
     return 0;
 }
 
-int adapter_encode_native(const struct provider *p, const char *auth_fmt, const char *extra,
-                          const char *model, size_t model_len, const struct canon_request *req,
-                          struct upstream_request *out)
+int adapter_encode_native(const struct provider *p, const char *under, const char *auth_fmt,
+                          const char *extra, const char *model, size_t model_len,
+                          const struct canon_request *req, struct upstream_request *out)
 {
     if (!req->native || req->prefix) { /* a continuation translates */
         adapter_encode_init(out);
@@ -793,7 +793,7 @@ int adapter_encode_native(const struct provider *p, const char *auth_fmt, const 
     n.model_start = req->native_model_start;
     n.model_end = req->native_model_end;
     char path[512];
-    snprintf(path, sizeof(path), "%s%s", p->base_path, req->native_path);
+    snprintf(path, sizeof(path), "%s%s%s", p->base_path, under, req->native_path);
     return adapter_encode_spliced(p, path, auth_fmt, extra, model, model_len, &n, out);
 }
 

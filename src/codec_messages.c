@@ -677,9 +677,9 @@ static int messages_stream_error(struct codec_stream *s, int status, const char 
 
 static const char *const forwarded[] = {"anthropic-version", "anthropic-beta", NULL};
 
-static int messages_native_for(const struct provider *p)
+static const struct adapter *messages_native_for(const struct provider *p)
 {
-    return p->kind == PROVIDER_ANTHROPIC;
+    return p->kind == PROVIDER_ANTHROPIC ? &adapter_anthropic_native : NULL;
 }
 
 const struct client_codec codec_messages = {
@@ -690,7 +690,6 @@ const struct client_codec codec_messages = {
     .native_path = "/messages",
     .forward_headers = forwarded, /* anthropic-version first: the native adapter looks there */
     .native_for = messages_native_for,
-    .native = &adapter_anthropic_native,
     .native_continues = 1,
     .ping = "event: ping\ndata: {\"type\": \"ping\"}\n\n",
     .stream_chunk = messages_stream_chunk,

@@ -812,9 +812,11 @@ static void responses_observe(struct codec_stream *s, const char *bytes, size_t 
     codec_each_event(s, bytes, len, observe_event);
 }
 
-static int responses_native_for(const struct provider *p)
+static const struct adapter *responses_native_for(const struct provider *p)
 {
-    return p->kind == PROVIDER_OPENAI && p->responses_native;
+    if (!p->responses_native)
+        return NULL;
+    return p->kind == PROVIDER_AZURE ? &adapter_azure_responses : &adapter_openai_responses;
 }
 
 static void responses_stream_free(struct codec_stream *s)
@@ -835,7 +837,6 @@ const struct client_codec codec_responses = {
     .native_path = "/responses",
     .forward_headers = forwarded,
     .native_for = responses_native_for,
-    .native = &adapter_openai_responses,
     .native_continues = 0, /* a continuation cannot go on in the provider's own items */
     .ping = ": ping\n\n",
     .stream_chunk = responses_stream_chunk,

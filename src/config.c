@@ -565,10 +565,10 @@ static int parse_provider(struct ctx *x, const cJSON *obj, struct provider *p)
             return fail(x, "must be \"native\" (the provider serves POST /responses itself) or "
                            "\"translate\"");
         }
-        if (p->responses_native && p->kind != PROVIDER_OPENAI) {
+        if (p->responses_native && p->kind != PROVIDER_OPENAI && p->kind != PROVIDER_AZURE) {
             path_key(x, "responses");
-            return fail(x, "\"native\" is for openai-kind providers (the Responses API is "
-                           "OpenAI's); other kinds are always translated");
+            return fail(x, "\"native\" is for openai- and azure-kind providers (the Responses "
+                           "API is OpenAI's); other kinds are always translated");
         }
     }
     p->default_max_tokens = 4096;

@@ -1170,8 +1170,10 @@ static int attempt_start(struct exchange *ex, struct attempt *a, const struct pl
     a->rec = ex->n_rec++;
     a->entry = e;
     const struct client_codec *codec = ex->creq.codec;
-    a->native = codec && codec->native_for && codec->native_for(e->provider) && !a->continuation;
-    a->ad = a->native ? codec->native : adapter_for(e->provider->kind);
+    const struct adapter *native =
+        codec && codec->native_for && !a->continuation ? codec->native_for(e->provider) : NULL;
+    a->native = native != NULL;
+    a->ad = native ? native : adapter_for(e->provider->kind);
     a->t_start = now_ms(ex);
     a->t_sent = a->t_start;
     a->t_first = 0;

@@ -83,7 +83,7 @@ struct attempt {
     uint64_t retry_after_ms;
     int read_paused;
     int continuation; /* its events continue the committed stream */
-    int native;       /* passes the client's own API through (creq.codec->native) */
+    int native;       /* passes the client's own API through (creq.codec->native_for) */
     uint64_t t_start, t_sent, t_first;
     uint64_t sent_ns, head_ns; /* uv_hrtime() of the request written, of the response head */
     long content_chunks;

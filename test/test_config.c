@@ -215,24 +215,31 @@ static void test_errors(void)
     CHECK_STR(parse_err("{" PROV ",\"keys\":[\"\"]}"), "$.keys[0]: must be a non-empty string or an object");
     CHECK_STR(parse_err("{" PROV ",\"keys\":[\"ok\",7]}"), "$.keys[1]: must be a non-empty string or an object");
 
-    /* "responses": how POST /v1/responses reaches an openai-kind provider. */
+    /* "responses": how POST /v1/responses reaches an openai- or azure-kind provider. */
     CHECK_STR(parse_err("{\"providers\":{\"x\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
                         "\"responses\":\"passthrough\"}}}"),
               "$.providers.x.responses: must be \"native\" (the provider serves POST /responses "
               "itself) or \"translate\"");
-    CHECK_STR(parse_err("{\"providers\":{\"x\":{\"kind\":\"anthropic\",\"base_url\":\"http://h\","
-                        "\"responses\":\"native\"}}}"),
-              "$.providers.x.responses: \"native\" is for openai-kind providers (the Responses API "
-              "is OpenAI's); other kinds are always translated");
+    static const char *const translated_only[] = {"anthropic", "gemini"};
+    for (size_t i = 0; i < 2; i++) {
+        char text[160];
+        snprintf(text, sizeof(text), "{\"providers\":{\"x\":{\"kind\":\"%s\",\"base_url\":"
+                 "\"http://h\",\"responses\":\"native\"}}}", translated_only[i]);
+        CHECK_STR(parse_err(text), "$.providers.x.responses: \"native\" is for openai- and "
+                                   "azure-kind providers (the Responses API is OpenAI's); other "
+                                   "kinds are always translated");
+    }
     CHECK_STR(parse_err("{\"providers\":{\"x\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
                         "\"responses\":true}}}"),
               "$.providers.x.responses: must be a non-empty string");
     struct config *nc = parse("{\"providers\":{\"n\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
               "\"responses\":\"native\"},\"t\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
-              "\"responses\":\"translate\"},\"d\":{\"kind\":\"openai\",\"base_url\":\"http://h\"}}}");
-    CHECK(nc && nc->n_providers == 3);
+              "\"responses\":\"translate\"},\"d\":{\"kind\":\"openai\",\"base_url\":\"http://h\"},"
+              "\"az\":{\"kind\":\"azure\",\"base_url\":\"http://h\",\"responses\":\"native\"}}}");
+    CHECK(nc && nc->n_providers == 4);
     for (size_t i = 0; nc && i < nc->n_providers; i++)
-        CHECK_INT(nc->providers[i].responses_native, strcmp(nc->providers[i].name, "n") == 0);
+        CHECK_INT(nc->providers[i].responses_native, strcmp(nc->providers[i].name, "n") == 0 ||
+                                                         strcmp(nc->providers[i].name, "az") == 0);
     if (nc)
         config_unref(nc);
 

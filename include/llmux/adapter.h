@@ -322,12 +322,12 @@ int adapter_write_embeddings(struct buf *out, const struct canon_request *req, c
 /* The passthrough adapters (a client API spoken by the provider itself, include/llmux/codec.h). */
 
 /* Encode the client's own body (req->native) with the model spliced, to
- * {p->base_path}{req->native_path}, with the key header auth_fmt and `extra` header lines (each
- * ending in CRLF). LLMUX_EKIND (out empty) when there is no native body or for a continuation,
- * which is translated. */
-int adapter_encode_native(const struct provider *p, const char *auth_fmt, const char *extra,
-                          const char *model, size_t model_len, const struct canon_request *req,
-                          struct upstream_request *out);
+ * {p->base_path}{under}{req->native_path}, with the key header auth_fmt and `extra` header lines
+ * (each ending in CRLF). LLMUX_EKIND (out empty) when there is no native body or for a
+ * continuation, which is translated. */
+int adapter_encode_native(const struct provider *p, const char *under, const char *auth_fmt,
+                          const char *extra, const char *model, size_t model_len,
+                          const struct canon_request *req, struct upstream_request *out);
 /* A passthrough stream's state (adapter_stream.state): the frame of the event being relayed and
  * the usage reported so far. stream_open, stream_finish (whether the end marker came: s->done)
  * and stream_close of the passthrough adapters. */

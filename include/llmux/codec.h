@@ -9,19 +9,20 @@
  *
  * When the client's API is the wire of the provider kind an attempt goes to (Messages in ->
  * an anthropic-kind deployment), the attempt passes bytes through instead of translating
- * twice: the codec's `native` adapter sends the client's own body with the model spliced and
- * relays the provider's events re-framed but otherwise as they came, classified (preamble,
- * content, done, error) for the exchange; `observe` lets the codec follow the stream the
- * client has seen, so a continuation on another kind goes on in the same message.
+ * twice: the passthrough adapter the codec's `native_for` names for that provider sends the
+ * client's own body with the model spliced and relays the provider's events re-framed but
+ * otherwise as they came, classified (preamble, content, done, error) for the exchange;
+ * `observe` lets the codec follow the stream the client has seen, so a continuation on another
+ * kind goes on in the same message.
  *
  * State: one struct codec_stream per exchange, zeroed at the start (with the client's model in
  * `model`); the codec's functions are called only for bytes that go to the client, in order, so
  * the state is the client's view. A codec that grows buffers in it frees them in stream_free.
  *
  * Codecs: codec_messages (POST /v1/messages, src/codec_messages.c; native to anthropic-kind
- * providers) and codec_responses (POST /v1/responses, src/codec_responses.c; native to openai-kind
- * providers configured with "responses": "native", translated to every other; its errors are
- * OpenAI's own shape).
+ * providers) and codec_responses (POST /v1/responses, src/codec_responses.c; native to openai- and
+ * azure-kind providers configured with "responses": "native", translated to every other; its
+ * errors are OpenAI's own shape).
  */
 #ifndef LLMUX_CODEC_H
 #define LLMUX_CODEC_H
@@ -70,10 +71,10 @@ struct client_codec {
     int (*request)(const char *body, size_t len, struct buf *out, char *why, size_t why_size);
     const char *native_path;            /* the passthrough's path under the provider's base */
     const char *const *forward_headers; /* client headers the passthrough forwards; NULL ends */
-    /* Whether provider p speaks the client's API itself: attempts on it pass the client's bytes
-     * through (the `native` adapter) instead of translating twice. NULL: none does. */
-    int (*native_for)(const struct provider *p);
-    const struct adapter *native; /* the passthrough adapter */
+    /* The passthrough adapter of provider p when p speaks the client's API itself (attempts on
+     * it pass the client's bytes through instead of translating twice); NULL when it does not.
+     * The function NULL: no provider does. */
+    const struct adapter *(*native_for)(const struct provider *p);
     /* A continuation may follow a broken passthrough attempt (on another kind, translated, in
      * the same client message); 0: a passthrough stream that breaks ends with stream_error. */
     int native_continues;
@@ -104,10 +105,13 @@ extern const struct client_codec codec_responses;
  * anthropic-beta forwarded (req->native_headers); events relayed as they came. */
 extern const struct adapter adapter_anthropic_native;
 
-/* The passthrough adapter of an openai-kind provider that serves the Responses API itself
- * ("responses": "native"): the client's Responses body (req->native) with the model spliced, to
- * {base_path}/responses; events and bodies relayed as they came. */
+/* The passthrough adapters of a provider that serves the Responses API itself ("responses":
+ * "native"): the client's Responses body (req->native) with the model spliced, to
+ * {base_path}/responses with a bearer key (openai kind), or to {base_path}/openai/v1/responses
+ * (Azure's v1 API: the deployment name is the body's model, no api-version) with an api-key
+ * header (azure kind); events and bodies relayed as they came. */
 extern const struct adapter adapter_openai_responses;
+extern const struct adapter adapter_azure_responses;
 
 /* A Messages request body (a JSON object) as a canonical chat body appended to out, with
  * stream_options.include_usage when it streams. Returns 0; UV_EINVAL with the reason in why

@@ -40,8 +40,8 @@ struct provider {
     char *ca_file;     /* NULL: system CA bundle */
     char *api_version; /* azure: api-version query value (default 2024-10-21); anthropic:
                           anthropic-version header (default 2023-06-01); "" otherwise */
-    int responses_native; /* openai: POST /v1/responses passes through to {base}/responses
-                             ("responses": "native"); 0: translated to chat */
+    int responses_native; /* openai, azure: POST /v1/responses passes through to the
+                             provider's own ("responses": "native"); 0: translated to chat */
     uint32_t default_max_tokens; /* anthropic: max_tokens when the request has none (4096) */
     int enabled;       /* 0 when its key variable is unset */
     char *disabled_reason; /* e.g. "OPENAI_API_KEY is not set"; NULL when enabled */

@@ -42,7 +42,7 @@ static int native_encode(const struct provider *p, const char *model, size_t mod
     if (!rc)
         rc = buf_printf(&extra, "%s", h);
     if (!rc)
-        rc = adapter_encode_native(p, "x-api-key: %s\r\n", buf_head(&extra), model, model_len,
+        rc = adapter_encode_native(p, "", "x-api-key: %s\r\n", buf_head(&extra), model, model_len,
                                    req, out);
     else
         adapter_encode_init(out);

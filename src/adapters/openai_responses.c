@@ -1,9 +1,11 @@
-/* adapters/openai_responses: an openai-kind provider configured with "responses": "native", for
- * a client that speaks the Responses API itself (codec_responses): a passthrough, not a
- * translation. See include/llmux/codec.h.
+/* adapters/openai_responses: an openai- or azure-kind provider configured with "responses":
+ * "native", for a client that speaks the Responses API itself (codec_responses): a passthrough,
+ * not a translation. See include/llmux/codec.h. The two adapters differ only in their encode.
  *
  * Request: the client's own body (req->native) with only the model value spliced (an iovec per
- * piece), to {base_path}/responses with the provider's bearer key. Custom (freeform) tools,
+ * piece), to {base_path}/responses with the provider's bearer key (openai), or to Azure's v1 API,
+ * {base_path}/openai/v1/responses with an api-key header (azure: the deployment name is the
+ * spliced model; the v1 API takes no api-version). Custom (freeform) tools,
  * hosted tools, `include`, `store`, `previous_response_id`, reasoning items and members llmux
  * does not know go as they came.
  *
@@ -18,7 +20,7 @@
  * events' usage, an error's message and (for a continuation) a text delta are parsed.
  *
  * Body: relayed as it came; only its `usage` member is parsed. Errors: OpenAI's shape, as the
- * openai kind reads them (the Responses API's errors are the same shape).
+ * openai kind reads them (the Responses API's errors are the same shape, Azure's too).
  */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -31,7 +33,15 @@
 static int responses_encode(const struct provider *p, const char *model, size_t model_len,
                             const struct canon_request *req, struct upstream_request *out)
 {
-    return adapter_encode_native(p, "authorization: Bearer %s\r\n",
+    return adapter_encode_native(p, "", "authorization: Bearer %s\r\n",
+                                 req->native_headers ? req->native_headers : "", model,
+                                 model_len, req, out);
+}
+
+static int azure_responses_encode(const struct provider *p, const char *model, size_t model_len,
+                                  const struct canon_request *req, struct upstream_request *out)
+{
+    return adapter_encode_native(p, "/openai/v1", "api-key: %s\r\n",
                                  req->native_headers ? req->native_headers : "", model,
                                  model_len, req, out);
 }
@@ -134,13 +144,12 @@ static enum verdict responses_decode_error(int status, const char *body, size_t 
     return adapter_openai.decode_error(status, body, len, out, message, message_size);
 }
 
+#define RESPONSES_SHAPES                                                                           \
+    .stream_open = adapter_native_open, .stream_event = responses_stream_event,                   \
+    .stream_finish = adapter_native_finish, .stream_close = adapter_native_close,                 \
+    .decode_body = responses_decode_body, .decode_error = responses_decode_error
+
 const struct adapter adapter_openai_responses = {
-    .kind = "openai",
-    .encode = responses_encode,
-    .stream_open = adapter_native_open,
-    .stream_event = responses_stream_event,
-    .stream_finish = adapter_native_finish,
-    .stream_close = adapter_native_close,
-    .decode_body = responses_decode_body,
-    .decode_error = responses_decode_error,
-};
+    .kind = "openai", .encode = responses_encode, RESPONSES_SHAPES};
+const struct adapter adapter_azure_responses = {
+    .kind = "azure", .encode = azure_responses_encode, RESPONSES_SHAPES};

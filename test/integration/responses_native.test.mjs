@@ -10,7 +10,10 @@
 //   translated deployments, and with none native it is the 400 naming the tool type;
 // - failover from a native deployment answering 500 to a translated one of another kind, unseen;
 // - a native stream that breaks after commit ends with llmux's response.failed, numbered after
-//   the provider's last event, even with on_stream_failure "continue" (no continuation).
+//   the provider's last event, even with on_stream_failure "continue" (no continuation);
+// - an azure-kind provider with "responses": "native" gets the same passthrough at Azure's v1
+//   API, {base}/openai/v1/responses (the deployment name as the body's model, no api-version),
+//   with its key in an api-key header and never an Authorization one; failover from it works.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -19,21 +22,24 @@ import { startMock, startLlmux, post, mockText, rid } from './lib.mjs';
 const require = createRequire(new URL('../node/package.json', import.meta.url));
 const OpenAI = require('openai').default;
 
-const KEYS = { LLMUX_IT_NATIVE: 'sk-native-upstream', LLMUX_IT_ANTHROPIC: 'sk-ant-it-upstream' };
+const KEYS = { LLMUX_IT_NATIVE: 'sk-native-upstream', LLMUX_IT_ANTHROPIC: 'sk-ant-it-upstream',
+  LLMUX_IT_AZURE: 'az-native-upstream' };
 const TOOL_ARGS = { city: 'Paris', unit: 'celsius', days: 3 };
 const PRICE = { input: 2, output: 8 }; // $ per million tokens
 const APPLY_PATCH = { type: 'custom', name: 'apply_patch', description: 'Use the apply_patch tool to edit files',
   format: { type: 'grammar', syntax: 'lark', definition: 'start: begin_patch hunk+ end_patch' } };
-let nat, ant, llmux, client;
+let nat, ant, az, llmux, client;
 
 before(async () => {
-  [nat, ant] = await Promise.all([startMock(), startMock()]);
+  [nat, ant, az] = await Promise.all([startMock(), startMock(), startMock()]);
   const dep = (provider, model, extra = {}) => ({ provider, model, ...extra });
   llmux = await startLlmux({
     timeouts_ms: { connect: 1000, first_byte: 3000, idle: 1000, total: 15000 },
     providers: {
       nat: { kind: 'openai', base_url: nat.baseUrl, api_key_env: 'LLMUX_IT_NATIVE', responses: 'native' },
       ant: { kind: 'anthropic', base_url: ant.baseUrl, api_key_env: 'LLMUX_IT_ANTHROPIC' },
+      azn: { kind: 'azure', base_url: `http://127.0.0.1:${az.port}`, api_key_env: 'LLMUX_IT_AZURE',
+        responses: 'native' },
     },
     models: {
       native: { deployments: [dep('nat', 'gpt-n?tokens=4')] },
@@ -46,6 +52,11 @@ before(async () => {
         dep('ant', 'claude-x?tokens=6')] },
       'cut-failed': { deployments: [dep('nat', 'gpt-n?tokens=6&error_after=2')] },
       small: { deployments: [dep('nat', 'gpt-n?context_window=4')] },
+      azure: { deployments: [dep('azn', 'my-dep?tokens=4')] },
+      'azure-tool': { deployments: [dep('azn', 'my-dep?tool=apply_patch')] },
+      'azure-failover': { deployments: [dep('azn', 'my-dep?status=500'), dep('nat', 'gpt-n?tokens=3')] },
+      'azure-to-ant': { deployments: [dep('azn', 'my-dep?status=500'), dep('ant', 'claude-x?tokens=2')] },
+      'azure-small': { deployments: [dep('azn', 'my-dep?context_window=4')] },
     },
   }, { env: KEYS });
   client = new OpenAI({ baseURL: `${llmux.base}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 20000 });
@@ -53,7 +64,7 @@ before(async () => {
 
 after(async () => {
   await llmux?.stop();
-  await Promise.all([nat?.stop(), ant?.stop()]);
+  await Promise.all([nat?.stop(), ant?.stop(), az?.stop()]);
 });
 
 // mockllm's per-request ids and times made equal, to compare a relayed stream with a direct one.
@@ -276,4 +287,89 @@ test('a provider\'s refusal comes back in its own shape', async () => {
     assert.equal(e.param, 'input');
     return true;
   });
+});
+
+// What the azure deployment received: at Azure's v1 Responses path, with the api-key header.
+async function azureLast() {
+  const last = await az.last();
+  assert.equal(last.url, '/openai/v1/responses'); // no deployment in the path, no api-version
+  assert.equal(last.headers['api-key'], KEYS.LLMUX_IT_AZURE);
+  assert.equal(last.headers.authorization, undefined, 'never an Authorization header to Azure');
+  return last;
+}
+
+test('azure native: the client body byte for byte but the model (the deployment name) at /openai/v1/responses', async () => {
+  const params = { model: 'azure', instructions: 'Be brief.', input: [{ role: 'user', content: 'hi' }],
+    store: true, include: ['reasoning.encrypted_content'], metadata: { k: 'v' }, truncation: 'auto' };
+  const natBefore = (await nat.stats()).requests;
+  const { data: r, response } = await client.responses.create(params).withResponse();
+  assert.equal(response.headers.get('x-llmux-provider'), 'azn');
+  assert.match(r.id, /^resp_mock\d+$/); // the provider's own Response, not a translation
+  assert.equal(r.output_text, mockText(4));
+  assert.equal(r.usage.output_tokens, 4);
+  assert.equal((await azureLast()).body, JSON.stringify(params).replace('"azure"', '"my-dep?tokens=4"'));
+  assert.equal((await nat.stats()).requests, natBefore);
+
+  const direct = await (await post(`http://127.0.0.1:${az.port}`, '/openai/v1/responses',
+    { ...params, model: 'my-dep?tokens=4' })).text();
+  const relayed = await (await post(llmux.base, '/v1/responses', params)).text();
+  assert.equal(normalize(relayed), normalize(direct));
+});
+
+test('azure native: a stream comes back byte for byte; the SDK\'s stream reads it', async () => {
+  const body = { model: 'azure', input: 'hello', stream: true };
+  const direct = await (await post(`http://127.0.0.1:${az.port}`, '/openai/v1/responses',
+    { ...body, model: 'my-dep?tokens=4' })).text();
+  const res = await post(llmux.base, '/v1/responses', body, { authorization: 'Bearer sk-client' });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('content-type'), 'text/event-stream');
+  const text = await res.text();
+  assert.equal(normalize(text), normalize(direct));
+  events(text).forEach((e, i) => assert.equal(e.sequence_number, i));
+  assert.equal((await azureLast()).body, JSON.stringify(body).replace('"azure"', '"my-dep?tokens=4"'));
+
+  const stream = client.responses.stream({ model: 'azure', input: 'hello' });
+  let deltas = '';
+  stream.on('response.output_text.delta', (e) => { deltas += e.delta; });
+  const final = await stream.finalResponse();
+  assert.equal(deltas, mockText(4));
+  assert.equal(final.status, 'completed');
+  assert.match(final.id, /^resp_mock\d+$/);
+  assert.equal(final.usage.output_tokens, 4);
+  await azureLast();
+
+  // what only a passthrough carries: a custom tool, answered as a custom_tool_call
+  const tool = await client.responses.create({ model: 'azure-tool', input: 'patch it', tools: [APPLY_PATCH] });
+  assert.equal(tool.output[0].type, 'custom_tool_call');
+  assert.equal(tool.output[0].input, JSON.stringify(TOOL_ARGS));
+  assert.deepEqual(JSON.parse((await azureLast()).body).tools, [APPLY_PATCH]);
+});
+
+test('azure native: failover from a deployment answering 500 to an openai native one and to a translated one', async () => {
+  for (const [model, provider, tokens] of [['azure-failover', 'nat', 3], ['azure-to-ant', 'ant', 2]]) {
+    const azBefore = (await az.stats()).requests;
+    const { data: r, response } = await client.responses.create({ model, input: 'hi' }).withResponse();
+    assert.equal(r.output_text, mockText(tokens));
+    assert.equal(response.headers.get('x-llmux-attempts'), '2');
+    assert.equal(response.headers.get('x-llmux-provider'), provider);
+    assert.equal((await az.stats()).requests, azBefore + 1); // asked first, answered 500
+    await azureLast();
+    const stream = client.responses.stream({ model, input: 'hi' });
+    const types = [];
+    stream.on('event', (e) => types.push(e.type));
+    const final = await stream.finalResponse();
+    assert.equal(final.status, 'completed');
+    assert.equal(final.output_text, mockText(tokens));
+    assert.equal(types.filter((t) => t === 'response.created').length, 1);
+  }
+});
+
+test('azure native: the provider\'s refusal comes back in its own (OpenAI\'s) shape', async () => {
+  await assert.rejects(client.responses.create({ model: 'azure-small', input: 'x'.repeat(64) }), (e) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, e.constructor.name);
+    assert.equal(e.code, 'context_length_exceeded');
+    assert.equal(e.param, 'input');
+    return true;
+  });
+  await azureLast();
 });

@@ -489,7 +489,8 @@ static int route_of(const char *path, const char *query, struct route *rt)
                  {"/v1/completions", &wire_openai, API_COMPLETIONS},
                  {"/v1/embeddings", &wire_openai, API_EMBEDDINGS},
                  {"/v1/messages", &wire_anthropic, API_CHAT},
-                 {"/v1/responses", &wire_responses, API_CHAT}};
+                 {"/v1/responses", &wire_responses, API_CHAT},
+                 {"/openai/v1/responses", &wire_responses, API_CHAT}}; /* Azure's v1 API */
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
         if (strcmp(path, fixed[i].path) == 0) {
             *rt = (struct route){.wire = fixed[i].wire, .api = fixed[i].api, .stream = -1};
