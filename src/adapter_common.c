@@ -792,8 +792,15 @@ int adapter_encode_native(const struct provider *p, const char *under, const cha
     n.body_len = req->native_len;
     n.model_start = req->native_model_start;
     n.model_end = req->native_model_end;
-    char path[512];
-    snprintf(path, sizeof(path), "%s%s%s", p->base_path, under, req->native_path);
+    char path[512]; /* the three joined without snprintf, which costs ~100 instructions a %s */
+    const char *parts[] = {p->base_path, under, req->native_path};
+    size_t at = 0;
+    for (size_t i = 0; i < 3; i++) {
+        size_t len = strnlen(parts[i], sizeof(path) - 1 - at);
+        memcpy(path + at, parts[i], len);
+        at += len;
+    }
+    path[at] = 0;
     return adapter_encode_spliced(p, path, auth_fmt, extra, model, model_len, &n, out);
 }
 
