@@ -82,6 +82,31 @@ function events(text) {
   });
 }
 
+// The same request straight to a mock (at `path`, with the upstream model) and through llmux
+// (with `headers`): the two answers are equal but for per-request ids and times. Returns llmux's
+// response and its text.
+async function relayedAsDirect(mock, path, body, model, headers) {
+  const direct = await (await post(`http://127.0.0.1:${mock.port}`, path, { ...body, model })).text();
+  const res = await post(llmux.base, '/v1/responses', body, headers);
+  const text = await res.text();
+  assert.equal(res.status, 200);
+  assert.equal(normalize(text), normalize(direct));
+  return { res, text };
+}
+
+// The SDK's responses.stream of `model` (4 tokens): its deltas and final Response.
+async function sdkStream(model) {
+  const stream = client.responses.stream({ model, input: 'hello' });
+  let deltas = '';
+  stream.on('response.output_text.delta', (e) => { deltas += e.delta; });
+  const final = await stream.finalResponse();
+  assert.equal(deltas, mockText(4));
+  assert.equal(final.status, 'completed');
+  assert.match(final.id, /^resp_mock\d+$/);
+  assert.equal(final.output_text, mockText(4));
+  assert.equal(final.usage.output_tokens, 4);
+}
+
 test('create: the upstream gets the client body byte for byte but the model; the Response comes back as sent', async () => {
   const params = { model: 'native', instructions: 'Be brief.', input: [{ role: 'user', content: 'hi' }],
     store: true, include: ['reasoning.encrypted_content'], metadata: { k: 'v' }, service_tier: 'flex',
@@ -97,36 +122,18 @@ test('create: the upstream gets the client body byte for byte but the model; the
   assert.equal(last.url, '/v1/responses');
   assert.equal(last.body, JSON.stringify(params).replace('"native"', '"gpt-n?tokens=4"'));
   assert.equal(last.headers.authorization, `Bearer ${KEYS.LLMUX_IT_NATIVE}`); // the provider's key
-
-  const direct = await (await post(`http://127.0.0.1:${nat.port}`, '/v1/responses',
-    { ...params, model: 'gpt-n?tokens=4' })).text();
-  const relayed = await (await post(llmux.base, '/v1/responses', params)).text();
-  assert.equal(normalize(relayed), normalize(direct));
+  await relayedAsDirect(nat, '/v1/responses', params, 'gpt-n?tokens=4');
 });
 
 test('stream: the events come back byte for byte, with the provider\'s sequence numbers', async () => {
   const body = { model: 'native', input: 'hello', stream: true };
-  const direct = await (await post(`http://127.0.0.1:${nat.port}`, '/v1/responses',
-    { ...body, model: 'gpt-n?tokens=4' })).text();
-  const res = await post(llmux.base, '/v1/responses', body);
-  assert.equal(res.status, 200);
+  const { res, text } = await relayedAsDirect(nat, '/v1/responses', body, 'gpt-n?tokens=4');
   assert.equal(res.headers.get('content-type'), 'text/event-stream');
-  const text = await res.text();
-  assert.equal(normalize(text), normalize(direct));
   const evs = events(text);
   assert.deepEqual(evs.map((e) => e.sequence_number), evs.map((_, i) => i));
   assert.equal(JSON.parse((await nat.last()).body).stream, true);
   assert.equal((await nat.last()).body, JSON.stringify(body).replace('"native"', '"gpt-n?tokens=4"'));
-
-  const stream = client.responses.stream({ model: 'native', input: 'hello' });
-  let deltas = '';
-  stream.on('response.output_text.delta', (e) => { deltas += e.delta; });
-  const final = await stream.finalResponse();
-  assert.equal(deltas, mockText(4));
-  assert.equal(final.status, 'completed');
-  assert.match(final.id, /^resp_mock\d+$/);
-  assert.equal(final.output_text, mockText(4));
-  assert.equal(final.usage.output_tokens, 4);
+  await sdkStream('native');
 });
 
 test('a Codex-shaped request with a custom tool (apply_patch) passes natively', async () => {
@@ -280,13 +287,16 @@ test('the generation record says how a native answer ended: completed, or why in
   }
 });
 
-test('a provider\'s refusal comes back in its own shape', async () => {
-  await assert.rejects(client.responses.create({ model: 'small', input: 'x'.repeat(64) }), (e) => {
-    assert.ok(e instanceof OpenAI.BadRequestError, e.constructor.name);
-    assert.equal(e.code, 'context_length_exceeded');
-    assert.equal(e.param, 'input');
-    return true;
-  });
+test('a provider\'s refusal comes back in its own shape (OpenAI\'s, Azure\'s too)', async () => {
+  for (const model of ['small', 'azure-small']) {
+    await assert.rejects(client.responses.create({ model, input: 'x'.repeat(64) }), (e) => {
+      assert.ok(e instanceof OpenAI.BadRequestError, `${model}: ${e.constructor.name}`);
+      assert.equal(e.code, 'context_length_exceeded');
+      assert.equal(e.param, 'input');
+      return true;
+    });
+  }
+  await azureLast();
 });
 
 // What the azure deployment received: at Azure's v1 Responses path, with the api-key header.
@@ -309,33 +319,17 @@ test('azure native: the client body byte for byte but the model (the deployment 
   assert.equal(r.usage.output_tokens, 4);
   assert.equal((await azureLast()).body, JSON.stringify(params).replace('"azure"', '"my-dep?tokens=4"'));
   assert.equal((await nat.stats()).requests, natBefore);
-
-  const direct = await (await post(`http://127.0.0.1:${az.port}`, '/openai/v1/responses',
-    { ...params, model: 'my-dep?tokens=4' })).text();
-  const relayed = await (await post(llmux.base, '/v1/responses', params)).text();
-  assert.equal(normalize(relayed), normalize(direct));
+  await relayedAsDirect(az, '/openai/v1/responses', params, 'my-dep?tokens=4');
 });
 
 test('azure native: a stream comes back byte for byte; the SDK\'s stream reads it', async () => {
   const body = { model: 'azure', input: 'hello', stream: true };
-  const direct = await (await post(`http://127.0.0.1:${az.port}`, '/openai/v1/responses',
-    { ...body, model: 'my-dep?tokens=4' })).text();
-  const res = await post(llmux.base, '/v1/responses', body, { authorization: 'Bearer sk-client' });
-  assert.equal(res.status, 200);
+  const { res, text } = await relayedAsDirect(az, '/openai/v1/responses', body, 'my-dep?tokens=4',
+    { authorization: 'Bearer sk-client' }); // the client's own key stays with llmux
   assert.equal(res.headers.get('content-type'), 'text/event-stream');
-  const text = await res.text();
-  assert.equal(normalize(text), normalize(direct));
   events(text).forEach((e, i) => assert.equal(e.sequence_number, i));
   assert.equal((await azureLast()).body, JSON.stringify(body).replace('"azure"', '"my-dep?tokens=4"'));
-
-  const stream = client.responses.stream({ model: 'azure', input: 'hello' });
-  let deltas = '';
-  stream.on('response.output_text.delta', (e) => { deltas += e.delta; });
-  const final = await stream.finalResponse();
-  assert.equal(deltas, mockText(4));
-  assert.equal(final.status, 'completed');
-  assert.match(final.id, /^resp_mock\d+$/);
-  assert.equal(final.usage.output_tokens, 4);
+  await sdkStream('azure');
   await azureLast();
 
   // what only a passthrough carries: a custom tool, answered as a custom_tool_call
@@ -362,14 +356,4 @@ test('azure native: failover from a deployment answering 500 to an openai native
     assert.equal(final.output_text, mockText(tokens));
     assert.equal(types.filter((t) => t === 'response.created').length, 1);
   }
-});
-
-test('azure native: the provider\'s refusal comes back in its own (OpenAI\'s) shape', async () => {
-  await assert.rejects(client.responses.create({ model: 'azure-small', input: 'x'.repeat(64) }), (e) => {
-    assert.ok(e instanceof OpenAI.BadRequestError, e.constructor.name);
-    assert.equal(e.code, 'context_length_exceeded');
-    assert.equal(e.param, 'input');
-    return true;
-  });
-  await azureLast();
 });
