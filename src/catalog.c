@@ -6,12 +6,12 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <uv.h>
 
 #include "llmux/config.h"
 #include "llmux/gateway.h"
 #include "llmux/health.h"
 #include "llmux/window.h"
-#include <uv.h>
 
 static const struct model *find_alias(const struct config *cfg, const char *id, size_t len)
 {

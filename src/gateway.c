@@ -105,8 +105,29 @@ void runtime_unref(struct runtime *rt)
     free(rt);
 }
 
+size_t gateway_registry_bytes(const struct config *cfg)
+{
+    size_t need = metrics_need(NULL, cfg), health = health_need(NULL, cfg);
+    if (health == SIZE_MAX)
+        return 0;
+    return SHM_ARENA_BYTES + 4 * (need + health) + generations_bytes(cfg->generations_keep);
+}
+
+int gateway_registry_fits(const struct shm_arena *a, const struct config *cfg)
+{
+    size_t need = metrics_need(a, cfg), health = health_need(a, cfg);
+    return health != SIZE_MAX && need + health <= a->size - a->used;
+}
+
 int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errlen)
 {
+    if (!gateway_registry_fits(gw->metrics.arena, cfg)) { /* before a byte of it is taken */
+        snprintf(err, errlen,
+                 "the shared registry (%zu MiB, sized at start for its config) has no room for "
+                 "this config's new aliases and deployments: restart llmux to size it again",
+                 gw->metrics.shm->arena_bytes >> 20);
+        return UV_ENOMEM;
+    }
     struct runtime *rt = calloc(1, sizeof(*rt));
     if (!rt) {
         snprintf(err, errlen, "out of memory");
@@ -133,8 +154,7 @@ int gateway_load(struct gateway *gw, struct config *cfg, char *err, size_t errle
     if (!rt->origins || !rt->health || !rt->key_slots || !rt->dep_slots ||
         metrics_attach(&gw->metrics, cfg, &rt->aliases, &rt->routes) != 0) {
         runtime_unref(rt);
-        snprintf(err, errlen, "out of memory (or the shared registry of %zu MiB is full)",
-                 SHM_ARENA_BYTES >> 20);
+        snprintf(err, errlen, "out of memory");
         return UV_ENOMEM;
     }
     for (size_t i = 0; i < cfg->n_providers; i++) {
@@ -197,7 +217,8 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
     gw->worker = shared_worker;
     gw->metrics.shm = shared_shm;
     if (!gw->metrics.shm) {
-        gw->metrics.shm = shm_create(1, SHM_ARENA_BYTES + generations_bytes(cfg->generations_keep));
+        size_t bytes = gateway_registry_bytes(cfg);
+        gw->metrics.shm = bytes ? shm_create(1, bytes) : NULL;
         gw->own_shm = 1;
         gw->worker = 0;
     }
@@ -221,10 +242,6 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
     uv_timer_init(loop, &gw->trim_timer);
     uv_unref((uv_handle_t *)&gw->trim_timer); /* never keeps the loop alive */
     gw->trim_timer_on = 1;
-    uv_timer_init(loop, &gw->publish_timer); /* the worker's figures for the others' scrapes */
-    uv_unref((uv_handle_t *)&gw->publish_timer);
-    uv_timer_start(&gw->publish_timer, on_publish, 1000, 1000);
-    gw->publish_timer_on = 1;
     cooldown_init(gw);
     int rc = dns_create(loop, &gw->dns);
     if (rc) {
@@ -236,7 +253,14 @@ int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *
         snprintf(err, errlen, "cannot create the connection pool: %s", llmux_strerror(rc));
         return rc;
     }
-    return gateway_load(gw, cfg, err, errlen);
+    rc = gateway_load(gw, cfg, err, errlen);
+    if (rc)
+        return rc;
+    uv_timer_init(loop, &gw->publish_timer); /* the worker's figures for the others' scrapes */
+    uv_unref((uv_handle_t *)&gw->publish_timer);
+    uv_timer_start(&gw->publish_timer, on_publish, 1000, 1000);
+    gw->publish_timer_on = 1;
+    return 0;
 }
 
 /* Waiting lines go out in write()s of whole lines, each at most PIPE_BUF bytes (unless one

@@ -24,7 +24,11 @@ int generations_attach(struct shm_arena *a, size_t keep, struct gen_ring **out)
     if (!keep)
         return 0;
     struct gen_ring *g = (struct gen_ring *)shm_first(a, SHM_GENERATIONS);
-    if (!g) { /* else: a restarted worker carries on with its predecessor's ring */
+    if (g) { /* a restarted worker carries on with its predecessor's ring */
+        uint64_t n = atomic_load(&g->count);
+        if (atomic_load(&g->slot[n % g->keep].seq) == n + 1) /* it died between the last two */
+            atomic_store(&g->count, n + 1);                   /* stores of its last record */
+    } else {
         size_t data = generations_bytes(keep) - sizeof(*g) - keep * sizeof(struct gen_slot) - 64;
         g = shm_alloc(a, sizeof(*g));
         struct gen_slot *slots = g ? shm_alloc(a, keep * sizeof(*slots)) : NULL;

@@ -32,6 +32,25 @@ static struct dep_health *dep_of(struct shm_arena *arena, const struct deploymen
     return r;
 }
 
+size_t health_need(const struct shm_arena *a, const struct config *cfg)
+{
+    unsigned char *seen = calloc(cfg->n_health + 1, 1);
+    size_t n = 0;
+    if (!seen)
+        return SIZE_MAX;
+    for (size_t i = 0; i < cfg->n_models; i++)
+        for (size_t j = 0; j < cfg->models[i].n_deployments; j++) {
+            const struct deployment *d = &cfg->models[i].deployments[j];
+            if (seen[d->health_id] || (a && health_in(a, d->provider->name, d->model)))
+                continue;
+            seen[d->health_id] = 1;
+            n += shm_rounded(sizeof(struct dep_health)) +
+                 shm_rounded(strlen(d->provider->name) + 1) + shm_rounded(strlen(d->model) + 1);
+        }
+    free(seen);
+    return n;
+}
+
 void health_adopt(struct shm_arena *a)
 {
     for (struct shm_link *l = shm_first(a, SHM_HEALTH); l; l = l->next) {
@@ -45,7 +64,7 @@ void health_adopt(struct shm_arena *a)
 void health_total(const struct shm *s, const struct dep_health *mine, struct dep_health *t)
 {
     *t = *mine;
-    t->requests = t->failures = t->cancels = t->total_ejections = 0;
+    t->requests = t->successes = t->failures = t->cancels = t->total_ejections = 0;
     t->inflight = 0;
     memset(&t->win, 0, sizeof(t->win));
     for (uint32_t w = 0; w < s->n; w++) {
@@ -53,6 +72,7 @@ void health_total(const struct shm *s, const struct dep_health *mine, struct dep
         if (!r)
             continue;
         t->requests += r->requests;
+        t->successes += r->successes;
         t->failures += r->failures;
         t->cancels += r->cancels;
         t->inflight += r->inflight;
@@ -177,6 +197,7 @@ void health_success(struct health *h, size_t id, uint64_t now, const struct heal
     struct dep_health *d = h->deps[id];
     if (d->inflight)
         d->inflight--;
+    d->successes++;
     record_outcome(h, d, 0);
     d->consecutive_failures = 0;
     if (d->ejected_until) {

@@ -476,7 +476,7 @@ static void signal_workers(const struct worker_slot *w, uint32_t n, int signum)
  * backoff, logged); SIGHUP checks the config and has every worker reload it; SIGTERM drains
  * them all (a second SIGTERM, or SIGINT, stops them at once). Returns the exit code once
  * every worker has exited after a stop. Takes cfg. */
-static int supervise(struct config *cfg, struct limits *limits_of_workers)
+static int supervise(struct config *cfg, struct limits *limits_of_workers, struct shm *shm)
 {
     char host[256];
     snprintf(host, sizeof(host), "%s", cfg->listen_host);
@@ -571,13 +571,26 @@ static int supervise(struct config *cfg, struct limits *limits_of_workers)
         if (sig == SIGHUP) { /* checked here once; each worker then reloads the file itself */
             struct config *fresh;
             char err[512];
-            if (config_load_file(config_path, &fresh, err, sizeof(err)) != 0) {
+            int bad = config_load_file(config_path, &fresh, err, sizeof(err));
+            for (uint32_t i = 0; !bad && i < shm->n; i++) /* every worker's arena has room */
+                if (!gateway_registry_fits(shm->arena[i], fresh)) {
+                    snprintf(err, sizeof(err),
+                             "the shared registry (%zu MiB, sized at start for its config) has "
+                             "no room for this config's new aliases and deployments: restart "
+                             "llmux to size it again",
+                             shm->arena_bytes >> 20);
+                    config_unref(fresh);
+                    bad = 1;
+                }
+            if (bad) { /* the workers keep their config; so do the ones started later */
                 struct buf b;
                 buf_init(&b, 0);
                 error_member(&b, err);
                 say("reload failed", buf_head(&b), buf_size(&b));
                 buf_free(&b);
             } else {
+                fresh->generations_keep = cfg->generations_keep; /* restart-only: a worker
+                                                                    started later keeps it */
                 config_unref(cfg); /* later workers start on the new one */
                 cfg = fresh;
                 claim_key_slots(limits_of_workers, cfg);
@@ -652,8 +665,9 @@ int main(int argc, char **argv)
     /* per-key limits and spend: one table for every worker, made before they are forked; and
      * the arenas of the workers' metrics and health records, which any of them reads */
     struct limits *limits = limits_create();
-    struct shm *shm = shm_create(cfg->workers > 1 ? cfg->workers : 1,
-                                 SHM_ARENA_BYTES + generations_bytes(cfg->generations_keep));
+    size_t arena_bytes = gateway_registry_bytes(cfg);
+    struct shm *shm = arena_bytes ? shm_create(cfg->workers > 1 ? cfg->workers : 1, arena_bytes)
+                                  : NULL;
     if (!shm) {
         fprintf(stderr, "llmux: cannot map the shared registry\n");
         return 1;
@@ -661,6 +675,6 @@ int main(int argc, char **argv)
     gateway_share(limits, shm);
     claim_key_slots(limits, cfg);
     if (cfg->workers > 1)
-        return supervise(cfg, limits);
+        return supervise(cfg, limits, shm);
     return run_worker(cfg, cfg->listen_host, cfg->listen_port, -1, -1, NULL);
 }

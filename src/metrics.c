@@ -95,6 +95,24 @@ static struct route_metrics *route_of(struct metrics *m, const char *alias,
     return r;
 }
 
+size_t metrics_need(const struct shm_arena *a, const struct config *cfg)
+{
+    size_t n = a && shm_first(a, SHM_WORKER) ? 0 : shm_rounded(sizeof(struct worker_metrics));
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        const struct model *md = &cfg->models[i];
+        if (!a || !alias_in(a, md->name))
+            n += shm_rounded(sizeof(struct alias_metrics)) + shm_rounded(strlen(md->name) + 1);
+        for (size_t j = 0; j < md->n_deployments; j++) {
+            const struct deployment *d = &md->deployments[j];
+            if (!a || !route_in(a, md->name, d->provider->name, d->model))
+                n += shm_rounded(sizeof(struct route_metrics)) +
+                     shm_rounded(strlen(md->name) + 1) +
+                     shm_rounded(strlen(d->provider->name) + 1) + shm_rounded(strlen(d->model) + 1);
+        }
+    }
+    return n;
+}
+
 int metrics_init(struct metrics *m)
 {
     struct worker_metrics *w = (struct worker_metrics *)shm_first(m->arena, SHM_WORKER);
@@ -105,12 +123,8 @@ int metrics_init(struct metrics *m)
         w->started = (int64_t)time(NULL);
         shm_publish(m->arena, SHM_WORKER, &w->link);
     }
-    for (int i = 0; i < MET_COUNTERS; i++) { /* a process this one replaces counted these */
-        w->base[i] += w->count[i];
-        w->count[i] = 0;
-    }
-    w->cpu_base += w->cpu;
-    w->cpu = 0;
+    memcpy(m->carried, w->count, sizeof(m->carried)); /* what the processes it replaces counted */
+    m->cpu_carried = w->cpu;
     memset(w->gauge, 0, sizeof(w->gauge));
     memset(&w->overhead, 0, sizeof(w->overhead));
     m->self = w;
@@ -180,20 +194,105 @@ static void met_hist_add(struct met_hist *d, const struct met_hist *s)
     d->sum += s->sum;
 }
 
-/* Into t, the sum over every worker of the alias record `mine` (this worker's). */
-static void alias_total(const struct metrics *m, const struct alias_metrics *mine,
+/* Every worker's records of one list by identity, made for one scrape so that summing a
+ * record over the workers costs a few probes, not a walk of every worker's list. */
+struct idx_entry {
+    uint64_t h;
+    uint32_t worker;
+    const struct shm_link *rec; /* NULL: an empty place */
+};
+struct rec_index {
+    size_t mask;
+    struct idx_entry *e;
+};
+
+static uint64_t ident_hash(const char *a, const char *b, const char *c)
+{
+    const char *parts[3] = {a, b, c};
+    uint64_t h = 1469598103934665603ull; /* FNV-1a, parts separated */
+    for (int i = 0; i < 3 && parts[i]; i++) {
+        for (const char *p = parts[i]; *p; p++)
+            h = (h ^ (unsigned char)*p) * 1099511628211ull;
+        h = (h ^ 0x100) * 1099511628211ull;
+    }
+    return h;
+}
+
+static uint64_t rec_hash(enum shm_list list, const struct shm_link *l)
+{
+    if (list == SHM_ALIASES)
+        return ident_hash(((const struct alias_metrics *)l)->name, NULL, NULL);
+    if (list == SHM_ROUTES) {
+        const struct route_metrics *r = (const struct route_metrics *)l;
+        return ident_hash(r->alias, r->provider, r->model);
+    }
+    const struct dep_health *d = (const struct dep_health *)l;
+    return ident_hash(d->provider, d->model, NULL);
+}
+
+static int index_build(struct rec_index *x, const struct shm *s, enum shm_list list)
+{
+    size_t n = 0, cap = 16;
+    for (uint32_t w = 0; w < s->n; w++)
+        for (const struct shm_link *l = shm_first(s->arena[w], list); l; l = l->next)
+            n++;
+    while (cap < 2 * n)
+        cap *= 2;
+    x->mask = cap - 1;
+    x->e = calloc(cap, sizeof(*x->e));
+    if (!x->e)
+        return UV_ENOMEM;
+    for (uint32_t w = 0; w < s->n; w++)
+        for (const struct shm_link *l = shm_first(s->arena[w], list); l; l = l->next) {
+            uint64_t h = rec_hash(list, l);
+            size_t i = (size_t)h & x->mask;
+            while (x->e[i].rec)
+                i = (i + 1) & x->mask;
+            x->e[i] = (struct idx_entry){h, w, l};
+        }
+    return 0;
+}
+
+/* The next entry with hash h from *at (start at h & mask), or NULL: the caller checks the
+ * identity. */
+static const struct idx_entry *index_next(const struct rec_index *x, uint64_t h, size_t *at)
+{
+    for (; x->e[*at].rec; *at = (*at + 1) & x->mask) {
+        const struct idx_entry *e = &x->e[*at];
+        if (e->h == h) {
+            *at = (*at + 1) & x->mask;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* Into t, the sum over every worker of the alias record `mine` (this worker's). Its latest
+ * endpoint (a label) is that of the lowest-numbered worker that saw requests, whichever
+ * worker answers. */
+static void alias_total(const struct rec_index *x, const struct alias_metrics *mine,
                         struct alias_metrics *t)
 {
     memset(t, 0, sizeof(*t));
     t->name = mine->name;
     t->endpoint = mine->endpoint;
-    for (uint32_t w = 0; w < m->shm->n; w++) {
-        const struct alias_metrics *a = alias_in(m->shm->arena[w], mine->name);
-        if (!a)
+    uint32_t first = UINT32_MAX;
+    uint64_t h = ident_hash(mine->name, NULL, NULL);
+    size_t at = (size_t)h & x->mask;
+    for (const struct idx_entry *e; (e = index_next(x, h, &at));) {
+        const struct alias_metrics *a = (const struct alias_metrics *)e->rec;
+        if (!same(a->name, mine->name))
             continue;
-        for (int e = 0; e < MET_ENDPOINTS; e++)
-            for (int st = 0; st < MET_STATUSES; st++)
-                t->requests[e][st] += a->requests[e][st];
+        uint64_t seen = 0;
+        for (int ep = 0; ep < MET_ENDPOINTS; ep++)
+            for (int st = 0; st < MET_STATUSES; st++) {
+                t->requests[ep][st] += a->requests[ep][st];
+                seen += a->requests[ep][st];
+            }
+        if (seen && e->worker < first) {
+            first = e->worker;
+            t->endpoint = a->endpoint;
+        }
         t->fallbacks += a->fallbacks;
         t->hedges += a->hedges;
         t->hedges_won += a->hedges_won;
@@ -203,8 +302,8 @@ static void alias_total(const struct metrics *m, const struct alias_metrics *min
     }
 }
 
-/* Into t, the sum over every worker of the route record `mine`. */
-static void route_total(const struct metrics *m, const struct route_metrics *mine,
+/* Into t, the sum over every worker of the route record `mine` (its endpoint as above). */
+static void route_total(const struct rec_index *x, const struct route_metrics *mine,
                         struct route_metrics *t)
 {
     memset(t, 0, sizeof(*t));
@@ -212,13 +311,18 @@ static void route_total(const struct metrics *m, const struct route_metrics *min
     t->provider = mine->provider;
     t->model = mine->model;
     t->endpoint = mine->endpoint;
-    for (uint32_t w = 0; w < m->shm->n; w++) {
-        const struct route_metrics *r = route_in(m->shm->arena[w], mine->alias, mine->provider,
-                                                 mine->model);
-        if (!r)
+    uint32_t first = UINT32_MAX;
+    uint64_t h = ident_hash(mine->alias, mine->provider, mine->model);
+    size_t at = (size_t)h & x->mask;
+    for (const struct idx_entry *e; (e = index_next(x, h, &at));) {
+        const struct route_metrics *r = (const struct route_metrics *)e->rec;
+        if (!same(r->alias, mine->alias) || !same(r->provider, mine->provider) ||
+            !same(r->model, mine->model))
             continue;
-        if (r->served && !mine->served)
+        if (r->served && e->worker < first) {
+            first = e->worker;
             t->endpoint = r->endpoint;
+        }
         t->served += r->served;
         t->cost_pico += r->cost_pico;
         met_hist_add(&t->tokens[0], &r->tokens[0]);
@@ -227,6 +331,38 @@ static void route_total(const struct metrics *m, const struct route_metrics *min
         met_hist_add(&t->ttfc, &r->ttfc);
         met_hist_add(&t->tpoc, &r->tpoc);
     }
+}
+
+/* A deployment's attempts over every worker, and whether it takes requests: up unless every
+ * worker that has tried it has it ejected or cooling down. */
+struct dep_total {
+    uint64_t successes, failures, cancels, ejections;
+    int up;
+};
+
+static void dep_total(const struct rec_index *x, const struct dep_health *mine, uint64_t now,
+                      struct dep_total *t)
+{
+    memset(t, 0, sizeof(*t));
+    int tried = 0;
+    uint64_t h = ident_hash(mine->provider, mine->model, NULL);
+    size_t at = (size_t)h & x->mask;
+    for (const struct idx_entry *e; (e = index_next(x, h, &at));) {
+        const struct dep_health *d = (const struct dep_health *)e->rec;
+        if (!same(d->provider, mine->provider) || !same(d->model, mine->model))
+            continue;
+        t->successes += d->successes;
+        t->failures += d->failures;
+        t->cancels += d->cancels;
+        t->ejections += d->total_ejections;
+        if (d->requests) {
+            const char *st = health_state(d, now);
+            tried = 1;
+            t->up |= same(st, "healthy") || same(st, "half_open");
+        }
+    }
+    if (!tried)
+        t->up = 1;
 }
 
 /* ---- exposition ---- */
@@ -380,18 +516,30 @@ int metrics_render(struct gateway *gw, struct buf *b)
 {
     const struct runtime *rt = gw->rt;
     const struct config *cfg = rt->cfg;
-    /* every worker's records summed, by this config's aliases and routes */
+    /* every worker's records summed, by this config's aliases, routes and deployments */
+    struct rec_index ix[3] = {{0, NULL}, {0, NULL}, {0, NULL}};
     struct alias_metrics *aliases = calloc(cfg->n_models + 1, sizeof(*aliases));
     struct route_metrics *routes = calloc(cfg->n_routes + 1, sizeof(*routes));
-    if (!aliases || !routes) {
+    struct dep_total *deps = calloc(rt->health->n + 1, sizeof(*deps));
+    int rc = aliases && routes && deps ? 0 : UV_ENOMEM;
+    for (int l = 0; l < 3 && rc == 0; l++)
+        rc = index_build(&ix[l], gw->metrics.shm, (enum shm_list)l);
+    if (rc == 0) {
+        for (size_t i = 0; i < cfg->n_models; i++)
+            alias_total(&ix[SHM_ALIASES], rt->aliases[i], &aliases[i]);
+        for (size_t i = 0; i < cfg->n_routes; i++)
+            route_total(&ix[SHM_ROUTES], rt->routes[i], &routes[i]);
+        for (size_t i = 0; i < rt->health->n; i++)
+            dep_total(&ix[SHM_HEALTH], rt->health->deps[i], uv_now(gw->loop), &deps[i]);
+    }
+    for (int l = 0; l < 3; l++)
+        free(ix[l].e);
+    if (rc != 0) {
         free(aliases);
         free(routes);
-        return UV_ENOMEM;
+        free(deps);
+        return rc;
     }
-    for (size_t i = 0; i < cfg->n_models; i++)
-        alias_total(&gw->metrics, rt->aliases[i], &aliases[i]);
-    for (size_t i = 0; i < cfg->n_routes; i++)
-        route_total(&gw->metrics, rt->routes[i], &routes[i]);
     head(b, "llmux_build_info", "gauge", "llmux's version");
     buf_printf(b, "llmux_build_info{version=\"%s\"} 1\n", LLMUX_VERSION);
 
@@ -444,62 +592,36 @@ int metrics_render(struct gateway *gw, struct buf *b)
 
     /* per deployment (provider, upstream model): the health records */
     const struct health *h = rt->health;
-    uint64_t now = uv_now(gw->loop);
-    /* every worker's record of each deployment: counters summed; up when some worker sends
-       it requests */
-    struct dep_health *t = malloc(sizeof(*t));
-    uint64_t(*counts)[5] = calloc(h->n + 1, sizeof(*counts));
-    if (!t || !counts) {
-        free(t);
-        free(counts);
-        free(aliases);
-        free(routes);
-        return UV_ENOMEM;
-    }
-    for (size_t i = 0; i < h->n; i++) {
-        health_total(gw->metrics.shm, h->deps[i], t);
-        uint64_t done = t->requests - t->inflight;
-        counts[i][0] = done - t->failures - t->cancels;
-        counts[i][1] = t->failures;
-        counts[i][2] = t->cancels;
-        counts[i][3] = t->total_ejections;
-        for (uint32_t w = 0; w < gw->metrics.shm->n && h->dep[i]->provider->enabled; w++) {
-            const struct dep_health *d = health_in(gw->metrics.shm->arena[w], t->provider, t->model);
-            const char *st = d ? health_state(d, now) : "";
-            if (strcmp(st, "healthy") == 0 || strcmp(st, "half_open") == 0)
-                counts[i][4] = 1;
-        }
-    }
-    free(t);
     head(b, "llmux_attempts_total", "counter",
          "Upstream attempts by deployment and outcome (failure: the provider's fault)");
     for (size_t i = 0; i < h->n; i++) {
         static const char *const outcome[3] = {"success", "failure", "cancelled"};
+        const uint64_t n[3] = {deps[i].successes, deps[i].failures, deps[i].cancels};
         for (int k = 0; k < 3; k++) {
             buf_append_str(b, "llmux_attempts_total{");
             label(b, "provider", h->deps[i]->provider, 1);
             label(b, "model", h->deps[i]->model, 0);
             label(b, "outcome", outcome[k], 0);
-            buf_printf(b, "} %" PRIu64 "\n", counts[i][k]);
+            buf_printf(b, "} %" PRIu64 "\n", n[k]);
         }
     }
     head(b, "llmux_deployment_up", "gauge",
-         "1 when the deployment takes requests (healthy or half-open) in at least one worker, 0 "
-         "when ejected or cooling down in all of them, or disabled");
+         "1 when the deployment takes requests (healthy or half-open) in a worker that has tried "
+         "it, 0 when ejected or cooling down in every such worker, or disabled");
     for (size_t i = 0; i < h->n; i++) {
         buf_append_str(b, "llmux_deployment_up{");
         label(b, "provider", h->deps[i]->provider, 1);
         label(b, "model", h->deps[i]->model, 0);
-        buf_printf(b, "} %d\n", (int)counts[i][4]);
+        buf_printf(b, "} %d\n", h->dep[i]->provider->enabled && deps[i].up);
     }
     head(b, "llmux_ejections_total", "counter", "Circuit-breaker ejections by deployment");
     for (size_t i = 0; i < h->n; i++) {
         buf_append_str(b, "llmux_ejections_total{");
         label(b, "provider", h->deps[i]->provider, 1);
         label(b, "model", h->deps[i]->model, 0);
-        buf_printf(b, "} %" PRIu64 "\n", counts[i][3]);
+        buf_printf(b, "} %" PRIu64 "\n", deps[i].ejections);
     }
-    free(counts);
+    free(deps);
     head(b, "llmux_cost_usd_total", "counter", "Spend of served requests in USD, by alias and provider");
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const struct route_metrics *r = &routes[i];
@@ -574,8 +696,8 @@ int metrics_render(struct gateway *gw, struct buf *b)
         if (!wm)
             continue; /* not started yet */
         for (int i = 0; i < MET_COUNTERS; i++)
-            sum.count[i] += wm->base[i] + wm->count[i];
-        sum.cpu += wm->cpu_base + wm->cpu;
+            sum.count[i] += wm->count[i];
+        sum.cpu += wm->cpu;
         for (int i = 0; i < MET_GAUGES; i++)
             sum.gauge[i] += wm->gauge[i];
         if (wm->gauge[MET_REDIS_UP] != 2) {
@@ -636,7 +758,7 @@ int metrics_render(struct gateway *gw, struct buf *b)
 void metrics_publish(struct gateway *gw)
 {
     struct worker_metrics *w = gw->metrics.self;
-    uint64_t *c = w->count, *g = w->gauge;
+    uint64_t c[MET_COUNTERS] = {0}, *g = w->gauge;
     const uint64_t *cr = gw->cache.results;
     c[MET_BUDGET_REFUSALS] = gw->health.budget_refusals;
     c[MET_CACHE_HIT] = cr[CACHE_HIT];
@@ -672,9 +794,11 @@ void metrics_publish(struct gateway *gw)
     g[MET_RSS] = (uint64_t)resident * (uint64_t)page;
     int fds = open_fds();
     g[MET_FDS] = fds > 0 ? (uint64_t)fds : 0;
+    for (int i = 0; i < MET_COUNTERS; i++)
+        w->count[i] = gw->metrics.carried[i] + c[i];
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    w->cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+    w->cpu = gw->metrics.cpu_carried + (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
              ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
     const struct hist *oh = &gw->stats.overhead_us;
     if (oh->count == w->overhead.n)

@@ -38,15 +38,15 @@ void shm_destroy(struct shm *s)
 int shm_adopt(struct shm *s, uint32_t i)
 {
     struct shm_arena *a = s->arena[i];
-    pid_t me = getpid();
-    int taken = a->owner != 0 && a->owner != me;
-    a->owner = me;
+    int taken = a->owner != 0; /* each process adopts its arena once: anyone before it is gone
+                                  (even if the kernel gave it the same pid) */
+    a->owner = getpid();
     return taken;
 }
 
 void *shm_alloc(struct shm_arena *a, size_t size)
 {
-    size = (size + 15) & ~(size_t)15;
+    size = shm_rounded(size);
     if (size > a->size - a->used)
         return NULL;
     void *p = a->data + a->used; /* zero: never handed out before */

@@ -121,6 +121,23 @@ static void test_workers_and_wrap(void)
     struct gen_ring *again;
     CHECK_INT(generations_attach(s->arena[0], 8, &again), 0);
     CHECK(again == g[0]);
+    /* ... also when its predecessor died between publishing a record's slot and counting it:
+       the record counts, and the next one goes to the next slot */
+    add(g[0], 6, 1006);
+    atomic_fetch_sub(&g[0]->count, 1);
+    CHECK_INT(generations_attach(s->arena[0], 8, &again), 0);
+    CHECK_INT(atomic_load(&g[0]->count), 4);
+    add(g[0], 8, 1008);
+    for (unsigned long k = 6; k <= 8; k += 2) {
+        char id[16];
+        snprintf(id, sizeof(id), "gen-%lu", k);
+        r = generations_find(s, id);
+        CHECK(r && whole(r));
+        free(r);
+    }
+    CHECK_INT(generations_newest(s, 10, 0, out), 8);
+    for (size_t i = 0; i < 8; i++)
+        free(out[i]);
 
     /* 20 more on worker 0: it keeps its last 8 */
     for (unsigned long k = 100; k < 120; k++)

@@ -98,13 +98,21 @@ struct gateway {
 };
 
 /* Set up everything for cfg (takes a reference) except the server. Returns 0 or a negative
- * code with a message in err. */
+ * code with a message in err; either way gateway_close, the loop run out and gateway_free
+ * undo what was made. */
 int gateway_init(struct gateway *gw, uv_loop_t *loop, struct config *cfg, char *err, size_t errlen);
 /* The limits table and the registry arenas every gateway of this process (and its forks)
  * uses; set before forking workers. Without them, gateway_init makes its own. */
 void gateway_share(struct limits *l, struct shm *s);
 /* The index of the worker the next gateway_init is for (0 without workers): its arena. */
 void gateway_share_worker(int worker);
+/* The bytes of address space a worker's arena gets for cfg: room for its records four times
+ * over (reloads add aliases and deployments; 32 MiB at least) and its generations ring. 0
+ * when out of memory. */
+size_t gateway_registry_bytes(const struct config *cfg);
+/* Whether the records cfg adds to arena a fit in what is left of it (gateway_load refuses a
+ * config that does not, before it takes anything; so does the supervisor's reload). */
+int gateway_registry_fits(const struct shm_arena *a, const struct config *cfg);
 /* Log lines (access log, health events) go to f, buffered: written when 32 KiB wait or 100 ms
  * after the first waiting line, so a request costs no write() of its own. */
 void gateway_open_log(struct gateway *gw, FILE *f);

@@ -45,7 +45,9 @@ struct dep_health {
     uint32_t ttft_ring[HEALTH_TTFT_SAMPLES]; /* recent TTFTs, for the p95 */
     uint32_t n_ttft;
     uint32_t inflight;
-    uint64_t requests, failures, cancels; /* attempts begun; failed; cancelled (no outcome) */
+    uint64_t requests, successes, failures, cancels; /* attempts begun; served; failed;
+                                                        cancelled (no outcome): each only grows,
+                                                        so other workers' sums never go back */
     uint32_t consecutive_failures;
     uint64_t window_bits; /* recent outcomes, 1 = failure, newest in bit 0 */
     uint32_t window_n;
@@ -87,6 +89,9 @@ struct health *health_create(const struct config *cfg, struct health_shared *sh,
                              struct shm_arena *arena);
 /* Arena a's record of (provider, model), or NULL. */
 struct dep_health *health_in(const struct shm_arena *a, const char *provider, const char *model);
+/* The arena bytes the records of cfg's deployments would take in a that it does not hold yet
+ * (a NULL: an empty arena); SIZE_MAX when out of memory. */
+size_t health_need(const struct shm_arena *a, const struct config *cfg);
 /* A worker took over the arena of a dead one: its attempts in flight will never end, so they
  * count as cancelled, and a probe it had in flight is no longer. */
 void health_adopt(struct shm_arena *a);

@@ -53,8 +53,9 @@ struct alias_metrics {
 
 /* What a worker counts outside the alias and route records (its retry budget, cache, Redis
  * connection, upstream pool, process), copied into its arena once a second and before each
- * scrape it answers, so that any worker answers for all. Counters carry on over a restart
- * (base: what the processes this worker replaced had counted); gauges are this process's. */
+ * scrape it answers, so that any worker answers for all. Counters carry on over a restart:
+ * a process publishes what the processes it replaced had counted plus its own, one field each
+ * (a reader never sees a counter go back); gauges are this process's. */
 enum met_counter {
     MET_BUDGET_REFUSALS,
     MET_CACHE_HIT,
@@ -79,8 +80,8 @@ enum met_gauge {
 };
 struct worker_metrics {
     struct shm_link link;
-    uint64_t base[MET_COUNTERS], count[MET_COUNTERS];
-    double cpu_base, cpu; /* CPU seconds */
+    uint64_t count[MET_COUNTERS];
+    double cpu; /* CPU seconds */
     uint64_t gauge[MET_GAUGES];
     struct met_hist overhead; /* this process's own time per request (llmux_overhead_seconds) */
     int64_t started;          /* unix seconds: when the first process of this worker started */
@@ -90,8 +91,14 @@ struct metrics {
     struct shm *shm;         /* every worker's arena (borrowed) */
     struct shm_arena *arena; /* this worker's: where its records are made */
     struct worker_metrics *self; /* this worker's figures in its arena */
+    uint64_t carried[MET_COUNTERS]; /* what the processes this one replaced had counted */
+    double cpu_carried;
 };
 
+/* The arena bytes cfg's aliases and routes (and the worker's record) would take in a that it
+ * does not hold yet (a NULL: an empty arena); at most that, since a route listed twice is
+ * counted twice. */
+size_t metrics_need(const struct shm_arena *a, const struct config *cfg);
 /* The worker's record in m->arena (taken over from the process it replaces, if any). Returns
  * 0 or UV_ENOMEM. */
 int metrics_init(struct metrics *m);

@@ -49,9 +49,16 @@ struct shm {
 struct shm *shm_create(uint32_t n, size_t bytes);
 void shm_destroy(struct shm *s);
 
-/* Arena i for the calling process: returns 1 when it belonged to another (dead) process whose
- * records this one now takes over (the caller resets what was that process's own), else 0. */
+/* Arena i for the calling process, once per process: returns 1 when it belonged to another
+ * (dead) process whose records this one now takes over (the caller resets what was that
+ * process's own), else 0. */
 int shm_adopt(struct shm *s, uint32_t i);
+
+/* The arena bytes an allocation of n takes. */
+static inline size_t shm_rounded(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
 
 /* size zeroed bytes (aligned for any record) from a, or NULL when the arena is full. */
 void *shm_alloc(struct shm_arena *a, size_t size);

@@ -208,6 +208,50 @@ test('workers: any worker answers /metrics and /v1/models/{id}/endpoints for all
   }
 });
 
+test('a reload whose new deployments do not fit the shared registry is refused whole; the running config and a restarted worker carry on', async () => {
+  const mock = await startMock();
+  const dir = mkdtempSync(join(tmpdir(), 'llmux-workers-'));
+  const small = { a: { deployments: [{ provider: 'm', model: 'x?tokens=2' }] } };
+  const big = { ...small };
+  for (let i = 0; i < 1300; i++) big[`big${i}`] = { deployments: [{ provider: 'm', model: `y${i}` }] };
+  for (const workers of [1, 2]) {
+    const llmux = await startLlmux({ ...config(mock, dir, small), workers });
+    try {
+      writeFileSync(llmux.configPath, JSON.stringify({ ...config(mock, dir, big), workers, listen: '127.0.0.1:0' }));
+      llmux.proc.kill('SIGHUP');
+      await waitFor(() => llmux.stderr().includes('"msg":"reload failed"'), { what: 'the reload to be refused', timeout: 15000 });
+      const line = llmux.stderr().split('\n').find((l) => l.includes('"msg":"reload failed"'));
+      assert.match(line, /shared registry .* no room .* restart llmux/);
+      assert.ok(!llmux.stderr().includes('"msg":"config reloaded"'), `workers ${workers}`);
+      // The running config serves; the new aliases do not exist.
+      let res = await post(llmux.base, '/v1/chat/completions', chat('a'), { connection: 'close' });
+      assert.equal(res.status, 200);
+      await res.json();
+      res = await post(llmux.base, '/v1/chat/completions', chat('big7'), { connection: 'close' });
+      assert.equal(res.status, 404);
+      await res.text();
+      if (workers === 2) { // a worker started again starts on the config the others run
+        const victim = (await bothWorkers(llmux)).get(1).worker_pid;
+        process.kill(victim, 'SIGKILL');
+        await waitFor(() => llmux.stderr().includes('"msg":"worker died"'), { what: 'the supervisor to notice', timeout: 15000 });
+        await bothWorkers(llmux, (s) => s.worker_pid !== victim, 'a replacement worker');
+        assert.equal(llmux.stderr().split('\n').filter((l) => l.includes('"msg":"worker died"')).length, 1, 'the replacement stays up');
+      }
+      // A config that fits reloads.
+      writeFileSync(llmux.configPath, JSON.stringify({ ...config(mock, dir, { ...small, b: small.a }), workers, listen: '127.0.0.1:0' }));
+      llmux.proc.kill('SIGHUP');
+      await waitFor(async () => {
+        const r = await post(llmux.base, '/v1/chat/completions', chat('b'), { connection: 'close' });
+        await r.text();
+        return r.status === 200 && (workers === 1 || (await bothWorkers(llmux)).size === 2);
+      }, { what: 'the fitting reload', timeout: 15000 });
+    } finally {
+      await llmux.stop();
+    }
+  }
+  await mock.stop();
+});
+
 test('workers: an invalid value is refused with its JSON path', async () => {
   const { runLlmux, writeConfig } = await import('./lib.mjs');
   const r = runLlmux(['-t', '-c', writeConfig({ workers: 0, providers: { m: provider('http://127.0.0.1:1/v1') } })]);
