@@ -207,23 +207,25 @@ static int set_text(struct adapter_stream *s, struct json_span v, struct chunk_i
     return adapter_span_text(&st->text, v, &ci->text, &ci->text_len);
 }
 
-/* Fill ci from one choice; returns whether it carries anything a client would see (or a
- * negative code when out of memory). */
-static int read_choice(struct adapter_stream *s, struct json_span choice, struct chunk_info *ci,
+/* A choice's members read, in the order of its spans in read_choice. */
+enum { C_FINISH_REASON, C_TEXT, C_DELTA, C_COUNT };
+static const char *const choice_keys[C_COUNT] = {"finish_reason", "text", "delta"};
+
+/* Fill ci from one choice's members c; returns whether it carries anything a client would see
+ * (or a negative code when out of memory). */
+static int read_choice(struct adapter_stream *s, const struct json_span *c, struct chunk_info *ci,
                        int first)
 {
-    static const char *const choice_keys[] = {"finish_reason", "text", "delta"};
     static const char *const delta_keys[] = {"content",           "refusal",    "reasoning",
                                              "reasoning_content", "tool_calls", "function_call"};
-    struct json_span c[3], d[6];
+    struct json_span d[6];
     int seen = 0;
-    json_members(choice, choice_keys, 3, c); /* not an object: nothing found */
-    json_members(c[2], delta_keys, 6, d);
-    enum json_type fr = json_type(c[0]);
+    json_members(c[C_DELTA], delta_keys, 6, d);
+    enum json_type fr = json_type(c[C_FINISH_REASON]);
     if (fr != JSON_ABSENT && fr != JSON_NULL)
         ci->finish = seen = 1;
-    if (nonempty_string(c[1]) || nonempty_string(d[0])) {
-        int rc = first ? set_text(s, nonempty_string(c[1]) ? c[1] : d[0], ci) : 0;
+    if (nonempty_string(c[C_TEXT]) || nonempty_string(d[0])) {
+        int rc = first ? set_text(s, nonempty_string(c[C_TEXT]) ? c[C_TEXT] : d[0], ci) : 0;
         if (rc)
             return rc;
         seen = 1;
@@ -282,8 +284,9 @@ static int openai_stream_event(struct adapter_stream *s, const char *event, size
         ci.kind = adapter_openai_usage_span(m[M_USAGE], &ci.usage) ? CHUNK_CONTENT
                                                                    : CHUNK_PREAMBLE;
         size_t pos = 0;
-        struct json_span c;
-        for (int first = 1; json_next(m[M_CHOICES], &pos, &c) == 0; first = 0) {
+        struct json_span c[C_COUNT]; /* a choice that is not an object: nothing found */
+        for (int first = 1; json_next_members(m[M_CHOICES], &pos, choice_keys, C_COUNT, c) == 0;
+             first = 0) {
             int seen = read_choice(s, c, &ci, first);
             if (seen < 0)
                 return seen;

@@ -14,9 +14,11 @@
 
 #define JSON_MAX_DEPTH 128
 
+/* Any byte above ' ' is not white space: one test ends the loop in the common case. */
 static size_t skip_ws(const char *s, size_t i, size_t n)
 {
-    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+    while (i < n && (unsigned char)s[i] <= ' ' &&
+           (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
         i++;
     return i;
 }
@@ -41,26 +43,30 @@ static long hex4(const char *s, size_t i, size_t n)
     return v;
 }
 
-/* The bytes of x (8 bytes of text, little-endian) that are '"', '\\' or below 0x20, as their
- * high bits. The classic SWAR tests: (v - 0x01..01 * k) & ~v & 0x80..80 marks the bytes of v
- * below k (k <= 0x80), and a byte equal to c is a zero byte of x ^ (0x01..01 * c). A borrow can
- * mark a byte above a marked one, never below: the lowest mark is exact. */
-static uint64_t special_bytes(uint64_t x)
+/* The bytes of x (8 bytes of text, little-endian) that are '"', '\\' or (with `controls`) below
+ * 0x20, as their high bits. The classic SWAR tests: (v - 0x01..01 * k) & ~v & 0x80..80 marks
+ * the bytes of v below k (k <= 0x80), and a byte equal to c is a zero byte of
+ * x ^ (0x01..01 * c). A borrow can mark a byte above a marked one, never below: the lowest mark
+ * is exact. Text known valid has no control bytes in its strings: `controls` 0 for it. */
+static inline uint64_t special_bytes(uint64_t x, int controls)
 {
     const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
     uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\');
-    return (((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((bs - ones) & ~bs)) & high;
+    uint64_t m = ((q - ones) & ~q) | ((bs - ones) & ~bs);
+    if (controls)
+        m |= (x - ones * 0x20) & ~x;
+    return m & high;
 }
 
-/* From i, 8 bytes at a time, to the next '"', '\\' or control byte; stops earlier (fewer than
- * 8 bytes left) for the caller to go on byte by byte. */
-static size_t skip_plain(const char *s, size_t i, size_t n)
+/* From i, 8 bytes at a time, to the next '"', '\\' or (with `controls`) control byte; stops
+ * earlier (fewer than 8 bytes left) for the caller to go on byte by byte. */
+static inline size_t skip_plain(const char *s, size_t i, size_t n, int controls)
 {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     while (n - i >= 8) {
         uint64_t x;
         memcpy(&x, s + i, 8);
-        uint64_t m = special_bytes(x);
+        uint64_t m = special_bytes(x, controls);
         if (m)
             return i + ((size_t)__builtin_ctzll(m) >> 3);
         i += 8;
@@ -76,7 +82,7 @@ static size_t scan_string(const char *s, size_t i, size_t n)
 {
     i++;
     while (i < n) {
-        i = skip_plain(s, i, n);
+        i = skip_plain(s, i, n, 1);
         if (i >= n)
             break;
         unsigned char c = (unsigned char)s[i];
@@ -205,7 +211,7 @@ static size_t skip_string(const char *s, size_t i, size_t n)
 {
     i++;
     while (i < n) {
-        i = skip_plain(s, i, n);
+        i = skip_plain(s, i, n, 0);
         if (i >= n)
             break;
         if (s[i] == '"')
@@ -263,9 +269,10 @@ int json_valid(const char *s, size_t n)
 
 /* One step of a walk over the container s[0..n) opening with `open` ('{' or '['), from *pos
  * (0: the start): the next member's key span [kstart, kend) with its quotes (objects) and its
- * value span. Returns 0, 1 at the
- * closing bracket (*pos just past it), or -1 when the text is not valid there. `trusted`: the
- * container is known valid, so values are skipped rather than scanned. */
+ * value span. Returns 0, 1 at the closing bracket (*pos just past it), or -1 when the text is
+ * not valid there. `trusted`: the container is known valid, so values are skipped rather than
+ * scanned. vend NULL (trusted only): stops at the value, *pos = *vstart, for the caller to step
+ * over it (while reading it). */
 static int walk_step(const char *s, size_t n, char open, int trusted, size_t *pos,
                      size_t *kstart, size_t *kend, size_t *vstart, size_t *vend)
 {
@@ -301,6 +308,10 @@ static int walk_step(const char *s, size_t n, char open, int trusted, size_t *po
         i = skip_ws(s, i + 1, n);
     }
     *vstart = i;
+    if (!vend) {
+        *pos = i;
+        return 0;
+    }
     *vend = trusted ? skip_value(s, i, n) : scan_value(s, i, n, 1);
     if (!*vend)
         return -1;
@@ -393,31 +404,61 @@ int json_key_is(const struct json_member *m, const char *key, size_t key_len)
     return strnlen(dec, sizeof(dec)) == key_len && memcmp(dec, key, key_len) == 0;
 }
 
-int json_members(struct json_span v, const char *const *keys, size_t nkeys,
-                 struct json_span *found)
+/* Whether the raw key[0..len) is the C string want. Valid key text has no NUL byte, so the loop
+ * stops at want's end. */
+static int raw_key_is(const char *key, size_t len, const char *want)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (key[i] != want[i])
+            return 0;
+    }
+    return want[len] == 0;
+}
+
+/* The first of keys not found yet that the key of m names, or nkeys. A key with an escape never
+ * equals one of ours raw: only then is it decoded. */
+static size_t wanted_key(const struct json_member *m, const char *const *keys, size_t nkeys,
+                         const struct json_span *found)
+{
+    for (size_t k = 0; k < nkeys; k++) {
+        if (!found[k].s && raw_key_is(m->key, m->key_len, keys[k]))
+            return k;
+    }
+    if (!memchr(m->key, '\\', m->key_len))
+        return nkeys;
+    for (size_t k = 0; k < nkeys; k++) {
+        if (!found[k].s && json_key_is(m, keys[k], strlen(keys[k])))
+            return k;
+    }
+    return nkeys;
+}
+
+/* json_members, also giving the index past the object's closing brace in *end. A valid v may
+ * run on past the object (the rest of its container). */
+static int members_end(struct json_span v, const char *const *keys, size_t nkeys,
+                       struct json_span *found, size_t *end)
 {
     size_t pos = 0;
     struct json_member m;
     int rc;
     memset(found, 0, nkeys * sizeof(*found));
     while ((rc = member_next(v, &pos, &m)) == 0) {
-        int escaped = memchr(m.key, '\\', m.key_len) != NULL;
-        for (size_t k = 0; k < nkeys; k++) {
-            /* keys[k] equals the raw key when it starts with it and ends there */
-            if (found[k].s || (!escaped && (keys[k][0] != m.key[0] ||
-                                            strncmp(keys[k], m.key, m.key_len) != 0 ||
-                                            keys[k][m.key_len] != 0)))
-                continue;
-            if (escaped && !json_key_is(&m, keys[k], strlen(keys[k])))
-                continue;
+        size_t k = wanted_key(&m, keys, nkeys, found);
+        if (k < nkeys)
             found[k] = value_of(v, m.vstart, m.vend);
-            break;
-        }
     }
+    *end = pos;
     if (rc == 1 && (v.valid || json_object_rest_empty(v.s, v.n, pos)))
         return 0;
     memset(found, 0, nkeys * sizeof(*found));
     return -1;
+}
+
+int json_members(struct json_span v, const char *const *keys, size_t nkeys,
+                 struct json_span *found)
+{
+    size_t end;
+    return members_end(v, keys, nkeys, found, &end);
 }
 
 struct json_span json_get(struct json_span v, const char *path)
@@ -452,6 +493,31 @@ int json_next(struct json_span v, size_t *pos, struct json_span *item)
     if (rc == 0)
         *item = value_of(v, vs, ve);
     return rc;
+}
+
+int json_next_members(struct json_span v, size_t *pos, const char *const *keys, size_t nkeys,
+                      struct json_span *found)
+{
+    struct json_span item;
+    if (!v.valid) { /* validated by json_next first */
+        int rc = json_next(v, pos, &item);
+        if (rc == 0)
+            json_members(item, keys, nkeys, found);
+        return rc;
+    }
+    size_t open = skip_ws(v.s, 0, v.n), k, kend, vs, end;
+    if (open >= v.n || (v.s[open] != '[' && v.s[open] != '{'))
+        return -1;
+    int rc = walk_step(v.s, v.n, v.s[open], 1, pos, &k, &kend, &vs, NULL);
+    if (rc != 0)
+        return rc;
+    /* one walk: the members are read while the element is stepped over */
+    struct json_span rest = {v.s + vs, v.n - vs, 1};
+    if (members_end(rest, keys, nkeys, found, &end) == 0)
+        *pos = vs + end;
+    else /* not an object: nothing found */
+        *pos = skip_value(v.s, vs, v.n);
+    return 0;
 }
 
 int json_string_raw(struct json_span v, const char **p, size_t *len)

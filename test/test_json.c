@@ -106,6 +106,79 @@ static void test_members(void)
     CHECK_STR(text_of(inner[0], o, sizeof(o)), "\"in\"");
 }
 
+/* The fast paths of the event walk: keys compared raw unless they have an escape, strings of
+ * trusted spans skipped 8 bytes at a time (escapes at every offset around a boundary), white
+ * space told apart from the other bytes below '!', and json_next_members. */
+static void test_event_walk(void)
+{
+    static const char *const keys[] = {"id", "choices", "i"};
+    struct json_span f[3], g[3];
+    char o[128], ev[160];
+    /* a key that is a prefix of a wanted one, or has one as its prefix, is another key */
+    CHECK_INT(json_members(T("{\"idx\":1,\"choice\":2,\"choicesx\":3,\"\":4,\"i\":5,\"id\":6}"),
+                           keys, 3, f),
+              0);
+    CHECK_STR(text_of(f[0], o, sizeof(o)), "6");
+    CHECK_STR(text_of(f[1], o, sizeof(o)), "(absent)");
+    CHECK_STR(text_of(f[2], o, sizeof(o)), "5");
+    /* an escaped key after the raw one: the first still wins; escaped first: it wins */
+    CHECK_INT(json_members(T("{\"i\":1,\"\\u0069\":2,\"\\u0069d\":3,\"id\":4}"), keys, 3, f), 0);
+    CHECK_STR(text_of(f[2], o, sizeof(o)), "1");
+    CHECK_STR(text_of(f[0], o, sizeof(o)), "3");
+    for (int at = 0; at < 20; at++) { /* an escaped quote, then backslash, at offsets 0..19 */
+        const char *abc = "abcdefghijklmnopqrstuvwxyz";
+        int k = snprintf(ev, sizeof(ev), "{\"choices\":{\"x\":\"%.*s\\\"q\",\"id\":\"%.*s\\\\\"}}",
+                         at, abc, at, abc);
+        CHECK_INT(json_members(json_text(ev, (size_t)k), keys, 2, f), 0);
+        CHECK_INT(json_members(f[1], keys, 1, g), 0); /* trusted: skipped, not scanned */
+        CHECK_INT((int)g[0].n, at + 4);
+        CHECK(g[0].s && g[0].s[g[0].n - 3] == '\\' && g[0].s[g[0].n - 1] == '"');
+    }
+    /* white space is ' ', \t, \n, \r: the other bytes below '!' are refused */
+    CHECK_INT(json_members(T("\r\n{\t\"id\" :\n1 ,\"i\":2}\n"), keys, 3, f), 0);
+    CHECK_STR(text_of(f[0], o, sizeof(o)), "1");
+    static const char *const bad_ws[] = {"{\"id\":\x0b" "1}", "{\x0c\"id\":1}", "\x01{}",
+                                         "{}\x1f"};
+    for (size_t i = 0; i < sizeof(bad_ws) / sizeof(bad_ws[0]); i++)
+        CHECK_INT(json_members(T(bad_ws[i]), keys, 1, f), -1);
+
+    /* json_next_members: what json_next then json_members give, element by element */
+    static const char *const arrays[] = {
+        "{\"choices\":[{\"id\":\"]}\",\"i\":[{}]} , 7, [{\"id\":1}],{\"i\":\"\\\"}\"} ,{}]}",
+        "{\"choices\":{\"a\":{\"id\":2},\"b\":null,\"c\":{\"i\":[\"}\"]}}}",
+        "{\"choices\":[]}",
+    };
+    static const int elements[] = {5, 3, 0};
+    for (size_t a = 0; a < sizeof(arrays) / sizeof(arrays[0]); a++) {
+        static const char *const top[] = {"choices"};
+        struct json_span c[1], item;
+        CHECK_INT(json_members(T(arrays[a]), top, 1, c), 0);
+        size_t p1 = 0, p2 = 0;
+        int r1, n = 0;
+        while ((r1 = json_next(c[0], &p1, &item)) == 0) {
+            json_members(item, keys, 3, f);
+            CHECK_INT(json_next_members(c[0], &p2, keys, 3, g), 0);
+            CHECK_INT((int)p2, (int)p1);
+            for (int k = 0; k < 3; k++)
+                CHECK(g[k].s == f[k].s && g[k].n == f[k].n && g[k].valid == f[k].valid);
+            n++;
+        }
+        CHECK_INT(json_next_members(c[0], &p2, keys, 3, g), r1);
+        CHECK_INT(n, elements[a]);
+    }
+    /* untrusted: validated as json_next validates it */
+    size_t pos = 0;
+    const char *two = "[{\"id\":1},{\"id\":01}]";
+    CHECK_INT(json_next_members(T(two), &pos, keys, 1, f), 0);
+    CHECK_STR(text_of(f[0], o, sizeof(o)), "1");
+    CHECK_INT(json_next_members(T(two), &pos, keys, 1, g), -1);
+    struct json_span absent = {NULL, 0, 0};
+    pos = 0;
+    CHECK_INT(json_next_members(absent, &pos, keys, 1, g), -1);
+    pos = 0;
+    CHECK_INT(json_next_members(f[0], &pos, keys, 1, g), -1); /* a trusted number */
+}
+
 static void test_get_next(void)
 {
     char o[128];
@@ -248,6 +321,7 @@ int main(void)
     test_fixed();
     test_members();
     test_get_next();
+    test_event_walk();
     test_strings();
     test_numbers();
     char o[256];

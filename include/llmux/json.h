@@ -81,6 +81,11 @@ struct json_span json_get(struct json_span v, const char *path);
  * 1 at the end, -1 when v is neither or is invalid there. */
 int json_next(struct json_span v, size_t *pos, struct json_span *item);
 
+/* json_next, then json_members over the item (found all absent when it is not an object),
+ * without the second walk over the item that the two calls make. */
+int json_next_members(struct json_span v, size_t *pos, const char *const *keys, size_t nkeys,
+                      struct json_span *found);
+
 /* The string value v in place when it has no escapes: returns 0 with its bytes (between the
  * quotes) in *p, *len; 1 when it has escapes (decode with json_string_copy); -1 when v is not a
  * valid string. */
