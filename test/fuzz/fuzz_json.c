@@ -68,6 +68,23 @@ static void check_readers(const char *s, size_t size, const cJSON *root)
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "a");
     same_value(json_get(json_text(s, size), "a.b"), cJSON_GetObjectItemCaseSensitive(a, "b"));
     same_value(json_get(f[4], "b"), cJSON_GetObjectItemCaseSensitive(a, "b"));
+    /* json_next_members (one walk) finds what json_next then json_members find, element by
+       element, and ends where json_next does */
+    static const char *const item_keys[] = {"index", "delta", "finish_reason", "a"};
+    size_t p1 = 0, p2 = 0;
+    struct json_span item, g1[4], g2[4];
+    for (;;) {
+        int r1 = json_next(f[3], &p1, &item), r2 = json_next_members(f[3], &p2, item_keys, 4, g2);
+        if (r1 != r2 || (r1 == 0 && p1 != p2))
+            abort();
+        if (r1 != 0)
+            break;
+        if (json_members(item, item_keys, 4, g1) != 0)
+            memset(g1, 0, sizeof(g1));
+        for (size_t k = 0; k < 4; k++)
+            if (g1[k].s != g2[k].s || g1[k].n != g2[k].n)
+                abort();
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
