@@ -153,7 +153,9 @@ test('workers: any worker answers /metrics and /v1/models/{id}/endpoints for all
     // Every scrape, whichever worker answers it, counts every request once; so does the
     // endpoints document. (The workers publish their own figures within a second.)
     const cacheTotal = (t) => ['hit', 'miss'].reduce((n, r) => n + sample(t, 'llmux_cache_requests_total', { result: r }), 0);
-    await waitFor(async () => cacheTotal(await scrape(llmux)) === cacheRequests, { what: 'the cache counts of both workers', timeout: 5000, every: 50 });
+    const published = (t) => cacheTotal(t) === cacheRequests &&
+      ['0', '1'].every((w) => sample(t, 'llmux_overhead_seconds_count', { worker: w }) > 0);
+    await waitFor(async () => published(await scrape(llmux)), { what: 'the figures of both workers', timeout: 5000, every: 50 });
     for (let i = 0; i < 8; i++) {
       const text = await scrape(llmux);
       assert.equal(sample(text, 'llmux_requests_total', labels), sent, `scrape ${i}`);
