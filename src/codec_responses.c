@@ -812,6 +812,9 @@ static void responses_observe(struct codec_stream *s, const char *bytes, size_t 
     codec_each_event(s, bytes, len, observe_event);
 }
 
+/* A Response's end: the reason in incomplete_details, else its status ("completed"). */
+static const char *const finish_keys[] = {"\"reason\"", "\"status\"", NULL};
+
 static const struct adapter *responses_native_for(const struct provider *p)
 {
     if (!p->responses_native)
@@ -837,6 +840,7 @@ const struct client_codec codec_responses = {
     .native_path = "/responses",
     .forward_headers = forwarded,
     .native_for = responses_native_for,
+    .finish_keys = finish_keys,
     .native_continues = 0, /* a continuation cannot go on in the provider's own items */
     .ping = ": ping\n\n",
     .stream_chunk = responses_stream_chunk,

@@ -194,8 +194,7 @@ void exchange_log(struct exchange *ex);
 /* The finished request's record for GET /v1/generation (src/exchange_log.c). */
 void exchange_generation(struct exchange *ex);
 /* The answer's finish reason into ex->finish_reason, found in a chunk or body (OpenAI's
- * "finish_reason", Anthropic's "stop_reason", a Response's incomplete_details "reason" or
- * "status"). */
+ * "finish_reason", Anthropic's "stop_reason", then the client codec's finish_keys). */
 void exchange_sniff_finish(struct exchange *ex, const char *json, size_t len);
 /* The key's tokens corrected to the answer's usage, and its spend (src/admission.c). */
 void exchange_settle(struct exchange *ex);

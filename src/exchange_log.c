@@ -245,16 +245,20 @@ void exchange_metrics(struct exchange *ex)
 
 void exchange_sniff_finish(struct exchange *ex, const char *json, size_t len)
 {
-    /* chat's and Anthropic's keys; then a Response's (native passthrough): the reason in
-       incomplete_details, else its status ("completed") */
-    static const char *const keys[] = {"\"finish_reason\"", "\"stop_reason\"", "\"reason\"",
-                                       "\"status\""};
-    for (size_t k = 0; k < 4 && !ex->finish_reason[0]; k++) {
-        const char *p = memmem(json, len, keys[k], strlen(keys[k]));
+    /* chat's and Anthropic's keys, then those of the client's API (its codec's) */
+    static const char *const common[] = {"\"finish_reason\"", "\"stop_reason\""};
+    const char *const *more = ex->creq.codec ? ex->creq.codec->finish_keys : NULL;
+    size_t n_more = 0;
+    while (more && more[n_more])
+        n_more++;
+    for (size_t k = 0; k < 2 + n_more && !ex->finish_reason[0]; k++) {
+        const char *key = k < 2 ? common[k] : more[k - 2];
+        size_t key_len = strlen(key);
+        const char *p = memmem(json, len, key, key_len);
         if (!p)
             continue;
         const char *end = json + len;
-        p += strlen(keys[k]);
+        p += key_len;
         while (p < end && (*p == ' ' || *p == ':' || *p == '\n' || *p == '\r' || *p == '\t'))
             p++;
         if (p >= end || *p != '"') /* null: not yet */

@@ -75,6 +75,10 @@ struct client_codec {
      * it pass the client's bytes through instead of translating twice); NULL when it does not.
      * The function NULL: no provider does. */
     const struct adapter *(*native_for)(const struct provider *p);
+    /* Keys (with their quotes) that say why an answer in the client's API ended, looked for
+     * after "finish_reason" and "stop_reason" (the access log's and generation's finish);
+     * NULL-terminated; NULL: none. */
+    const char *const *finish_keys;
     /* A continuation may follow a broken passthrough attempt (on another kind, translated, in
      * the same client message); 0: a passthrough stream that breaks ends with stream_error. */
     int native_continues;
